@@ -1,0 +1,436 @@
+/*
+ * config.c - the settings table and its loaders (see config.h).
+ *
+ * Every setting a worker reads is in `settings` below; nothing else reads the
+ * environment.  Values are validated when set, so a bad value stops start-up
+ * with a message naming the key before any connection is made.
+ */
+#include "config.h"
+
+#include "log.h"
+#include "rules.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef enum { T_STRING, T_INT, T_DURATION, T_LOGLEVEL, T_HOSTPORT } ktype_t;
+
+typedef struct setting_s {
+    const char *key;
+    const char *env;
+    ktype_t type;
+    const char *def;
+    int64_t min, max; /* T_INT */
+    const char *desc;
+} setting_t;
+
+#define SRC PL_SOURCE_DIR
+
+static const setting_t settings[] = {
+    {"brokers", "PL_BROKERS", T_STRING, "127.0.0.1:19092", 0, 0,
+     "Kafka bootstrap servers (host:port,...)"},
+    {"redis", "PL_REDIS", T_HOSTPORT, "127.0.0.1:16379", 0, 0,
+     "Redis server as host:port"},
+    {"redis.password", "PL_REDIS_PASSWORD", T_STRING, "", 0, 0,
+     "Redis AUTH password (empty: none)"},
+    {"key.prefix", "PL_KEY_PREFIX", T_STRING, "", 0, 0,
+     "Prefix of every Redis key (no braces)"},
+    {"topic.prefix", "PL_TOPIC_PREFIX", T_STRING, "", 0, 0,
+     "Prefix of every topic name"},
+    {"topic.leads", "PL_TOPIC_LEADS", T_STRING, "sales.leads", 0, 0,
+     "Lead input topic"},
+    {"topic.deals", "PL_TOPIC_DEALS", T_STRING, "sales.deals", 0, 0,
+     "Deal input topic"},
+    {"topic.pipeline", "PL_TOPIC_PIPELINE", T_STRING, "sales.pipeline", 0, 0,
+     "Derived stage and status events"},
+    {"topic.alerts", "PL_TOPIC_ALERTS", T_STRING, "sales.alerts", 0, 0,
+     "Stale-deal alerts and close reminders"},
+    {"topic.dlq", "PL_TOPIC_DLQ", T_STRING, "sales.dlq", 0, 0,
+     "Dead-letter topic for invalid input"},
+    {"group.id", "PL_GROUP_ID", T_STRING, "", 0, 0,
+     "Consumer group (empty: pipeline-<worker>)"},
+    {"rules.file", "PL_RULES_FILE", T_STRING,
+     SRC "/deploy/rules/default.yaml", 0, 0, "Rules file (YAML)"},
+    {"schemas.dir", "PL_SCHEMAS_DIR", T_STRING, SRC "/schemas", 0, 0,
+     "Folder of the .avsc files and ids.tsv"},
+    {"batch.size", "PL_BATCH_SIZE", T_INT, "500", 1, 100000,
+     "Most messages applied in one Redis round trip"},
+    {"batch.wait.ms", "PL_BATCH_WAIT_MS", T_INT, "2", 0, 10000,
+     "Milliseconds a batch waits to fill once it has a message"},
+    {"dedupe.ttl", "PL_DEDUPE_TTL", T_DURATION, "30d", 0, 0,
+     "How long applied event ids (and their derived events) are kept"},
+    {"retry.backoff.max", "PL_RETRY_BACKOFF_MAX", T_DURATION, "5s", 0, 0,
+     "Longest wait between retries while Redis or Kafka is down"},
+    {"stats.interval", "PL_STATS_INTERVAL", T_DURATION, "30s", 0, 0,
+     "How often a worker logs its counters (0: never)"},
+    {"log.level", "PL_LOG_LEVEL", T_LOGLEVEL, "info", 0, 0,
+     "debug, info, warn or error"},
+};
+
+#define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+typedef struct kv_s {
+    char *key;
+    char *value;
+} kv_t;
+
+struct pl_config_s {
+    char *values[N_SETTINGS];
+    kv_t *kafka;
+    size_t kafka_count;
+    char *topics[N_SETTINGS]; /* prefixed topic names, made on demand */
+};
+
+static int find(const char *key)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++)
+        if (!strcmp(settings[i].key, key))
+            return (int)i;
+    return -1;
+}
+
+pl_config_t *pl_config_new(void)
+{
+    pl_config_t *cfg = calloc(1, sizeof(*cfg));
+    if (!cfg)
+        return NULL;
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        if (!(cfg->values[i] = strdup(settings[i].def))) {
+            pl_config_destroy(cfg);
+            return NULL;
+        }
+    }
+    return cfg;
+}
+
+void pl_config_destroy(pl_config_t *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        free(cfg->values[i]);
+        free(cfg->topics[i]);
+    }
+    for (size_t i = 0; i < cfg->kafka_count; i++) {
+        free(cfg->kafka[i].key);
+        free(cfg->kafka[i].value);
+    }
+    free(cfg->kafka);
+    free(cfg);
+}
+
+static bool parse_int(const char *s, int64_t *out)
+{
+    char *end;
+    long long v;
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno || end == s || *end)
+        return false;
+    *out = v;
+    return true;
+}
+
+static int validate(const setting_t *st, const char *value, char *errstr,
+                    size_t errstr_size)
+{
+    int64_t v;
+    pl_log_level_t lvl;
+    const char *colon;
+
+    switch (st->type) {
+    case T_STRING:
+        if (!strcmp(st->key, "key.prefix") &&
+            (strchr(value, '{') || strchr(value, '}'))) {
+            snprintf(errstr, errstr_size,
+                     "config key '%s' (%s): braces are not allowed, they "
+                     "would break the Redis Cluster hash tags",
+                     st->key, st->env);
+            return -1;
+        }
+        if (!strncmp(st->key, "topic.", 6) && strcmp(st->key, "topic.prefix") &&
+            !*value) {
+            snprintf(errstr, errstr_size, "config key '%s' (%s): empty",
+                     st->key, st->env);
+            return -1;
+        }
+        return 0;
+    case T_INT:
+        if (!parse_int(value, &v) || v < st->min || v > st->max) {
+            snprintf(errstr, errstr_size,
+                     "config key '%s' (%s): expected an integer from %lld to "
+                     "%lld, got '%s'",
+                     st->key, st->env, (long long)st->min, (long long)st->max,
+                     value);
+            return -1;
+        }
+        return 0;
+    case T_DURATION:
+        if (pl_duration_parse(value, &v) != 0) {
+            snprintf(errstr, errstr_size,
+                     "config key '%s' (%s): expected a duration such as "
+                     "30s, 5m, 2h or 7d, got '%s'",
+                     st->key, st->env, value);
+            return -1;
+        }
+        return 0;
+    case T_LOGLEVEL:
+        if (pl_log_level_parse(value, &lvl) != 0) {
+            snprintf(errstr, errstr_size,
+                     "config key '%s' (%s): expected debug, info, warn or "
+                     "error, got '%s'",
+                     st->key, st->env, value);
+            return -1;
+        }
+        return 0;
+    case T_HOSTPORT:
+        colon = strrchr(value, ':');
+        if (!colon || colon == value || !parse_int(colon + 1, &v) || v < 1 ||
+            v > 65535) {
+            snprintf(errstr, errstr_size,
+                     "config key '%s' (%s): expected host:port, got '%s'",
+                     st->key, st->env, value);
+            return -1;
+        }
+        return 0;
+    }
+    return 0;
+}
+
+int pl_config_set(pl_config_t *cfg, const char *key, const char *value,
+                  char *errstr, size_t errstr_size)
+{
+    int i;
+    char *copy;
+
+    if (!strncmp(key, "kafka.", 6) && key[6]) {
+        kv_t *kv = realloc(cfg->kafka, (cfg->kafka_count + 1) * sizeof(*kv));
+        if (!kv)
+            goto oom;
+        cfg->kafka = kv;
+        kv[cfg->kafka_count].key = strdup(key + 6);
+        kv[cfg->kafka_count].value = strdup(value);
+        if (!kv[cfg->kafka_count].key || !kv[cfg->kafka_count].value) {
+            free(kv[cfg->kafka_count].key);
+            free(kv[cfg->kafka_count].value);
+            goto oom;
+        }
+        cfg->kafka_count++;
+        return 0;
+    }
+    if ((i = find(key)) < 0) {
+        snprintf(errstr, errstr_size,
+                 "unknown config key '%s' (see --help for the table; "
+                 "librdkafka properties take a 'kafka.' prefix)",
+                 key);
+        return -1;
+    }
+    if (validate(&settings[i], value, errstr, errstr_size) != 0)
+        return -1;
+    if (!(copy = strdup(value)))
+        goto oom;
+    free(cfg->values[i]);
+    cfg->values[i] = copy;
+    return 0;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+    return -1;
+}
+
+static char *trim(char *s)
+{
+    char *e;
+    while (*s == ' ' || *s == '\t')
+        s++;
+    e = s + strlen(s);
+    while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\n' ||
+                     e[-1] == '\r'))
+        *--e = '\0';
+    return s;
+}
+
+int pl_config_load_file(pl_config_t *cfg, const char *path, char *errstr,
+                        size_t errstr_size)
+{
+    FILE *fp;
+    char line[4096], err[512];
+    int lineno = 0, r = 0;
+
+    if (!(fp = fopen(path, "r"))) {
+        snprintf(errstr, errstr_size, "config file %s: %s", path,
+                 strerror(errno));
+        return -1;
+    }
+    while (fgets(line, sizeof(line), fp)) {
+        char *s = trim(line), *eq;
+        lineno++;
+        if (!*s || *s == '#')
+            continue;
+        if (!(eq = strchr(s, '='))) {
+            snprintf(errstr, errstr_size, "%s:%d: expected 'key = value'",
+                     path, lineno);
+            r = -1;
+            break;
+        }
+        *eq = '\0';
+        if (pl_config_set(cfg, trim(s), trim(eq + 1), err, sizeof(err))) {
+            snprintf(errstr, errstr_size, "%s:%d: %s", path, lineno, err);
+            r = -1;
+            break;
+        }
+    }
+    fclose(fp);
+    return r;
+}
+
+int pl_config_load_env(pl_config_t *cfg, char *errstr, size_t errstr_size)
+{
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const char *v = getenv(settings[i].env);
+        if (v && pl_config_set(cfg, settings[i].key, v, errstr, errstr_size))
+            return -1;
+    }
+    return 0;
+}
+
+static void usage(FILE *fp, const char *program, const char *summary)
+{
+    fprintf(fp,
+            "Usage: %s [--config FILE] [--set KEY=VALUE]... "
+            "[-X KAFKA_PROP=VALUE]...\n\n%s\n\n"
+            "Settings come from defaults, then --config FILE (key = value "
+            "lines),\nthen the environment, then --set; -X p=v is --set "
+            "kafka.p=v.\n\n",
+            program, summary);
+    pl_config_print_table(fp);
+}
+
+int pl_config_from_args(pl_config_t *cfg, int argc, char **argv,
+                        const char *program, const char *summary,
+                        char *errstr, size_t errstr_size)
+{
+    const char *config_file = getenv("PL_CONFIG");
+
+    /* The file goes first whatever its place, so the command line wins. */
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-h") || !strcmp(argv[i], "--help")) {
+            usage(stdout, program, summary);
+            exit(0);
+        }
+        if (!strcmp(argv[i], "--config") && i + 1 < argc)
+            config_file = argv[++i];
+    }
+    if (config_file && *config_file &&
+        pl_config_load_file(cfg, config_file, errstr, errstr_size))
+        return -1;
+    if (pl_config_load_env(cfg, errstr, errstr_size))
+        return -1;
+    for (int i = 1; i < argc; i++) {
+        const char *arg = argv[i];
+        char kv[4096], *eq;
+        bool kafka = false;
+
+        if (!strcmp(arg, "--config")) {
+            i++;
+            continue;
+        }
+        if (!strcmp(arg, "--set") || !strcmp(arg, "-X")) {
+            kafka = !strcmp(arg, "-X");
+            if (++i >= argc) {
+                snprintf(errstr, errstr_size, "%s needs KEY=VALUE", arg);
+                return -1;
+            }
+            arg = argv[i];
+        } else {
+            snprintf(errstr, errstr_size, "unknown argument '%s' (see --help)",
+                     arg);
+            return -1;
+        }
+        snprintf(kv, sizeof(kv), "%s%s", kafka ? "kafka." : "", arg);
+        if (!(eq = strchr(kv, '='))) {
+            snprintf(errstr, errstr_size, "expected KEY=VALUE, got '%s'", arg);
+            return -1;
+        }
+        *eq = '\0';
+        if (pl_config_set(cfg, kv, eq + 1, errstr, errstr_size))
+            return -1;
+    }
+    return 0;
+}
+
+const char *pl_config_get(const pl_config_t *cfg, const char *key)
+{
+    int i = find(key);
+    return i < 0 ? NULL : cfg->values[i];
+}
+
+int64_t pl_config_get_int(const pl_config_t *cfg, const char *key)
+{
+    int64_t v = 0;
+    const char *s = pl_config_get(cfg, key);
+    if (s)
+        parse_int(s, &v);
+    return v;
+}
+
+int64_t pl_config_get_ms(const pl_config_t *cfg, const char *key)
+{
+    int64_t v = 0;
+    const char *s = pl_config_get(cfg, key);
+    if (s)
+        pl_duration_parse(s, &v);
+    return v;
+}
+
+const char *pl_config_topic(pl_config_t *cfg, const char *key)
+{
+    int i = find(key);
+    size_t n;
+    if (i < 0)
+        return NULL;
+    if (!cfg->topics[i]) {
+        n = strlen(pl_config_get(cfg, "topic.prefix")) +
+            strlen(cfg->values[i]) + 1;
+        if (!(cfg->topics[i] = malloc(n)))
+            return NULL;
+        snprintf(cfg->topics[i], n, "%s%s", pl_config_get(cfg, "topic.prefix"),
+                 cfg->values[i]);
+    }
+    return cfg->topics[i];
+}
+
+int pl_config_kafka_each(const pl_config_t *cfg,
+                         int (*fn)(void *opaque, const char *key,
+                                   const char *value, char *errstr,
+                                   size_t errstr_size),
+                         void *opaque, char *errstr, size_t errstr_size)
+{
+    for (size_t i = 0; i < cfg->kafka_count; i++) {
+        char err[512];
+        if (fn(opaque, cfg->kafka[i].key, cfg->kafka[i].value, err,
+               sizeof(err))) {
+            snprintf(errstr, errstr_size, "config key 'kafka.%s': %s",
+                     cfg->kafka[i].key, err);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+void pl_config_print_table(FILE *fp)
+{
+    fprintf(fp, "%-18s %-22s %-16s %s\n", "key", "environment", "default",
+            "description");
+    for (size_t i = 0; i < N_SETTINGS; i++) {
+        const char *def = settings[i].def;
+        if (!strncmp(def, SRC, strlen(SRC)))
+            def = def + strlen(SRC) + 1; /* print repo-relative */
+        fprintf(fp, "%-18s %-22s %-16s %s\n", settings[i].key,
+                settings[i].env, *def ? def : "\"\"", settings[i].desc);
+    }
+    fprintf(fp, "%-18s %-22s %-16s %s\n", "kafka.<property>", "-", "-",
+                "any librdkafka property, e.g. kafka.security.protocol");
+}

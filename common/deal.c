@@ -1,0 +1,176 @@
+/*
+ * deal.c - deal state <-> Redis hash fields, history entries and derived
+ * events (see deal.h).  Field values are text a person can read with
+ * redis-cli: amounts as decimals, dates as YYYY-MM-DD, times as epoch ms,
+ * activities as a comma list.
+ */
+#include "deal.h"
+
+#include "codec.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int set_str(pl_fields_t *f, const char *k, const char *v)
+{
+    return v ? pl_fields_set(f, k, v) : 0;
+}
+
+static int set_ms(pl_fields_t *f, const char *k, int64_t ms)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%lld", (long long)ms);
+    return pl_fields_set(f, k, buf);
+}
+
+int pl_deal_to_fields(const pl_deal_state_t *st, const char *rev,
+                      pl_fields_t *out)
+{
+    char buf[64], acts[256];
+    size_t n = 0;
+
+    if (set_str(out, "deal_id", st->deal_id) ||
+        set_str(out, "lead_id", st->lead_id) ||
+        set_str(out, "name", st->name) || set_str(out, "owner", st->owner) ||
+        set_str(out, "currency", st->currency) ||
+        set_str(out, "stage", st->stage) ||
+        set_ms(out, "created_at", st->created_at) ||
+        set_ms(out, "stage_entered_at", st->stage_entered_at) ||
+        set_ms(out, "last_event_at", st->last_event_at) ||
+        pl_fields_set(out, "rev", rev))
+        return -1;
+    if (st->has_amount) {
+        pl_amount_format(st->amount, buf, sizeof(buf));
+        if (pl_fields_set(out, "amount", buf))
+            return -1;
+    }
+    if (st->has_close_date) {
+        pl_date_format(st->expected_close_date, buf, sizeof(buf));
+        if (pl_fields_set(out, "expected_close_date", buf))
+            return -1;
+    }
+    acts[0] = '\0';
+    for (int a = 0; a < PL_ACT__COUNT; a++) {
+        if (st->activities & (1u << a))
+            n += (size_t)snprintf(acts + n, sizeof(acts) - n, "%s%s",
+                                  n ? "," : "",
+                                  pl_activity_name((pl_activity_t)a));
+    }
+    return pl_fields_set(out, "activities", acts);
+}
+
+static int get_ms(const pl_fields_t *f, const char *k, int64_t *ms)
+{
+    const char *v = pl_fields_get(f, k);
+    char *end;
+    if (!v)
+        return 0;
+    errno = 0;
+    *ms = strtoll(v, &end, 10);
+    return errno || *end ? -1 : 0;
+}
+
+int pl_deal_from_fields(const pl_fields_t *f, pl_deal_state_t *st,
+                        char *rev)
+{
+    const char *v;
+
+    pl_deal_state_clear(st);
+    v = pl_fields_get(f, "rev");
+    snprintf(rev, PL_REV_LEN + 1, "%s", v ? v : "");
+    if (!pl_fields_get(f, "stage"))
+        return 0;
+    st->exists = true;
+    if (pl_str_set(&st->deal_id, pl_fields_get(f, "deal_id")) ||
+        pl_str_set(&st->lead_id, pl_fields_get(f, "lead_id")) ||
+        pl_str_set(&st->name, pl_fields_get(f, "name")) ||
+        pl_str_set(&st->owner, pl_fields_get(f, "owner")) ||
+        pl_str_set(&st->currency, pl_fields_get(f, "currency")) ||
+        pl_str_set(&st->stage, pl_fields_get(f, "stage")))
+        return -1;
+    if (get_ms(f, "created_at", &st->created_at) ||
+        get_ms(f, "stage_entered_at", &st->stage_entered_at) ||
+        get_ms(f, "last_event_at", &st->last_event_at))
+        return -1;
+    if ((v = pl_fields_get(f, "amount"))) {
+        if (pl_amount_parse(v, &st->amount))
+            return -1;
+        st->has_amount = true;
+    }
+    if ((v = pl_fields_get(f, "expected_close_date"))) {
+        if (pl_date_parse(v, &st->expected_close_date))
+            return -1;
+        st->has_close_date = true;
+    }
+    if ((v = pl_fields_get(f, "activities"))) {
+        while (*v) {
+            const char *c = strchr(v, ',');
+            size_t n = c ? (size_t)(c - v) : strlen(v);
+            char name[32];
+            int a;
+            snprintf(name, sizeof(name), "%.*s", (int)n, v);
+            if ((a = pl_activity_from_name(name)) >= 0)
+                st->activities |= 1u << a;
+            v += n + (c ? 1 : 0);
+        }
+    }
+    return 0;
+}
+
+char *pl_deal_history_entry(const pl_deal_outcome_t *out,
+                            const pl_event_t *ev)
+{
+    char at[40];
+    char *s;
+    json_t *o;
+
+    pl_time_format_rfc3339(ev->occurred_at, at, sizeof(at));
+    o = json_pack("{s:s, s:s, s:s, s:s}", "from", out->from_stage, "to",
+                  out->to_stage, "at", at, "event_id", ev->event_id);
+    if (!o)
+        return NULL;
+    s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    json_decref(o);
+    return s;
+}
+
+int pl_deal_derived(const pl_rules_t *r, const pl_event_t *in,
+                    const pl_deal_state_t *next,
+                    const pl_deal_outcome_t *out, pl_event_t *d)
+{
+    char id[PL_EVENT_ID_MAX + 1];
+
+    if (out->verdict == PL_DEAL_APPLIED && !out->stage_changed)
+        return 0; /* nothing to publish */
+    d->type = out->verdict == PL_DEAL_APPLIED ? PL_EV_DEAL_STAGE_CHANGED
+                                              : PL_EV_DEAL_TRANSITION_REJECTED;
+    pl_event_derive_id(d->type, in->event_id, id);
+    d->occurred_at = in->occurred_at;
+    d->present |= PL_F_OCCURRED_AT;
+    if (pl_str_set(&d->event_id, id) ||
+        pl_str_set(&d->deal_id, in->deal_id) ||
+        pl_str_set(&d->caused_by, in->event_id) ||
+        pl_str_set(&d->from_stage, out->from_stage) ||
+        pl_str_set(&d->to_stage, out->to_stage))
+        return -1;
+    if (d->type == PL_EV_DEAL_TRANSITION_REJECTED)
+        return pl_str_set(&d->reason_code, out->reason_code) ||
+                       pl_str_set(&d->message, out->message)
+                   ? -1
+                   : 0;
+    if (pl_str_set(&d->owner, next->owner) ||
+        pl_str_set(&d->currency, next->currency))
+        return -1;
+    if (next->has_amount) {
+        d->amount = next->amount;
+        d->present |= PL_F_AMOUNT;
+    }
+    d->probability = pl_rules_stage_probability(
+        r, pl_rules_stage_index(r, out->to_stage));
+    d->seconds_in_previous_stage = out->seconds_in_previous_stage;
+    d->present |= PL_F_PROBABILITY | PL_F_SECONDS_IN_PREVIOUS_STAGE;
+    return 0;
+}

@@ -1,0 +1,36 @@
+/*
+ * deal.h - the deal worker's glue between the rules engine, the store and
+ * the codec: a deal's state as Redis hash fields, its history entries and
+ * the derived events of an outcome.
+ */
+#ifndef PL_DEAL_H
+#define PL_DEAL_H
+
+#include "event.h"
+#include "rules.h"
+#include "store.h"
+
+/* st as the fields of its state hash, with rev as its revision. */
+int pl_deal_to_fields(const pl_deal_state_t *st, const char *rev,
+                      pl_fields_t *out);
+
+/* Parse a state hash into st (initialised) and its revision into rev
+ * (PL_REV_LEN + 1 bytes; "" when none).  A hash without a stage is a deal
+ * that does not exist.  0 or -1 (OOM or a corrupt field). */
+int pl_deal_from_fields(const pl_fields_t *f, pl_deal_state_t *st,
+                        char *rev);
+
+/* The history entry of a stage change, as a malloc'ed JSON object:
+ * {"from","to","at","event_id"}.  NULL on OOM. */
+char *pl_deal_history_entry(const pl_deal_outcome_t *out,
+                            const pl_event_t *ev);
+
+/* The derived event of an outcome: deal.stage_changed when the stage moved,
+ * deal.transition_rejected when rejected; type PL_EV_UNKNOWN when the
+ * outcome publishes nothing (an update or activity that was applied).
+ * derived must be initialised.  0 or -1 (OOM). */
+int pl_deal_derived(const pl_rules_t *r, const pl_event_t *in,
+                    const pl_deal_state_t *next,
+                    const pl_deal_outcome_t *out, pl_event_t *derived);
+
+#endif

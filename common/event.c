@@ -1,0 +1,158 @@
+/*
+ * event.c - names and memory of pl_event_t (see event.h).
+ */
+#include "event.h"
+
+#include <openssl/evp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *type_names[PL_EV__COUNT] = {
+    [PL_EV_UNKNOWN] = NULL,
+    [PL_EV_LEAD_CREATED] = "lead.created",
+    [PL_EV_LEAD_UPDATED] = "lead.updated",
+    [PL_EV_LEAD_ACCEPTED] = "lead.accepted",
+    [PL_EV_LEAD_REJECTED] = "lead.rejected",
+    [PL_EV_LEAD_CONVERTED] = "lead.converted",
+    [PL_EV_DEAL_CREATED] = "deal.created",
+    [PL_EV_DEAL_UPDATED] = "deal.updated",
+    [PL_EV_DEAL_STAGE_REQUESTED] = "deal.stage_requested",
+    [PL_EV_DEAL_ACTIVITY] = "deal.activity",
+    [PL_EV_LEAD_STATUS_CHANGED] = "lead.status_changed",
+    [PL_EV_LEAD_TRANSITION_REJECTED] = "lead.transition_rejected",
+    [PL_EV_DEAL_STAGE_CHANGED] = "deal.stage_changed",
+    [PL_EV_DEAL_TRANSITION_REJECTED] = "deal.transition_rejected",
+    [PL_EV_DEAL_STALE] = "deal.stale",
+    [PL_EV_DEAL_CLOSE_REMINDER] = "deal.close_reminder",
+};
+
+static const char *activity_names[PL_ACT__COUNT] = {
+    [PL_ACT_CALL] = "call",
+    [PL_ACT_EMAIL] = "email",
+    [PL_ACT_MEETING] = "meeting",
+    [PL_ACT_DEMO] = "demo",
+    [PL_ACT_PROPOSAL_SENT] = "proposal_sent",
+    [PL_ACT_CONTRACT_SENT] = "contract_sent",
+    [PL_ACT_CONTRACT_SIGNED] = "contract_signed",
+    [PL_ACT_NOTE] = "note",
+};
+
+const char *pl_event_type_name(pl_event_type_t type)
+{
+    if ((int)type <= PL_EV_UNKNOWN || type >= PL_EV__COUNT)
+        return NULL;
+    return type_names[type];
+}
+
+pl_event_type_t pl_event_type_from_name(const char *name)
+{
+    if (!name)
+        return PL_EV_UNKNOWN;
+    for (int i = PL_EV_UNKNOWN + 1; i < PL_EV__COUNT; i++)
+        if (!strcmp(type_names[i], name))
+            return (pl_event_type_t)i;
+    return PL_EV_UNKNOWN;
+}
+
+int pl_activity_from_name(const char *name)
+{
+    if (!name)
+        return -1;
+    for (int i = 0; i < PL_ACT__COUNT; i++)
+        if (!strcmp(activity_names[i], name))
+            return i;
+    return -1;
+}
+
+const char *pl_activity_name(pl_activity_t act)
+{
+    if ((int)act < 0 || act >= PL_ACT__COUNT)
+        return NULL;
+    return activity_names[act];
+}
+
+void pl_event_init(pl_event_t *ev)
+{
+    memset(ev, 0, sizeof(*ev));
+}
+
+void pl_strlist_clear(pl_strlist_t *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        free(l->items[i]);
+    free(l->items);
+    l->items = NULL;
+    l->count = 0;
+}
+
+int pl_strlist_add(pl_strlist_t *l, const char *s)
+{
+    char **items = realloc(l->items, (l->count + 1) * sizeof(*items));
+    if (!items)
+        return -1;
+    l->items = items;
+    if (!(items[l->count] = strdup(s)))
+        return -1;
+    l->count++;
+    return 0;
+}
+
+int pl_str_set(char **dst, const char *src)
+{
+    char *copy = NULL;
+    if (src && !(copy = strdup(src)))
+        return -1;
+    free(*dst);
+    *dst = copy;
+    return 0;
+}
+
+void pl_event_clear(pl_event_t *ev)
+{
+    char **strs[] = {
+        &ev->event_id,    &ev->lead_id,      &ev->deal_id,   &ev->owner,
+        &ev->name,        &ev->requested_by, &ev->caused_by, &ev->email,
+        &ev->company,     &ev->industry,     &ev->contact_title,
+        &ev->source,      &ev->currency,     &ev->stage,     &ev->to_stage,
+        &ev->from_stage,  &ev->reason,       &ev->activity,  &ev->from_status,
+        &ev->to_status,   &ev->status,       &ev->requested, &ev->reason_code,
+        &ev->message,     &ev->kind,
+    };
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
+        free(*strs[i]);
+    pl_strlist_clear(&ev->technologies);
+    pl_strlist_clear(&ev->hiring_for);
+    pl_strlist_clear(&ev->reasons);
+    memset(ev, 0, sizeof(*ev));
+}
+
+void pl_hash_hex(const char *a, const char *b, char out[PL_HASH_HEX_LEN + 1])
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+
+    if (!ctx || !EVP_DigestInit_ex(ctx, EVP_sha256(), NULL) ||
+        !EVP_DigestUpdate(ctx, a, strlen(a)) ||
+        !EVP_DigestUpdate(ctx, "\n", 1) ||
+        !EVP_DigestUpdate(ctx, b, strlen(b)) ||
+        !EVP_DigestFinal_ex(ctx, md, &mdlen) || mdlen < PL_HASH_HEX_LEN / 2)
+        abort(); /* libcrypto cannot hash: nothing sane to do */
+    for (int i = 0; i < PL_HASH_HEX_LEN / 2; i++) {
+        out[2 * i] = hex[md[i] >> 4];
+        out[2 * i + 1] = hex[md[i] & 15];
+    }
+    out[PL_HASH_HEX_LEN] = '\0';
+    EVP_MD_CTX_free(ctx);
+}
+
+void pl_event_derive_id(pl_event_type_t type, const char *cause,
+                        char out[PL_EVENT_ID_MAX + 1])
+{
+    char h[PL_HASH_HEX_LEN + 1];
+    const char *name = pl_event_type_name(type);
+    pl_hash_hex(name ? name : "?", cause, h);
+    snprintf(out, PL_EVENT_ID_MAX + 1, "%s:%s", name ? name : "?", h);
+}

@@ -1,0 +1,89 @@
+/*
+ * kafka.h - librdkafka glue shared by the workers and the CLI: client
+ * factories that apply the config table (kafka.* keys verbatim), and the
+ * outbox, which delivers a batch's derived and dead-letter messages and
+ * waits until every one is acknowledged.
+ */
+#ifndef PL_KAFKA_H
+#define PL_KAFKA_H
+
+#include "config.h"
+
+#include <librdkafka/rdkafka.h>
+#include <signal.h>
+#include <stdbool.h>
+
+/* A consumer in group_id: enable.auto.offset.store=false (offsets are stored
+ * by the worker after a message's effects are done), auto commit of stored
+ * offsets, auto.offset.reset=earliest.  rebalance_cb may be NULL.  NULL on
+ * error with the key named in errstr. */
+rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
+                                  void (*rebalance_cb)(rd_kafka_t *,
+                                                       rd_kafka_resp_err_t,
+                                                       rd_kafka_topic_partition_list_t *,
+                                                       void *),
+                                  void *opaque, char *errstr,
+                                  size_t errstr_size);
+
+/* An idempotent producer (enable.idempotence=true) whose delivery reports
+ * feed the outbox.  NULL on error. */
+rd_kafka_t *pl_kafka_producer_new(pl_config_t *cfg, char *errstr,
+                                  size_t errstr_size);
+
+/* Topic roles, stored in packed outcomes instead of names so a renamed
+ * topic still works on replay. */
+typedef enum pl_topic_role_e {
+    PL_TOPIC_PIPELINE = 'p',
+    PL_TOPIC_ALERTS = 'a',
+    PL_TOPIC_DEALS = 'd',
+    PL_TOPIC_LEADS = 'l',
+    PL_TOPIC_DLQ = 'q',
+} pl_topic_role_t;
+
+typedef struct pl_outmsg_s {
+    pl_topic_role_t role;
+    char *key;
+    size_t key_len;
+    void *value;
+    size_t value_len;
+    rd_kafka_headers_t *headers; /* owned, may be NULL */
+    int state;                   /* 0 in flight, 1 delivered, -1 failed */
+    rd_kafka_resp_err_t err;
+} pl_outmsg_t;
+
+typedef struct pl_outbox_s {
+    pl_outmsg_t **msgs;
+    size_t count, cap;
+} pl_outbox_t;
+
+/* Queue a copy of key and value (headers: owned by the outbox now). */
+int pl_outbox_add(pl_outbox_t *ob, pl_topic_role_t role, const void *key,
+                  size_t key_len, const void *value, size_t value_len,
+                  rd_kafka_headers_t *headers);
+void pl_outbox_reset(pl_outbox_t *ob);
+
+/* Pack messages [from, ob->count) into one malloc'ed blob, for the store.
+ * Headers are not packed. */
+int pl_outbox_pack(const pl_outbox_t *ob, size_t from, void **out,
+                   size_t *out_len);
+/* Append the messages of a packed blob.  0 or -1 (corrupt blob). */
+int pl_outbox_unpack(pl_outbox_t *ob, const void *blob, size_t len);
+
+/* Produce every queued message to the topic of its role (role_topic maps a
+ * role to a topic name) and wait until all are delivered, producing failed
+ * ones again with backoff up to backoff_max_ms.  Returns 0 when all are
+ * delivered, -1 when *stop was set first (nothing is lost: the caller
+ * stores no offset). */
+int pl_outbox_deliver(pl_outbox_t *ob, rd_kafka_t *producer,
+                      const char *(*role_topic)(void *, pl_topic_role_t),
+                      void *opaque, volatile sig_atomic_t *stop,
+                      int64_t backoff_max_ms);
+
+/* Milliseconds on the monotonic clock. */
+int64_t pl_now_mono_ms(void);
+/* Milliseconds since the epoch. */
+int64_t pl_now_ms(void);
+/* Sleep up to ms, in short steps, returning early when *stop is set. */
+void pl_sleep_ms(int64_t ms, volatile sig_atomic_t *stop);
+
+#endif

@@ -1,0 +1,574 @@
+/*
+ * store.c - Redis state of leads and deals (see store.h for the key layout).
+ *
+ * One synchronous hiredis context, used by one thread.  Every call pipelines
+ * its commands (redisAppendCommandArgv) and then reads every reply, so a
+ * batch costs one round trip.  A failed context is never reused: on any I/O
+ * or protocol error it is freed and the next call reconnects.
+ */
+#include "store.h"
+
+#include "codec.h"
+#include "event.h"
+#include "log.h"
+
+#include <hiredis/hiredis.h>
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+
+/* KEYS: state, applied, history.
+ * ARGV: event_id, expected revision, outcome, dedupe ttl (ms), history entry
+ * ("" for none), then field/value pairs of the new state, its new revision
+ * "rev" among them (none: rejected, the state stays as it is).
+ * Returns {0} applied, {1, outcome} duplicate, {2, {field, value...}}
+ * conflict. */
+static const char apply_lua[] =
+    "local prev = redis.call('HGET', KEYS[2], ARGV[1])\n"
+    "if prev then return {1, prev} end\n"
+    "local rev = redis.call('HGET', KEYS[1], 'rev') or ''\n"
+    "if rev ~= ARGV[2] then\n"
+    "  return {2, redis.call('HGETALL', KEYS[1])}\n"
+    "end\n"
+    "if #ARGV > 5 then\n"
+    "  redis.call('HSET', KEYS[1], unpack(ARGV, 6))\n"
+    "end\n"
+    "if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[3], ARGV[5]) end\n"
+    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
+    "redis.call('PEXPIRE', KEYS[2], ARGV[4])\n"
+    "return {0}\n";
+
+struct pl_store_s {
+    char *host;
+    int port;
+    char *password;
+    char *prefix;
+    redisContext *c;
+    char apply_sha[41];
+};
+
+/* ---- fields ---- */
+
+void pl_fields_clear(pl_fields_t *f)
+{
+    for (size_t i = 0; i < f->count; i++) {
+        free(f->keys[i]);
+        free(f->values[i]);
+    }
+    free(f->keys);
+    free(f->values);
+    memset(f, 0, sizeof(*f));
+}
+
+int pl_fields_set(pl_fields_t *f, const char *k, const char *v)
+{
+    char *vc;
+    for (size_t i = 0; i < f->count; i++) {
+        if (!strcmp(f->keys[i], k)) {
+            if (!(vc = strdup(v)))
+                return -1;
+            free(f->values[i]);
+            f->values[i] = vc;
+            return 0;
+        }
+    }
+    if (f->count == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 16;
+        char **keys = realloc(f->keys, cap * sizeof(*keys));
+        if (!keys)
+            return -1;
+        f->keys = keys;
+        char **values = realloc(f->values, cap * sizeof(*values));
+        if (!values)
+            return -1;
+        f->values = values;
+        f->cap = cap;
+    }
+    f->keys[f->count] = strdup(k);
+    f->values[f->count] = strdup(v);
+    if (!f->keys[f->count] || !f->values[f->count]) {
+        free(f->keys[f->count]);
+        free(f->values[f->count]);
+        return -1;
+    }
+    f->count++;
+    return 0;
+}
+
+const char *pl_fields_get(const pl_fields_t *f, const char *k)
+{
+    for (size_t i = 0; i < f->count; i++)
+        if (!strcmp(f->keys[i], k))
+            return f->values[i];
+    return NULL;
+}
+
+/* Fill f from a flat {field, value, ...} array reply. */
+static int fields_from_reply(pl_fields_t *f, const redisReply *r)
+{
+    if (r->type != REDIS_REPLY_ARRAY)
+        return -1;
+    for (size_t i = 0; i + 1 < r->elements; i += 2)
+        if (pl_fields_set(f, r->element[i]->str ? r->element[i]->str : "",
+                          r->element[i + 1]->str ? r->element[i + 1]->str
+                                                 : ""))
+            return -1;
+    return 0;
+}
+
+/* ---- connection ---- */
+
+pl_store_t *pl_store_new(const char *host, int port, const char *password,
+                         const char *key_prefix, char *errstr,
+                         size_t errstr_size)
+{
+    pl_store_t *s = calloc(1, sizeof(*s));
+    if (!s)
+        goto oom;
+    s->port = port;
+    if (!(s->host = strdup(host)) ||
+        !(s->password = strdup(password ? password : "")) ||
+        !(s->prefix = strdup(key_prefix ? key_prefix : "")))
+        goto oom;
+    return s;
+oom:
+    pl_store_destroy(s);
+    snprintf(errstr, errstr_size, "out of memory");
+    return NULL;
+}
+
+static void disconnect(pl_store_t *s)
+{
+    if (s->c) {
+        redisFree(s->c);
+        s->c = NULL;
+    }
+}
+
+void pl_store_destroy(pl_store_t *s)
+{
+    if (!s)
+        return;
+    disconnect(s);
+    free(s->host);
+    free(s->password);
+    free(s->prefix);
+    free(s);
+}
+
+/* Run one command on the connection; the reply must not be an error. */
+static redisReply *command(pl_store_t *s, char *errstr, size_t errstr_size,
+                           int argc, const char **argv, const size_t *lens)
+{
+    redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
+    if (!r) {
+        snprintf(errstr, errstr_size, "redis %s:%d: %s", s->host, s->port,
+                 s->c->errstr);
+        disconnect(s);
+        return NULL;
+    }
+    if (r->type == REDIS_REPLY_ERROR) {
+        snprintf(errstr, errstr_size, "redis %s: %s", argv[0], r->str);
+        freeReplyObject(r);
+        return NULL;
+    }
+    return r;
+}
+
+static int load_scripts(pl_store_t *s, char *errstr, size_t errstr_size)
+{
+    const char *argv[] = {"SCRIPT", "LOAD", apply_lua};
+    size_t lens[] = {6, 4, sizeof(apply_lua) - 1};
+    redisReply *r = command(s, errstr, errstr_size, 3, argv, lens);
+    if (!r)
+        return -1;
+    if (r->type != REDIS_REPLY_STRING || r->len != 40) {
+        snprintf(errstr, errstr_size, "redis SCRIPT LOAD: unexpected reply");
+        freeReplyObject(r);
+        return -1;
+    }
+    memcpy(s->apply_sha, r->str, 40);
+    s->apply_sha[40] = '\0';
+    freeReplyObject(r);
+    return 0;
+}
+
+int pl_store_connect(pl_store_t *s, char *errstr, size_t errstr_size)
+{
+    struct timeval tv = {2, 0};
+    redisReply *r;
+
+    if (s->c)
+        return 0;
+    s->c = redisConnectWithTimeout(s->host, s->port, tv);
+    if (!s->c || s->c->err) {
+        snprintf(errstr, errstr_size, "redis %s:%d: %s", s->host, s->port,
+                 s->c ? s->c->errstr : "cannot allocate a context");
+        disconnect(s);
+        return -1;
+    }
+    tv.tv_sec = 10; /* a whole pipelined batch must answer within this */
+    redisSetTimeout(s->c, tv);
+    if (*s->password) {
+        const char *argv[] = {"AUTH", s->password};
+        size_t lens[] = {4, strlen(s->password)};
+        if (!(r = command(s, errstr, errstr_size, 2, argv, lens))) {
+            disconnect(s);
+            return -1;
+        }
+        freeReplyObject(r);
+    }
+    if (load_scripts(s, errstr, errstr_size)) {
+        disconnect(s);
+        return -1;
+    }
+    return 0;
+}
+
+/* ---- keys ---- */
+
+static char *key(const pl_store_t *s, const char *kind, const char *id,
+                 const char *suffix)
+{
+    size_t n = strlen(s->prefix) + strlen(kind) + strlen(id) +
+               strlen(suffix) + 4;
+    char *k = malloc(n);
+    if (k)
+        snprintf(k, n, "%s{%s:%s}%s", s->prefix, kind, id, suffix);
+    return k;
+}
+
+/* Read every pending reply of a pipeline of n commands into replies[]. */
+static int read_replies(pl_store_t *s, redisReply **replies, size_t n,
+                        char *errstr, size_t errstr_size)
+{
+    for (size_t i = 0; i < n; i++) {
+        void *r = NULL;
+        if (redisGetReply(s->c, &r) != REDIS_OK || !r) {
+            snprintf(errstr, errstr_size, "redis %s:%d: %s", s->host,
+                     s->port, s->c->errstr);
+            disconnect(s);
+            return -1;
+        }
+        replies[i] = r;
+    }
+    return 0;
+}
+
+static void free_replies(redisReply **replies, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if (replies[i])
+            freeReplyObject(replies[i]);
+    free(replies);
+}
+
+int pl_store_read(pl_store_t *s, const char *kind, const char *const *ids,
+                  size_t n, pl_fields_t *out, char *errstr,
+                  size_t errstr_size)
+{
+    redisReply **replies = NULL;
+    int r = -1;
+
+    if (pl_store_connect(s, errstr, errstr_size))
+        return -1;
+    if (!(replies = calloc(n ? n : 1, sizeof(*replies))))
+        goto oom;
+    for (size_t i = 0; i < n; i++) {
+        char *k = key(s, kind, ids[i], "");
+        if (!k)
+            goto oom;
+        redisAppendCommand(s->c, "HGETALL %s", k);
+        free(k);
+    }
+    if (read_replies(s, replies, n, errstr, errstr_size))
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (replies[i]->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis HGETALL: %s",
+                     replies[i]->str);
+            goto out;
+        }
+        if (fields_from_reply(&out[i], replies[i]))
+            goto oom;
+    }
+    r = 0;
+    goto out;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+    disconnect(s); /* replies may be pending */
+out:
+    if (replies)
+        free_replies(replies, n);
+    return r;
+}
+
+void pl_store_apply_clear(pl_store_apply_t *op)
+{
+    free(op->stored);
+    op->stored = NULL;
+    op->stored_len = 0;
+    pl_fields_clear(&op->current);
+}
+
+static int append_apply(pl_store_t *s, const pl_store_apply_t *op,
+                        int64_t ttl_ms, bool by_sha)
+{
+    size_t nset = op->set ? op->set->count : 0;
+    size_t argc = 3 + 3 + 5 + 2 * nset, i = 0;
+    const char **argv = malloc(argc * sizeof(*argv));
+    size_t *lens = malloc(argc * sizeof(*lens));
+    char *k_state = key(s, op->kind, op->id, "");
+    char *k_applied = key(s, op->kind, op->id, ":applied");
+    char *k_history = key(s, op->kind, op->id, ":history");
+    char ttl[24];
+    int r = -1;
+
+    if (!argv || !lens || !k_state || !k_applied || !k_history)
+        goto out;
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)(ttl_ms > 0 ? ttl_ms : 1));
+#define ARG(p, l) (argv[i] = (p), lens[i] = (l), i++)
+    if (by_sha) {
+        ARG("EVALSHA", 7);
+        ARG(s->apply_sha, 40);
+    } else {
+        ARG("EVAL", 4);
+        ARG(apply_lua, sizeof(apply_lua) - 1);
+    }
+    ARG("3", 1);
+    ARG(k_state, strlen(k_state));
+    ARG(k_applied, strlen(k_applied));
+    ARG(k_history, strlen(k_history));
+    ARG(op->event_id, strlen(op->event_id));
+    ARG(op->expected_rev ? op->expected_rev : "",
+        op->expected_rev ? strlen(op->expected_rev) : 0);
+    ARG(op->outcome ? op->outcome : "", op->outcome ? op->outcome_len : 0);
+    ARG(ttl, strlen(ttl));
+    ARG(op->history ? op->history : "", op->history ? strlen(op->history) : 0);
+    for (size_t j = 0; j < nset; j++) {
+        ARG(op->set->keys[j], strlen(op->set->keys[j]));
+        ARG(op->set->values[j], strlen(op->set->values[j]));
+    }
+#undef ARG
+    r = redisAppendCommandArgv(s->c, (int)i, argv, lens) == REDIS_OK ? 0 : -1;
+out:
+    free(argv);
+    free(lens);
+    free(k_state);
+    free(k_applied);
+    free(k_history);
+    return r;
+}
+
+/* Decode one script reply into op.  0, -1 error, 1 NOSCRIPT. */
+static int take_apply_reply(pl_store_apply_t *op, const redisReply *r,
+                            char *errstr, size_t errstr_size)
+{
+    if (r->type == REDIS_REPLY_ERROR) {
+        if (!strncmp(r->str, "NOSCRIPT", 8))
+            return 1;
+        snprintf(errstr, errstr_size, "redis apply script: %s", r->str);
+        return -1;
+    }
+    if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+        r->element[0]->type != REDIS_REPLY_INTEGER)
+        goto bad;
+    switch (r->element[0]->integer) {
+    case 0:
+        op->result = PL_APPLY_OK;
+        return 0;
+    case 1:
+        if (r->elements < 2 || r->element[1]->type != REDIS_REPLY_STRING)
+            goto bad;
+        op->result = PL_APPLY_DUPLICATE;
+        op->stored_len = r->element[1]->len;
+        if (!(op->stored = malloc(op->stored_len ? op->stored_len : 1)))
+            goto oom;
+        memcpy(op->stored, r->element[1]->str, op->stored_len);
+        return 0;
+    case 2:
+        if (r->elements < 2)
+            goto bad;
+        op->result = PL_APPLY_CONFLICT;
+        if (fields_from_reply(&op->current, r->element[1]))
+            goto oom;
+        return 0;
+    }
+bad:
+    snprintf(errstr, errstr_size, "redis apply script: unexpected reply");
+    return -1;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+    return -1;
+}
+
+int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
+                   int64_t dedupe_ttl_ms, char *errstr, size_t errstr_size)
+{
+    redisReply **replies = NULL;
+    bool noscript = false;
+    int r = -1;
+
+    if (!n)
+        return 0;
+    if (pl_store_connect(s, errstr, errstr_size))
+        return -1;
+    if (!(replies = calloc(n, sizeof(*replies))))
+        goto oom;
+    for (size_t i = 0; i < n; i++)
+        if (append_apply(s, &ops[i], dedupe_ttl_ms, true))
+            goto oom;
+    if (read_replies(s, replies, n, errstr, errstr_size))
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        int t = take_apply_reply(&ops[i], replies[i], errstr, errstr_size);
+        if (t < 0)
+            goto out;
+        if (t > 0)
+            noscript = true;
+    }
+    if (noscript) {
+        /* Redis lost its script cache (restart, SCRIPT FLUSH); a NOSCRIPT
+         * call did nothing, so send exactly those again with the body. */
+        for (size_t i = 0; i < n; i++) {
+            if (replies[i]->type != REDIS_REPLY_ERROR)
+                continue;
+            freeReplyObject(replies[i]);
+            replies[i] = NULL;
+            if (append_apply(s, &ops[i], dedupe_ttl_ms, false) ||
+                read_replies(s, &replies[i], 1, errstr, errstr_size))
+                goto out;
+            if (take_apply_reply(&ops[i], replies[i], errstr, errstr_size))
+                goto out;
+        }
+        if (load_scripts(s, errstr, errstr_size))
+            goto out;
+    }
+    r = 0;
+    goto out;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+    disconnect(s);
+out:
+    if (replies)
+        free_replies(replies, n);
+    return r;
+}
+
+int pl_store_history(pl_store_t *s, const char *kind, const char *id,
+                     pl_fields_t *out, char *errstr, size_t errstr_size)
+{
+    char *k;
+    redisReply *r;
+    char idx[24];
+
+    if (pl_store_connect(s, errstr, errstr_size))
+        return -1;
+    if (!(k = key(s, kind, id, ":history"))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    const char *argv[] = {"LRANGE", k, "0", "-1"};
+    size_t lens[] = {6, strlen(k), 1, 2};
+    r = command(s, errstr, errstr_size, 4, argv, lens);
+    free(k);
+    if (!r)
+        return -1;
+    for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
+        snprintf(idx, sizeof(idx), "%zu", i);
+        if (pl_fields_set(out, idx, r->element[i]->str ? r->element[i]->str
+                                                       : "")) {
+            freeReplyObject(r);
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+    }
+    freeReplyObject(r);
+    return 0;
+}
+
+/* A state field as JSON: by the conventions of the state hashes, amounts
+ * are decimal numbers, *_at fields are epoch milliseconds, activities a
+ * comma list. */
+static json_t *field_json(const char *k, const char *v)
+{
+    size_t kl = strlen(k);
+    char *end;
+    if (!strcmp(k, "amount") || !strcmp(k, "monthly_ad_spend") ||
+        !strcmp(k, "probability")) {
+        double d = strtod(v, &end);
+        return *end ? json_string(v) : json_real(d);
+    }
+    if (kl > 3 && !strcmp(k + kl - 3, "_at")) {
+        char buf[40];
+        long long ms = strtoll(v, &end, 10);
+        if (*end || pl_time_format_rfc3339(ms, buf, sizeof(buf)))
+            return json_string(v);
+        return json_string(buf);
+    }
+    if (!strcmp(k, "activities") || !strcmp(k, "technologies") ||
+        !strcmp(k, "hiring_for")) {
+        json_t *a = json_array();
+        const char *p = v;
+        while (a && *p) {
+            const char *c = strchr(p, ',');
+            size_t n = c ? (size_t)(c - p) : strlen(p);
+            json_array_append_new(a, json_stringn(p, n));
+            p += n + (c ? 1 : 0);
+        }
+        return a;
+    }
+    if (!strcmp(k, "employees") || !strcmp(k, "months_in_role") ||
+        !strcmp(k, "score")) {
+        long long n = strtoll(v, &end, 10);
+        return *end ? json_string(v) : json_integer(n);
+    }
+    return json_string(v);
+}
+
+int pl_store_deal_json(pl_store_t *s, const char *deal_id, char **json_out,
+                       char *errstr, size_t errstr_size)
+{
+    pl_fields_t state = {0}, hist = {0};
+    json_t *o = NULL, *h;
+    int r = -1;
+
+    *json_out = NULL;
+    if (pl_store_read(s, "deal", &deal_id, 1, &state, errstr, errstr_size))
+        goto out;
+    if (!pl_fields_get(&state, "stage")) {
+        r = 0;
+        goto out;
+    }
+    if (pl_store_history(s, "deal", deal_id, &hist, errstr, errstr_size))
+        goto out;
+    if (!(o = json_object()) || !(h = json_array()))
+        goto oom;
+    for (size_t i = 0; i < state.count; i++)
+        json_object_set_new(o, state.keys[i],
+                            field_json(state.keys[i], state.values[i]));
+    for (size_t i = 0; i < hist.count; i++) {
+        json_t *e = json_loads(hist.values[i], 0, NULL);
+        json_array_append_new(h, e ? e : json_string(hist.values[i]));
+    }
+    json_object_set_new(o, "history", h);
+    if (!(*json_out = json_dumps(o, JSON_SORT_KEYS | JSON_REAL_PRECISION(15))))
+        goto oom;
+    r = 1;
+    goto out;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+out:
+    json_decref(o);
+    pl_fields_clear(&state);
+    pl_fields_clear(&hist);
+    return r;
+}
+
+void pl_store_next_rev(const char *prev, const char *event_id,
+                       char out[PL_REV_LEN + 1])
+{
+    pl_hash_hex(prev, event_id, out);
+}
