@@ -1,0 +1,470 @@
+#!/usr/bin/env bash
+# Local stack of real services for development and the integration tests:
+# a single-node KRaft Kafka broker (plain jars fetched with Maven, no Kafka
+# shell scripts) and a private redis-server, both on their own ports and with
+# their state under $PL_STACK_DIR, so the system's services are never touched.
+#
+#   deploy/stack.sh install   apt-get what is missing (as root), fetch the jars
+#   deploy/stack.sh start     install, start both (or reuse them), create topics
+#   deploy/stack.sh stop      stop both cleanly
+#   deploy/stack.sh status    say what runs (exit 0 only if both do)
+#   deploy/stack.sh reset     stop, then delete the data (not the jars)
+#   deploy/stack.sh env       print export lines: eval "$(deploy/stack.sh env)"
+#   deploy/stack.sh topics    list the broker's topics
+#
+# Every command is idempotent and works from any directory.
+set -euo pipefail
+
+SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+REPO_DIR=$(cd -- "$SCRIPT_DIR/.." && pwd)
+KAFKA_SRC="$SCRIPT_DIR/kafka"
+
+STACK_DIR=${PL_STACK_DIR:-$REPO_DIR/.stack}
+KAFKA_PORT=${PL_KAFKA_PORT:-19092}
+CONTROLLER_PORT=${PL_KAFKA_CONTROLLER_PORT:-19093}
+REDIS_PORT=${PL_REDIS_PORT:-16379}
+TOPIC_PREFIX=${PL_TOPIC_PREFIX:-}
+PARTITIONS=${PL_PARTITIONS:-6}
+TIMEOUT=${PL_STACK_TIMEOUT:-90}
+KAFKA_HEAP=${PL_KAFKA_HEAP:-512m}
+
+HOST=127.0.0.1
+TOPICS=(sales.leads sales.deals sales.pipeline sales.alerts sales.dlq)
+APT_PACKAGES=(cmake gcc make pkg-config librdkafka-dev libavro-dev
+	libhiredis-dev libyaml-dev libjansson-dev libcmocka-dev libssl-dev
+	python3 redis-server redis-tools maven)
+JDK_PACKAGE=default-jdk-headless
+
+log() { printf 'stack: %s\n' "$*"; }
+die() {
+	printf 'stack: error: %s\n' "$*" >&2
+	exit 1
+}
+
+check_settings() {
+	local name value
+	for name in PL_KAFKA_PORT PL_KAFKA_CONTROLLER_PORT PL_REDIS_PORT \
+		PL_PARTITIONS PL_STACK_TIMEOUT; do
+		case $name in
+		PL_KAFKA_PORT) value=$KAFKA_PORT ;;
+		PL_KAFKA_CONTROLLER_PORT) value=$CONTROLLER_PORT ;;
+		PL_REDIS_PORT) value=$REDIS_PORT ;;
+		PL_PARTITIONS) value=$PARTITIONS ;;
+		PL_STACK_TIMEOUT) value=$TIMEOUT ;;
+		esac
+		[[ $value =~ ^[1-9][0-9]*$ ]] ||
+			die "$name must be a positive integer, got '$value'"
+	done
+	mkdir -p -- "$STACK_DIR"
+	STACK_DIR=$(cd -- "$STACK_DIR" && pwd)
+	KAFKA_DIR=$STACK_DIR/kafka
+	LIBS_DIR=$KAFKA_DIR/libs
+	DATA_DIR=$KAFKA_DIR/data
+	KAFKA_PID=$KAFKA_DIR/kafka.pid
+	KAFKA_CONF=$STACK_DIR/server.properties
+	REDIS_DIR=$STACK_DIR/redis
+	REDIS_PID=$REDIS_DIR/redis.pid
+}
+
+# One stack command at a time per stack dir (parallel test fixtures may all
+# call start). Children must not inherit fd 9, or they would hold the lock.
+take_lock() {
+	exec 9>"$STACK_DIR/stack.lock"
+	flock 9
+}
+
+# ---------------------------------------------------------------- install
+
+pkg_installed() {
+	[[ $(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null) == ii* ]]
+}
+
+# Any installed JDK 11 or newer will do (the broker needs 11, the topic
+# creator runs as a single-file source program, which needs javac).
+have_jdk() {
+	local v
+	command -v javac >/dev/null 2>&1 || return 1
+	v=$(javac -version 2>&1 | sed -n 's/^javac \([0-9]*\).*/\1/p')
+	[[ -n $v && $v -ge 11 ]]
+}
+
+install_packages() {
+	local pkg missing=()
+	for pkg in "${APT_PACKAGES[@]}"; do
+		pkg_installed "$pkg" || missing+=("$pkg")
+	done
+	have_jdk || missing+=("$JDK_PACKAGE")
+	((${#missing[@]} == 0)) && return 0
+
+	[[ $(id -u) -eq 0 ]] ||
+		die "missing packages: ${missing[*]}; run 'deploy/stack.sh install' as root"
+	log "installing ${missing[*]}"
+	export DEBIAN_FRONTEND=noninteractive
+	apt-get update -q
+	apt-get install -y -q --no-install-recommends "${missing[@]}"
+}
+
+kafka_version() {
+	sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$KAFKA_SRC/pom.xml"
+}
+
+# Copies the broker jars and their dependencies into $LIBS_DIR. A marker
+# written last names the version, so a cut-short fetch or a version bump in
+# pom.xml fetches again.
+fetch_jars() {
+	local version marker tmp
+	version=$(kafka_version)
+	[[ -n $version ]] || die "no <kafka.version> in $KAFKA_SRC/pom.xml"
+	marker=$LIBS_DIR/.kafka-$version
+	[[ -f $marker ]] && return 0
+
+	log "fetching Kafka $version jars with Maven into $LIBS_DIR"
+	tmp=$KAFKA_DIR/libs.tmp
+	rm -rf -- "$tmp"
+	mkdir -p -- "$KAFKA_DIR"
+	mvn -B -f "$KAFKA_SRC/pom.xml" dependency:copy-dependencies \
+		-DincludeScope=runtime -DoutputDirectory="$tmp" \
+		>"$KAFKA_DIR/mvn.log" 2>&1 </dev/null 9>&- || {
+		show_log_tail "$KAFKA_DIR/mvn.log"
+		die "maven could not fetch the Kafka jars (log: $KAFKA_DIR/mvn.log)"
+	}
+	touch -- "$tmp/.kafka-$version"
+	rm -rf -- "$LIBS_DIR"
+	mv -- "$tmp" "$LIBS_DIR"
+}
+
+cmd_install() {
+	install_packages
+	fetch_jars
+}
+
+# ---------------------------------------------------------------- helpers
+
+port_open() {
+	(exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null
+}
+
+# True if the pid file names a live process whose command line contains $2.
+pid_alive() {
+	local pid
+	[[ -f $1 ]] || return 1
+	pid=$(<"$1")
+	[[ $pid =~ ^[0-9]+$ ]] || return 1
+	[[ -r /proc/$pid/cmdline ]] || return 1
+	tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qF -- "$2"
+}
+
+# Runs a small Java tool from the Kafka jars, with quiet logging.
+kafka_java() {
+	java -Xshare:auto -XX:TieredStopAtLevel=1 -XX:+UseSerialGC \
+		-Dlog4j.configuration="file:$KAFKA_SRC/log4j-tools.properties" \
+		-cp "$LIBS_DIR/*" "$@" 9>&-
+}
+
+show_log_tail() {
+	local f
+	for f in "$@"; do
+		[[ -s $f ]] || continue
+		printf -- '--- last lines of %s ---\n' "$f" >&2
+		tail -n 30 -- "$f" >&2
+	done
+}
+
+# The broker's own log, from this script's launch of it on (the file is
+# appended to across runs), else its last lines; then its stdout/stderr.
+show_kafka_log() {
+	local f=$KAFKA_DIR/kafka.log lines
+	if [[ -n ${KAFKA_LOG_OFFSET:-} && -f $f ]] &&
+		(($(stat -c %s -- "$f") >= KAFKA_LOG_OFFSET)); then
+		lines=$(tail -c +"$((KAFKA_LOG_OFFSET + 1))" -- "$f" | tail -n 30)
+		if [[ -n $lines ]]; then
+			printf -- '--- last lines of %s (this start) ---\n%s\n' "$f" "$lines" >&2
+		fi
+	else
+		show_log_tail "$f"
+	fi
+	show_log_tail "$KAFKA_DIR/kafka.out"
+}
+
+# ---------------------------------------------------------------- redis
+
+redis_ping() {
+	[[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" ping 2>/dev/null) == PONG ]]
+}
+
+start_redis() {
+	if redis_ping; then
+		log "redis already answers on $HOST:$REDIS_PORT"
+		return 0
+	fi
+	port_open "$REDIS_PORT" &&
+		die "port $REDIS_PORT is taken by something that is not Redis (set PL_REDIS_PORT)"
+	mkdir -p -- "$REDIS_DIR"
+	rm -f -- "$REDIS_PID"
+	log "starting redis-server on $HOST:$REDIS_PORT"
+	redis-server --bind "$HOST" --port "$REDIS_PORT" --daemonize yes \
+		--supervised no --pidfile "$REDIS_PID" --dir "$REDIS_DIR" \
+		--logfile "$REDIS_DIR/redis.log" --save '' --appendonly no 9>&- ||
+		{
+			show_log_tail "$REDIS_DIR/redis.log"
+			die "redis-server did not start"
+		}
+}
+
+wait_redis() {
+	local deadline=$((SECONDS + TIMEOUT))
+	until redis_ping; do
+		if ((SECONDS >= deadline)); then
+			show_log_tail "$REDIS_DIR/redis.log"
+			die "redis did not answer PING on $HOST:$REDIS_PORT within $TIMEOUT s"
+		fi
+		sleep 0.1
+	done
+}
+
+stop_redis() {
+	local i
+	if redis_ping; then
+		log "stopping redis on $HOST:$REDIS_PORT"
+		redis-cli -h "$HOST" -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+		for ((i = 0; i < 100; i++)); do
+			redis_ping || break
+			sleep 0.1
+		done
+		redis_ping && die "redis on $HOST:$REDIS_PORT did not shut down"
+	elif pid_alive "$REDIS_PID" redis-server; then
+		log "redis does not answer; killing pid $(<"$REDIS_PID")"
+		kill -KILL "$(<"$REDIS_PID")" 2>/dev/null || true
+	fi
+	rm -f -- "$REDIS_PID"
+}
+
+# ---------------------------------------------------------------- kafka
+
+kafka_running() {
+	pid_alive "$KAFKA_PID" "kafka.Kafka $KAFKA_CONF"
+}
+
+write_kafka_config() {
+	cat >"$KAFKA_CONF.tmp" <<EOF
+# Written by deploy/stack.sh on each start; edits are lost.
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@$HOST:$CONTROLLER_PORT
+listeners=PLAINTEXT://$HOST:$KAFKA_PORT,CONTROLLER://$HOST:$CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://$HOST:$KAFKA_PORT
+inter.broker.listener.name=PLAINTEXT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$DATA_DIR
+num.partitions=$PARTITIONS
+default.replication.factor=1
+min.insync.replicas=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+transaction.state.log.num.partitions=1
+group.initial.rebalance.delay.ms=0
+# After a crash the restarted broker may register only once the old
+# registration's session has expired (9 s by default).
+broker.session.timeout.ms=4000
+broker.heartbeat.interval.ms=1000
+auto.create.topics.enable=false
+delete.topic.enable=true
+num.network.threads=2
+num.io.threads=4
+num.recovery.threads.per.data.dir=2
+log.retention.hours=24
+log.segment.bytes=67108864
+EOF
+	mv -- "$KAFKA_CONF.tmp" "$KAFKA_CONF"
+}
+
+format_storage() {
+	local id_file=$KAFKA_DIR/cluster.id id
+	[[ -f $DATA_DIR/meta.properties ]] && return 0
+	if [[ ! -s $id_file ]]; then
+		# A Kafka Uuid: 16 random bytes, URL-safe base64 without padding.
+		head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$id_file"
+	fi
+	id=$(<"$id_file")
+	log "formatting KRaft storage in $DATA_DIR (cluster $id)"
+	mkdir -p -- "$DATA_DIR"
+	kafka_java kafka.tools.StorageTool format -t "$id" -c "$KAFKA_CONF" \
+		>"$KAFKA_DIR/format.log" 2>&1 || {
+		show_log_tail "$KAFKA_DIR/format.log"
+		die "kafka storage format failed"
+	}
+}
+
+start_kafka() {
+	if kafka_running; then
+		log "kafka already running (pid $(<"$KAFKA_PID"))"
+		return 0
+	fi
+	if [[ -f $KAFKA_PID ]]; then
+		log "removing stale kafka pid file"
+		rm -f -- "$KAFKA_PID"
+	fi
+	port_open "$KAFKA_PORT" &&
+		die "port $KAFKA_PORT is taken by another process (set PL_KAFKA_PORT)"
+	port_open "$CONTROLLER_PORT" &&
+		die "port $CONTROLLER_PORT is taken by another process (set PL_KAFKA_CONTROLLER_PORT)"
+
+	write_kafka_config
+	format_storage
+	log "starting kafka on $HOST:$KAFKA_PORT (log: $KAFKA_DIR/kafka.log)"
+	KAFKA_LOG_OFFSET=$(stat -c %s -- "$KAFKA_DIR/kafka.log" 2>/dev/null || echo 0)
+	# setsid: a Ctrl-C on this script must not reach the broker.
+	setsid nohup java -Xms"$KAFKA_HEAP" -Xmx"$KAFKA_HEAP" \
+		-XX:+UseSerialGC -XX:+ExitOnOutOfMemoryError -Xshare:auto \
+		-Djava.awt.headless=true \
+		-Dkafka.logs.dir="$KAFKA_DIR" \
+		-Dlog4j.configuration="file:$KAFKA_SRC/log4j.properties" \
+		-cp "$LIBS_DIR/*" kafka.Kafka "$KAFKA_CONF" \
+		>"$KAFKA_DIR/kafka.out" 2>&1 </dev/null 9>&- &
+	echo $! >"$KAFKA_PID"
+}
+
+wait_kafka() {
+	local deadline=$((SECONDS + TIMEOUT))
+	until port_open "$KAFKA_PORT"; do
+		if ! kafka_running; then
+			show_kafka_log
+			die "kafka exited during start-up"
+		fi
+		if ((SECONDS >= deadline)); then
+			show_kafka_log
+			die "kafka did not open $HOST:$KAFKA_PORT within $TIMEOUT s" \
+				"(it may still be starting: see 'deploy/stack.sh status', or stop it)"
+		fi
+		sleep 0.2
+	done
+}
+
+# One JVM run creates every topic; it also proves the broker serves requests.
+create_topics() {
+	local t names=()
+	for t in "${TOPICS[@]}"; do
+		names+=("$TOPIC_PREFIX$t")
+	done
+	PL_STACK_TIMEOUT=$TIMEOUT kafka_java "$KAFKA_SRC/CreateTopics.java" \
+		"$HOST:$KAFKA_PORT" "$PARTITIONS" "${names[@]}" || {
+		show_kafka_log
+		die "could not create the topics on $HOST:$KAFKA_PORT"
+	}
+}
+
+stop_kafka() {
+	local pid i
+	if ! kafka_running; then
+		rm -f -- "$KAFKA_PID"
+		return 0
+	fi
+	pid=$(<"$KAFKA_PID")
+	log "stopping kafka (pid $pid)"
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 300; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$pid" 2>/dev/null; then
+		log "kafka still running after 30 s; sending SIGKILL"
+		kill -KILL "$pid" 2>/dev/null || true
+		while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+	fi
+	rm -f -- "$KAFKA_PID"
+}
+
+# ---------------------------------------------------------------- commands
+
+cmd_start() {
+	cmd_install
+	start_redis
+	start_kafka
+	wait_redis
+	wait_kafka
+	create_topics
+	log "kafka bootstrap: $HOST:$KAFKA_PORT (data: $DATA_DIR)"
+	log "redis:           $HOST:$REDIS_PORT"
+	log "for your shell:  eval \"\$($SCRIPT_DIR/stack.sh env)\""
+}
+
+cmd_stop() {
+	stop_kafka
+	stop_redis
+}
+
+cmd_status() {
+	local rc=0
+	if kafka_running; then
+		if port_open "$KAFKA_PORT"; then
+			log "kafka: running, pid $(<"$KAFKA_PID"), bootstrap $HOST:$KAFKA_PORT"
+		else
+			log "kafka: starting, pid $(<"$KAFKA_PID"), port $KAFKA_PORT not open yet"
+			rc=3
+		fi
+	else
+		log "kafka: not running"
+		rc=3
+	fi
+	if redis_ping; then
+		log "redis: running, $HOST:$REDIS_PORT"
+	else
+		log "redis: not running"
+		rc=3
+	fi
+	return "$rc"
+}
+
+cmd_reset() {
+	cmd_stop
+	log "deleting $DATA_DIR and $REDIS_DIR"
+	rm -rf -- "$DATA_DIR" "$REDIS_DIR" "$KAFKA_DIR/cluster.id"
+}
+
+cmd_env() {
+	printf 'export PL_BROKERS=%s:%s\n' "$HOST" "$KAFKA_PORT"
+	printf 'export PL_REDIS=%s:%s\n' "$HOST" "$REDIS_PORT"
+}
+
+cmd_topics() {
+	[[ -f $LIBS_DIR/.kafka-$(kafka_version) ]] || die "no Kafka jars; run start first"
+	PL_STACK_TIMEOUT=$TIMEOUT kafka_java "$KAFKA_SRC/CreateTopics.java" \
+		"$HOST:$KAFKA_PORT" --list
+}
+
+usage() {
+	sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "${BASH_SOURCE[0]}"
+}
+
+main() {
+	local cmd=${1:-}
+	case $cmd in
+	env)
+		cmd_env
+		return 0
+		;;
+	install | start | stop | status | reset | topics) ;;
+	-h | --help | help)
+		usage
+		return 0
+		;;
+	*)
+		usage >&2
+		return 2
+		;;
+	esac
+	check_settings
+	case $cmd in
+	status) cmd_status ;;
+	topics) cmd_topics ;;
+	*)
+		take_lock
+		"cmd_$cmd"
+		;;
+	esac
+}
+
+main "$@"
