@@ -498,7 +498,11 @@ static json_t *field_json(const char *k, const char *v)
     char *end;
     if (!strcmp(k, "amount") || !strcmp(k, "monthly_ad_spend") ||
         !strcmp(k, "probability")) {
-        double d = strtod(v, &end);
+        long long n = strtoll(v, &end, 10);
+        double d;
+        if (!*end)
+            return json_integer(n);
+        d = strtod(v, &end);
         return *end ? json_string(v) : json_real(d);
     }
     if (kl > 3 && !strcmp(k + kl - 3, "_at")) {
@@ -554,7 +558,8 @@ int pl_store_deal_json(pl_store_t *s, const char *deal_id, char **json_out,
         json_array_append_new(h, e ? e : json_string(hist.values[i]));
     }
     json_object_set_new(o, "history", h);
-    if (!(*json_out = json_dumps(o, JSON_SORT_KEYS | JSON_REAL_PRECISION(15))))
+    if (!(*json_out = json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT |
+                                        JSON_REAL_PRECISION(15))))
         goto oom;
     r = 1;
     goto out;

@@ -131,7 +131,7 @@ typedef struct item_s {
 
 typedef struct stats_s {
     uint64_t consumed, applied, rejected, duplicates, dead_letters,
-        conflicts, batches, redis_errors;
+        conflicts, batches, redis_errors, republished;
 } stats_t;
 
 typedef struct worker_s {
@@ -365,6 +365,57 @@ out:
     return r;
 }
 
+/* What the store keeps for an applied event_id: the message it came from
+ * ("topic/partition/offset\n"), then its derived events, packed.  The
+ * source tells a redelivery (same message: publish the stored events again,
+ * the first delivery may not have happened) from a producer's duplicate
+ * (another message with an event_id already applied: publish nothing). */
+static int pack_outcome(const rd_kafka_message_t *m, const pl_outbox_t *ob,
+                        void **out, size_t *out_len)
+{
+    char src[300];
+    void *packed;
+    size_t plen;
+    int n = snprintf(src, sizeof(src), "%s/%d/%lld\n",
+                     rd_kafka_topic_name(m->rkt), (int)m->partition,
+                     (long long)m->offset);
+    if (n < 0 || (size_t)n >= sizeof(src) ||
+        pl_outbox_pack(ob, 0, &packed, &plen))
+        return -1;
+    if (!(*out = malloc((size_t)n + plen + 1))) {
+        free(packed);
+        return -1;
+    }
+    memcpy(*out, src, (size_t)n);
+    memcpy((char *)*out + n, packed, plen);
+    *out_len = (size_t)n + plen;
+    free(packed);
+    return 0;
+}
+
+/* Queue an outcome's derived events for publishing.  For a duplicate
+ * (dup), only when the stored outcome came from this very message (see
+ * pack_outcome).  0 or -1 (corrupt). */
+static int publish_outcome(worker_t *w, const rd_kafka_message_t *m,
+                           const void *stored, size_t len, bool dup)
+{
+    const char *nl = memchr(stored, '\n', len);
+    char src[300];
+    size_t hl;
+    int n = snprintf(src, sizeof(src), "%s/%d/%lld",
+                     rd_kafka_topic_name(m->rkt), (int)m->partition,
+                     (long long)m->offset);
+    if (!nl || n < 0)
+        return -1;
+    hl = (size_t)(nl - (const char *)stored);
+    if (dup) {
+        if (hl != (size_t)n || memcmp(stored, src, hl))
+            return 0; /* a producer's duplicate: it changes nothing */
+        w->stats.republished++;
+    }
+    return pl_outbox_unpack(&w->out, nl + 1, len - hl - 1);
+}
+
 typedef struct op_s {
     pl_store_apply_t apply;
     size_t item;
@@ -426,7 +477,7 @@ static int decide(worker_t *w, size_t idx, op_t *op)
                           strlen(it->ev.deal_id), val, len, NULL))
             goto out;
     }
-    if (pl_outbox_pack(&ob, 0, &op->outcome, &op->outcome_len))
+    if (pack_outcome(it->msg, &ob, &op->outcome, &op->outcome_len))
         goto out;
     op->applied = oc.verdict == PL_DEAL_APPLIED;
     if (op->applied) {
@@ -521,14 +572,15 @@ static int apply_batch(worker_t *w)
                     w->stats.applied++;
                 else
                     w->stats.rejected++;
-                if (pl_outbox_unpack(&w->out, op->outcome, op->outcome_len))
+                if (publish_outcome(w, it->msg, op->outcome, op->outcome_len,
+                                    false))
                     goto out_ops;
                 break;
             case PL_APPLY_DUPLICATE:
                 it->done = true;
                 w->stats.duplicates++;
-                if (pl_outbox_unpack(&w->out, op->apply.stored,
-                                     op->apply.stored_len)) {
+                if (publish_outcome(w, it->msg, op->apply.stored,
+                                    op->apply.stored_len, true)) {
                     pl_error("deal %s: stored outcome of %s is corrupt",
                              it->ev.deal_id, it->ev.event_id);
                     goto out_ops;
@@ -580,13 +632,15 @@ static void store_offsets(worker_t *w)
 static void log_stats(worker_t *w)
 {
     pl_info("stats: consumed=%llu applied=%llu rejected=%llu duplicates=%llu "
-            "dead_letters=%llu conflicts=%llu batches=%llu redis_errors=%llu",
+            "dead_letters=%llu conflicts=%llu republished=%llu batches=%llu "
+            "redis_errors=%llu",
             (unsigned long long)w->stats.consumed,
             (unsigned long long)w->stats.applied,
             (unsigned long long)w->stats.rejected,
             (unsigned long long)w->stats.duplicates,
             (unsigned long long)w->stats.dead_letters,
             (unsigned long long)w->stats.conflicts,
+            (unsigned long long)w->stats.republished,
             (unsigned long long)w->stats.batches,
             (unsigned long long)w->stats.redis_errors);
 }

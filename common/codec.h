@@ -1,0 +1,134 @@
+/*
+ * codec.h - events on the wire: Avro (Confluent framing) and JSON.
+ *
+ * The codec turns a Kafka message value into a pl_event_t and back.  Values
+ * are Avro binary in the Confluent wire format (byte 0 = 0x00, bytes 1-4 =
+ * big-endian schema id, then the Avro body) or, on input topics, a JSON
+ * object of the contract's JSON form.  The schemas are the .avsc files in
+ * schemas/, found through schemas/ids.tsv; they are read once, when the codec
+ * is built, and checked against the codec's field tables.
+ *
+ * A pl_codec_t reuses Avro values between calls: use one codec per thread.
+ * pl_codec_validate(), pl_codec_to_json() and the helpers below touch no
+ * shared state and may be called from any thread.
+ */
+#ifndef PL_CODEC_H
+#define PL_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+
+typedef struct pl_codec_s pl_codec_t;
+
+/* Buffer sizes that always suffice for the formatters below. */
+#define PL_RFC3339_BUFSZ 32 /* "2026-11-27T10:00:00.000Z" */
+#define PL_DATE_BUFSZ    16 /* "2026-11-27" */
+#define PL_AMOUNT_BUFSZ  32 /* "-922337203685477.5808" */
+
+/* Magic byte of the Confluent wire format and the size of its header. */
+#define PL_WIRE_MAGIC      0x00
+#define PL_WIRE_HEADER_LEN 5
+
+/*
+ * Build a codec from schema_dir/ids.tsv (lines "id<TAB>type<TAB>file", '#'
+ * starts a comment) and the .avsc files it names.  Every contract event type
+ * must have exactly one schema.  Returns NULL on error with errstr naming the
+ * file (and line or field) at fault.
+ */
+pl_codec_t *pl_codec_new(const char *schema_dir, char *errstr,
+                         size_t errstr_size);
+
+/* Free the codec; NULL is a no-op. */
+void pl_codec_destroy(pl_codec_t *c);
+
+/*
+ * Decode one Kafka message value: Confluent-framed Avro, or a JSON object
+ * when the first non-blank byte is '{'.  ev must be initialised
+ * (pl_event_init); whatever it held is freed first.  The event is validated
+ * against the contract (pl_codec_validate) and `currency` defaults to "USD"
+ * when an amount is present.  Returns 0, or -1 with ev cleared and errstr
+ * saying what is wrong, naming the field where there is one.  Any error is a
+ * poison message: the same bytes always fail the same way.
+ */
+int pl_codec_decode(pl_codec_t *c, const void *buf, size_t len,
+                    pl_event_t *ev, char *errstr, size_t errstr_size);
+
+/*
+ * Validate ev and encode it (ev->type selects the schema) in the Confluent
+ * wire format.  On success *out is malloc'ed (the caller frees it) and
+ * *out_len is its size.  Returns 0, or -1 with errstr set and *out NULL.
+ */
+int pl_codec_encode(pl_codec_t *c, const pl_event_t *ev, void **out,
+                    size_t *out_len, char *errstr, size_t errstr_size);
+
+/*
+ * The contract's JSON form of ev as one line, no trailing newline: "type"
+ * first, then the fields in schema order, absent optional fields omitted,
+ * timestamps RFC 3339 UTC with milliseconds, dates YYYY-MM-DD, amounts as
+ * JSON numbers.  c may be NULL.  Returns a malloc'ed string, NULL on OOM or
+ * for an unknown type.
+ */
+char *pl_codec_to_json(pl_codec_t *c, const pl_event_t *ev);
+
+/*
+ * Check ev against the contract: a known type, event_id of 1-128 bytes,
+ * occurred_at, the type's required fields present (and non-empty where the
+ * contract needs a value), enums (source, activity, kind, reason_code),
+ * currency as 3 uppercase letters, industry as a lowercase slug, counts not
+ * negative, probability in [0, 1], strings valid UTF-8.  Fields that the
+ * type does not have are ignored.  Returns 0 or -1 with errstr naming the
+ * field.
+ */
+int pl_codec_validate(const pl_event_t *ev, char *errstr, size_t errstr_size);
+
+/* The schema id used to encode type, or -1 for an unknown type. */
+int32_t pl_codec_schema_id(const pl_codec_t *c, pl_event_type_t type);
+
+/*
+ * Use id for type from now on (e.g. the id a schema registry assigned).
+ * The previous id of the type is still accepted on decode.  Returns 0, or -1
+ * when type is unknown, id is negative or id already names another type.
+ */
+int pl_codec_set_schema_id(pl_codec_t *c, pl_event_type_t type, int32_t id);
+
+/* The .avsc text of type's schema (NUL-terminated, owned by the codec), for
+ * registering it with a schema registry; NULL for an unknown type. */
+const char *pl_codec_schema_text(const pl_codec_t *c, pl_event_type_t type);
+
+/* Record name of type's schema including the namespace
+ * ("sales.pipeline.DealCreated"); NULL for an unknown type. */
+const char *pl_codec_record_name(pl_event_type_t type);
+
+/*
+ * Parse an RFC 3339 timestamp ("2026-11-27T10:00:00Z",
+ * "2026-11-27T10:00:00.123+00:00"; any offset is converted to UTC, fraction
+ * digits past milliseconds are truncated) into ms since the epoch.
+ * Years 0000-9999.  Returns 0 or -1.
+ */
+int pl_time_parse_rfc3339(const char *s, int64_t *ms);
+
+/* Format ms as "YYYY-MM-DDTHH:MM:SS.mmmZ".  Returns 0, or -1 when buf is too
+ * small or the year falls outside 0000-9999. */
+int pl_time_format_rfc3339(int64_t ms, char *buf, size_t n);
+
+/* Parse "YYYY-MM-DD" into days since 1970-01-01.  Returns 0 or -1. */
+int pl_date_parse(const char *s, int32_t *days);
+
+/* Format days since 1970-01-01 as "YYYY-MM-DD".  Returns 0 or -1. */
+int pl_date_format(int32_t days, char *buf, size_t n);
+
+/*
+ * Parse a decimal amount ("12000.5", "-3.25", "0.0001") exactly into the
+ * amount times PL_AMOUNT_SCALE.  At most 4 significant decimal places
+ * (trailing zeros are fine) and at most 14 integer digits (Avro decimal
+ * precision 18, scale 4).  No exponent, no blanks.  Returns 0 or -1.
+ */
+int pl_amount_parse(const char *s, int64_t *scaled);
+
+/* Format a scaled amount as the shortest exact decimal ("12000.5", "0",
+ * "-3.25").  Returns 0, or -1 when buf is too small. */
+int pl_amount_format(int64_t scaled, char *buf, size_t n);
+
+#endif /* PL_CODEC_H */

@@ -1,0 +1,358 @@
+"""The deal worker against a real Kafka broker and a real Redis.
+
+Each case asserts what a user sees: the derived events on sales.pipeline,
+the dead letters on sales.dlq and the deal's state in Redis.
+"""
+import signal
+import time
+import uuid
+
+from harness import IntegrationCase, Env, ensure_stack, ev, at, avro_encode, main
+
+STAGES = ["qualification", "scoping", "proposal", "negotiation", "closing",
+          "won", "lost"]
+PROB = {"qualification": 0.1, "scoping": 0.2, "proposal": 0.4,
+        "negotiation": 0.6, "closing": 0.8, "won": 1.0, "lost": 0.0}
+
+
+def did():
+    return "D-" + uuid.uuid4().hex[:10]
+
+
+def derived_of(msgs, caused_by):
+    return [m for m in msgs if m.get("caused_by") == caused_by]
+
+
+class WalkToWon(IntegrationCase):
+    def test_deal_walks_every_stage_to_won(self):
+        d = did()
+        events = [ev("deal.created", deal_id=d, name="Acme", owner="ana",
+                     amount=12000.5, currency="EUR",
+                     expected_close_date="2026-12-31", occurred_at=at(0))]
+        t = 100
+        for stage in ["scoping", "proposal", "negotiation", "closing"]:
+            events.append(ev("deal.stage_requested", deal_id=d,
+                             to_stage=stage, occurred_at=at(t)))
+            t += 100
+        events.append(ev("deal.activity", deal_id=d,
+                         activity="contract_signed", occurred_at=at(t)))
+        events.append(ev("deal.stage_requested", deal_id=d, to_stage="won",
+                         requested_by="ana", occurred_at=at(t + 50)))
+        self.env.produce("sales.deals", events)
+
+        msgs = self.env.wait_for(
+            "sales.pipeline",
+            lambda m: len([x for x in m if x.get("deal_id") == d]) >= 6)
+        mine = [m for m in msgs if m["deal_id"] == d]
+        self.assertEqual([m["type"] for m in mine],
+                         ["deal.stage_changed"] * 6)
+        self.assertEqual([(m["from_stage"], m["to_stage"]) for m in mine],
+                         [("", "qualification"), ("qualification", "scoping"),
+                          ("scoping", "proposal"), ("proposal", "negotiation"),
+                          ("negotiation", "closing"), ("closing", "won")])
+        for m in mine:
+            self.assertEqual(m["probability"], PROB[m["to_stage"]])
+            self.assertEqual(m["amount"], 12000.5)
+            self.assertEqual(m["currency"], "EUR")
+            self.assertEqual(m["owner"], "ana")
+        # caused_by names the input, in order (the activity derives nothing)
+        causes = [e["event_id"] for e in events if e["type"] != "deal.activity"]
+        self.assertEqual([m["caused_by"] for m in mine], causes)
+        self.assertEqual([m["seconds_in_previous_stage"] for m in mine],
+                         [0, 100, 100, 100, 100, 150])
+        self.assertEqual(len({m["event_id"] for m in mine}), 6)
+
+        state = self.env.deal(d)
+        self.assertEqual(state["stage"], "won")
+        self.assertEqual(state["amount"], 12000.5)
+        self.assertEqual(state["expected_close_date"], "2026-12-31")
+        self.assertIn("contract_signed", state["activities"])
+        self.assertEqual([h["to"] for h in state["history"]],
+                         ["qualification", "scoping", "proposal",
+                          "negotiation", "closing", "won"])
+
+
+class ReasonCodes(IntegrationCase):
+    def expect_rejection(self, events, code, from_stage, to_stage, words):
+        self.env.produce("sales.deals", events)
+        last = events[-1]["event_id"]
+        msgs = self.env.wait_for("sales.pipeline",
+                                 lambda m: derived_of(m, last))
+        r = derived_of(msgs, last)
+        self.assertEqual(len(r), 1, r)
+        r = r[0]
+        self.assertEqual(r["type"], "deal.transition_rejected")
+        self.assertEqual(r["reason_code"], code)
+        self.assertEqual(r["from_stage"], from_stage)
+        self.assertEqual(r["to_stage"], to_stage)
+        self.assertIn(words, r["message"])
+        return r
+
+    def test_unknown_deal(self):
+        d = did()
+        self.expect_rejection([ev("deal.stage_requested", deal_id=d,
+                                  to_stage="scoping")],
+                              "unknown_deal", "", "scoping", d)
+        self.assertIsNone(self.env.deal(d))
+
+    def test_unknown_stage(self):
+        d = did()
+        self.expect_rejection([ev("deal.created", deal_id=d),
+                               ev("deal.stage_requested", deal_id=d,
+                                  to_stage="celebration")],
+                              "unknown_stage", "qualification", "celebration",
+                              "celebration")
+
+    def test_not_allowed_skipping_a_stage(self):
+        d = did()
+        self.expect_rejection([ev("deal.created", deal_id=d, amount=10),
+                               ev("deal.stage_requested", deal_id=d,
+                                  to_stage="proposal")],
+                              "not_allowed", "qualification", "proposal", "")
+        self.assertEqual(self.env.deal(d)["stage"], "qualification")
+
+    def test_terminal_from_won(self):
+        d = did()
+        self.expect_rejection(
+            [ev("deal.created", deal_id=d, amount=5, stage="closing",
+                expected_close_date="2027-01-01"),
+             ev("deal.activity", deal_id=d, activity="contract_signed"),
+             ev("deal.stage_requested", deal_id=d, to_stage="won"),
+             ev("deal.stage_requested", deal_id=d, to_stage="lost",
+                reason="changed mind")],
+            "terminal", "won", "lost", "")
+        self.assertEqual(self.env.deal(d)["stage"], "won")
+
+    def test_missing_field_amount(self):
+        d = did()
+        self.expect_rejection([ev("deal.created", deal_id=d, stage="scoping"),
+                               ev("deal.stage_requested", deal_id=d,
+                                  to_stage="proposal")],
+                              "missing_field", "scoping", "proposal", "amount")
+
+    def test_missing_field_close_date(self):
+        d = did()
+        self.expect_rejection([ev("deal.created", deal_id=d, stage="proposal",
+                                  amount=100),
+                               ev("deal.stage_requested", deal_id=d,
+                                  to_stage="negotiation")],
+                              "missing_field", "proposal", "negotiation",
+                              "expected_close_date")
+
+    def test_missing_field_lost_reason(self):
+        d = did()
+        self.expect_rejection([ev("deal.created", deal_id=d),
+                               ev("deal.stage_requested", deal_id=d,
+                                  to_stage="lost")],
+                              "missing_field", "qualification", "lost",
+                              "reason")
+
+    def test_missing_field_contract_signed(self):
+        d = did()
+        self.expect_rejection([ev("deal.created", deal_id=d, stage="closing",
+                                  amount=100,
+                                  expected_close_date="2027-01-01"),
+                               ev("deal.stage_requested", deal_id=d,
+                                  to_stage="won")],
+                              "missing_field", "closing", "won",
+                              "contract_signed")
+
+    def test_duplicate_deal(self):
+        d = did()
+        self.expect_rejection([ev("deal.created", deal_id=d, name="first"),
+                               ev("deal.created", deal_id=d, name="second")],
+                              "duplicate_deal", "qualification",
+                              "qualification", "")
+        self.assertEqual(self.env.deal(d)["name"], "first")
+
+    def test_already_in_stage(self):
+        d = did()
+        self.expect_rejection([ev("deal.created", deal_id=d),
+                               ev("deal.stage_requested", deal_id=d,
+                                  to_stage="qualification")],
+                              "already_in_stage", "qualification",
+                              "qualification", "")
+
+    def test_back_one_stage_and_reopen(self):
+        d = did()
+        events = [ev("deal.created", deal_id=d, stage="negotiation",
+                     amount=1, expected_close_date="2027-01-01"),
+                  ev("deal.stage_requested", deal_id=d, to_stage="proposal"),
+                  ev("deal.stage_requested", deal_id=d, to_stage="lost",
+                     reason="budget"),
+                  ev("deal.stage_requested", deal_id=d,
+                     to_stage="qualification")]
+        self.env.produce("sales.deals", events)
+        last = events[-1]["event_id"]
+        msgs = self.env.wait_for("sales.pipeline",
+                                 lambda m: derived_of(m, last))
+        mine = [(m["from_stage"], m["to_stage"]) for m in msgs
+                if m["deal_id"] == d]
+        self.assertEqual(mine, [("", "negotiation"),
+                                ("negotiation", "proposal"),
+                                ("proposal", "lost"),
+                                ("lost", "qualification")])
+
+
+class Duplicates(IntegrationCase):
+    def test_duplicate_event_id_changes_nothing(self):
+        d = did()
+        create = ev("deal.created", deal_id=d, amount=50)
+        move = ev("deal.stage_requested", deal_id=d, to_stage="scoping")
+        # the same event_id again, even with other content, is ignored
+        again = dict(move, to_stage="lost", reason="x")
+        update_dup = ev("deal.updated", deal_id=d, amount=99,
+                        event_id=create["event_id"])
+        marker = ev("deal.activity", deal_id=d, activity="note")
+        probe = ev("deal.stage_requested", deal_id=d, to_stage="scoping")
+        self.env.produce("sales.deals",
+                         [create, move, move, again, update_dup, marker, probe])
+        msgs = self.env.wait_for(
+            "sales.pipeline", lambda m: derived_of(m, probe["event_id"]))
+        mine = [m for m in msgs if m["deal_id"] == d]
+        self.assertEqual([m["caused_by"] for m in mine],
+                         [create["event_id"], move["event_id"],
+                          probe["event_id"]])
+        self.assertEqual(mine[-1]["reason_code"], "already_in_stage")
+        state = self.env.deal(d)
+        self.assertEqual(state["stage"], "scoping")
+        self.assertEqual(state["amount"], 50)
+        self.assertEqual(len(state["history"]), 2)
+
+
+class DeadLetters(IntegrationCase):
+    partitions = 1  # one partition: "the events after them" is well defined
+
+    def test_poison_goes_to_dlq_and_the_stream_goes_on(self):
+        d = did()
+        garbage = b"\x00\x00\x00\x00\x08\xff\xfe garbage"
+        no_magic = b"not an event at all"
+        json_bad = ('{"type":"deal.activity","event_id":"j-%s",'
+                    '"occurred_at":"2026-11-02T09:00:00Z","deal_id":"%s",'
+                    '"activity":"dance"}' % (uuid.uuid4().hex, d)).encode()
+        # schema-valid Avro whose content breaks the contract: an event_id
+        # longer than 128 bytes, and an unknown activity
+        avro_long_id = avro_encode("deal_activity.avsc", {
+            "event_id": "x" * 200, "occurred_at": 1793613600000,
+            "deal_id": d, "activity": "call"})
+        avro_bad_act = avro_encode("deal_activity.avsc", {
+            "event_id": "a-" + uuid.uuid4().hex, "occurred_at": 1793613600000,
+            "deal_id": d, "activity": "dance"})
+        self.env.produce_raw("sales.deals", [garbage, no_magic, json_bad,
+                                             avro_long_id, avro_bad_act],
+                             key=d)
+        after = ev("deal.created", deal_id=d, name="after the poison")
+        self.env.produce("sales.deals", [after])
+
+        dlq = self.env.wait_for("sales.dlq", lambda m: len(m) >= 5, meta=True)
+        self.assertEqual(len(dlq), 5)
+        reasons = [m["headers"]["dlq.reason"] for m in dlq]
+        for m in dlq:
+            h = m["headers"]
+            self.assertEqual(h["dlq.source.topic"],
+                             self.env.topic_prefix + "sales.deals")
+            self.assertEqual(h["dlq.source.partition"], "0")
+            self.assertEqual(m["key"], d)
+        self.assertEqual([int(m["headers"]["dlq.source.offset"]) for m in dlq],
+                         [0, 1, 2, 3, 4])
+        # the original bytes, unchanged
+        self.assertEqual(dlq[1]["raw"], no_magic.decode())
+        self.assertEqual(dlq[2]["raw"], json_bad.decode())
+        self.assertIn("activity", reasons[2])
+        self.assertIn("event_id", reasons[3])
+        self.assertIn("activity", reasons[4])
+
+        msgs = self.env.wait_for(
+            "sales.pipeline", lambda m: derived_of(m, after["event_id"]))
+        self.assertEqual(derived_of(msgs, after["event_id"])[0]["to_stage"],
+                         "qualification")
+        self.assertEqual(self.env.deal(d)["name"], "after the poison")
+
+
+def model_stream(n_deals, seed_tag):
+    """A stream with a known outcome: every deal walks to won with a few
+    rejected requests on the way.  Returns (events, expected final stage per
+    deal, expected {caused_by: derived type})."""
+    events, final, derived = [], {}, {}
+    for i in range(n_deals):
+        d = "K-%s-%03d" % (seed_tag, i)
+        t = i
+        def add(e, kind):
+            events.append(e)
+            if kind:
+                derived[e["event_id"]] = kind
+        add(ev("deal.created", deal_id=d, amount=1000 + i,
+               expected_close_date="2027-03-01", occurred_at=at(t)),
+            "deal.stage_changed")
+        add(ev("deal.stage_requested", deal_id=d, to_stage="proposal",
+               occurred_at=at(t + 1)), "deal.transition_rejected")
+        for k, stage in enumerate(["scoping", "proposal", "negotiation",
+                                   "closing"]):
+            add(ev("deal.stage_requested", deal_id=d, to_stage=stage,
+                   occurred_at=at(t + 10 + k)), "deal.stage_changed")
+        add(ev("deal.activity", deal_id=d, activity="contract_sent",
+               occurred_at=at(t + 20)), None)
+        add(ev("deal.updated", deal_id=d, amount=2000 + i,
+               occurred_at=at(t + 21)), None)
+        add(ev("deal.activity", deal_id=d, activity="contract_signed",
+               occurred_at=at(t + 22)), None)
+        add(ev("deal.stage_requested", deal_id=d, to_stage="won",
+               occurred_at=at(t + 23)), "deal.stage_changed")
+        add(ev("deal.stage_requested", deal_id=d, to_stage="lost",
+               reason="late", occurred_at=at(t + 24)),
+            "deal.transition_rejected")
+        final[d] = ("won", 2000 + i)
+    return events, final, derived
+
+
+class KillAndRestart(IntegrationCase):
+    workers = 0  # started by the test
+
+    def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(self):
+        env = self.env
+        events, final, derived = model_stream(1000, uuid.uuid4().hex[:6])
+        # keep each deal's events in order but interleave the deals
+        by_deal = {}
+        for e in events:
+            by_deal.setdefault(e["deal_id"], []).append(e)
+        stream = []
+        lists = list(by_deal.values())
+        while any(lists):
+            for l in lists:
+                if l:
+                    stream.append(l.pop(0))
+        env.produce("sales.deals", stream)
+
+        w = env.start_worker("deal_worker", ["--set", "batch.size=50"])
+        # let it apply part of the stream, then kill it without warning
+        env.wait_for("sales.pipeline", lambda m: len(m) >= 1, timeout=90)
+        w.send_signal(signal.SIGKILL)
+        w.wait()
+        partial = len(env.tail("sales.pipeline"))
+        self.assertLess(partial, len(derived), "killed too late to prove it")
+
+        env.start_worker("deal_worker", ["--set", "batch.size=50"])
+        msgs = env.wait_for(
+            "sales.pipeline",
+            lambda m: {x["caused_by"] for x in m} >= set(derived),
+            timeout=120)
+        # every derived event the stream implies, each with one stable id
+        by_cause = {}
+        for m in msgs:
+            by_cause.setdefault(m["caused_by"], set()).add(
+                (m["event_id"], m["type"]))
+        self.assertEqual(set(by_cause), set(derived))
+        for cause, kind in derived.items():
+            self.assertEqual(len(by_cause[cause]), 1,
+                             "%s derived twice differently" % cause)
+            self.assertEqual(next(iter(by_cause[cause]))[1], kind)
+        # and the state is exactly what the stream implies
+        for d, (stage, amount) in final.items():
+            s = env.deal(d)
+            self.assertEqual(s["stage"], stage, d)
+            self.assertEqual(s["amount"], amount, d)
+            self.assertEqual(len(s["history"]), 6, d)  # nothing applied twice
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1540 @@
+/*
+ * pipelinectl.c - the operator's and the tests' command-line tool.
+ *
+ * One program with a few subcommands that speak the contract
+ * (../shared/CONTRACT.md) to the real services:
+ *
+ *   produce   JSON lines -> validated -> Confluent-framed Avro -> a topic,
+ *             with an idempotent producer; all or nothing on bad input
+ *   tail      a topic -> one JSON line per message (undecodable values,
+ *             as in the dead-letter topic, print raw with the reason)
+ *   topics    create (and delete) topics with the librdkafka admin API
+ *   deal      a deal's state and history as stored in Redis
+ *
+ * It uses the same codec and store as the workers, so what it accepts and
+ * prints is exactly what the workers accept and publish.  tail assigns the
+ * partitions itself and never commits offsets: it leaves no trace in any
+ * consumer group and can run next to the workers.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+#include <librdkafka/rdkafka.h>
+
+#include "codec.h"
+#include "event.h"
+#include "store.h"
+
+#ifndef PL_SOURCE_DIR
+#define PL_SOURCE_DIR "."
+#endif
+
+#define PL_CTL_DEFAULT_BROKERS "127.0.0.1:19092"
+#define PL_CTL_DEFAULT_REDIS   "127.0.0.1:16379"
+#define PL_CTL_DEFAULT_SCHEMAS PL_SOURCE_DIR "/schemas"
+#define PL_CTL_DEFAULT_DLQ     "sales.dlq"
+#define PL_CTL_ADMIN_TIMEOUT_MS   30000
+#define PL_CTL_METADATA_TIMEOUT_MS 10000
+#define PL_CTL_POLL_MS            200
+
+/* Exit codes. */
+enum { PL_CTL_EXIT_OK = 0, PL_CTL_EXIT_ERROR = 1, PL_CTL_EXIT_USAGE = 2 };
+
+/* Which subcommand an option belongs to (for "only with X" checks). */
+enum {
+    PL_CTL_FOR_PRODUCE = 1u << 0,
+    PL_CTL_FOR_TAIL = 1u << 1,
+    PL_CTL_FOR_TOPICS = 1u << 2,
+};
+
+typedef struct pl_ctl_opts_s {
+    const char *brokers;
+    const char *redis;
+    const char *redis_password;
+    const char *key_prefix;
+    const char *topic_prefix;
+    const char *schemas_dir;
+    const char *dlq_topic; /* unprefixed name of the dead-letter topic */
+    char **kafka_props;    /* "key=value", pointers into argv */
+    size_t kafka_prop_count;
+    char **headers; /* produce --header "name=value", pointers into argv */
+    size_t header_count;
+
+    /* produce */
+    bool raw;
+    const char *key;
+    /* tail */
+    bool from_beginning;
+    bool until_end;
+    bool meta;
+    long long max;
+    double timeout_s;
+    /* topics create */
+    int partitions;
+    int replication;
+
+    unsigned used;      /* PL_CTL_FOR_* of the options given */
+    const char *used_name[3]; /* one option name per PL_CTL_FOR_* bit */
+} pl_ctl_opts_t;
+
+static volatile sig_atomic_t pl_ctl_stop = 0;
+static volatile sig_atomic_t pl_ctl_fatal = 0;
+
+static void pl_ctl_on_signal(int sig)
+{
+    (void)sig;
+    pl_ctl_stop = 1;
+}
+
+static void pl_ctl_err(const char *fmt, ...)
+    __attribute__((format(printf, 1, 2)));
+
+static void pl_ctl_err(const char *fmt, ...)
+{
+    va_list ap;
+
+    fputs("pipelinectl: ", stderr);
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fputc('\n', stderr);
+}
+
+static int64_t pl_ctl_now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static const char *pl_ctl_env(const char *name, const char *dflt)
+{
+    const char *v = getenv(name);
+
+    return v && *v ? v : dflt;
+}
+
+static void pl_ctl_usage(FILE *fp)
+{
+    fputs(
+        "usage: pipelinectl [OPTIONS] COMMAND [ARGS]\n"
+        "\n"
+        "Commands:\n"
+        "  produce TOPIC [FILE]    Read JSON events, one per line, from FILE\n"
+        "                          (or stdin, or \"-\"), validate every line,\n"
+        "                          then produce them as Confluent-framed Avro\n"
+        "                          with an idempotent producer.  Blank lines\n"
+        "                          and lines whose first non-blank character\n"
+        "                          is '#' are skipped.  ALL OR NOTHING: if any\n"
+        "                          line is invalid, every bad line is reported\n"
+        "                          (\"line 3: field 'amount': ...\") and\n"
+        "                          nothing is produced.  The key is deal_id\n"
+        "                          for deal.* events (alerts included) and\n"
+        "                          lead_id for lead.* events.  Waits for every\n"
+        "                          delivery; exits 1 if any failed.\n"
+        "      --raw               Produce each line's bytes unchanged (no\n"
+        "                          validation), e.g. garbage for the DLQ.\n"
+        "      --key K             Key every message with K (default with\n"
+        "                          --raw: no key).\n"
+        "      --header NAME=VALUE Add a header to every message (repeatable).\n"
+        "  tail TOPIC              Print each message as one JSON line.  A\n"
+        "                          value that does not decode prints as\n"
+        "                          {\"partition\",\"offset\",\"key\",\"headers\",\n"
+        "                          \"raw\",\"error\"}; raw is the bytes as a\n"
+        "                          string if valid UTF-8, else base64 (then\n"
+        "                          \"raw_encoding\":\"base64\" is added).  On the\n"
+        "                          dead-letter topic (name ending in \"dlq\" or\n"
+        "                          $PL_TOPIC_DLQ) every message prints with\n"
+        "                          partition, offset, key and headers.\n"
+        "      --from-beginning    Start at the earliest offset (default: only\n"
+        "                          messages produced after tail started).\n"
+        "      --until-end         Exit once every partition reached its end as\n"
+        "                          of when tail started.\n"
+        "      --max N             Exit after N messages.\n"
+        "      --timeout SECS      Exit after SECS without a message (exit 1\n"
+        "                          if --until-end had not reached the end).\n"
+        "      --meta              Wrap each message: {\"topic\",\"partition\",\n"
+        "                          \"offset\",\"key\",\"headers\",\"value\"}.\n"
+        "                          tail uses no consumer group offsets: it\n"
+        "                          assigns partitions itself, never commits.\n"
+        "  topics create TOPIC...  Create topics (existing ones are fine).\n"
+        "      --partitions N      Partitions per topic (default 1).\n"
+        "      --replication N     Replication factor (default 1).\n"
+        "  topics delete TOPIC...  Delete topics (missing ones are fine).\n"
+        "  deal ID                 Print the deal's stored state and history\n"
+        "                          as JSON (exit 1: \"deal ID not found\").\n"
+        "\n"
+        "Options (before or after the command; \"--\" ends them):\n"
+        "  -b, --brokers LIST      Kafka bootstrap servers\n"
+        "                          [$PL_BROKERS, " PL_CTL_DEFAULT_BROKERS "]\n"
+        "  -r, --redis HOST:PORT   Redis [$PL_REDIS, " PL_CTL_DEFAULT_REDIS
+        "]\n"
+        "                          (password: $PL_REDIS_PASSWORD)\n"
+        "      --key-prefix P      Redis key prefix [$PL_KEY_PREFIX, \"\"]\n"
+        "      --topic-prefix P    Prepended to every TOPIC\n"
+        "                          [$PL_TOPIC_PREFIX, \"\"]\n"
+        "      --schemas DIR       Avro schemas [$PL_SCHEMAS_DIR,\n"
+        "                          " PL_CTL_DEFAULT_SCHEMAS "]\n"
+        "  -X KEY=VALUE            Any librdkafka property (repeatable; wins\n"
+        "                          over pipelinectl's own settings)\n"
+        "  -h, --help              This text\n"
+        "\n"
+        "Exit status: 0 ok, 1 runtime error, 2 usage error.\n"
+        "Diagnostics go to stderr; stdout carries only the data.\n",
+        fp);
+}
+
+/* ---------------------------------------------------------------- parsing */
+
+static int pl_ctl_parse_ll(const char *s, long long min, long long max,
+                           long long *out)
+{
+    char *end = NULL;
+    long long v;
+
+    errno = 0;
+    v = strtoll(s, &end, 10);
+    if (errno != 0 || end == s || *end != '\0' || v < min || v > max)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* "host:port" or "[v6addr]:port" -> malloc'ed host and port.  0 or -1. */
+static int pl_ctl_parse_hostport(const char *s, char **host, int *port)
+{
+    const char *colon = strrchr(s, ':');
+    const char *h = s;
+    size_t hlen;
+    long long p;
+
+    if (!colon || colon == s)
+        return -1;
+    hlen = (size_t)(colon - s);
+    if (h[0] == '[' && hlen >= 2 && h[hlen - 1] == ']') {
+        h++;
+        hlen -= 2;
+    }
+    if (hlen == 0 || pl_ctl_parse_ll(colon + 1, 1, 65535, &p) != 0)
+        return -1;
+    *host = strndup(h, hlen);
+    if (!*host)
+        return -1;
+    *port = (int)p;
+    return 0;
+}
+
+/* TOPIC with the topic prefix, malloc'ed (NULL on OOM). */
+static char *pl_ctl_topic(const pl_ctl_opts_t *o, const char *name)
+{
+    size_t plen = strlen(o->topic_prefix), nlen = strlen(name);
+    char *t = malloc(plen + nlen + 1);
+
+    if (!t)
+        return NULL;
+    memcpy(t, o->topic_prefix, plen);
+    memcpy(t + plen, name, nlen + 1);
+    return t;
+}
+
+/* ------------------------------------------------------------ librdkafka */
+
+static void pl_ctl_kafka_error_cb(rd_kafka_t *rk, int err, const char *reason,
+                                  void *opaque)
+{
+    char buf[512];
+    rd_kafka_resp_err_t ferr;
+
+    (void)opaque;
+    if (err == RD_KAFKA_RESP_ERR__FATAL) {
+        ferr = rd_kafka_fatal_error(rk, buf, sizeof(buf));
+        pl_ctl_err("kafka fatal error: %s: %s", rd_kafka_err2name(ferr),
+                   buf);
+        pl_ctl_fatal = 1;
+        return;
+    }
+    pl_ctl_err("kafka: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err),
+               reason);
+}
+
+/*
+ * A librdkafka configuration: bootstrap.servers, then the command's own
+ * defaults (NULL-terminated key, value pairs), then every -X (so the user
+ * wins).  NULL after reporting the key and librdkafka's text.
+ */
+static rd_kafka_conf_t *pl_ctl_kafka_conf(const pl_ctl_opts_t *o,
+                                          const char *const *defaults)
+{
+    rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char lerr[512];
+    size_t i;
+
+    if (rd_kafka_conf_set(conf, "bootstrap.servers", o->brokers, lerr,
+                          sizeof(lerr)) != RD_KAFKA_CONF_OK) {
+        pl_ctl_err("--brokers %s: %s", o->brokers, lerr);
+        goto out_destroy_conf;
+    }
+    for (i = 0; defaults && defaults[i]; i += 2) {
+        if (rd_kafka_conf_set(conf, defaults[i], defaults[i + 1], lerr,
+                              sizeof(lerr)) != RD_KAFKA_CONF_OK) {
+            pl_ctl_err("%s=%s: %s", defaults[i], defaults[i + 1], lerr);
+            goto out_destroy_conf;
+        }
+    }
+    for (i = 0; i < o->kafka_prop_count; i++) {
+        const char *kv = o->kafka_props[i];
+        const char *eq = strchr(kv, '=');
+        char *key = strndup(kv, (size_t)(eq - kv)); /* eq checked at parse */
+        rd_kafka_conf_res_t res;
+
+        if (!key) {
+            pl_ctl_err("out of memory");
+            goto out_destroy_conf;
+        }
+        res = rd_kafka_conf_set(conf, key, eq + 1, lerr, sizeof(lerr));
+        free(key);
+        if (res != RD_KAFKA_CONF_OK) {
+            pl_ctl_err("-X %s: %s", kv, lerr);
+            goto out_destroy_conf;
+        }
+    }
+    rd_kafka_conf_set_error_cb(conf, pl_ctl_kafka_error_cb);
+    return conf;
+
+out_destroy_conf:
+    rd_kafka_conf_destroy(conf);
+    return NULL;
+}
+
+/* ---------------------------------------------------------------- produce */
+
+typedef struct pl_ctl_record_s {
+    unsigned long line;
+    void *value; /* owned */
+    size_t value_len;
+    char *key; /* owned, NULL: no key */
+} pl_ctl_record_t;
+
+typedef struct pl_ctl_produce_s {
+    pl_ctl_record_t *recs;
+    size_t count, cap;
+    size_t delivered;
+    size_t failed;
+} pl_ctl_produce_t;
+
+static void pl_ctl_produce_clear(pl_ctl_produce_t *p)
+{
+    size_t i;
+
+    for (i = 0; i < p->count; i++) {
+        free(p->recs[i].value);
+        free(p->recs[i].key);
+    }
+    free(p->recs);
+    memset(p, 0, sizeof(*p));
+}
+
+/* Append a record taking ownership of value (and copying key).  0 or -1. */
+static int pl_ctl_produce_add(pl_ctl_produce_t *p, unsigned long line,
+                              void *value, size_t value_len, const char *key)
+{
+    pl_ctl_record_t *r;
+
+    if (p->count == p->cap) {
+        size_t ncap = p->cap ? p->cap * 2 : 64;
+        pl_ctl_record_t *n = realloc(p->recs, ncap * sizeof(*n));
+
+        if (!n)
+            return -1;
+        p->recs = n;
+        p->cap = ncap;
+    }
+    r = &p->recs[p->count];
+    r->line = line;
+    r->value = value;
+    r->value_len = value_len;
+    r->key = NULL;
+    if (key && !(r->key = strdup(key)))
+        return -1;
+    p->count++;
+    return 0;
+}
+
+/* The contract's key of an event: lead_id for lead.*, else deal_id. */
+static const char *pl_ctl_event_key(const pl_event_t *ev)
+{
+    const char *name = pl_event_type_name(ev->type);
+
+    if (name && strncmp(name, "lead.", 5) == 0)
+        return ev->lead_id;
+    return ev->deal_id;
+}
+
+static bool pl_ctl_skip_line(const char *line, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        if (line[i] == ' ' || line[i] == '\t' || line[i] == '\r')
+            continue;
+        return line[i] == '#';
+    }
+    return true; /* blank */
+}
+
+/*
+ * Read and check every line of in.  Fills p; returns the number of bad
+ * lines (each reported), or -1 on a read or memory error.
+ */
+static long pl_ctl_produce_read(const pl_ctl_opts_t *o, pl_codec_t *codec,
+                                FILE *in, const char *in_name,
+                                pl_ctl_produce_t *p)
+{
+    char *line = NULL;
+    size_t line_cap = 0;
+    ssize_t n;
+    unsigned long lineno = 0;
+    long bad = 0;
+    char errstr[512];
+
+    while ((n = getline(&line, &line_cap, in)) != -1) {
+        size_t len = (size_t)n;
+        pl_event_t ev;
+        void *out = NULL;
+        size_t out_len = 0;
+        const char *key;
+
+        lineno++;
+        if (len > 0 && line[len - 1] == '\n')
+            len--;
+        if (len > 0 && line[len - 1] == '\r')
+            len--;
+        if (pl_ctl_skip_line(line, len))
+            continue;
+
+        if (o->raw) {
+            out = malloc(len ? len : 1);
+            if (!out)
+                goto out_oom;
+            memcpy(out, line, len);
+            if (pl_ctl_produce_add(p, lineno, out, len, o->key) != 0) {
+                free(out);
+                goto out_oom;
+            }
+            continue;
+        }
+
+        pl_event_init(&ev);
+        if (pl_codec_decode(codec, line, len, &ev, errstr, sizeof(errstr)) !=
+            0) {
+            pl_ctl_err("line %lu: %s", lineno, errstr);
+            bad++;
+            pl_event_clear(&ev);
+            continue;
+        }
+        if (pl_codec_encode(codec, &ev, &out, &out_len, errstr,
+                            sizeof(errstr)) != 0) {
+            pl_ctl_err("line %lu: %s", lineno, errstr);
+            bad++;
+            pl_event_clear(&ev);
+            continue;
+        }
+        key = o->key ? o->key : pl_ctl_event_key(&ev);
+        if (pl_ctl_produce_add(p, lineno, out, out_len, key) != 0) {
+            free(out);
+            pl_event_clear(&ev);
+            goto out_oom;
+        }
+        pl_event_clear(&ev);
+    }
+    if (ferror(in)) {
+        pl_ctl_err("%s: read error: %s", in_name, strerror(errno));
+        free(line);
+        return -1;
+    }
+    free(line);
+    return bad;
+
+out_oom:
+    pl_ctl_err("out of memory");
+    free(line);
+    return -1;
+}
+
+/* The --header list as librdkafka headers (NULL on OOM). */
+static rd_kafka_headers_t *pl_ctl_headers_new(const pl_ctl_opts_t *o)
+{
+    rd_kafka_headers_t *hdrs = rd_kafka_headers_new(o->header_count);
+    size_t i;
+
+    for (i = 0; hdrs && i < o->header_count; i++) {
+        const char *nv = o->headers[i];
+        const char *eq = strchr(nv, '=');
+
+        if (rd_kafka_header_add(hdrs, nv, eq - nv, eq + 1, -1) !=
+            RD_KAFKA_RESP_ERR_NO_ERROR) {
+            rd_kafka_headers_destroy(hdrs);
+            return NULL;
+        }
+    }
+    return hdrs;
+}
+
+static void pl_ctl_dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *rkm,
+                         void *opaque)
+{
+    pl_ctl_produce_t *p = opaque;
+
+    (void)rk;
+    if (rkm->err) {
+        pl_ctl_err("line %lu: delivery to %s failed: %s",
+                   (unsigned long)(uintptr_t)rkm->_private,
+                   rd_kafka_topic_name(rkm->rkt), rd_kafka_err2str(rkm->err));
+        p->failed++;
+    } else {
+        p->delivered++;
+    }
+}
+
+static int pl_ctl_cmd_produce(const pl_ctl_opts_t *o, int argc, char **argv)
+{
+    static const char *const defaults[] = {
+        "enable.idempotence", "true",
+        /* a CLI should not hang for librdkafka's default 5 minutes */
+        "message.timeout.ms", "60000",
+        "client.id", "pipelinectl",
+        NULL,
+    };
+    pl_ctl_produce_t p = {0};
+    pl_codec_t *codec = NULL;
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_t *rk = NULL;
+    FILE *in = stdin;
+    const char *in_name = "stdin";
+    char *topic = NULL;
+    char errstr[512];
+    long bad;
+    size_t i, queued = 0;
+    int rc = PL_CTL_EXIT_ERROR;
+
+    if (argc < 1 || argc > 2) {
+        pl_ctl_err("usage: pipelinectl produce TOPIC [FILE]");
+        return PL_CTL_EXIT_USAGE;
+    }
+    topic = pl_ctl_topic(o, argv[0]);
+    if (!topic) {
+        pl_ctl_err("out of memory");
+        return PL_CTL_EXIT_ERROR;
+    }
+    if (argc == 2 && strcmp(argv[1], "-") != 0) {
+        in_name = argv[1];
+        in = fopen(in_name, "r");
+        if (!in) {
+            pl_ctl_err("%s: %s", in_name, strerror(errno));
+            goto out_free_topic;
+        }
+    }
+    if (!o->raw) {
+        codec = pl_codec_new(o->schemas_dir, errstr, sizeof(errstr));
+        if (!codec) {
+            pl_ctl_err("schemas in %s: %s", o->schemas_dir, errstr);
+            goto out_close_in;
+        }
+    }
+
+    /* Everything is checked before anything is produced. */
+    bad = pl_ctl_produce_read(o, codec, in, in_name, &p);
+    if (bad < 0)
+        goto out_free_records;
+    if (bad > 0) {
+        pl_ctl_err("%ld invalid line%s in %s; nothing produced", bad,
+                   bad == 1 ? "" : "s", in_name);
+        goto out_free_records;
+    }
+    if (p.count == 0) {
+        pl_ctl_err("no events in %s; nothing produced", in_name);
+        rc = PL_CTL_EXIT_OK;
+        goto out_free_records;
+    }
+
+    conf = pl_ctl_kafka_conf(o, defaults);
+    if (!conf) {
+        rc = PL_CTL_EXIT_USAGE;
+        goto out_free_records;
+    }
+    rd_kafka_conf_set_dr_msg_cb(conf, pl_ctl_dr_cb);
+    rd_kafka_conf_set_opaque(conf, &p);
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        pl_ctl_err("cannot create producer: %s", errstr);
+        rd_kafka_conf_destroy(conf);
+        goto out_free_records;
+    }
+    conf = NULL; /* owned by rk now */
+
+    for (i = 0; i < p.count && !pl_ctl_stop && !pl_ctl_fatal; i++) {
+        const pl_ctl_record_t *r = &p.recs[i];
+        rd_kafka_resp_err_t err;
+
+        /* No copy: the records outlive rk (freed after rd_kafka_destroy). */
+        for (;;) {
+            rd_kafka_headers_t *hdrs = pl_ctl_headers_new(o);
+
+            if (!hdrs) {
+                err = RD_KAFKA_RESP_ERR__CRIT_SYS_RESOURCE; /* no memory */
+                break;
+            }
+            err = rd_kafka_producev(
+                rk, RD_KAFKA_V_TOPIC(topic),
+                RD_KAFKA_V_VALUE(r->value, r->value_len),
+                RD_KAFKA_V_KEY(r->key, r->key ? strlen(r->key) : 0),
+                RD_KAFKA_V_OPAQUE((void *)(uintptr_t)r->line),
+                RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+            if (err)
+                rd_kafka_headers_destroy(hdrs); /* else owned by rk now */
+            if (err != RD_KAFKA_RESP_ERR__QUEUE_FULL || pl_ctl_stop ||
+                pl_ctl_fatal)
+                break;
+            rd_kafka_poll(rk, 100);
+        }
+        if (err) {
+            pl_ctl_err("line %lu: cannot produce to %s: %s", r->line, topic,
+                       rd_kafka_err2str(err));
+            break;
+        }
+        queued++;
+        rd_kafka_poll(rk, 0);
+    }
+
+    /* Wait for every delivery report (message.timeout.ms bounds it). */
+    while (rd_kafka_flush(rk, 500) == RD_KAFKA_RESP_ERR__TIMED_OUT) {
+        if (pl_ctl_stop || pl_ctl_fatal) {
+            rd_kafka_purge(rk, RD_KAFKA_PURGE_F_QUEUE |
+                                   RD_KAFKA_PURGE_F_INFLIGHT);
+            rd_kafka_flush(rk, 5000);
+            break;
+        }
+    }
+
+    if (queued == p.count && p.failed == 0 && p.delivered == p.count) {
+        pl_ctl_err("produced %zu message%s to %s", p.count,
+                   p.count == 1 ? "" : "s", topic);
+        rc = PL_CTL_EXIT_OK;
+    } else {
+        pl_ctl_err("%zu of %zu messages delivered to %s%s", p.delivered,
+                   p.count, topic, pl_ctl_stop ? " (interrupted)" : "");
+    }
+
+    rd_kafka_destroy(rk);
+out_free_records:
+    pl_ctl_produce_clear(&p);
+    pl_codec_destroy(codec);
+out_close_in:
+    if (in != stdin)
+        fclose(in);
+out_free_topic:
+    free(topic);
+    return rc;
+}
+
+/* ------------------------------------------------------------------- tail */
+
+typedef struct pl_ctl_part_s {
+    int32_t id;
+    int64_t high; /* end as of start (--until-end) */
+    bool done;
+} pl_ctl_part_t;
+
+typedef struct pl_ctl_tail_s {
+    const pl_ctl_opts_t *o;
+    pl_codec_t *codec;
+    const char *topic;
+    bool dlq;
+    pl_ctl_part_t *parts;
+    int part_count;
+    int remaining;
+} pl_ctl_tail_t;
+
+static const char pl_ctl_b64[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+/* Base64 of len bytes, malloc'ed (NULL on OOM). */
+static char *pl_ctl_base64(const unsigned char *p, size_t len)
+{
+    char *out = malloc((len + 2) / 3 * 4 + 1), *o = out;
+    size_t i;
+
+    if (!out)
+        return NULL;
+    for (i = 0; i + 2 < len; i += 3) {
+        *o++ = pl_ctl_b64[p[i] >> 2];
+        *o++ = pl_ctl_b64[((p[i] & 3) << 4) | (p[i + 1] >> 4)];
+        *o++ = pl_ctl_b64[((p[i + 1] & 15) << 2) | (p[i + 2] >> 6)];
+        *o++ = pl_ctl_b64[p[i + 2] & 63];
+    }
+    if (i < len) {
+        *o++ = pl_ctl_b64[p[i] >> 2];
+        if (i + 1 < len) {
+            *o++ = pl_ctl_b64[((p[i] & 3) << 4) | (p[i + 1] >> 4)];
+            *o++ = pl_ctl_b64[(p[i + 1] & 15) << 2];
+        } else {
+            *o++ = pl_ctl_b64[(p[i] & 3) << 4];
+            *o++ = '=';
+        }
+        *o++ = '=';
+    }
+    *o = '\0';
+    return out;
+}
+
+/* Bytes as a JSON string: themselves if valid UTF-8, else base64. */
+static json_t *pl_ctl_bytes_json(const void *p, size_t len, bool *is_b64)
+{
+    json_t *j;
+    char *b;
+
+    if (is_b64)
+        *is_b64 = false;
+    if (!p)
+        return json_null();
+    j = json_stringn(p, len); /* NULL when not valid UTF-8 */
+    if (j)
+        return j;
+    b = pl_ctl_base64(p, len);
+    if (!b)
+        return NULL;
+    j = json_string(b);
+    free(b);
+    if (is_b64)
+        *is_b64 = true;
+    return j;
+}
+
+static json_t *pl_ctl_headers_json(const rd_kafka_message_t *rkm)
+{
+    rd_kafka_headers_t *hdrs = NULL;
+    json_t *obj = json_object();
+    const char *name;
+    const void *val;
+    size_t size, idx;
+
+    if (!obj)
+        return NULL;
+    if (rd_kafka_message_headers(rkm, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        return obj; /* no headers */
+    for (idx = 0;
+         rd_kafka_header_get_all(hdrs, idx, &name, &val, &size) ==
+         RD_KAFKA_RESP_ERR_NO_ERROR;
+         idx++) {
+        json_t *v = pl_ctl_bytes_json(val, size, NULL);
+
+        if (!v || json_object_set_new(obj, name, v) != 0) {
+            json_decref(obj);
+            return NULL;
+        }
+    }
+    return obj;
+}
+
+/* Write a JSON line: obj's members, then "value": value_json if given. */
+static int pl_ctl_print_obj(json_t *obj, const char *value_json)
+{
+    char *s = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
+    size_t len;
+
+    if (!s)
+        return -1;
+    len = strlen(s);
+    if (value_json && len >= 2 && s[len - 1] == '}') {
+        /* Splice the codec's text in as is: a round trip through jansson
+         * would reformat its decimal numbers. */
+        fwrite(s, 1, len - 1, stdout);
+        fputs(len > 2 ? ",\"value\":" : "\"value\":", stdout);
+        fputs(value_json, stdout);
+        fputs("}\n", stdout);
+    } else {
+        fputs(s, stdout);
+        fputc('\n', stdout);
+    }
+    free(s);
+    return 0;
+}
+
+/* Print one message.  0 or -1 (out of memory or stdout broken). */
+static int pl_ctl_print_message(pl_ctl_tail_t *t, const rd_kafka_message_t *rkm)
+{
+    pl_event_t ev;
+    char errstr[512];
+    char *ev_json = NULL;
+    json_t *obj = NULL, *v;
+    bool decoded, b64 = false;
+    int rc = -1;
+
+    pl_event_init(&ev);
+    decoded = pl_codec_decode(t->codec, rkm->payload ? rkm->payload : "",
+                              rkm->len, &ev, errstr, sizeof(errstr)) == 0;
+    if (decoded) {
+        ev_json = pl_codec_to_json(t->codec, &ev);
+        if (!ev_json)
+            goto out_clear_event;
+        if (!t->o->meta && !t->dlq) {
+            fputs(ev_json, stdout);
+            fputc('\n', stdout);
+            rc = 0;
+            goto out_free_json;
+        }
+    }
+
+    obj = json_object();
+    if (!obj)
+        goto out_free_json;
+    if (t->o->meta &&
+        json_object_set_new(obj, "topic", json_string(t->topic)) != 0)
+        goto out_decref;
+    if (json_object_set_new(obj, "partition",
+                            json_integer(rkm->partition)) != 0 ||
+        json_object_set_new(obj, "offset", json_integer(rkm->offset)) != 0)
+        goto out_decref;
+    v = pl_ctl_bytes_json(rkm->key, rkm->key_len, NULL);
+    if (!v || json_object_set_new(obj, "key", v) != 0)
+        goto out_decref;
+    v = pl_ctl_headers_json(rkm);
+    if (!v || json_object_set_new(obj, "headers", v) != 0)
+        goto out_decref;
+    if (!decoded) {
+        v = pl_ctl_bytes_json(rkm->payload ? rkm->payload : "", rkm->len,
+                              &b64);
+        if (!v || json_object_set_new(obj, "raw", v) != 0)
+            goto out_decref;
+        if (b64 && json_object_set_new(obj, "raw_encoding",
+                                       json_string("base64")) != 0)
+            goto out_decref;
+        if (json_object_set_new(obj, "error", json_string(errstr)) != 0)
+            goto out_decref;
+    }
+    rc = pl_ctl_print_obj(obj, decoded ? ev_json : NULL);
+
+out_decref:
+    json_decref(obj);
+out_free_json:
+    free(ev_json);
+out_clear_event:
+    pl_event_clear(&ev);
+    if (rc == 0 && (fflush(stdout) != 0 || ferror(stdout)))
+        rc = -1;
+    return rc;
+}
+
+static void pl_ctl_tail_mark(pl_ctl_tail_t *t, int32_t partition,
+                             int64_t next_offset)
+{
+    int i;
+
+    for (i = 0; i < t->part_count; i++) {
+        pl_ctl_part_t *pp = &t->parts[i];
+
+        if (pp->id == partition && !pp->done && next_offset >= pp->high) {
+            pp->done = true;
+            t->remaining--;
+        }
+    }
+}
+
+/* Is a consumer error about the topic itself (no point going on)? */
+static bool pl_ctl_tail_error_is_fatal(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC:
+    case RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION:
+    case RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED:
+    case RD_KAFKA_RESP_ERR__FATAL:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static bool pl_ctl_is_dlq(const pl_ctl_opts_t *o, const char *name)
+{
+    size_t n = strlen(name);
+
+    return strcmp(name, o->dlq_topic) == 0 ||
+           (n >= 3 && strcmp(name + n - 3, "dlq") == 0);
+}
+
+static int pl_ctl_cmd_tail(const pl_ctl_opts_t *o, int argc, char **argv)
+{
+    char group[64];
+    const char *defaults[] = {
+        /* assign() needs a group.id; nothing is ever committed to it */
+        "group.id", group,
+        "enable.auto.commit", "false",
+        "enable.auto.offset.store", "false",
+        "enable.partition.eof", "true",
+        "client.id", "pipelinectl",
+        NULL,
+    };
+    pl_ctl_tail_t t = {0};
+    rd_kafka_conf_t *conf = NULL;
+    rd_kafka_t *rk = NULL;
+    rd_kafka_topic_t *rkt = NULL;
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_topic_partition_list_t *assignment = NULL;
+    rd_kafka_resp_err_t err;
+    char *topic = NULL;
+    char errstr[512];
+    long long printed = 0;
+    int64_t last_ms, timeout_ms;
+    int i, rc = PL_CTL_EXIT_ERROR;
+
+    if (argc != 1) {
+        pl_ctl_err("usage: pipelinectl tail [--from-beginning] [--until-end] "
+                   "[--max N] [--timeout SECS] [--meta] TOPIC");
+        return PL_CTL_EXIT_USAGE;
+    }
+    snprintf(group, sizeof(group), "pipelinectl-tail-%ld", (long)getpid());
+    topic = pl_ctl_topic(o, argv[0]);
+    if (!topic) {
+        pl_ctl_err("out of memory");
+        return PL_CTL_EXIT_ERROR;
+    }
+    t.o = o;
+    t.topic = topic;
+    t.dlq = pl_ctl_is_dlq(o, argv[0]);
+    t.codec = pl_codec_new(o->schemas_dir, errstr, sizeof(errstr));
+    if (!t.codec) {
+        pl_ctl_err("schemas in %s: %s", o->schemas_dir, errstr);
+        goto out_free_topic;
+    }
+
+    conf = pl_ctl_kafka_conf(o, defaults);
+    if (!conf) {
+        rc = PL_CTL_EXIT_USAGE;
+        goto out_destroy_codec;
+    }
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        pl_ctl_err("cannot create consumer: %s", errstr);
+        rd_kafka_conf_destroy(conf);
+        goto out_destroy_codec;
+    }
+    conf = NULL; /* owned by rk now */
+
+    rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (!rkt) {
+        pl_ctl_err("topic %s: %s", topic,
+                   rd_kafka_err2str(rd_kafka_last_error()));
+        goto out_destroy_rk;
+    }
+    err = rd_kafka_metadata(rk, 0, rkt, &md, PL_CTL_METADATA_TIMEOUT_MS);
+    if (err) {
+        pl_ctl_err("metadata for %s from %s: %s", topic, o->brokers,
+                   rd_kafka_err2str(err));
+        goto out_destroy_rkt;
+    }
+    if (md->topic_cnt != 1 || md->topics[0].err ||
+        md->topics[0].partition_cnt == 0) {
+        err = md->topic_cnt == 1 ? md->topics[0].err
+                                 : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+        if (!err)
+            err = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+        pl_ctl_err("topic %s: %s", topic, rd_kafka_err2str(err));
+        goto out_free_metadata;
+    }
+
+    t.part_count = md->topics[0].partition_cnt;
+    t.parts = calloc((size_t)t.part_count, sizeof(*t.parts));
+    assignment = rd_kafka_topic_partition_list_new(t.part_count);
+    if (!t.parts || !assignment) {
+        pl_ctl_err("out of memory");
+        goto out_free_parts;
+    }
+    for (i = 0; i < t.part_count; i++) {
+        pl_ctl_part_t *pp = &t.parts[i];
+        int64_t low = 0, high = 0, start;
+
+        pp->id = md->topics[0].partitions[i].id;
+        start = o->from_beginning ? RD_KAFKA_OFFSET_BEGINNING
+                                  : RD_KAFKA_OFFSET_END;
+        /* Without --from-beginning, start at the end as queried now: the
+         * first message produced after this loop is never missed (END
+         * would be resolved later, asynchronously). */
+        if (o->until_end || !o->from_beginning) {
+            err = rd_kafka_query_watermark_offsets(
+                rk, topic, pp->id, &low, &high, PL_CTL_METADATA_TIMEOUT_MS);
+            if (err) {
+                pl_ctl_err("end offsets of %s [%" PRId32 "]: %s", topic,
+                           pp->id, rd_kafka_err2str(err));
+                goto out_free_parts;
+            }
+            pp->high = high;
+            if (!o->from_beginning)
+                start = high;
+            if (o->until_end && high <= (o->from_beginning ? low : high)) {
+                pp->done = true; /* nothing to read here */
+                continue;
+            }
+        }
+        rd_kafka_topic_partition_list_add(assignment, topic, pp->id)
+            ->offset = start;
+        t.remaining++;
+    }
+
+    if (assignment->cnt > 0) {
+        err = rd_kafka_assign(rk, assignment);
+        if (err) {
+            pl_ctl_err("assign %s: %s", topic, rd_kafka_err2str(err));
+            goto out_free_parts;
+        }
+    }
+
+    rc = PL_CTL_EXIT_OK;
+    timeout_ms = (int64_t)(o->timeout_s * 1000.0);
+    last_ms = pl_ctl_now_ms();
+    while (!pl_ctl_stop) {
+        rd_kafka_message_t *rkm;
+
+        if (o->until_end && t.remaining == 0)
+            break;
+        if (o->max > 0 && printed >= o->max)
+            break;
+        if (pl_ctl_fatal) {
+            rc = PL_CTL_EXIT_ERROR;
+            break;
+        }
+        if (timeout_ms > 0 && pl_ctl_now_ms() - last_ms >= timeout_ms) {
+            if (o->until_end) {
+                pl_ctl_err("no message for %g s and %d partition%s of %s "
+                           "not at the end yet",
+                           o->timeout_s, t.remaining,
+                           t.remaining == 1 ? "" : "s", topic);
+                rc = PL_CTL_EXIT_ERROR;
+            }
+            break;
+        }
+
+        rkm = rd_kafka_consumer_poll(rk, PL_CTL_POLL_MS);
+        if (!rkm)
+            continue;
+        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+            if (o->until_end)
+                pl_ctl_tail_mark(&t, rkm->partition, rkm->offset);
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
+        if (rkm->err) {
+            pl_ctl_err("consume %s [%" PRId32 "]: %s", topic, rkm->partition,
+                       rd_kafka_message_errstr(rkm));
+            if (pl_ctl_tail_error_is_fatal(rkm->err)) {
+                rc = PL_CTL_EXIT_ERROR;
+                rd_kafka_message_destroy(rkm);
+                break;
+            }
+            rd_kafka_message_destroy(rkm);
+            continue;
+        }
+
+        last_ms = pl_ctl_now_ms();
+        if (pl_ctl_print_message(&t, rkm) != 0) {
+            pl_ctl_err("cannot write message %s [%" PRId32 "] @ %" PRId64
+                       ": %s",
+                       topic, rkm->partition, rkm->offset,
+                       ferror(stdout) ? strerror(errno) : "out of memory");
+            rc = PL_CTL_EXIT_ERROR;
+            rd_kafka_message_destroy(rkm);
+            break;
+        }
+        printed++;
+        if (o->until_end)
+            pl_ctl_tail_mark(&t, rkm->partition, rkm->offset + 1);
+        rd_kafka_message_destroy(rkm);
+    }
+
+    rd_kafka_consumer_close(rk);
+
+out_free_parts:
+    if (assignment)
+        rd_kafka_topic_partition_list_destroy(assignment);
+    free(t.parts);
+out_free_metadata:
+    rd_kafka_metadata_destroy(md);
+out_destroy_rkt:
+    rd_kafka_topic_destroy(rkt);
+out_destroy_rk:
+    rd_kafka_destroy(rk);
+out_destroy_codec:
+    pl_codec_destroy(t.codec);
+out_free_topic:
+    free(topic);
+    return rc;
+}
+
+/* ----------------------------------------------------------------- topics */
+
+/* Wait for one admin result event of the given type (signal-aware). */
+static rd_kafka_event_t *pl_ctl_admin_wait(rd_kafka_queue_t *q,
+                                           rd_kafka_event_type_t type)
+{
+    int64_t deadline = pl_ctl_now_ms() + PL_CTL_ADMIN_TIMEOUT_MS + 5000;
+
+    while (!pl_ctl_stop && pl_ctl_now_ms() < deadline) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 500);
+
+        if (!ev)
+            continue;
+        if (rd_kafka_event_type(ev) == type)
+            return ev;
+        rd_kafka_event_destroy(ev); /* not ours (e.g. an error event) */
+    }
+    return NULL;
+}
+
+static int pl_ctl_cmd_topics(const pl_ctl_opts_t *o, int argc, char **argv)
+{
+    static const char *const defaults[] = {"client.id", "pipelinectl", NULL};
+    bool create;
+    char **names = NULL;
+    rd_kafka_NewTopic_t **newt = NULL;
+    rd_kafka_DeleteTopic_t **delt = NULL;
+    rd_kafka_conf_t *conf;
+    rd_kafka_t *rk = NULL;
+    rd_kafka_queue_t *q = NULL;
+    rd_kafka_AdminOptions_t *aopts = NULL;
+    rd_kafka_event_t *ev = NULL;
+    const rd_kafka_topic_result_t **res;
+    size_t res_cnt = 0, n, i;
+    char errstr[512];
+    int rc = PL_CTL_EXIT_ERROR;
+
+    if (argc < 2 || (strcmp(argv[0], "create") != 0 &&
+                     strcmp(argv[0], "delete") != 0)) {
+        pl_ctl_err("usage: pipelinectl topics create|delete TOPIC...");
+        return PL_CTL_EXIT_USAGE;
+    }
+    create = strcmp(argv[0], "create") == 0;
+    if (!create && (o->used & PL_CTL_FOR_TOPICS)) {
+        pl_ctl_err("--%s applies only to 'topics create'",
+                   o->used_name[2]);
+        return PL_CTL_EXIT_USAGE;
+    }
+    n = (size_t)argc - 1;
+    names = calloc(n, sizeof(*names));
+    newt = calloc(n, sizeof(*newt));
+    delt = calloc(n, sizeof(*delt));
+    if (!names || !newt || !delt) {
+        pl_ctl_err("out of memory");
+        goto out_free_topics;
+    }
+    for (i = 0; i < n; i++) {
+        names[i] = pl_ctl_topic(o, argv[i + 1]);
+        if (!names[i]) {
+            pl_ctl_err("out of memory");
+            goto out_free_topics;
+        }
+        if (create)
+            newt[i] = rd_kafka_NewTopic_new(names[i], o->partitions,
+                                            o->replication, errstr,
+                                            sizeof(errstr));
+        else
+            delt[i] = rd_kafka_DeleteTopic_new(names[i]);
+        if (create ? !newt[i] : !delt[i]) {
+            pl_ctl_err("topic %s: %s", names[i],
+                       create ? errstr : "out of memory");
+            rc = PL_CTL_EXIT_USAGE;
+            goto out_free_topics;
+        }
+    }
+
+    conf = pl_ctl_kafka_conf(o, defaults);
+    if (!conf) {
+        rc = PL_CTL_EXIT_USAGE;
+        goto out_free_topics;
+    }
+    rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        pl_ctl_err("cannot create admin client: %s", errstr);
+        rd_kafka_conf_destroy(conf);
+        goto out_free_topics;
+    }
+    conf = NULL; /* owned by rk now */
+
+    q = rd_kafka_queue_new(rk);
+    aopts = rd_kafka_AdminOptions_new(
+        rk, create ? RD_KAFKA_ADMIN_OP_CREATETOPICS
+                   : RD_KAFKA_ADMIN_OP_DELETETOPICS);
+    if (!q || !aopts) {
+        pl_ctl_err("out of memory");
+        goto out_destroy_admin;
+    }
+    if (rd_kafka_AdminOptions_set_request_timeout(
+            aopts, PL_CTL_ADMIN_TIMEOUT_MS, errstr, sizeof(errstr)) ||
+        rd_kafka_AdminOptions_set_operation_timeout(
+            aopts, PL_CTL_ADMIN_TIMEOUT_MS, errstr, sizeof(errstr))) {
+        pl_ctl_err("admin options: %s", errstr);
+        goto out_destroy_admin;
+    }
+
+    if (create)
+        rd_kafka_CreateTopics(rk, newt, n, aopts, q);
+    else
+        rd_kafka_DeleteTopics(rk, delt, n, aopts, q);
+    ev = pl_ctl_admin_wait(q, create ? RD_KAFKA_EVENT_CREATETOPICS_RESULT
+                                     : RD_KAFKA_EVENT_DELETETOPICS_RESULT);
+    if (!ev) {
+        pl_ctl_err("%s topics: %s", create ? "create" : "delete",
+                   pl_ctl_stop ? "interrupted" : "no answer within 30 s");
+        goto out_destroy_admin;
+    }
+    if (rd_kafka_event_error(ev)) {
+        pl_ctl_err("%s topics via %s: %s", create ? "create" : "delete",
+                   o->brokers, rd_kafka_event_error_string(ev));
+        goto out_destroy_event;
+    }
+    if (create)
+        res = rd_kafka_CreateTopics_result_topics(
+            rd_kafka_event_CreateTopics_result(ev), &res_cnt);
+    else
+        res = rd_kafka_DeleteTopics_result_topics(
+            rd_kafka_event_DeleteTopics_result(ev), &res_cnt);
+
+    rc = PL_CTL_EXIT_OK;
+    for (i = 0; i < res_cnt; i++) {
+        const char *name = rd_kafka_topic_result_name(res[i]);
+        rd_kafka_resp_err_t err = rd_kafka_topic_result_error(res[i]);
+        const char *text = rd_kafka_topic_result_error_string(res[i]);
+
+        if (!err) {
+            printf("%s %s\n", create ? "created" : "deleted", name);
+        } else if (create && err == RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS) {
+            printf("exists %s\n", name);
+        } else if (!create &&
+                   err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART) {
+            printf("absent %s\n", name);
+        } else {
+            pl_ctl_err("%s %s: %s: %s", create ? "create" : "delete", name,
+                       rd_kafka_err2name(err),
+                       text ? text : rd_kafka_err2str(err));
+            rc = PL_CTL_EXIT_ERROR;
+        }
+    }
+    fflush(stdout);
+
+out_destroy_event:
+    rd_kafka_event_destroy(ev);
+out_destroy_admin:
+    if (aopts)
+        rd_kafka_AdminOptions_destroy(aopts);
+    if (q)
+        rd_kafka_queue_destroy(q);
+    rd_kafka_destroy(rk);
+out_free_topics:
+    for (i = 0; names && i < n; i++) {
+        free(names[i]);
+        if (newt && newt[i])
+            rd_kafka_NewTopic_destroy(newt[i]);
+        if (delt && delt[i])
+            rd_kafka_DeleteTopic_destroy(delt[i]);
+    }
+    free(names);
+    free(newt);
+    free(delt);
+    return rc;
+}
+
+/* ------------------------------------------------------------------- deal */
+
+static int pl_ctl_cmd_deal(const pl_ctl_opts_t *o, int argc, char **argv)
+{
+    pl_store_t *store;
+    char *host = NULL, *json = NULL;
+    char errstr[512];
+    int port, found, rc = PL_CTL_EXIT_ERROR;
+
+    if (argc != 1) {
+        pl_ctl_err("usage: pipelinectl deal ID");
+        return PL_CTL_EXIT_USAGE;
+    }
+    if (pl_ctl_parse_hostport(o->redis, &host, &port) != 0) {
+        pl_ctl_err("--redis %s: expected HOST:PORT", o->redis);
+        return PL_CTL_EXIT_USAGE;
+    }
+    store = pl_store_new(host, port, o->redis_password, o->key_prefix, errstr,
+                         sizeof(errstr));
+    if (!store) {
+        pl_ctl_err("redis %s: %s", o->redis, errstr);
+        goto out_free_host;
+    }
+    if (pl_store_connect(store, errstr, sizeof(errstr)) != 0) {
+        pl_ctl_err("%s", errstr); /* names the address */
+        goto out_destroy_store;
+    }
+    found = pl_store_deal_json(store, argv[0], &json, errstr, sizeof(errstr));
+    if (found < 0) {
+        pl_ctl_err("redis %s: %s", o->redis, errstr);
+    } else if (found == 0) {
+        fprintf(stderr, "deal %s not found\n", argv[0]);
+    } else {
+        fputs(json, stdout);
+        fputc('\n', stdout);
+        rc = fflush(stdout) == 0 ? PL_CTL_EXIT_OK : PL_CTL_EXIT_ERROR;
+    }
+    free(json);
+out_destroy_store:
+    pl_store_destroy(store);
+out_free_host:
+    free(host);
+    return rc;
+}
+
+/* ------------------------------------------------------------------- main */
+
+enum {
+    PL_CTL_OPT_KEY_PREFIX = 256,
+    PL_CTL_OPT_TOPIC_PREFIX,
+    PL_CTL_OPT_SCHEMAS,
+    PL_CTL_OPT_RAW,
+    PL_CTL_OPT_KEY,
+    PL_CTL_OPT_HEADER,
+    PL_CTL_OPT_FROM_BEGINNING,
+    PL_CTL_OPT_UNTIL_END,
+    PL_CTL_OPT_MAX,
+    PL_CTL_OPT_TIMEOUT,
+    PL_CTL_OPT_META,
+    PL_CTL_OPT_PARTITIONS,
+    PL_CTL_OPT_REPLICATION,
+};
+
+static const struct option pl_ctl_long_opts[] = {
+    {"brokers", required_argument, NULL, 'b'},
+    {"redis", required_argument, NULL, 'r'},
+    {"key-prefix", required_argument, NULL, PL_CTL_OPT_KEY_PREFIX},
+    {"topic-prefix", required_argument, NULL, PL_CTL_OPT_TOPIC_PREFIX},
+    {"schemas", required_argument, NULL, PL_CTL_OPT_SCHEMAS},
+    {"help", no_argument, NULL, 'h'},
+    {"raw", no_argument, NULL, PL_CTL_OPT_RAW},
+    {"key", required_argument, NULL, PL_CTL_OPT_KEY},
+    {"header", required_argument, NULL, PL_CTL_OPT_HEADER},
+    {"from-beginning", no_argument, NULL, PL_CTL_OPT_FROM_BEGINNING},
+    {"until-end", no_argument, NULL, PL_CTL_OPT_UNTIL_END},
+    {"max", required_argument, NULL, PL_CTL_OPT_MAX},
+    {"timeout", required_argument, NULL, PL_CTL_OPT_TIMEOUT},
+    {"meta", no_argument, NULL, PL_CTL_OPT_META},
+    {"partitions", required_argument, NULL, PL_CTL_OPT_PARTITIONS},
+    {"replication", required_argument, NULL, PL_CTL_OPT_REPLICATION},
+    {NULL, 0, NULL, 0},
+};
+
+static void pl_ctl_used(pl_ctl_opts_t *o, unsigned which, const char *name)
+{
+    int bit = which == PL_CTL_FOR_PRODUCE ? 0
+              : which == PL_CTL_FOR_TAIL  ? 1
+                                          : 2;
+
+    o->used |= which;
+    o->used_name[bit] = name;
+}
+
+/* Parse argv into o.  Returns -1 to go on, else an exit code. */
+static int pl_ctl_parse_args(pl_ctl_opts_t *o, int argc, char **argv)
+{
+    long long v;
+    char *end;
+    int c;
+
+    o->brokers = pl_ctl_env("PL_BROKERS", PL_CTL_DEFAULT_BROKERS);
+    o->redis = pl_ctl_env("PL_REDIS", PL_CTL_DEFAULT_REDIS);
+    o->redis_password = pl_ctl_env("PL_REDIS_PASSWORD", "");
+    o->key_prefix = pl_ctl_env("PL_KEY_PREFIX", "");
+    o->topic_prefix = pl_ctl_env("PL_TOPIC_PREFIX", "");
+    o->schemas_dir = pl_ctl_env("PL_SCHEMAS_DIR", PL_CTL_DEFAULT_SCHEMAS);
+    o->dlq_topic = pl_ctl_env("PL_TOPIC_DLQ", PL_CTL_DEFAULT_DLQ);
+    o->partitions = 1;
+    o->replication = 1;
+    o->kafka_props = calloc((size_t)argc + 1, sizeof(*o->kafka_props));
+    o->headers = calloc((size_t)argc + 1, sizeof(*o->headers));
+    if (!o->kafka_props || !o->headers) {
+        pl_ctl_err("out of memory");
+        return PL_CTL_EXIT_ERROR;
+    }
+
+    /* GNU getopt permutes, so options may follow the command. */
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, ":b:r:X:h", pl_ctl_long_opts,
+                            NULL)) != -1) {
+        switch (c) {
+        case 'b':
+            o->brokers = optarg;
+            break;
+        case 'r':
+            o->redis = optarg;
+            break;
+        case PL_CTL_OPT_KEY_PREFIX:
+            o->key_prefix = optarg;
+            break;
+        case PL_CTL_OPT_TOPIC_PREFIX:
+            o->topic_prefix = optarg;
+            break;
+        case PL_CTL_OPT_SCHEMAS:
+            o->schemas_dir = optarg;
+            break;
+        case 'X':
+            if (!strchr(optarg, '=') || optarg[0] == '=') {
+                pl_ctl_err("-X %s: expected KEY=VALUE", optarg);
+                return PL_CTL_EXIT_USAGE;
+            }
+            o->kafka_props[o->kafka_prop_count++] = optarg;
+            break;
+        case 'h':
+            pl_ctl_usage(stdout);
+            return PL_CTL_EXIT_OK;
+        case PL_CTL_OPT_RAW:
+            o->raw = true;
+            pl_ctl_used(o, PL_CTL_FOR_PRODUCE, "raw");
+            break;
+        case PL_CTL_OPT_KEY:
+            o->key = optarg;
+            pl_ctl_used(o, PL_CTL_FOR_PRODUCE, "key");
+            break;
+        case PL_CTL_OPT_HEADER:
+            if (!strchr(optarg, '=') || optarg[0] == '=') {
+                pl_ctl_err("--header %s: expected NAME=VALUE", optarg);
+                return PL_CTL_EXIT_USAGE;
+            }
+            o->headers[o->header_count++] = optarg;
+            pl_ctl_used(o, PL_CTL_FOR_PRODUCE, "header");
+            break;
+        case PL_CTL_OPT_FROM_BEGINNING:
+            o->from_beginning = true;
+            pl_ctl_used(o, PL_CTL_FOR_TAIL, "from-beginning");
+            break;
+        case PL_CTL_OPT_UNTIL_END:
+            o->until_end = true;
+            pl_ctl_used(o, PL_CTL_FOR_TAIL, "until-end");
+            break;
+        case PL_CTL_OPT_MAX:
+            if (pl_ctl_parse_ll(optarg, 1, LLONG_MAX, &v) != 0) {
+                pl_ctl_err("--max %s: expected a positive integer", optarg);
+                return PL_CTL_EXIT_USAGE;
+            }
+            o->max = v;
+            pl_ctl_used(o, PL_CTL_FOR_TAIL, "max");
+            break;
+        case PL_CTL_OPT_TIMEOUT:
+            errno = 0;
+            o->timeout_s = strtod(optarg, &end);
+            if (errno != 0 || end == optarg || *end != '\0' ||
+                !(o->timeout_s > 0) || o->timeout_s > 1e9) {
+                pl_ctl_err("--timeout %s: expected a positive number of "
+                           "seconds",
+                           optarg);
+                return PL_CTL_EXIT_USAGE;
+            }
+            pl_ctl_used(o, PL_CTL_FOR_TAIL, "timeout");
+            break;
+        case PL_CTL_OPT_META:
+            o->meta = true;
+            pl_ctl_used(o, PL_CTL_FOR_TAIL, "meta");
+            break;
+        case PL_CTL_OPT_PARTITIONS:
+            if (pl_ctl_parse_ll(optarg, 1, INT_MAX, &v) != 0) {
+                pl_ctl_err("--partitions %s: expected a positive integer",
+                           optarg);
+                return PL_CTL_EXIT_USAGE;
+            }
+            o->partitions = (int)v;
+            pl_ctl_used(o, PL_CTL_FOR_TOPICS, "partitions");
+            break;
+        case PL_CTL_OPT_REPLICATION:
+            if (pl_ctl_parse_ll(optarg, 1, SHRT_MAX, &v) != 0) {
+                pl_ctl_err("--replication %s: expected a positive integer",
+                           optarg);
+                return PL_CTL_EXIT_USAGE;
+            }
+            o->replication = (int)v;
+            pl_ctl_used(o, PL_CTL_FOR_TOPICS, "replication");
+            break;
+        case ':':
+            pl_ctl_err("%s: needs a value", argv[optind - 1]);
+            return PL_CTL_EXIT_USAGE;
+        default:
+            pl_ctl_err("unknown option %s (see --help)", argv[optind - 1]);
+            return PL_CTL_EXIT_USAGE;
+        }
+    }
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    pl_ctl_opts_t o = {0};
+    const char *cmd;
+    unsigned allowed;
+    int rc, i;
+    struct sigaction sa;
+
+    rc = pl_ctl_parse_args(&o, argc, argv);
+    if (rc >= 0)
+        goto out_free_opts;
+
+    if (optind >= argc) {
+        pl_ctl_usage(stderr);
+        rc = PL_CTL_EXIT_USAGE;
+        goto out_free_opts;
+    }
+    cmd = argv[optind];
+    allowed = strcmp(cmd, "produce") == 0  ? PL_CTL_FOR_PRODUCE
+              : strcmp(cmd, "tail") == 0   ? PL_CTL_FOR_TAIL
+              : strcmp(cmd, "topics") == 0 ? PL_CTL_FOR_TOPICS
+                                           : 0;
+    for (i = 0; i < 3; i++) {
+        if ((o.used & (1u << i)) && !(allowed & (1u << i))) {
+            static const char *const owner[] = {"produce", "tail",
+                                                "topics create"};
+
+            pl_ctl_err("--%s applies only to '%s'", o.used_name[i],
+                       owner[i]);
+            rc = PL_CTL_EXIT_USAGE;
+            goto out_free_opts;
+        }
+    }
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = pl_ctl_on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    argc -= optind + 1;
+    argv += optind + 1;
+    if (strcmp(cmd, "produce") == 0) {
+        rc = pl_ctl_cmd_produce(&o, argc, argv);
+    } else if (strcmp(cmd, "tail") == 0) {
+        rc = pl_ctl_cmd_tail(&o, argc, argv);
+    } else if (strcmp(cmd, "topics") == 0) {
+        rc = pl_ctl_cmd_topics(&o, argc, argv);
+    } else if (strcmp(cmd, "deal") == 0) {
+        rc = pl_ctl_cmd_deal(&o, argc, argv);
+    } else {
+        pl_ctl_err("unknown command '%s' (see --help)", cmd);
+        rc = PL_CTL_EXIT_USAGE;
+    }
+
+out_free_opts:
+    free(o.kafka_props);
+    free(o.headers);
+    return rc;
+}
