@@ -32,6 +32,7 @@
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <openssl/evp.h>
 
 #include "codec.h"
 #include "event.h"
@@ -74,6 +75,7 @@ typedef struct pl_ctl_opts_s {
 
     /* produce */
     bool raw;
+    bool base64;
     const char *key;
     /* tail */
     bool from_beginning;
@@ -147,6 +149,9 @@ static void pl_ctl_usage(FILE *fp)
         "                          delivery; exits 1 if any failed.\n"
         "      --raw               Produce each line's bytes unchanged (no\n"
         "                          validation), e.g. garbage for the DLQ.\n"
+        "      --base64            Like --raw, but each line is base64 and\n"
+        "                          its decoded bytes are the value (binary\n"
+        "                          values may hold newlines).\n"
         "      --key K             Key every message with K (default with\n"
         "                          --raw: no key).\n"
         "      --header NAME=VALUE Add a header to every message (repeatable).\n"
@@ -425,6 +430,29 @@ static long pl_ctl_produce_read(const pl_ctl_opts_t *o, pl_codec_t *codec,
         if (pl_ctl_skip_line(line, len))
             continue;
 
+        if (o->raw && o->base64) {
+            /* binary values (which may hold newlines) come base64'ed */
+            int dl;
+            size_t pad = 0;
+            out = malloc(len / 4 * 3 + 3);
+            if (!out)
+                goto out_oom;
+            dl = EVP_DecodeBlock(out, (const unsigned char *)line, (int)len);
+            while (pad < 2 && pad < len && line[len - 1 - pad] == '=')
+                pad++;
+            if (dl < 0 || len % 4) {
+                pl_ctl_err("line %lu: not base64", lineno);
+                free(out);
+                bad++;
+                continue;
+            }
+            if (pl_ctl_produce_add(p, lineno, out, (size_t)dl - pad, o->key) !=
+                0) {
+                free(out);
+                goto out_oom;
+            }
+            continue;
+        }
         if (o->raw) {
             out = malloc(len ? len : 1);
             if (!out)
@@ -974,8 +1002,19 @@ static int pl_ctl_cmd_tail(const pl_ctl_opts_t *o, int argc, char **argv)
          * first message produced after this loop is never missed (END
          * would be resolved later, asynchronously). */
         if (o->until_end || !o->from_beginning) {
-            err = rd_kafka_query_watermark_offsets(
-                rk, topic, pp->id, &low, &high, PL_CTL_METADATA_TIMEOUT_MS);
+            /* Right after a topic is created its leaders may not be
+             * known yet: retry what the broker calls transient. */
+            for (int tries = 0;; tries++) {
+                err = rd_kafka_query_watermark_offsets(
+                    rk, topic, pp->id, &low, &high,
+                    PL_CTL_METADATA_TIMEOUT_MS);
+                if (tries >= 50 ||
+                    (err != RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION &&
+                     err != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE &&
+                     err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART))
+                    break;
+                usleep(200 * 1000);
+            }
             if (err) {
                 pl_ctl_err("end offsets of %s [%" PRId32 "]: %s", topic,
                            pp->id, rd_kafka_err2str(err));
@@ -1307,6 +1346,7 @@ enum {
     PL_CTL_OPT_TOPIC_PREFIX,
     PL_CTL_OPT_SCHEMAS,
     PL_CTL_OPT_RAW,
+    PL_CTL_OPT_BASE64,
     PL_CTL_OPT_KEY,
     PL_CTL_OPT_HEADER,
     PL_CTL_OPT_FROM_BEGINNING,
@@ -1326,6 +1366,7 @@ static const struct option pl_ctl_long_opts[] = {
     {"schemas", required_argument, NULL, PL_CTL_OPT_SCHEMAS},
     {"help", no_argument, NULL, 'h'},
     {"raw", no_argument, NULL, PL_CTL_OPT_RAW},
+    {"base64", no_argument, NULL, PL_CTL_OPT_BASE64},
     {"key", required_argument, NULL, PL_CTL_OPT_KEY},
     {"header", required_argument, NULL, PL_CTL_OPT_HEADER},
     {"from-beginning", no_argument, NULL, PL_CTL_OPT_FROM_BEGINNING},
@@ -1404,6 +1445,10 @@ static int pl_ctl_parse_args(pl_ctl_opts_t *o, int argc, char **argv)
         case PL_CTL_OPT_RAW:
             o->raw = true;
             pl_ctl_used(o, PL_CTL_FOR_PRODUCE, "raw");
+            break;
+        case PL_CTL_OPT_BASE64:
+            o->raw = o->base64 = true;
+            pl_ctl_used(o, PL_CTL_FOR_PRODUCE, "base64");
             break;
         case PL_CTL_OPT_KEY:
             o->key = optarg;

@@ -5,6 +5,7 @@ Every test case gets its own topic prefix and Redis key prefix, so runs never
 see each other's data.  Nothing here is mocked: events go through Kafka, state
 is read back from Redis through `pipelinectl`.
 """
+import base64
 import json
 import os
 import signal
@@ -67,8 +68,10 @@ class Env:
         self.ctl("produce", topic, input=lines.encode())
 
     def produce_raw(self, topic, values, key="k"):
-        data = b"".join(v + b"\n" for v in values)
-        self.ctl("produce", "--raw", "--key", key, topic, input=data)
+        """Produce each value's bytes unchanged (base64 on the way, so
+        binary values may hold newlines)."""
+        data = b"".join(base64.b64encode(v) + b"\n" for v in values)
+        self.ctl("produce", "--base64", "--key", key, topic, input=data)
 
     def tail(self, topic, meta=False):
         args = ["tail", "--from-beginning", "--until-end"]
@@ -221,4 +224,5 @@ class IntegrationCase(unittest.TestCase):
 
 
 def main():
-    unittest.main(verbosity=2, buffer=False, stream=sys.stdout)
+    unittest.main(verbosity=2, testRunner=unittest.TextTestRunner(
+        stream=sys.stdout, verbosity=2))

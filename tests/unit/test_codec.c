@@ -444,6 +444,41 @@ static void test_avro_wire_bytes(void **state)
     pl_event_clear(&ev);
 }
 
+/* The ends of decimal(18,4) survive Avro exactly. */
+static void test_avro_decimal_edges(void **state)
+{
+    pl_codec_t *c = *state;
+    static const int64_t vals[] = {
+        0, 1, -1, 127, 128, -128, -129, 32767, 32768, 120005000,
+        INT64_C(999999999999999999), INT64_C(-999999999999999999)};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        pl_event_t in, out;
+        void *buf;
+        size_t len;
+        char err[256];
+        make_full(&in, PL_EV_DEAL_UPDATED);
+        in.amount = vals[i];
+        assert_int_equal(
+            pl_codec_encode(c, &in, &buf, &len, err, sizeof(err)), 0);
+        decode_ok(c, buf, len, &out);
+        assert_events_equal(&in, &out);
+        free(buf);
+        pl_event_clear(&in);
+        pl_event_clear(&out);
+    }
+    /* and the encoder refuses what the schema cannot hold */
+    pl_event_t ev;
+    void *buf;
+    size_t len;
+    char err[256];
+    make_full(&ev, PL_EV_DEAL_UPDATED);
+    ev.amount = INT64_C(1000000000000000000);
+    assert_int_equal(pl_codec_encode(c, &ev, &buf, &len, err, sizeof(err)),
+                     -1);
+    assert_non_null(strstr(err, "field 'amount': out of range"));
+    pl_event_clear(&ev);
+}
+
 static void test_to_json_format(void **state)
 {
     pl_codec_t *c = *state;
@@ -701,12 +736,20 @@ static void test_avro_errors(void **state)
     /* a string length far beyond the message */
     static const unsigned char huge[] = {0,    0,    0,    0,    9,
                                          0xfe, 0xff, 0xff, 0xff, 0x0f};
-    expect_decode_error(c, huge, sizeof(huge), "invalid Avro body");
+    expect_decode_error(c, huge, sizeof(huge),
+                        "invalid Avro body for deal.activity (schema id 9): "
+                        "field 'event_id': length beyond the end");
+    /* truncation names the field it cut */
+    static const unsigned char cut[] = {0x00, 0x00, 0x00, 0x00, 0x09, 0x04,
+                                        'e',  '1',  0x02, 0x04, 'D',  '1',
+                                        0x08, 'c',  'a'};
+    expect_decode_error(c, cut, sizeof(cut), "field 'activity'");
     /* an out-of-range union branch */
     static const unsigned char branch[] = {
         0x00, 0x00, 0x00, 0x00, 0x07, 0x04, 'e', '2', 0x00,
         0x04, 'D',  '1',  0x06, 0x00, 0x00, 0x00, 0x00};
-    expect_decode_error(c, branch, sizeof(branch), "invalid Avro body");
+    expect_decode_error(c, branch, sizeof(branch),
+                        "field 'name': union branch out of range");
 
     /* Avro that is well-formed but breaks the contract */
     static const unsigned char dance[] = {
@@ -1124,6 +1167,7 @@ int main(void)
         cmocka_unit_test(test_roundtrip_json_all_types),
         cmocka_unit_test(test_roundtrip_minimal),
         cmocka_unit_test(test_avro_wire_bytes),
+        cmocka_unit_test(test_avro_decimal_edges),
         cmocka_unit_test(test_to_json_format),
         cmocka_unit_test(test_json_input),
         cmocka_unit_test(test_json_errors),
