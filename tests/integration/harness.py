@@ -45,6 +45,7 @@ class Env:
         self.topic_prefix = "t-%s." % tag
         self.key_prefix = "t-%s:" % tag
         self.name = name
+        self.redis = REDIS
         self.workers = []
         os.makedirs(LOGS, exist_ok=True)
         self.ctl("topics", "create", "--partitions", str(partitions),
@@ -53,7 +54,7 @@ class Env:
 
     # ---- CLI ----
     def ctl(self, *args, input=None, check=True, timeout=120):
-        cmd = [CTL, "--brokers", BROKERS, "--redis", REDIS,
+        cmd = [CTL, "--brokers", BROKERS, "--redis", self.redis,
                "--topic-prefix", self.topic_prefix,
                "--key-prefix", self.key_prefix] + list(args)
         p = subprocess.run(cmd, input=input, capture_output=True,
@@ -107,7 +108,7 @@ class Env:
         log = open(os.path.join(LOGS, "%s-%s-%d.log" % (
             self.name, program, len(self.workers))), "ab")
         cmd = [os.path.join(BUILD, program),
-               "--set", "brokers=" + BROKERS, "--set", "redis=" + REDIS,
+               "--set", "brokers=" + BROKERS, "--set", "redis=" + self.redis,
                "--set", "topic.prefix=" + self.topic_prefix,
                "--set", "key.prefix=" + self.key_prefix,
                "--set", "stats.interval=5s"] + list(extra)
@@ -139,6 +140,56 @@ class Env:
         for p in self.workers:
             if p.poll() is None:
                 self.stop_worker(p)
+
+
+def free_port():
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+class PrivateRedis:
+    """A redis-server of the test's own (own port, own folder), for tests
+    that take Redis down.  Append-only with fsync on every write, so a
+    SIGKILL loses nothing that was acknowledged."""
+
+    def __init__(self, name):
+        self.port = free_port()
+        self.dir = os.path.join(LOGS, "redis-%s-%d" % (name, self.port))
+        os.makedirs(self.dir, exist_ok=True)
+        self.proc = None
+        self.start()
+
+    @property
+    def address(self):
+        return "127.0.0.1:%d" % self.port
+
+    def start(self):
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
+             "--dir", self.dir, "--save", "", "--appendonly", "yes",
+             "--appendfsync", "always"],
+            stdout=open(os.path.join(self.dir, "redis.log"), "ab"),
+            stderr=subprocess.STDOUT)
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            p = subprocess.run(["redis-cli", "-p", str(self.port), "ping"],
+                               capture_output=True, text=True)
+            if p.stdout.strip() == "PONG":
+                return
+            time.sleep(0.1)
+        raise AssertionError("private redis did not start")
+
+    def kill(self):
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def close(self):
+        if self.proc and self.proc.poll() is None:
+            self.kill()
 
 
 _seq = [0]

@@ -1,0 +1,90 @@
+"""Failure behaviour of the deal worker: a Redis outage is waited out with
+nothing skipped, and SIGTERM finishes the batch in hand, commits and leaves
+the group, so a successor starts exactly where it stopped."""
+import signal
+import time
+import uuid
+
+from harness import (IntegrationCase, PrivateRedis, ensure_stack, ev, at,
+                     main)
+
+
+def causes(msgs):
+    return [m["caused_by"] for m in msgs]
+
+
+class RedisOutage(IntegrationCase):
+    workers = 0
+
+    def test_outage_pauses_and_nothing_is_skipped(self):
+        env = self.env
+        redis = PrivateRedis("outage")
+        self.addCleanup(redis.close)
+        env.redis = redis.address
+        w = env.start_worker("deal_worker",
+                             ["--set", "retry.backoff.max=1s"])
+        tag = uuid.uuid4().hex[:6]
+        deals = ["O-%s-%d" % (tag, i) for i in range(40)]
+        first = [ev("deal.created", deal_id=d, amount=100, occurred_at=at(0))
+                 for d in deals]
+        env.produce("sales.deals", first)
+        env.wait_for("sales.pipeline", lambda m: len(m) >= len(first))
+
+        redis.kill()
+        second = [ev("deal.stage_requested", deal_id=d, to_stage="scoping",
+                     occurred_at=at(10)) for d in deals]
+        env.produce("sales.deals", second)
+        # with Redis down nothing can be applied, so nothing is published
+        time.sleep(4)
+        self.assertEqual(len(env.tail("sales.pipeline")), len(first))
+        self.assertIsNone(w.poll(), "the worker must wait, not exit")
+
+        redis.start()
+        msgs = env.wait_for("sales.pipeline",
+                            lambda m: len(m) >= len(first) + len(second),
+                            timeout=90)
+        self.assertEqual(sorted(causes(msgs)),
+                         sorted(e["event_id"] for e in first + second))
+        for d in deals:
+            self.assertEqual(env.deal(d)["stage"], "scoping")
+        log = open(w.log_path).read()
+        self.assertIn("redis unavailable", log)
+
+
+class GracefulShutdown(IntegrationCase):
+    workers = 0
+
+    def test_sigterm_commits_and_a_successor_republishes_nothing(self):
+        env = self.env
+        tag = uuid.uuid4().hex[:6]
+        events = []
+        for i in range(100):
+            d = "G-%s-%d" % (tag, i)
+            events += [ev("deal.created", deal_id=d, amount=5),
+                       ev("deal.stage_requested", deal_id=d,
+                          to_stage="scoping")]
+        # no periodic commits: only the commit on close can save offsets
+        w = env.start_worker("deal_worker",
+                             ["-X", "auto.commit.interval.ms=600000"])
+        env.produce("sales.deals", events)
+        env.wait_for("sales.pipeline", lambda m: len(m) >= len(events))
+        t0 = time.time()
+        env.stop_worker(w, signal.SIGTERM)  # asserts exit status 0
+        self.assertLess(time.time() - t0, 30)
+        self.assertIn("shutting down", open(w.log_path).read())
+
+        # a successor in the same group starts after the committed offsets:
+        # it republishes nothing and takes up new events
+        env.start_worker()
+        marker = ev("deal.created", deal_id="G-%s-marker" % tag)
+        env.produce("sales.deals", [marker])
+        msgs = env.wait_for("sales.pipeline",
+                            lambda m: marker["event_id"] in causes(m))
+        time.sleep(1)
+        msgs = env.tail("sales.pipeline")
+        self.assertEqual(len(msgs), len(events) + 1,
+                         "derived events were published twice")
+
+
+if __name__ == "__main__":
+    main()
