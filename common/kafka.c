@@ -352,6 +352,13 @@ int pl_outbox_deliver(pl_outbox_t *ob, rd_kafka_t *producer,
         } while (pending && !(*stop && failed));
         if (!failed)
             return 0;
+        if (rd_kafka_fatal_error(producer, NULL, 0)) {
+            char buf[512];
+            rd_kafka_fatal_error(producer, buf, sizeof(buf));
+            pl_error("producer fatal error: %s", buf);
+            rd_kafka_flush(producer, 30000);
+            return -2;
+        }
         if (*stop) {
             /* Wait for what is still in flight: its opaque points at us. */
             rd_kafka_flush(producer, 30000);

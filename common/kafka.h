@@ -73,7 +73,7 @@ int pl_outbox_unpack(pl_outbox_t *ob, const void *blob, size_t len);
  * role to a topic name) and wait until all are delivered, producing failed
  * ones again with backoff up to backoff_max_ms.  Returns 0 when all are
  * delivered, -1 when *stop was set first (nothing is lost: the caller
- * stores no offset). */
+ * stores no offset), -2 on a fatal producer error (the caller exits). */
 int pl_outbox_deliver(pl_outbox_t *ob, rd_kafka_t *producer,
                       const char *(*role_topic)(void *, pl_topic_role_t),
                       void *opaque, volatile sig_atomic_t *stop,

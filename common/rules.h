@@ -10,6 +10,12 @@
  * and one input event it computes the next state and the outcome (applied or
  * rejected with a contract reason_code).  It does no I/O, reads no clock and
  * keeps no globals; time comes only from the events' occurred_at.
+ *
+ * pl_rules_apply_lead() is the lead engine, built the same way: it scores a
+ * lead's profile against the `lead:` section of the file (criteria with
+ * points, disqualifying criteria, the mql threshold) and moves the lead
+ * between the statuses new, nurture, mql, sal, sql and disqualified.  Every
+ * decision comes with its reasons, one line per criterion.
  */
 #ifndef PL_RULES_H
 #define PL_RULES_H
@@ -139,5 +145,152 @@ typedef struct pl_deal_outcome_s {
 int pl_rules_apply_deal(const pl_rules_t *r, const pl_deal_state_t *cur,
                         const pl_event_t *ev, pl_deal_state_t *next,
                         pl_deal_outcome_t *out);
+
+/* ------------------------------------------------------------------------ */
+/* Leads                                                                    */
+
+/*
+ * True when the rules file has a `lead:` section.  A deal-only file loads,
+ * but the lead engine refuses to work without the section: the lead worker
+ * checks this at start-up and exits with a clear message.
+ */
+bool pl_rules_has_lead(const pl_rules_t *r);
+/* The lead.mql_score threshold (score >= it: mql, below: nurture); 0 when
+ * the file has no lead section. */
+int64_t pl_rules_lead_mql_score(const pl_rules_t *r);
+
+/* True for the six contract statuses: new, nurture, mql, sal, sql,
+ * disqualified. */
+bool pl_lead_status_known(const char *status);
+/* True for a closed status (sql, disqualified): scoring never moves it and
+ * accept/reject/convert are rejected as terminal. */
+bool pl_lead_status_is_closed(const char *status);
+
+/* The stored state of one lead. */
+typedef struct pl_lead_state_s {
+    bool exists;
+    /* The merged profile: lead_id, email, company, industry, employees,
+     * monthly_ad_spend, technologies, hiring_for, contact_title,
+     * months_in_role, source, owner (with their PL_F_* bits in present).
+     * Other members (type, event_id, ...) are unused; the engine and
+     * pl_lead_state_copy() keep only the profile fields. */
+    pl_event_t profile;
+    char *status;   /* owned: "new", "nurture", "mql", "sal", "sql",
+                       "disqualified" */
+    int64_t score;  /* from the latest scoring */
+    char *owner;    /* owned; the profile's owner, then lead.accepted's */
+    char *deal_id;  /* owned; set when converted (sql) */
+    int64_t created_at, status_changed_at,
+        last_event_at; /* ms, from events' occurred_at */
+    int64_t version;   /* for the store, like pl_deal_state_t.version; the
+                          engine copies it unchanged */
+} pl_lead_state_t;
+
+/* Zero st: a lead that does not exist (no allocation). */
+void pl_lead_state_init(pl_lead_state_t *st);
+/* Free what st owns and zero it; safe on an initialised st. */
+void pl_lead_state_clear(pl_lead_state_t *st);
+/*
+ * Replace *dst (initialised) with a deep copy of src (profile fields only).
+ * Returns 0, or -1 on OOM, leaving dst unchanged.
+ */
+int pl_lead_state_copy(pl_lead_state_t *dst, const pl_lead_state_t *src);
+
+typedef enum pl_lead_verdict_e {
+    PL_LEAD_APPLIED,
+    PL_LEAD_REJECTED
+} pl_lead_verdict_t;
+
+/* Longest status plus NUL ("disqualified"), with room to spare. */
+#define PL_LEAD_STATUS_SIZE 16
+
+typedef struct pl_lead_outcome_s {
+    pl_lead_verdict_t verdict;
+    /* APPLIED and the status moved (a new lead always moves from "new"):
+     * publish lead.status_changed.  APPLIED without a change (e.g. an
+     * update that only changed the score) publishes nothing. */
+    bool status_changed;
+    /* APPLIED: from and to status (equal when unchanged; from is "new"
+     * for a created lead).  REJECTED: from_status is the current status
+     * ("" for an unknown lead; lead.transition_rejected's `status`),
+     * to_status the requested one (`requested`): "new" for created, ""
+     * for updated, "sal" for accepted, "disqualified" for rejected, "sql"
+     * for converted. */
+    char from_status[PL_LEAD_STATUS_SIZE], to_status[PL_LEAD_STATUS_SIZE];
+    /* the lead's score after the event (the stored one when rejected) */
+    int64_t score;
+    /*
+     * Owned; lead.status_changed's reasons.  Filled when the event scores
+     * the lead (created, updated) and on every status change: one line per
+     * criterion, in file order, then one per disqualifying criterion:
+     *   "target_industry: +25 (industry 'banking' in [financial_services, banking])"
+     *   "company_size: 0 (employees missing)"
+     *   "new_in_role: 0 (months_in_role 30 is not < 12)"
+     *   "too_small: disqualified (employees 5 < 10)"
+     *   "too_small: not disqualified (employees 120 is not < 10)"
+     * A status change by lead.accepted / lead.rejected / lead.converted
+     * puts the decision first ("accepted by ann", "rejected by sales: no
+     * budget", "converted into deal D-L1") and the profile's lines after.
+     * Empty when rejected.
+     */
+    pl_strlist_t reasons;
+    /* REJECTED: unknown_lead, not_allowed, terminal, already_in_stage,
+     * missing_field (static strings); NULL when applied */
+    const char *reason_code;
+    char message[256];
+    /* lead.converted applied: publish deal.created for next->deal_id */
+    bool convert;
+} pl_lead_outcome_t;
+
+/* Free the reasons and zero o; safe on a zeroed or cleared o. */
+void pl_lead_outcome_clear(pl_lead_outcome_t *o);
+
+/*
+ * Score a lead profile (a lead.created/updated event or a stored profile)
+ * against the lead section: *score is the sum of the points of the matching
+ * criteria, *disqualified is true when a disqualifying criterion matches.
+ * When reasons is not NULL the explanation lines (see pl_lead_outcome_t)
+ * are appended to it.  Returns 0, or -1 on OOM or when the rules have no
+ * lead section.  Pure; any thread may call it.
+ */
+int pl_rules_score_lead(const pl_rules_t *r, const pl_event_t *profile,
+                        int64_t *score, bool *disqualified,
+                        pl_strlist_t *reasons);
+
+/*
+ * Apply one lead input event (lead.created, lead.updated, lead.accepted,
+ * lead.rejected, lead.converted) to the stored state cur (NULL = the lead
+ * does not exist).  next must be initialised; its old content is freed and
+ * it receives the new state (a copy of cur when rejected).  cur and next
+ * must not be the same object.  *out is overwritten without being freed:
+ * call pl_lead_outcome_clear() when done with it.
+ *
+ *   created    unknown lead: store the profile and score it: disqualified
+ *              when a disqualifying criterion matches, else mql when
+ *              score >= mql_score, else nurture.  Existing: not_allowed.
+ *   updated    merge the present fields (lists replace), score again:
+ *              new/nurture/mql follow the score (or become disqualified);
+ *              sal is never downgraded by score but is disqualified by a
+ *              disqualifying criterion; sql and disqualified stay.
+ *   accepted   mql -> sal, owner from the event; sal: already_in_stage;
+ *              new/nurture: not_allowed; sql/disqualified: terminal;
+ *              no owner: missing_field.
+ *   rejected   new/nurture/mql/sal -> disqualified; disqualified:
+ *              already_in_stage; sql: terminal; no reason: missing_field.
+ *   converted  sal -> sql, next->deal_id = the event's deal_id or "D-" +
+ *              lead_id, out->convert = true; sql: already_in_stage;
+ *              new/nurture/mql: not_allowed; disqualified: terminal.
+ * Any event but created for an unknown lead: unknown_lead.  A stored
+ * status the engine does not know is treated like nurture (it is scored
+ * again), so a damaged lead can recover.
+ *
+ * Returns 0 with *out filled, or -1 on an internal error: OOM, no lead
+ * section in the rules, or an event the codec should have refused (not a
+ * lead input type, no lead_id) - then out->message says why and next is
+ * left empty.
+ */
+int pl_rules_apply_lead(const pl_rules_t *r, const pl_lead_state_t *cur,
+                        const pl_event_t *ev, pl_lead_state_t *next,
+                        pl_lead_outcome_t *out);
 
 #endif /* PL_RULES_H */

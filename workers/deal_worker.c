@@ -654,6 +654,7 @@ static int main_loop(worker_t *w)
 
     while (run) {
         int64_t deadline = 0;
+        int r;
 
         /* 1. Poll a batch. */
         w->revoked = 0;
@@ -703,12 +704,14 @@ static int main_loop(worker_t *w)
             continue;
         }
         /* 5. Publish derived events and dead letters; wait for delivery. */
-        if (pl_outbox_deliver(&w->out, w->producer, role_topic, w, &run,
-                              w->backoff_max_ms)) {
-            pl_info("batch of %zu not published (shutting down); it will be "
+        if ((r = pl_outbox_deliver(&w->out, w->producer, role_topic, w, &run,
+                                   w->backoff_max_ms))) {
+            pl_info("batch of %zu not published (%s); it will be "
                     "redelivered",
-                    w->nitems);
+                    w->nitems, r == -2 ? "fatal error" : "shutting down");
             batch_reset(w);
+            if (r == -2)
+                return -1;
             break;
         }
         /* 6. Only now may the batch's offsets be committed. */
