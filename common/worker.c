@@ -1,0 +1,878 @@
+/*
+ * worker.c - the runtime shared by the input workers (see worker.h).
+ *
+ * The life of an event, all in main_loop() below:
+ *   1. poll a batch from the input topic (consumer group, offsets stored by
+ *      hand);
+ *   2. decode each message; one that does not decode, breaks the contract or
+ *      is not this worker's goes to the dead-letter topic unchanged, with
+ *      headers saying why;
+ *   3. decide each event (the kind's decide()) on its entity's cached state,
+ *      read from Redis the first time the entity is seen;
+ *   4. apply the whole batch in one Redis round trip: a Lua script per event
+ *      that drops an event_id already applied (handing back its stored
+ *      derived events), checks the state's revision and writes the new state;
+ *      a revision conflict (another worker, a stale cache) re-reads the
+ *      entity and decides again;
+ *   5. publish the derived events and dead letters, and wait for delivery;
+ *   6. only then store the batch's offsets, which auto-commit sends.
+ * A crash anywhere replays the batch from the last committed offset: applied
+ * events come back as duplicates and their stored derived events are
+ * published again with the same ids.
+ */
+#include "codec.h"
+#include "config.h"
+#include "kafka.h"
+#include "log.h"
+#include "rules.h"
+#include "store.h"
+#include "worker.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t run = 1;
+
+static void on_signal(int sig)
+{
+    (void)sig;
+    run = 0;
+}
+
+/* ---- the cache of entity states, keyed by id ---- */
+
+typedef struct centry_s {
+    struct centry_s *next;
+    char *id;
+    void *st; /* kind->state_size bytes */
+    char rev[PL_REV_LEN + 1];
+} centry_t;
+
+#define CACHE_BUCKETS 65536
+#define CACHE_MAX 200000 /* entries; the cache is emptied when full */
+
+typedef struct cache_s {
+    centry_t *buckets[CACHE_BUCKETS];
+    size_t count;
+    const pl_worker_kind_t *kind;
+} cache_t;
+
+static uint32_t hash_str(const char *s)
+{
+    uint32_t h = 2166136261u;
+    while (*s)
+        h = (h ^ (unsigned char)*s++) * 16777619u;
+    return h;
+}
+
+static void centry_free(cache_t *c, centry_t *e)
+{
+    if (e->st) {
+        c->kind->state_clear(e->st);
+        free(e->st);
+    }
+    free(e->id);
+    free(e);
+    c->count--;
+}
+
+static centry_t *cache_get(cache_t *c, const char *id)
+{
+    for (centry_t *e = c->buckets[hash_str(id) % CACHE_BUCKETS]; e;
+         e = e->next)
+        if (!strcmp(e->id, id))
+            return e;
+    return NULL;
+}
+
+static void cache_clear(cache_t *c)
+{
+    for (size_t i = 0; i < CACHE_BUCKETS && c->count; i++) {
+        while (c->buckets[i]) {
+            centry_t *e = c->buckets[i];
+            c->buckets[i] = e->next;
+            centry_free(c, e);
+        }
+    }
+}
+
+static void cache_drop(cache_t *c, const char *id)
+{
+    centry_t **pp = &c->buckets[hash_str(id) % CACHE_BUCKETS];
+    for (; *pp; pp = &(*pp)->next) {
+        if (!strcmp((*pp)->id, id)) {
+            centry_t *e = *pp;
+            *pp = e->next;
+            centry_free(c, e);
+            return;
+        }
+    }
+}
+
+static centry_t *cache_put(cache_t *c, const char *id)
+{
+    centry_t *e;
+    uint32_t b;
+    if (!(e = calloc(1, sizeof(*e))))
+        return NULL;
+    if (!(e->id = strdup(id)) || !(e->st = malloc(c->kind->state_size))) {
+        free(e->id);
+        free(e);
+        return NULL;
+    }
+    c->kind->state_init(e->st);
+    b = hash_str(id) % CACHE_BUCKETS;
+    e->next = c->buckets[b];
+    c->buckets[b] = e;
+    c->count++;
+    return e;
+}
+
+/* ---- the worker ---- */
+
+typedef struct item_s {
+    rd_kafka_message_t *msg;
+    pl_event_t ev;
+    bool done;
+} item_t;
+
+typedef struct stats_s {
+    uint64_t consumed, applied, rejected, duplicates, dead_letters,
+        conflicts, batches, redis_errors, republished;
+} stats_t;
+
+struct pl_worker_s {
+    const pl_worker_kind_t *kind;
+    pl_config_t *cfg;
+    pl_codec_t *codec;
+    pl_rules_t *rules;
+    pl_store_t *store;
+    rd_kafka_t *consumer;
+    rd_kafka_t *producer;
+    cache_t cache;
+    item_t *items;
+    size_t nitems, cap;
+    pl_outbox_t out;     /* what the batch publishes, in order */
+    volatile sig_atomic_t revoked; /* a rebalance took partitions away */
+    bool paused;
+    int64_t dedupe_ttl_ms, backoff_max_ms;
+    stats_t stats;
+};
+
+typedef struct pl_worker_s worker_t;
+
+static const char *role_topic(void *opaque, pl_topic_role_t role)
+{
+    worker_t *w = opaque;
+    switch (role) {
+    case PL_TOPIC_PIPELINE:
+        return pl_config_topic(w->cfg, "topic.pipeline");
+    case PL_TOPIC_ALERTS:
+        return pl_config_topic(w->cfg, "topic.alerts");
+    case PL_TOPIC_DEALS:
+        return pl_config_topic(w->cfg, "topic.deals");
+    case PL_TOPIC_LEADS:
+        return pl_config_topic(w->cfg, "topic.leads");
+    case PL_TOPIC_DLQ:
+        break;
+    }
+    return pl_config_topic(w->cfg, "topic.dlq");
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque)
+{
+    worker_t *w = opaque;
+    bool coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+
+    /* Another worker may own these entities now: forget what we know. */
+    cache_clear(&w->cache);
+    if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+        pl_info("assigned %d partition(s)", parts->cnt);
+        /* Offsets come from the group's commits (set in the assignment,
+         * not by seeking). */
+        if (coop)
+            rd_kafka_incremental_assign(rk, parts);
+        else
+            rd_kafka_assign(rk, parts);
+        w->paused = false;
+    } else {
+        pl_info("revoked %d partition(s)", parts->cnt);
+        w->revoked = 1;
+        if (coop)
+            rd_kafka_incremental_unassign(rk, parts);
+        else
+            rd_kafka_assign(rk, NULL);
+    }
+}
+
+static int dead_letter(worker_t *w, const rd_kafka_message_t *m,
+                       const char *reason)
+{
+    rd_kafka_headers_t *h = rd_kafka_headers_new(6);
+    char part[16], off[24], at[40];
+
+    snprintf(part, sizeof(part), "%d", (int)m->partition);
+    snprintf(off, sizeof(off), "%lld", (long long)m->offset);
+    pl_time_format_rfc3339(pl_now_ms(), at, sizeof(at));
+    rd_kafka_header_add(h, "dlq.reason", -1, reason, -1);
+    rd_kafka_header_add(h, "dlq.source.topic", -1,
+                        rd_kafka_topic_name(m->rkt), -1);
+    rd_kafka_header_add(h, "dlq.source.partition", -1, part, -1);
+    rd_kafka_header_add(h, "dlq.source.offset", -1, off, -1);
+    rd_kafka_header_add(h, "dlq.worker", -1, w->kind->program, -1);
+    rd_kafka_header_add(h, "dlq.at", -1, at, -1);
+    pl_warn("dead letter %s [%d] @%lld: %s", rd_kafka_topic_name(m->rkt),
+            (int)m->partition, (long long)m->offset, reason);
+    w->stats.dead_letters++;
+    return pl_outbox_add(&w->out, PL_TOPIC_DLQ, m->key ? m->key : "",
+                         m->key ? m->key_len : 0,
+                         m->payload ? m->payload : "",
+                         m->payload ? m->len : 0, h);
+}
+
+/* Take a polled message into the batch: decode it, or dead-letter it. */
+static int take_message(worker_t *w, rd_kafka_message_t *m)
+{
+    char err[512];
+    item_t *it;
+
+    if (w->nitems == w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 256;
+        item_t *items = realloc(w->items, cap * sizeof(*items));
+        if (!items)
+            return -1;
+        w->items = items;
+        w->cap = cap;
+    }
+    it = &w->items[w->nitems++];
+    memset(it, 0, sizeof(*it));
+    it->msg = m;
+    pl_event_init(&it->ev);
+    w->stats.consumed++;
+    if (pl_codec_decode(w->codec, m->payload, m->payload ? m->len : 0,
+                        &it->ev, err, sizeof(err)) == 0) {
+        if (it->ev.type >= w->kind->first_type &&
+            it->ev.type <= w->kind->last_type)
+            return 0;
+        snprintf(err, sizeof(err), "%s is not an input event of %s",
+                 pl_event_type_name(it->ev.type), w->kind->program);
+        pl_event_clear(&it->ev);
+    }
+    it->done = true;
+    return dead_letter(w, m, err);
+}
+
+static void batch_reset(worker_t *w)
+{
+    for (size_t i = 0; i < w->nitems; i++) {
+        pl_event_clear(&w->items[i].ev);
+        rd_kafka_message_destroy(w->items[i].msg);
+    }
+    w->nitems = 0;
+    pl_outbox_reset(&w->out);
+}
+
+static void set_paused(worker_t *w, bool pause)
+{
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    if (w->paused == pause || rd_kafka_assignment(w->consumer, &parts))
+        return;
+    if (pause)
+        rd_kafka_pause_partitions(w->consumer, parts);
+    else
+        rd_kafka_resume_partitions(w->consumer, parts);
+    rd_kafka_topic_partition_list_destroy(parts);
+    w->paused = pause;
+}
+
+/* Redis is down: wait with backoff while staying in the group.  Partitions
+ * are paused so nothing new arrives; a message polled anyway joins the
+ * batch.  Returns 0 to try again, -1 when the batch must be abandoned
+ * (shutdown, or its partitions were revoked); its offsets are not stored,
+ * so nothing is lost. */
+static int wait_out_redis(worker_t *w, const char *err, int64_t *backoff)
+{
+    int64_t until;
+
+    w->stats.redis_errors++;
+    pl_warn("redis unavailable (%s); retrying in %lld ms", err,
+            (long long)*backoff);
+    set_paused(w, true);
+    until = pl_now_mono_ms() + *backoff;
+    while (run && !w->revoked && pl_now_mono_ms() < until) {
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, 100);
+        if (!m)
+            continue;
+        if (m->err) {
+            rd_kafka_message_destroy(m);
+            continue;
+        }
+        if (take_message(w, m)) {
+            rd_kafka_message_destroy(m);
+            return -1;
+        }
+    }
+    *backoff = *backoff * 2 > w->backoff_max_ms ? w->backoff_max_ms
+                                                 : *backoff * 2;
+    return run && !w->revoked ? 0 : -1;
+}
+
+/* Make sure the entity of every pending item is in the cache.  0 or -1. */
+static int load_states(worker_t *w)
+{
+    const char **ids = NULL;
+    pl_fields_t *fields = NULL;
+    size_t n = 0;
+    int64_t backoff = 100;
+    char err[512];
+    int r = -1;
+
+    /* Bound the cache; emptied before the lookups so that no entity of this
+     * batch can be evicted between its load and its decision. */
+    if (w->cache.count + w->nitems > CACHE_MAX)
+        cache_clear(&w->cache);
+    if (!(ids = malloc(w->nitems * sizeof(*ids))))
+        return -1;
+    for (size_t i = 0; i < w->nitems; i++) {
+        const char *id = w->kind->entity_id(&w->items[i].ev);
+        bool seen = false;
+        if (w->items[i].done || cache_get(&w->cache, id))
+            continue;
+        for (size_t j = 0; j < n && !seen; j++)
+            seen = !strcmp(ids[j], id);
+        if (!seen)
+            ids[n++] = id;
+    }
+    if (!n) {
+        free(ids);
+        return 0;
+    }
+    if (!(fields = calloc(n, sizeof(*fields))))
+        goto out;
+    while (pl_store_read(w->store, w->kind->entity, ids, n, fields, err,
+                         sizeof(err))) {
+        for (size_t j = 0; j < n; j++)
+            pl_fields_clear(&fields[j]);
+        if (wait_out_redis(w, err, &backoff))
+            goto out;
+    }
+    for (size_t j = 0; j < n; j++) {
+        centry_t *e = cache_put(&w->cache, ids[j]);
+        const char *rev = pl_fields_get(&fields[j], "rev");
+        if (!e || w->kind->state_load(e->st, &fields[j])) {
+            pl_error("%s %s: cannot read its stored state", w->kind->entity,
+                     ids[j]);
+            if (e)
+                cache_drop(&w->cache, ids[j]);
+            goto out;
+        }
+        snprintf(e->rev, sizeof(e->rev), "%s", rev ? rev : "");
+    }
+    r = 0;
+out:
+    for (size_t j = 0; fields && j < n; j++)
+        pl_fields_clear(&fields[j]);
+    free(fields);
+    free(ids);
+    return r;
+}
+
+/* What the store keeps for an applied event_id: the message it came from
+ * ("topic/partition/offset\n"), then its derived events, packed.  The
+ * source tells a redelivery (same message: publish the stored events again,
+ * the first delivery may not have happened) from a producer's duplicate
+ * (another message with an event_id already applied: publish nothing). */
+static int pack_outcome(const rd_kafka_message_t *m, const pl_outbox_t *ob,
+                        void **out, size_t *out_len)
+{
+    char src[300];
+    void *packed;
+    size_t plen;
+    int n = snprintf(src, sizeof(src), "%s/%d/%lld\n",
+                     rd_kafka_topic_name(m->rkt), (int)m->partition,
+                     (long long)m->offset);
+    if (n < 0 || (size_t)n >= sizeof(src) ||
+        pl_outbox_pack(ob, 0, &packed, &plen))
+        return -1;
+    if (!(*out = malloc((size_t)n + plen + 1))) {
+        free(packed);
+        return -1;
+    }
+    memcpy(*out, src, (size_t)n);
+    memcpy((char *)*out + n, packed, plen);
+    *out_len = (size_t)n + plen;
+    free(packed);
+    return 0;
+}
+
+/* Queue an outcome's derived events for publishing.  For a duplicate
+ * (dup), only when the stored outcome came from this very message (see
+ * pack_outcome).  0 or -1 (corrupt). */
+static int publish_outcome(worker_t *w, const rd_kafka_message_t *m,
+                           const void *stored, size_t len, bool dup)
+{
+    const char *nl = memchr(stored, '\n', len);
+    char src[300];
+    size_t hl;
+    int n = snprintf(src, sizeof(src), "%s/%d/%lld",
+                     rd_kafka_topic_name(m->rkt), (int)m->partition,
+                     (long long)m->offset);
+    if (!nl || n < 0)
+        return -1;
+    hl = (size_t)(nl - (const char *)stored);
+    if (dup) {
+        if (hl != (size_t)n || memcmp(stored, src, hl))
+            return 0; /* a producer's duplicate: it changes nothing */
+        w->stats.republished++;
+    }
+    return pl_outbox_unpack(&w->out, nl + 1, len - hl - 1);
+}
+
+typedef struct op_s {
+    pl_store_apply_t apply;
+    size_t item;
+    pl_fields_t set;
+    char *history;
+    void *outcome;
+    size_t outcome_len;
+    char rev[PL_REV_LEN + 1];
+    bool applied; /* the engine applied it (vs rejected) */
+} op_t;
+
+static void op_clear(op_t *op)
+{
+    pl_store_apply_clear(&op->apply);
+    pl_fields_clear(&op->set);
+    free(op->history);
+    free(op->outcome);
+    memset(op, 0, sizeof(*op));
+}
+
+int pl_decision_publish(pl_worker_t *w, pl_decision_t *d,
+                        pl_topic_role_t role, const char *key,
+                        const pl_event_t *ev)
+{
+    void *val = NULL;
+    size_t len;
+    char err[512];
+    int r;
+
+    if (pl_codec_encode(w->codec, ev, &val, &len, err, sizeof(err))) {
+        pl_error("cannot encode %s %s: %s", pl_event_type_name(ev->type),
+                 ev->event_id ? ev->event_id : "", err);
+        return -1;
+    }
+    r = pl_outbox_add(&d->derived, role, key, strlen(key), val, len, NULL);
+    free(val);
+    return r;
+}
+
+const pl_rules_t *pl_worker_rules(const pl_worker_t *w)
+{
+    return w->rules;
+}
+
+static void decision_clear(pl_decision_t *d)
+{
+    pl_fields_clear(&d->set);
+    free(d->history);
+    pl_outbox_reset(&d->derived);
+    free(d->derived.msgs);
+    memset(d, 0, sizeof(*d));
+}
+
+/* Decide one item on its entity's cached state, which moves on to the
+ * predicted next state.  Fills op.  0, 1 when the item was dead-lettered
+ * instead (op unused), or -1. */
+static int decide(worker_t *w, size_t idx, op_t *op)
+{
+    item_t *it = &w->items[idx];
+    const char *id = w->kind->entity_id(&it->ev);
+    centry_t *e = cache_get(&w->cache, id);
+    pl_decision_t d;
+    int r = -1;
+
+    memset(&d, 0, sizeof(d));
+    memset(op, 0, sizeof(*op));
+    op->item = idx;
+    if (!e)
+        goto out;
+    if (w->kind->decide(w, e->st, &it->ev, &d)) {
+        pl_error("%s %s: cannot decide %s", w->kind->entity, id,
+                 it->ev.event_id);
+        /* the prediction may be half made: read the entity again */
+        cache_drop(&w->cache, id);
+        goto out;
+    }
+    if (d.poison[0]) {
+        it->done = true;
+        r = dead_letter(w, it->msg, d.poison) ? -1 : 1;
+        goto out;
+    }
+    if (pack_outcome(it->msg, &d.derived, &op->outcome, &op->outcome_len))
+        goto out;
+    op->applied = d.applied;
+    op->apply.kind = w->kind->entity;
+    op->apply.id = id;
+    op->apply.event_id = it->ev.event_id;
+    memcpy(op->apply.expected_rev_buf, e->rev, sizeof(e->rev));
+    op->apply.expected_rev = op->apply.expected_rev_buf;
+    if (op->applied) {
+        pl_store_next_rev(e->rev, it->ev.event_id, op->rev);
+        if (pl_fields_set(&d.set, "rev", op->rev))
+            goto out;
+        op->set = d.set; /* moved */
+        memset(&d.set, 0, sizeof(d.set));
+        op->history = d.history;
+        d.history = NULL;
+        op->apply.set = &op->set;
+        op->apply.history = op->history;
+        memcpy(e->rev, op->rev, sizeof(e->rev));
+    }
+    op->apply.outcome = op->outcome;
+    op->apply.outcome_len = op->outcome_len;
+    r = 0;
+out:
+    decision_clear(&d);
+    return r;
+}
+
+/* Apply every pending item of the batch; fills w->out with what to publish.
+ * 0 done, -1 abandoned (shutdown, revoked, or an internal error). */
+static int apply_batch(worker_t *w)
+{
+    op_t *ops = NULL;
+    int64_t backoff = 100;
+    char err[512];
+    int r = -1;
+
+    for (;;) {
+        size_t n = 0;
+        if (load_states(w))
+            goto out;
+        free(ops);
+        if (!(ops = calloc(w->nitems ? w->nitems : 1, sizeof(*ops))))
+            goto out;
+        for (size_t i = 0; i < w->nitems; i++) {
+            if (w->items[i].done)
+                continue;
+            int d = decide(w, i, &ops[n]);
+            if (d < 0)
+                goto out_ops;
+            if (d == 0)
+                n++;
+        }
+        if (!n)
+            break;
+        {
+            pl_store_apply_t *ap = malloc(n * sizeof(*ap));
+            int ar;
+            if (!ap)
+                goto out_ops;
+            for (size_t k = 0; k < n; k++)
+                ap[k] = ops[k].apply;
+            while ((ar = pl_store_apply(w->store, ap, n, w->dedupe_ttl_ms,
+                                        err, sizeof(err))) != 0) {
+                for (size_t k = 0; k < n; k++)
+                    pl_store_apply_clear(&ap[k]);
+                if (wait_out_redis(w, err, &backoff)) {
+                    free(ap);
+                    goto out_ops;
+                }
+            }
+            for (size_t k = 0; k < n; k++)
+                ops[k].apply = ap[k];
+            free(ap);
+        }
+        set_paused(w, false);
+        for (size_t k = 0; k < n; k++) {
+            op_t *op = &ops[k];
+            item_t *it = &w->items[op->item];
+            switch (op->apply.result) {
+            case PL_APPLY_OK:
+                it->done = true;
+                if (op->applied)
+                    w->stats.applied++;
+                else
+                    w->stats.rejected++;
+                if (publish_outcome(w, it->msg, op->outcome, op->outcome_len,
+                                    false))
+                    goto out_ops;
+                break;
+            case PL_APPLY_DUPLICATE:
+                it->done = true;
+                w->stats.duplicates++;
+                if (publish_outcome(w, it->msg, op->apply.stored,
+                                    op->apply.stored_len, true)) {
+                    pl_error("%s %s: stored outcome of %s is corrupt",
+                             w->kind->entity, w->kind->entity_id(&it->ev),
+                             it->ev.event_id);
+                    goto out_ops;
+                }
+                /* our prediction for the entity assumed it was new */
+                cache_drop(&w->cache, w->kind->entity_id(&it->ev));
+                break;
+            case PL_APPLY_CONFLICT:
+                w->stats.conflicts++;
+                cache_drop(&w->cache, w->kind->entity_id(&it->ev));
+                break;
+            }
+        }
+        for (size_t k = 0; k < n; k++)
+            op_clear(&ops[k]);
+    }
+    r = 0;
+    goto out;
+out_ops:
+    for (size_t k = 0; ops && k < w->nitems; k++)
+        op_clear(&ops[k]);
+out:
+    free(ops);
+    return r;
+}
+
+/* Store the offsets of the batch (the next offset per partition). */
+static void store_offsets(worker_t *w)
+{
+    rd_kafka_topic_partition_list_t *offs =
+        rd_kafka_topic_partition_list_new((int)w->nitems);
+    rd_kafka_resp_err_t err;
+
+    for (size_t i = 0; i < w->nitems; i++) {
+        rd_kafka_message_t *m = w->items[i].msg;
+        rd_kafka_topic_partition_t *p = rd_kafka_topic_partition_list_find(
+            offs, rd_kafka_topic_name(m->rkt), m->partition);
+        if (!p)
+            p = rd_kafka_topic_partition_list_add(
+                offs, rd_kafka_topic_name(m->rkt), m->partition);
+        if (m->offset + 1 > p->offset)
+            p->offset = m->offset + 1;
+    }
+    if ((err = rd_kafka_offsets_store(w->consumer, offs)))
+        pl_warn("storing offsets: %s", rd_kafka_err2str(err));
+    rd_kafka_topic_partition_list_destroy(offs);
+}
+
+static void log_stats(worker_t *w)
+{
+    pl_info("stats: consumed=%llu applied=%llu rejected=%llu duplicates=%llu "
+            "dead_letters=%llu conflicts=%llu republished=%llu batches=%llu "
+            "redis_errors=%llu",
+            (unsigned long long)w->stats.consumed,
+            (unsigned long long)w->stats.applied,
+            (unsigned long long)w->stats.rejected,
+            (unsigned long long)w->stats.duplicates,
+            (unsigned long long)w->stats.dead_letters,
+            (unsigned long long)w->stats.conflicts,
+            (unsigned long long)w->stats.republished,
+            (unsigned long long)w->stats.batches,
+            (unsigned long long)w->stats.redis_errors);
+}
+
+static int main_loop(worker_t *w)
+{
+    size_t batch_size = (size_t)pl_config_get_int(w->cfg, "batch.size");
+    int64_t wait_ms = pl_config_get_int(w->cfg, "batch.wait.ms");
+    int64_t stats_ms = pl_config_get_ms(w->cfg, "stats.interval");
+    int64_t next_stats = pl_now_mono_ms() + stats_ms;
+
+    while (run) {
+        int64_t deadline = 0;
+        int r;
+
+        /* 1. Poll a batch. */
+        w->revoked = 0;
+        while (run && w->nitems < batch_size) {
+            int timeout = 100;
+            rd_kafka_message_t *m;
+            if (w->nitems) {
+                int64_t left = deadline - pl_now_mono_ms();
+                timeout = left > 0 ? (int)left : 0;
+            }
+            m = rd_kafka_consumer_poll(w->consumer, timeout);
+            if (!m) {
+                if (w->nitems)
+                    break;
+                if (stats_ms && pl_now_mono_ms() >= next_stats) {
+                    log_stats(w);
+                    next_stats = pl_now_mono_ms() + stats_ms;
+                }
+                continue;
+            }
+            if (m->err) {
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+                    pl_warn("consumer: %s", rd_kafka_message_errstr(m));
+                rd_kafka_message_destroy(m);
+                if (rd_kafka_fatal_error(w->consumer, NULL, 0))
+                    return -1;
+                continue;
+            }
+            if (!w->nitems)
+                deadline = pl_now_mono_ms() + wait_ms;
+            /* 2. Decode, or dead-letter. */
+            if (take_message(w, m)) {
+                rd_kafka_message_destroy(m);
+                pl_error("out of memory");
+                return -1;
+            }
+        }
+        if (!w->nitems)
+            continue;
+        w->stats.batches++;
+
+        /* 3 + 4. Decide and apply in Redis. */
+        if (w->revoked || apply_batch(w) || w->revoked) {
+            pl_info("batch of %zu abandoned (%s); it will be redelivered",
+                    w->nitems, !run ? "shutting down" : "rebalance");
+            batch_reset(w);
+            continue;
+        }
+        /* 5. Publish derived events and dead letters; wait for delivery. */
+        if ((r = pl_outbox_deliver(&w->out, w->producer, role_topic, w, &run,
+                                   w->backoff_max_ms))) {
+            pl_info("batch of %zu not published (%s); it will be "
+                    "redelivered",
+                    w->nitems, r == -2 ? "fatal error" : "shutting down");
+            batch_reset(w);
+            if (r == -2)
+                return -1;
+            break;
+        }
+        /* 6. Only now may the batch's offsets be committed. */
+        if (!w->revoked)
+            store_offsets(w);
+        batch_reset(w);
+        if (stats_ms && pl_now_mono_ms() >= next_stats) {
+            log_stats(w);
+            next_stats = pl_now_mono_ms() + stats_ms;
+        }
+    }
+    return 0;
+}
+
+int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
+{
+    worker_t *w = calloc(1, sizeof(*w));
+    char err[1024], host[256];
+    const char *redis, *colon, *group;
+    char group_buf[128];
+    pl_log_level_t level;
+    rd_kafka_topic_partition_list_t *topics;
+    rd_kafka_resp_err_t kerr;
+    int rc = 1;
+
+    pl_log_set_component(kind->program);
+    if (w) {
+        w->kind = kind;
+        w->cache.kind = kind;
+    }
+    if (!w || !(w->cfg = pl_config_new())) {
+        pl_error("out of memory");
+        goto out;
+    }
+    if (pl_config_from_args(w->cfg, argc, argv, kind->program, kind->summary,
+                            err, sizeof(err))) {
+        pl_error("%s", err);
+        goto out;
+    }
+    pl_log_level_parse(pl_config_get(w->cfg, "log.level"), &level);
+    pl_log_set_level(level);
+    w->dedupe_ttl_ms = pl_config_get_ms(w->cfg, "dedupe.ttl");
+    w->backoff_max_ms = pl_config_get_ms(w->cfg, "retry.backoff.max");
+
+    if (!(w->rules = pl_rules_load(pl_config_get(w->cfg, "rules.file"), err,
+                                   sizeof(err)))) {
+        pl_error("rules: %s", err);
+        goto out;
+    }
+    if (!(w->codec = pl_codec_new(pl_config_get(w->cfg, "schemas.dir"), err,
+                                  sizeof(err)))) {
+        pl_error("schemas: %s", err);
+        goto out;
+    }
+    redis = pl_config_get(w->cfg, "redis");
+    colon = strrchr(redis, ':');
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - redis), redis);
+    if (!(w->store = pl_store_new(host, (int)strtol(colon + 1, NULL, 10),
+                                  pl_config_get(w->cfg, "redis.password"),
+                                  pl_config_get(w->cfg, "key.prefix"), err,
+                                  sizeof(err)))) {
+        pl_error("redis: %s", err);
+        goto out;
+    }
+    group = pl_config_get(w->cfg, "group.id");
+    if (!*group) {
+        snprintf(group_buf, sizeof(group_buf), "%spipeline-%s",
+                 pl_config_get(w->cfg, "topic.prefix"), kind->program);
+        for (char *c = group_buf; *c; c++)
+            if (*c == '_')
+                *c = '-';
+        group = group_buf;
+    }
+    if (!(w->producer = pl_kafka_producer_new(w->cfg, err, sizeof(err))) ||
+        !(w->consumer = pl_kafka_consumer_new(w->cfg, group, rebalance_cb, w,
+                                              err, sizeof(err)))) {
+        pl_error("%s", err);
+        goto out;
+    }
+
+    /* Redis must answer before we join the group; wait it out. */
+    for (int64_t backoff = 100; pl_store_connect(w->store, err, sizeof(err));
+         backoff = backoff * 2 > w->backoff_max_ms ? w->backoff_max_ms
+                                                   : backoff * 2) {
+        pl_warn("redis unavailable (%s); retrying in %lld ms", err,
+                (long long)backoff);
+        pl_sleep_ms(backoff, &run);
+        if (!run)
+            goto out;
+    }
+
+    topics = rd_kafka_topic_partition_list_new(1);
+    rd_kafka_topic_partition_list_add(topics,
+                                      pl_config_topic(w->cfg, kind->input_topic),
+                                      RD_KAFKA_PARTITION_UA);
+    kerr = rd_kafka_subscribe(w->consumer, topics);
+    rd_kafka_topic_partition_list_destroy(topics);
+    if (kerr) {
+        pl_error("subscribe to %s: %s",
+                 pl_config_topic(w->cfg, kind->input_topic),
+                 rd_kafka_err2str(kerr));
+        goto out;
+    }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    pl_info("consuming %s as group %s; redis %s, key prefix '%s'",
+            pl_config_topic(w->cfg, kind->input_topic), group, redis,
+            pl_config_get(w->cfg, "key.prefix"));
+
+    rc = main_loop(w) ? 1 : 0;
+
+    pl_info("shutting down");
+    log_stats(w);
+out:
+    if (w) {
+        batch_reset(w);
+        free(w->items);
+        free(w->out.msgs);
+        if (w->producer) {
+            rd_kafka_flush(w->producer, 10000);
+            rd_kafka_destroy(w->producer);
+        }
+        if (w->consumer) {
+            rd_kafka_consumer_close(w->consumer); /* commits, leaves group */
+            rd_kafka_destroy(w->consumer);
+        }
+        cache_clear(&w->cache);
+        pl_store_destroy(w->store);
+        pl_codec_destroy(w->codec);
+        pl_rules_destroy(w->rules);
+        pl_config_destroy(w->cfg);
+        free(w);
+    }
+    return rc;
+}

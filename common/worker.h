@@ -1,0 +1,64 @@
+/*
+ * worker.h - the runtime every input worker shares: consume a topic in a
+ * consumer group, decode, decide each event on its entity's state, apply the
+ * batch atomically in Redis, publish the derived events, and only then store
+ * the offsets.  A worker program supplies a pl_worker_kind_t: which events it
+ * takes, how its entity's state reads from Redis, and how an event is
+ * decided; pl_worker_main() does the rest.
+ */
+#ifndef PL_WORKER_H
+#define PL_WORKER_H
+
+#include "codec.h"
+#include "event.h"
+#include "kafka.h"
+#include "rules.h"
+#include "store.h"
+
+typedef struct pl_worker_s pl_worker_t;
+
+/* What decide() answers for one event. */
+typedef struct pl_decision_s {
+    bool applied;        /* the state changes (else: rejected, nothing is
+                            written but the event_id) */
+    pl_fields_t set;     /* applied: the new state (the runtime adds rev) */
+    char *history;       /* applied: an entry to append, or NULL */
+    pl_outbox_t derived; /* what to publish, in order */
+    char poison[512];    /* set: dead-letter the message with this reason
+                            instead (input the codec let through but the
+                            rules cannot take) */
+} pl_decision_t;
+
+typedef struct pl_worker_kind_s {
+    const char *program;     /* "deal_worker": logs, DLQ header, group */
+    const char *summary;     /* --help */
+    const char *entity;      /* "deal": the Redis key kind */
+    const char *input_topic; /* config key of the topic consumed */
+    pl_event_type_t first_type, last_type; /* input types taken */
+    /* The entity id of an input event (deal_id, lead_id). */
+    const char *(*entity_id)(const pl_event_t *ev);
+    size_t state_size;
+    void (*state_init)(void *st);
+    void (*state_clear)(void *st);
+    /* Parse a state hash (rev is handled by the runtime).  0 or -1. */
+    int (*state_load)(void *st, const pl_fields_t *f);
+    /* Decide ev on st.  When applied, st must become the new state (the
+     * runtime keeps it as its prediction).  0, or -1 on OOM. */
+    int (*decide)(pl_worker_t *w, void *st, const pl_event_t *ev,
+                  pl_decision_t *d);
+} pl_worker_kind_t;
+
+/* Run a worker of this kind: parse the command line and config, build the
+ * modules, consume until SIGTERM/SIGINT.  Returns the exit status. */
+int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv);
+
+/* For decide(): the loaded rules. */
+const pl_rules_t *pl_worker_rules(const pl_worker_t *w);
+
+/* For decide(): encode ev and queue it on d->derived for the topic of role,
+ * keyed by key.  0 or -1 (the error is logged). */
+int pl_decision_publish(pl_worker_t *w, pl_decision_t *d,
+                        pl_topic_role_t role, const char *key,
+                        const pl_event_t *ev);
+
+#endif
