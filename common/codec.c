@@ -240,7 +240,7 @@ static const type_spec_t types[PL_EV__COUNT] = {
              {FLD_REASONS, REQ}, {FLD_CAUSED_BY, REQ}),
     [PL_EV_LEAD_TRANSITION_REJECTED] =
         TYPE("LeadTransitionRejected", COMMON, {FLD_LEAD_ID, REQ},
-             {FLD_STATUS, REQ_E}, {FLD_REQUESTED, REQ},
+             {FLD_STATUS, REQ_E}, {FLD_REQUESTED, REQ_E},
              {FLD_REASON_CODE, REQ}, {FLD_MESSAGE, REQ_E},
              {FLD_CAUSED_BY, REQ}),
     [PL_EV_DEAL_STAGE_CHANGED] =

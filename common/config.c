@@ -169,10 +169,10 @@ static int validate(const setting_t *st, const char *value, char *errstr,
         }
         return 0;
     case T_DURATION:
-        if (pl_duration_parse(value, &v) != 0) {
+        if (strcmp(value, "0") && pl_duration_parse(value, &v) != 0) {
             snprintf(errstr, errstr_size,
                      "config key '%s' (%s): expected a duration such as "
-                     "30s, 5m, 2h or 7d, got '%s'",
+                     "30s, 5m, 2h or 7d (or 0), got '%s'",
                      st->key, st->env, value);
             return -1;
         }
@@ -380,7 +380,7 @@ int64_t pl_config_get_ms(const pl_config_t *cfg, const char *key)
 {
     int64_t v = 0;
     const char *s = pl_config_get(cfg, key);
-    if (s)
+    if (s && strcmp(s, "0"))
         pl_duration_parse(s, &v);
     return v;
 }

@@ -70,7 +70,7 @@ static int get_ms(const pl_fields_t *f, const char *k, int64_t *ms)
         return 0;
     errno = 0;
     *ms = strtoll(v, &end, 10);
-    return errno || *end ? -1 : 0;
+    return errno || end == v || *end ? -1 : 0;
 }
 
 int pl_deal_from_fields(const pl_fields_t *f, pl_deal_state_t *st,

@@ -321,6 +321,20 @@ static int produce_one(rd_kafka_t *rk, const char *topic, pl_outmsg_t *m)
     return 0;
 }
 
+/* Serve delivery reports until none of ob's messages is in flight (after a
+ * purge they all come back promptly): their opaques point into ob. */
+static void drain(pl_outbox_t *ob, rd_kafka_t *producer)
+{
+    for (;;) {
+        size_t pending = 0;
+        for (size_t i = 0; i < ob->count; i++)
+            pending += ob->msgs[i]->state == 0;
+        if (!pending)
+            return;
+        rd_kafka_poll(producer, 50);
+    }
+}
+
 int pl_outbox_deliver(pl_outbox_t *ob, rd_kafka_t *producer,
                       const char *(*role_topic)(void *, pl_topic_role_t),
                       void *opaque, volatile sig_atomic_t *stop,
@@ -342,12 +356,27 @@ int pl_outbox_deliver(pl_outbox_t *ob, rd_kafka_t *producer,
                         role_topic(opaque, m->role), rd_kafka_err2str(m->err));
         }
         first = false;
+        int64_t stop_deadline = 0;
         do {
             rd_kafka_poll(producer, pending ? 10 : 0);
             pending = failed = 0;
             for (size_t i = 0; i < ob->count; i++) {
                 pending += ob->msgs[i]->state == 0;
                 failed += ob->msgs[i]->state == -1;
+            }
+            if (*stop && pending) {
+                /* Shutting down: a healthy broker acknowledges within
+                 * moments; past a grace period give up on the batch.
+                 * Purged messages get their delivery reports now, so no
+                 * report can arrive after the outbox is freed. */
+                if (!stop_deadline)
+                    stop_deadline = pl_now_mono_ms() + 10000;
+                else if (pl_now_mono_ms() > stop_deadline) {
+                    rd_kafka_purge(producer, RD_KAFKA_PURGE_F_QUEUE |
+                                                 RD_KAFKA_PURGE_F_INFLIGHT);
+                    drain(ob, producer);
+                    return -1;
+                }
             }
         } while (pending && !(*stop && failed));
         if (!failed)
@@ -356,12 +385,15 @@ int pl_outbox_deliver(pl_outbox_t *ob, rd_kafka_t *producer,
             char buf[512];
             rd_kafka_fatal_error(producer, buf, sizeof(buf));
             pl_error("producer fatal error: %s", buf);
-            rd_kafka_flush(producer, 30000);
+            rd_kafka_purge(producer,
+                           RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            drain(ob, producer);
             return -2;
         }
         if (*stop) {
-            /* Wait for what is still in flight: its opaque points at us. */
-            rd_kafka_flush(producer, 30000);
+            rd_kafka_purge(producer,
+                           RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+            drain(ob, producer);
             return -1;
         }
         pl_warn("%zu of %zu messages not delivered; producing them again in "

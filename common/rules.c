@@ -7,8 +7,15 @@
  * (map_fields), and the top level is a table of sections (`sections[]`): to
  * add `lead:` or `alerts:`, write a parse_* function and add a row.
  *
- * The engine (pl_rules_apply_deal) works only on its arguments: no I/O, no
- * clock, no globals, so the workers and the unit tests see the same verdicts.
+ * The engines (pl_rules_apply_deal, pl_rules_apply_lead) work only on their
+ * arguments: no I/O, no clock, no globals, so the workers and the unit tests
+ * see the same verdicts.
+ *
+ * The `lead:` section is a list of scoring criteria, each a condition on one
+ * profile field (or `any:`/`all:` of several) worth some points, a list of
+ * disqualifying criteria and the mql threshold.  Scoring explains itself:
+ * every criterion yields one line of text saying what it gave and why, and
+ * those lines are the `reasons` of lead.status_changed.
  */
 #include "rules.h"
 
@@ -47,11 +54,93 @@ typedef struct stage_s {
     unsigned long stale_line; /* where stale_after is, 0 when absent */
 } stage_t;
 
+/* The lead profile fields a criterion may test, and their kinds. */
+typedef enum lfield_e {
+    LF_EMAIL,
+    LF_COMPANY,
+    LF_INDUSTRY,
+    LF_EMPLOYEES,
+    LF_MONTHLY_AD_SPEND,
+    LF_TECHNOLOGIES,
+    LF_HIRING_FOR,
+    LF_CONTACT_TITLE,
+    LF_MONTHS_IN_ROLE,
+    LF_SOURCE,
+    LF_OWNER,
+    LF__COUNT
+} lfield_t;
+
+typedef enum ftype_e {
+    FT_TEXT,   /* a string */
+    FT_INT,    /* a whole number */
+    FT_AMOUNT, /* a decimal, scaled by PL_AMOUNT_SCALE */
+    FT_LIST    /* a list of strings */
+} ftype_t;
+
+typedef enum op_e {
+    OP_IN,
+    OP_EQUALS,
+    OP_GE,
+    OP_GT,
+    OP_LT,
+    OP_LE,
+    OP_CONTAINS,
+    OP_CONTAINS_ICASE,
+    OP_PRESENT,
+    OP__COUNT
+} op_t;
+
+/* One condition: `field op value`. */
+typedef struct cond_s {
+    lfield_t field;
+    op_t op;
+    char **texts;  /* the values as written (one, or several for `in`) */
+    int64_t *nums; /* numeric fields: the values (amounts scaled) */
+    size_t nvalues;
+} cond_t;
+
+/* A scoring or disqualifying criterion: one condition, or any/all of
+ * several. */
+typedef struct criterion_s {
+    char *name;
+    int64_t points; /* 0 for disqualifying criteria */
+    bool any;       /* true: any condition matches; false: all of them */
+    cond_t *conds;
+    size_t nconds;
+    unsigned long line;
+} criterion_t;
+
+typedef struct lead_rules_s {
+    bool defined; /* the file has a lead section */
+    int64_t mql_score;
+    criterion_t *crit; /* scoring criteria, file order */
+    size_t ncrit;
+    criterion_t *dq; /* disqualifying criteria, file order */
+    size_t ndq;
+} lead_rules_t;
+
 struct pl_rules_s {
     stage_t *stages;
     int nstages;
     bool *allowed; /* nstages x nstages: allowed[from * nstages + to] */
+    lead_rules_t lead;
 };
+
+static void criteria_free(criterion_t *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        for (size_t j = 0; j < c[i].nconds; j++) {
+            cond_t *k = &c[i].conds[j];
+            for (size_t v = 0; v < k->nvalues; v++)
+                free(k->texts[v]);
+            free(k->texts);
+            free(k->nums);
+        }
+        free(c[i].conds);
+        free(c[i].name);
+    }
+    free(c);
+}
 
 void pl_rules_destroy(pl_rules_t *r)
 {
@@ -63,6 +152,8 @@ void pl_rules_destroy(pl_rules_t *r)
     }
     free(r->stages);
     free(r->allowed);
+    criteria_free(r->lead.crit, r->lead.ncrit);
+    criteria_free(r->lead.dq, r->lead.ndq);
     free(r);
 }
 
@@ -605,9 +696,502 @@ static int parse_deal(parser_t *p, yaml_node_t *n)
     return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The lead section                                                         */
+
+static const struct lfield_s {
+    const char *name;
+    ftype_t type;
+} lead_fields[LF__COUNT] = {
+    [LF_EMAIL] = {"email", FT_TEXT},
+    [LF_COMPANY] = {"company", FT_TEXT},
+    [LF_INDUSTRY] = {"industry", FT_TEXT},
+    [LF_EMPLOYEES] = {"employees", FT_INT},
+    [LF_MONTHLY_AD_SPEND] = {"monthly_ad_spend", FT_AMOUNT},
+    [LF_TECHNOLOGIES] = {"technologies", FT_LIST},
+    [LF_HIRING_FOR] = {"hiring_for", FT_LIST},
+    [LF_CONTACT_TITLE] = {"contact_title", FT_TEXT},
+    [LF_MONTHS_IN_ROLE] = {"months_in_role", FT_INT},
+    [LF_SOURCE] = {"source", FT_TEXT},
+    [LF_OWNER] = {"owner", FT_TEXT},
+};
+
+static const char *const op_names[OP__COUNT + 1] = {
+    [OP_IN] = "in",
+    [OP_EQUALS] = "equals",
+    [OP_GE] = ">=",
+    [OP_GT] = ">",
+    [OP_LT] = "<",
+    [OP_LE] = "<=",
+    [OP_CONTAINS] = "contains",
+    [OP_CONTAINS_ICASE] = "contains_ignoring_case",
+    [OP_PRESENT] = "present",
+    [OP__COUNT] = NULL,
+};
+
+/* The contract's `source` values; a criterion naming another could never
+ * match. */
+static const char *const lead_sources[] = {
+    "social_media", "content_marketing", "email_marketing", "cold_call",
+    "cold_email",   "event",             "referral",        "other",
+    NULL};
+
+#define LEAD_NAME_MAX 63
+#define LEAD_MAX_CRITERIA 1000
+#define LEAD_MAX_CONDS 100
+#define LEAD_MAX_VALUES 1000
+#define LEAD_MAX_POINTS 1000000
+/* Whole numbers in criteria; amounts must also fit once scaled. */
+#define LEAD_MAX_NUMBER 100000000000000LL /* 10^14 */
+
+static bool is_numeric(ftype_t t)
+{
+    return t == FT_INT || t == FT_AMOUNT;
+}
+
+/* A whole number, optionally negative, |n| <= LEAD_MAX_NUMBER. */
+static int parse_whole(const char *s, int64_t *out)
+{
+    bool neg = false;
+    int64_t n = 0;
+
+    if (*s == '-') {
+        neg = true;
+        s++;
+    }
+    if (!*s)
+        return -1;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -1;
+        n = n * 10 + (*s - '0');
+        if (n > LEAD_MAX_NUMBER)
+            return -1;
+    }
+    *out = neg ? -n : n;
+    return 0;
+}
+
+/* A decimal with at most 4 fraction digits, scaled by PL_AMOUNT_SCALE. */
+static int parse_scaled(const char *s, int64_t *out)
+{
+    char whole[32];
+    const char *dot = strchr(s, '.');
+    size_t wlen = dot ? (size_t)(dot - s) : strlen(s);
+    int64_t w, frac = 0;
+    int digits = 0;
+
+    if (wlen == 0 || wlen >= sizeof(whole))
+        return -1;
+    memcpy(whole, s, wlen);
+    whole[wlen] = '\0';
+    if (parse_whole(whole, &w) < 0)
+        return -1;
+    if (dot) {
+        const char *f = dot + 1;
+        if (!*f)
+            return -1;
+        for (; *f; f++, digits++) {
+            if (*f < '0' || *f > '9' || digits == 4)
+                return -1;
+            frac = frac * 10 + (*f - '0');
+        }
+        for (; digits < 4; digits++)
+            frac *= 10;
+    }
+    *out = w * PL_AMOUNT_SCALE + (w < 0 || whole[0] == '-' ? -frac : frac);
+    return 0;
+}
+
+/* A count of points or a score: a whole number from 0 to LEAD_MAX_POINTS;
+ * what names it in messages ("points of criterion 'x'"). */
+static int parse_points(parser_t *p, yaml_node_t *n, const char *what,
+                        int64_t *out)
+{
+    const char *s = scalar(n);
+    int64_t v;
+
+    if (!s || is_null(n) || parse_whole(s, &v) < 0)
+        return fail(p, line_of(n), "%s must be a whole number", what);
+    if (v < 0)
+        return fail(p, line_of(n), "%s must not be negative (%s)", what, s);
+    if (v > LEAD_MAX_POINTS)
+        return fail(p, line_of(n), "%s is more than %d", what,
+                    LEAD_MAX_POINTS);
+    *out = v;
+    return 0;
+}
+
+static bool in_list(const char *const list[], const char *s)
+{
+    for (size_t i = 0; list[i]; i++)
+        if (!strcmp(list[i], s))
+            return true;
+    return false;
+}
+
+/* Add one value (node n) to condition c of criterion `crit`. */
+static int add_value(parser_t *p, cond_t *c, yaml_node_t *n,
+                     const char *crit)
+{
+    const struct lfield_s *f = &lead_fields[c->field];
+    const char *s = scalar(n);
+    size_t i = c->nvalues;
+
+    if (!s || is_null(n))
+        return fail(p, line_of(n),
+                    "values of criterion '%s' must be plain values", crit);
+    if (is_numeric(f->type)) {
+        int rc = f->type == FT_AMOUNT ? parse_scaled(s, &c->nums[i])
+                                      : parse_whole(s, &c->nums[i]);
+        if (rc < 0)
+            return fail(p, line_of(n),
+                        "value '%s' of criterion '%s' must be %s (%s is a "
+                        "number)",
+                        s, crit,
+                        f->type == FT_AMOUNT
+                            ? "a number with at most 4 decimals"
+                            : "a whole number",
+                        f->name);
+    } else if (!*s) {
+        return fail(p, line_of(n), "criterion '%s' has an empty value",
+                    crit);
+    } else if (c->field == LF_SOURCE &&
+               (c->op == OP_IN || c->op == OP_EQUALS) &&
+               !in_list(lead_sources, s)) {
+        char names[256];
+        join_names(lead_sources, names, sizeof(names));
+        return fail(p, line_of(n),
+                    "criterion '%s': '%s' is not a source (expected %s)",
+                    crit, s, names);
+    } else if (c->field == LF_INDUSTRY &&
+               (c->op == OP_IN || c->op == OP_EQUALS) &&
+               strspn(s, "abcdefghijklmnopqrstuvwxyz0123456789_-") !=
+                   strlen(s)) {
+        return fail(p, line_of(n),
+                    "criterion '%s': industry '%s' is not a lowercase slug "
+                    "(industries are written like financial_services)",
+                    crit, s);
+    }
+    if (!(c->texts[i] = strdup(s)))
+        return fail(p, 0, "out of memory");
+    c->nvalues++;
+    return 0;
+}
+
+/* The value(s) of condition c; n is its `value` node or NULL, at is the
+ * mapping it belongs to (for "has no value"). */
+static int parse_cond_value(parser_t *p, cond_t *c, yaml_node_t *n,
+                            yaml_node_t *at, const char *crit)
+{
+    size_t count = 1;
+
+    if (c->op == OP_PRESENT) {
+        if (n)
+            return fail(p, line_of(n),
+                        "criterion '%s': 'present' takes no value", crit);
+        return 0;
+    }
+    if (!n || is_null(n))
+        return fail(p, line_of(n ? n : at), "criterion '%s' has no value",
+                    crit);
+    if (n->type == YAML_SEQUENCE_NODE) {
+        if (c->op != OP_IN)
+            return fail(p, line_of(n),
+                        "criterion '%s': '%s' takes one value (use 'in' "
+                        "for a list)",
+                        crit, op_names[c->op]);
+        count = (size_t)(n->data.sequence.items.top -
+                         n->data.sequence.items.start);
+        if (count == 0)
+            return fail(p, line_of(n), "criterion '%s': 'in' needs at "
+                        "least one value", crit);
+        if (count > LEAD_MAX_VALUES)
+            return fail(p, line_of(n), "criterion '%s' has more than %d "
+                        "values", crit, LEAD_MAX_VALUES);
+    } else if (n->type != YAML_SCALAR_NODE) {
+        return fail(p, line_of(n), "value of criterion '%s' must be %s",
+                    crit, c->op == OP_IN ? "a list of values" : "a value");
+    }
+    if (!(c->texts = calloc(count, sizeof(*c->texts))) ||
+        !(c->nums = calloc(count, sizeof(*c->nums))))
+        return fail(p, 0, "out of memory");
+    if (n->type == YAML_SCALAR_NODE)
+        return add_value(p, c, n, crit);
+    for (yaml_node_item_t *it = n->data.sequence.items.start;
+         it < n->data.sequence.items.top; it++)
+        if (add_value(p, c, node_at(p, *it), crit) < 0)
+            return -1;
+    return 0;
+}
+
+/* field/op/value of one condition (v: the three nodes, NULL when absent;
+ * at: the mapping holding them). */
+static int parse_cond(parser_t *p, cond_t *c, yaml_node_t *field,
+                      yaml_node_t *op, yaml_node_t *value, yaml_node_t *at,
+                      const char *crit)
+{
+    const char *fs = scalar(field), *os = scalar(op);
+    const char *fnames[LF__COUNT + 1];
+    char names[512];
+    ftype_t type;
+    int i;
+
+    if (!field)
+        return fail(p, line_of(at), "criterion '%s' has no field", crit);
+    if (!op)
+        return fail(p, line_of(at), "criterion '%s' has no op", crit);
+    for (i = 0; i < LF__COUNT && !(fs && !strcmp(fs, lead_fields[i].name));
+         i++)
+        ;
+    if (i == LF__COUNT) {
+        for (int k = 0; k < LF__COUNT; k++)
+            fnames[k] = lead_fields[k].name;
+        fnames[LF__COUNT] = NULL;
+        join_names(fnames, names, sizeof(names));
+        return fail(p, line_of(field),
+                    "unknown field '%s' in criterion '%s' (expected %s)",
+                    fs ? fs : "", crit, names);
+    }
+    c->field = (lfield_t)i;
+    for (i = 0; i < OP__COUNT && !(os && !strcmp(os, op_names[i])); i++)
+        ;
+    if (i == OP__COUNT) {
+        join_names(op_names, names, sizeof(names));
+        return fail(p, line_of(op),
+                    "unknown operator '%s' in criterion '%s' (expected %s)",
+                    os ? os : "", crit, names);
+    }
+    c->op = (op_t)i;
+    type = lead_fields[c->field].type;
+    switch (c->op) {
+    case OP_GE:
+    case OP_GT:
+    case OP_LT:
+    case OP_LE:
+        if (!is_numeric(type))
+            return fail(p, line_of(op),
+                        "operator '%s' in criterion '%s' needs a number "
+                        "field (employees, monthly_ad_spend or "
+                        "months_in_role); %s is %s",
+                        os, crit, fs, type == FT_LIST ? "a list" : "text");
+        break;
+    case OP_CONTAINS:
+    case OP_CONTAINS_ICASE:
+        if (is_numeric(type))
+            return fail(p, line_of(op),
+                        "operator '%s' in criterion '%s' needs a text or "
+                        "list field; %s is a number (use equals, in, >=, "
+                        ">, < or <=)",
+                        os, crit, fs);
+        break;
+    case OP_EQUALS:
+        if (type == FT_LIST)
+            return fail(p, line_of(op),
+                        "operator 'equals' in criterion '%s' does not apply "
+                        "to the list field %s (use contains or in)",
+                        crit, fs);
+        break;
+    default:
+        break;
+    }
+    return parse_cond_value(p, c, value, at, crit);
+}
+
+/* One item of an `any:` or `all:` list. */
+static int parse_sub_cond(parser_t *p, cond_t *c, yaml_node_t *n,
+                          const char *crit)
+{
+    static const char *const keys[] = {"field", "op", "value", NULL};
+    enum { K_FIELD, K_OP, K_VALUE };
+    yaml_node_t *v[sizeof(keys) / sizeof(keys[0])];
+    char where[128];
+
+    snprintf(where, sizeof(where), "in a condition of criterion '%s'", crit);
+    if (map_fields(p, n, where, keys, v) < 0)
+        return -1;
+    return parse_cond(p, c, v[K_FIELD], v[K_OP], v[K_VALUE], n, crit);
+}
+
+static const criterion_t *find_criterion(const lead_rules_t *l,
+                                         const char *name)
+{
+    for (size_t i = 0; i < l->ncrit; i++)
+        if (l->crit[i].name && !strcmp(l->crit[i].name, name))
+            return &l->crit[i];
+    for (size_t i = 0; i < l->ndq; i++)
+        if (l->dq[i].name && !strcmp(l->dq[i].name, name))
+            return &l->dq[i];
+    return NULL;
+}
+
+/* One item of lead.criteria (dq false) or lead.disqualify (dq true); the
+ * criterion is c, already counted in its list. */
+static int parse_criterion(parser_t *p, criterion_t *c, yaml_node_t *n,
+                           int number, bool dq)
+{
+    static const char *const keys[] = {"name", "field", "op",  "value",
+                                       "points", "any", "all", NULL};
+    enum { K_NAME, K_FIELD, K_OP, K_VALUE, K_POINTS, K_ANY, K_ALL };
+    yaml_node_t *v[sizeof(keys) / sizeof(keys[0])];
+    const char *list = dq ? "lead.disqualify" : "lead.criteria";
+    const char *name;
+    const criterion_t *dup;
+    yaml_node_t *group;
+    char where[160], what[128];
+
+    name = scalar(map_get(p, n, "name"));
+    if (name)
+        snprintf(where, sizeof(where), "in criterion '%s'", name);
+    else
+        snprintf(where, sizeof(where), "in criterion #%d of %s", number,
+                 list);
+    if (map_fields(p, n, where, keys, v) < 0)
+        return -1;
+    c->line = line_of(n);
+    if (!v[K_NAME])
+        return fail(p, line_of(n), "criterion #%d of %s has no name", number,
+                    list);
+    if (!name || !*name || is_null(v[K_NAME]))
+        return fail(p, line_of(v[K_NAME]),
+                    "criterion name must be a non-empty name");
+    if (strlen(name) > LEAD_NAME_MAX)
+        return fail(p, line_of(v[K_NAME]),
+                    "criterion name '%s' is longer than %d bytes", name,
+                    LEAD_NAME_MAX);
+    if ((dup = find_criterion(&p->r->lead, name)))
+        return fail(p, line_of(v[K_NAME]),
+                    "duplicate criterion '%s' (first defined on line %lu)",
+                    name, dup->line);
+    if (!(c->name = strdup(name)))
+        return fail(p, 0, "out of memory");
+
+    if (dq && v[K_POINTS])
+        return fail(p, line_of(v[K_POINTS]),
+                    "disqualifying criterion '%s' takes no points (remove "
+                    "'points')",
+                    name);
+    if (!dq) {
+        if (!v[K_POINTS])
+            return fail(p, line_of(n), "criterion '%s' has no points", name);
+        snprintf(what, sizeof(what), "points of criterion '%s'", name);
+        if (parse_points(p, v[K_POINTS], what, &c->points) < 0)
+            return -1;
+    }
+
+    if (v[K_ANY] && v[K_ALL])
+        return fail(p, line_of(v[K_ALL]),
+                    "criterion '%s' has both 'any' and 'all'", name);
+    group = v[K_ANY] ? v[K_ANY] : v[K_ALL];
+    if (!group) {
+        if (!(c->conds = calloc(1, sizeof(*c->conds))))
+            return fail(p, 0, "out of memory");
+        c->nconds = 1;
+        return parse_cond(p, &c->conds[0], v[K_FIELD], v[K_OP], v[K_VALUE],
+                          n, name);
+    }
+    c->any = v[K_ANY] != NULL;
+    if (v[K_FIELD] || v[K_OP] || v[K_VALUE]) {
+        yaml_node_t *k = v[K_FIELD] ? v[K_FIELD] : v[K_OP] ? v[K_OP]
+                                                            : v[K_VALUE];
+        return fail(p, line_of(k),
+                    "criterion '%s' has '%s' and also field/op/value; put "
+                    "every condition inside '%s'",
+                    name, c->any ? "any" : "all", c->any ? "any" : "all");
+    }
+    if (group->type != YAML_SEQUENCE_NODE ||
+        group->data.sequence.items.top == group->data.sequence.items.start)
+        return fail(p, line_of(group),
+                    "'%s' of criterion '%s' must be a non-empty list of "
+                    "{field, op, value}",
+                    c->any ? "any" : "all", name);
+    {
+        size_t count = (size_t)(group->data.sequence.items.top -
+                                group->data.sequence.items.start);
+        if (count > LEAD_MAX_CONDS)
+            return fail(p, line_of(group),
+                        "criterion '%s' has more than %d conditions", name,
+                        LEAD_MAX_CONDS);
+        if (!(c->conds = calloc(count, sizeof(*c->conds))))
+            return fail(p, 0, "out of memory");
+        for (size_t i = 0; i < count; i++) {
+            c->nconds++; /* counted first so destroy frees it */
+            if (parse_sub_cond(p, &c->conds[i],
+                               node_at(p, group->data.sequence.items.start[i]),
+                               name) < 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
+/* lead.criteria or lead.disqualify into *list / *count. */
+static int parse_criteria(parser_t *p, yaml_node_t *n, bool dq,
+                          criterion_t **list, size_t *count)
+{
+    const char *what = dq ? "lead.disqualify" : "lead.criteria";
+    size_t total;
+
+    if (is_null(n))
+        return 0;
+    if (n->type != YAML_SEQUENCE_NODE)
+        return fail(p, line_of(n), "%s must be a list of criteria", what);
+    total = (size_t)(n->data.sequence.items.top -
+                     n->data.sequence.items.start);
+    if (total == 0)
+        return 0;
+    if (total > LEAD_MAX_CRITERIA)
+        return fail(p, line_of(n), "%s has more than %d criteria", what,
+                    LEAD_MAX_CRITERIA);
+    if (!(*list = calloc(total, sizeof(**list))))
+        return fail(p, 0, "out of memory");
+    for (size_t i = 0; i < total; i++) {
+        (*count)++; /* counted first so destroy frees a half-parsed one */
+        if (parse_criterion(p, &(*list)[i],
+                            node_at(p, n->data.sequence.items.start[i]),
+                            (int)i + 1, dq) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int parse_lead(parser_t *p, yaml_node_t *n)
+{
+    static const char *const keys[] = {"mql_score", "criteria", "disqualify",
+                                       NULL};
+    enum { K_MQL_SCORE, K_CRITERIA, K_DISQUALIFY };
+    yaml_node_t *v[sizeof(keys) / sizeof(keys[0])];
+    lead_rules_t *l = &p->r->lead;
+    int64_t total = 0;
+
+    if (map_fields(p, n, "in lead", keys, v) < 0)
+        return -1;
+    if (!v[K_MQL_SCORE])
+        return fail(p, line_of(n),
+                    "lead has no 'mql_score' (the score from which a lead "
+                    "is an mql)");
+    if (parse_points(p, v[K_MQL_SCORE], "lead.mql_score", &l->mql_score) < 0)
+        return -1;
+    if (v[K_CRITERIA] &&
+        parse_criteria(p, v[K_CRITERIA], false, &l->crit, &l->ncrit) < 0)
+        return -1;
+    if (v[K_DISQUALIFY] &&
+        parse_criteria(p, v[K_DISQUALIFY], true, &l->dq, &l->ndq) < 0)
+        return -1;
+    for (size_t i = 0; i < l->ncrit; i++)
+        total += l->crit[i].points;
+    if (l->mql_score > total)
+        return fail(p, line_of(v[K_MQL_SCORE]),
+                    "lead.mql_score %lld is more than the %lld points all "
+                    "criteria give together; no lead could become mql",
+                    (long long)l->mql_score, (long long)total);
+    l->defined = true;
+    return 0;
+}
+
 /*
- * The sections of the file.  Add `lead` (scoring) and `alerts` (reminder
- * offsets) here; each parser gets the value node of its key.
+ * The sections of the file.  Add `alerts` (reminder offsets) here; each
+ * parser gets the value node of its key.
  */
 static const struct section_s {
     const char *key;
@@ -615,6 +1199,7 @@ static const struct section_s {
     bool required;
 } sections[] = {
     {"deal", parse_deal, true},
+    {"lead", parse_lead, false}, /* a deal-only file still loads */
 };
 #define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
 
@@ -1069,6 +1654,886 @@ int pl_rules_apply_deal(const pl_rules_t *r, const pl_deal_state_t *cur,
 out_oom:
     pl_deal_state_clear(next);
     memset(out, 0, sizeof(*out));
+    snprintf(out->message, sizeof(out->message), "out of memory");
+    return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* Lead state                                                               */
+
+static const char *const lead_statuses[] = {
+    "new", "nurture", "mql", "sal", "sql", "disqualified", NULL};
+
+bool pl_rules_has_lead(const pl_rules_t *r)
+{
+    return r && r->lead.defined;
+}
+
+int64_t pl_rules_lead_mql_score(const pl_rules_t *r)
+{
+    return pl_rules_has_lead(r) ? r->lead.mql_score : 0;
+}
+
+bool pl_lead_status_known(const char *status)
+{
+    return status && in_list(lead_statuses, status);
+}
+
+bool pl_lead_status_is_closed(const char *status)
+{
+    return status &&
+           (!strcmp(status, "sql") || !strcmp(status, "disqualified"));
+}
+
+void pl_lead_state_init(pl_lead_state_t *st)
+{
+    memset(st, 0, sizeof(*st));
+}
+
+void pl_lead_state_clear(pl_lead_state_t *st)
+{
+    pl_event_clear(&st->profile);
+    free(st->status);
+    free(st->owner);
+    free(st->deal_id);
+    pl_lead_state_init(st);
+}
+
+static int strlist_copy(pl_strlist_t *dst, const pl_strlist_t *src)
+{
+    pl_strlist_t t = {NULL, 0};
+
+    for (size_t i = 0; i < src->count; i++)
+        if (pl_strlist_add(&t, src->items[i]) < 0) {
+            pl_strlist_clear(&t);
+            return -1;
+        }
+    pl_strlist_clear(dst);
+    *dst = t;
+    return 0;
+}
+
+/* True when the event carries list field bit (or items without the bit). */
+static bool list_given(const pl_event_t *ev, uint32_t bit,
+                       const pl_strlist_t *l)
+{
+    return (ev->present & bit) || l->count > 0;
+}
+
+/* Merge the profile fields present in src into dst: strings and numbers
+ * replace, lists replace as a whole.  Returns 0 or -1 (OOM; dst may be
+ * partly merged). */
+static int profile_merge(pl_event_t *dst, const pl_event_t *src)
+{
+    static const size_t strs[] = {
+        offsetof(pl_event_t, lead_id),  offsetof(pl_event_t, email),
+        offsetof(pl_event_t, company),  offsetof(pl_event_t, industry),
+        offsetof(pl_event_t, contact_title),
+        offsetof(pl_event_t, source),   offsetof(pl_event_t, owner),
+    };
+
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        const char *s = *(char *const *)((const char *)src + strs[i]);
+        if (s && pl_str_set((char **)((char *)dst + strs[i]), s) < 0)
+            return -1;
+    }
+    if (src->present & PL_F_EMPLOYEES) {
+        dst->employees = src->employees;
+        dst->present |= PL_F_EMPLOYEES;
+    }
+    if (src->present & PL_F_MONTHLY_AD_SPEND) {
+        dst->monthly_ad_spend = src->monthly_ad_spend;
+        dst->present |= PL_F_MONTHLY_AD_SPEND;
+    }
+    if (src->present & PL_F_MONTHS_IN_ROLE) {
+        dst->months_in_role = src->months_in_role;
+        dst->present |= PL_F_MONTHS_IN_ROLE;
+    }
+    if (list_given(src, PL_F_TECHNOLOGIES, &src->technologies)) {
+        if (strlist_copy(&dst->technologies, &src->technologies) < 0)
+            return -1;
+        dst->present |= PL_F_TECHNOLOGIES;
+    }
+    if (list_given(src, PL_F_HIRING_FOR, &src->hiring_for)) {
+        if (strlist_copy(&dst->hiring_for, &src->hiring_for) < 0)
+            return -1;
+        dst->present |= PL_F_HIRING_FOR;
+    }
+    return 0;
+}
+
+int pl_lead_state_copy(pl_lead_state_t *dst, const pl_lead_state_t *src)
+{
+    pl_lead_state_t t;
+
+    pl_lead_state_init(&t);
+    t.exists = src->exists;
+    t.score = src->score;
+    t.created_at = src->created_at;
+    t.status_changed_at = src->status_changed_at;
+    t.last_event_at = src->last_event_at;
+    t.version = src->version;
+    if (profile_merge(&t.profile, &src->profile) < 0 ||
+        pl_str_set(&t.status, src->status) < 0 ||
+        pl_str_set(&t.owner, src->owner) < 0 ||
+        pl_str_set(&t.deal_id, src->deal_id) < 0) {
+        pl_lead_state_clear(&t);
+        return -1;
+    }
+    pl_lead_state_clear(dst);
+    *dst = t;
+    return 0;
+}
+
+void pl_lead_outcome_clear(pl_lead_outcome_t *o)
+{
+    pl_strlist_clear(&o->reasons);
+    memset(o, 0, sizeof(*o));
+}
+
+/* ------------------------------------------------------------------------ */
+/* Scoring                                                                  */
+
+/* A growing string for the reason lines; oom sticks once set. */
+typedef struct sbuf_s {
+    char *buf;
+    size_t len, cap;
+    bool oom;
+} sbuf_t;
+
+static void sb_printf(sbuf_t *b, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+
+static void sb_printf(sbuf_t *b, const char *fmt, ...)
+{
+    va_list ap;
+    int w;
+
+    if (!b || b->oom)
+        return;
+    for (;;) {
+        size_t room = b->cap - b->len;
+        va_start(ap, fmt);
+        w = vsnprintf(b->buf ? b->buf + b->len : NULL, room, fmt, ap);
+        va_end(ap);
+        if (w < 0) {
+            b->oom = true;
+            return;
+        }
+        if ((size_t)w < room) {
+            b->len += (size_t)w;
+            return;
+        }
+        {
+            size_t cap = b->cap ? b->cap : 128;
+            char *bigger;
+            while (cap - b->len <= (size_t)w)
+                cap *= 2;
+            if (!(bigger = realloc(b->buf, cap))) {
+                b->oom = true;
+                return;
+            }
+            b->buf = bigger;
+            b->cap = cap;
+        }
+    }
+}
+
+/* Longest piece of lead data quoted in a reason, bytes. */
+#define REASON_TEXT_MAX 80
+/* Most list items shown in a reason. */
+#define REASON_LIST_MAX 10
+
+/* s, cut at max bytes (on a UTF-8 boundary) with "...", in quotes when
+ * quote is set: lead data is free text and may be long. */
+static void sb_text(sbuf_t *b, const char *s, size_t max, bool quote)
+{
+    const char *q = quote ? "'" : "";
+    size_t n = strlen(s);
+
+    if (n <= max) {
+        sb_printf(b, "%s%s%s", q, s, q);
+        return;
+    }
+    n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--; /* do not split a UTF-8 sequence */
+    sb_printf(b, "%s%.*s...%s", q, (int)n, s, q);
+}
+
+static void sb_quoted(sbuf_t *b, const char *s, size_t max)
+{
+    sb_text(b, s, max, true);
+}
+
+/* [a, b, c], at most REASON_LIST_MAX items. */
+static void sb_list(sbuf_t *b, char *const *items, size_t n)
+{
+    sb_printf(b, "[");
+    for (size_t i = 0; i < n && i < REASON_LIST_MAX; i++) {
+        if (i)
+            sb_printf(b, ", ");
+        sb_text(b, items[i], REASON_TEXT_MAX, false);
+    }
+    if (n > REASON_LIST_MAX)
+        sb_printf(b, ", ... (%zu more)", n - REASON_LIST_MAX);
+    sb_printf(b, "]");
+}
+
+/* A number of field type t: whole, or a scaled amount as a decimal. */
+static void sb_number(sbuf_t *b, ftype_t t, int64_t v)
+{
+    if (t == FT_AMOUNT) {
+        uint64_t a = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+        uint64_t frac = a % PL_AMOUNT_SCALE;
+        char digits[8];
+        int n;
+
+        sb_printf(b, "%s%llu", v < 0 ? "-" : "",
+                  (unsigned long long)(a / PL_AMOUNT_SCALE));
+        if (frac) {
+            n = snprintf(digits, sizeof(digits), "%04llu",
+                         (unsigned long long)frac);
+            while (n > 0 && digits[n - 1] == '0')
+                digits[--n] = '\0';
+            sb_printf(b, ".%s", digits);
+        }
+        return;
+    }
+    sb_printf(b, "%lld", (long long)v);
+}
+
+static const char *field_text(const pl_event_t *p, lfield_t f)
+{
+    switch (f) {
+    case LF_EMAIL: return p->email;
+    case LF_COMPANY: return p->company;
+    case LF_INDUSTRY: return p->industry;
+    case LF_CONTACT_TITLE: return p->contact_title;
+    case LF_SOURCE: return p->source;
+    case LF_OWNER: return p->owner;
+    default: return NULL;
+    }
+}
+
+static int64_t field_number(const pl_event_t *p, lfield_t f)
+{
+    switch (f) {
+    case LF_EMPLOYEES: return p->employees;
+    case LF_MONTHLY_AD_SPEND: return p->monthly_ad_spend;
+    case LF_MONTHS_IN_ROLE: return p->months_in_role;
+    default: return 0;
+    }
+}
+
+static const pl_strlist_t *field_list(const pl_event_t *p, lfield_t f)
+{
+    return f == LF_TECHNOLOGIES ? &p->technologies : &p->hiring_for;
+}
+
+/* Whether the profile has the field: strings non-empty, numbers and lists
+ * by their presence bit (an empty list that was given is present). */
+static bool field_present(const pl_event_t *p, lfield_t f)
+{
+    switch (lead_fields[f].type) {
+    case FT_TEXT: {
+        const char *s = field_text(p, f);
+        return s && *s;
+    }
+    case FT_LIST:
+        return list_given(p,
+                          f == LF_TECHNOLOGIES ? PL_F_TECHNOLOGIES
+                                               : PL_F_HIRING_FOR,
+                          field_list(p, f));
+    case FT_INT:
+    case FT_AMOUNT:
+    default: {
+        uint32_t bit = f == LF_EMPLOYEES         ? PL_F_EMPLOYEES
+                       : f == LF_MONTHS_IN_ROLE ? PL_F_MONTHS_IN_ROLE
+                                                : PL_F_MONTHLY_AD_SPEND;
+        return (p->present & bit) != 0;
+    }
+    }
+}
+
+/* ASCII case-insensitive comparison helpers (titles are free text; only
+ * ASCII letters fold, so no locale is involved). */
+static char lower(char c)
+{
+    return c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+}
+
+static bool equal_icase(const char *a, const char *b)
+{
+    for (; *a && *b; a++, b++)
+        if (lower(*a) != lower(*b))
+            return false;
+    return *a == *b;
+}
+
+static bool contains_icase(const char *hay, const char *needle)
+{
+    size_t n = strlen(needle);
+
+    for (; *hay; hay++) {
+        size_t i = 0;
+        while (i < n && hay[i] && lower(hay[i]) == lower(needle[i]))
+            i++;
+        if (i == n)
+            return true;
+    }
+    return n == 0;
+}
+
+/* Evaluate one condition on profile p; when why is not NULL, append the
+ * explanation (what the lead has and how it compares). */
+static bool eval_cond(const cond_t *c, const pl_event_t *p, sbuf_t *why)
+{
+    const char *fname = lead_fields[c->field].name;
+    ftype_t type = lead_fields[c->field].type;
+    const char *text = NULL;
+    const pl_strlist_t *list = NULL;
+    int64_t num = 0;
+    bool m = false;
+    const char *opn = op_names[c->op];
+
+    if (!field_present(p, c->field)) {
+        sb_printf(why, "%s missing", fname);
+        return false;
+    }
+    if (type == FT_TEXT)
+        text = field_text(p, c->field);
+    else if (type == FT_LIST)
+        list = field_list(p, c->field);
+    else
+        num = field_number(p, c->field);
+
+    switch (c->op) {
+    case OP_PRESENT:
+        sb_printf(why, "%s present", fname);
+        return true;
+
+    case OP_IN:
+        if (list) {
+            size_t hit = 0;
+            for (size_t i = 0; i < list->count && !m; i++)
+                for (size_t v = 0; v < c->nvalues && !m; v++)
+                    if (!strcmp(list->items[i], c->texts[v])) {
+                        m = true;
+                        hit = i;
+                    }
+            sb_printf(why, "%s ", fname);
+            if (m) {
+                sb_quoted(why, list->items[hit], REASON_TEXT_MAX);
+                sb_printf(why, " in ");
+            } else {
+                sb_list(why, list->items, list->count);
+                sb_printf(why, " has none of ");
+            }
+            sb_list(why, c->texts, c->nvalues);
+            return m;
+        }
+        for (size_t v = 0; v < c->nvalues && !m; v++)
+            m = text ? !strcmp(text, c->texts[v]) : num == c->nums[v];
+        sb_printf(why, "%s ", fname);
+        if (text)
+            sb_quoted(why, text, REASON_TEXT_MAX);
+        else
+            sb_number(why, type, num);
+        sb_printf(why, m ? " in " : " not in ");
+        sb_list(why, c->texts, c->nvalues);
+        return m;
+
+    case OP_EQUALS:
+        m = text ? !strcmp(text, c->texts[0]) : num == c->nums[0];
+        sb_printf(why, "%s ", fname);
+        if (text) {
+            sb_quoted(why, text, REASON_TEXT_MAX);
+            sb_printf(why, m ? " equals " : " is not ");
+            sb_quoted(why, c->texts[0], REASON_TEXT_MAX);
+        } else {
+            sb_number(why, type, num);
+            sb_printf(why, m ? " = %s" : " is not %s", c->texts[0]);
+        }
+        return m;
+
+    case OP_GE:
+    case OP_GT:
+    case OP_LT:
+    case OP_LE:
+        m = c->op == OP_GE   ? num >= c->nums[0]
+            : c->op == OP_GT ? num > c->nums[0]
+            : c->op == OP_LT ? num < c->nums[0]
+                             : num <= c->nums[0];
+        sb_printf(why, "%s ", fname);
+        sb_number(why, type, num);
+        sb_printf(why, m ? " %s %s" : " is not %s %s", opn, c->texts[0]);
+        return m;
+
+    case OP_CONTAINS:
+    case OP_CONTAINS_ICASE: {
+        bool icase = c->op == OP_CONTAINS_ICASE;
+        const char *needle = c->texts[0];
+        if (list) {
+            for (size_t i = 0; i < list->count && !m; i++)
+                m = icase ? equal_icase(list->items[i], needle)
+                          : !strcmp(list->items[i], needle);
+            sb_printf(why, "%s ", fname);
+            sb_list(why, list->items, list->count);
+            sb_printf(why, m ? " has " : " has no ");
+        } else {
+            m = icase ? contains_icase(text, needle)
+                      : strstr(text, needle) != NULL;
+            sb_printf(why, "%s ", fname);
+            sb_quoted(why, text, REASON_TEXT_MAX);
+            sb_printf(why, m ? " contains " : " does not contain ");
+        }
+        sb_quoted(why, needle, REASON_TEXT_MAX);
+        if (icase)
+            sb_printf(why, " (ignoring case)");
+        return m;
+    }
+    default:
+        return false;
+    }
+}
+
+/* Whether criterion c matches p; when why is not NULL, the explanation:
+ * the conditions that decided it, joined by "; ". */
+static bool eval_criterion(const criterion_t *c, const pl_event_t *p,
+                           sbuf_t *why)
+{
+    bool m = !c->any; /* any: none matched yet; all: none failed yet */
+    bool first = true;
+
+    for (size_t i = 0; i < c->nconds; i++)
+        if (eval_cond(&c->conds[i], p, NULL) == c->any) {
+            m = c->any;
+            break;
+        }
+    if (!why)
+        return m;
+    /* explain: any that matched / all that failed name the decisive
+     * conditions; otherwise every condition had its say */
+    for (size_t i = 0; i < c->nconds; i++) {
+        sbuf_t one = {NULL, 0, 0, false};
+        bool cm = eval_cond(&c->conds[i], p, &one);
+        bool decisive = (c->any && m) || (!c->any && !m);
+        if (!decisive || cm == m) {
+            if (!first)
+                sb_printf(why, "; ");
+            sb_printf(why, "%s", one.buf ? one.buf : "");
+            first = false;
+        }
+        if (one.oom)
+            why->oom = true;
+        free(one.buf);
+    }
+    return m;
+}
+
+/* Append "NAME: VERDICT (why)" to reasons (when not NULL). */
+static int add_reason(pl_strlist_t *reasons, const criterion_t *c,
+                      const pl_event_t *p, bool dq, bool *matched)
+{
+    sbuf_t why = {NULL, 0, 0, false}, line = {NULL, 0, 0, false};
+    int rc = 0;
+
+    *matched = eval_criterion(c, p, reasons ? &why : NULL);
+    if (!reasons)
+        return 0;
+    if (dq)
+        sb_printf(&line, "%s: %s (%s)", c->name,
+                  *matched ? "disqualified" : "not disqualified",
+                  why.buf ? why.buf : "");
+    else if (*matched)
+        sb_printf(&line, "%s: +%lld (%s)", c->name, (long long)c->points,
+                  why.buf ? why.buf : "");
+    else
+        sb_printf(&line, "%s: 0 (%s)", c->name, why.buf ? why.buf : "");
+    if (why.oom || line.oom || pl_strlist_add(reasons, line.buf) < 0)
+        rc = -1;
+    free(why.buf);
+    free(line.buf);
+    return rc;
+}
+
+int pl_rules_score_lead(const pl_rules_t *r, const pl_event_t *profile,
+                        int64_t *score, bool *disqualified,
+                        pl_strlist_t *reasons)
+{
+    int64_t sum = 0;
+    bool dq = false, m;
+
+    if (!pl_rules_has_lead(r) || !profile)
+        return -1;
+    for (size_t i = 0; i < r->lead.ncrit; i++) {
+        if (add_reason(reasons, &r->lead.crit[i], profile, false, &m) < 0)
+            return -1;
+        if (m)
+            sum += r->lead.crit[i].points;
+    }
+    for (size_t i = 0; i < r->lead.ndq; i++) {
+        if (add_reason(reasons, &r->lead.dq[i], profile, true, &m) < 0)
+            return -1;
+        dq = dq || m;
+    }
+    *score = sum;
+    *disqualified = dq;
+    return 0;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The lead engine                                                          */
+
+typedef enum lstatus_e {
+    LS_NEW,
+    LS_NURTURE,
+    LS_MQL,
+    LS_SAL,
+    LS_SQL,
+    LS_DISQUALIFIED
+} lstatus_t;
+
+/* The status class of a stored status; one the engine does not know is
+ * treated like nurture, so scoring can put the lead right. */
+static lstatus_t status_class(const char *s)
+{
+    for (int i = 0; s && lead_statuses[i]; i++)
+        if (!strcmp(s, lead_statuses[i]))
+            return (lstatus_t)i;
+    return LS_NURTURE;
+}
+
+static void set_statuses(pl_lead_outcome_t *out, const char *from,
+                         const char *to)
+{
+    snprintf(out->from_status, sizeof(out->from_status), "%s",
+             from ? from : "");
+    snprintf(out->to_status, sizeof(out->to_status), "%s", to ? to : "");
+}
+
+static void lead_reject(pl_lead_outcome_t *out, const char *code,
+                        const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void lead_reject(pl_lead_outcome_t *out, const char *code,
+                        const char *fmt, ...)
+{
+    va_list ap;
+
+    out->verdict = PL_LEAD_REJECTED;
+    out->reason_code = code;
+    va_start(ap, fmt);
+    vsnprintf(out->message, sizeof(out->message), fmt, ap);
+    va_end(ap);
+}
+
+/* Score next's profile into next->score and out (score, reasons after any
+ * already there); *dq says whether a disqualifying criterion matched. */
+static int rescore(const pl_rules_t *r, pl_lead_state_t *next,
+                   pl_lead_outcome_t *out, bool *dq)
+{
+    if (pl_rules_score_lead(r, &next->profile, &next->score, dq,
+                            &out->reasons) < 0)
+        return -1;
+    out->score = next->score;
+    return 0;
+}
+
+/* Move next to status `to` (recorded in out); from is the current one. */
+static int move_to(pl_lead_state_t *next, pl_lead_outcome_t *out,
+                   const char *to)
+{
+    set_statuses(out, next->status, to);
+    if (next->status && !strcmp(next->status, to))
+        return 0;
+    out->status_changed = true;
+    return pl_str_set(&next->status, to);
+}
+
+/* The first reason line of a decision by sales: "WHAT" + quoted detail. */
+static int add_decision(pl_lead_outcome_t *out, const char *what,
+                        const char *detail)
+{
+    sbuf_t b = {NULL, 0, 0, false};
+    int rc = 0;
+
+    sb_printf(&b, "%s", what);
+    if (detail)
+        sb_quoted(&b, detail, 200);
+    if (b.oom || pl_strlist_add(&out->reasons, b.buf) < 0)
+        rc = -1;
+    free(b.buf);
+    return rc;
+}
+
+static int lead_created(const pl_rules_t *r, const pl_lead_state_t *cur,
+                        const pl_event_t *ev, pl_lead_state_t *next,
+                        pl_lead_outcome_t *out)
+{
+    int64_t version = cur->version;
+    bool dq;
+
+    if (cur->exists) {
+        set_statuses(out, cur->status, "new");
+        lead_reject(out, "not_allowed",
+                    "lead '%s' already exists; send lead.updated", ev->lead_id);
+        return 0;
+    }
+    pl_lead_state_clear(next);
+    next->exists = true;
+    next->version = version;
+    next->created_at = ev->occurred_at;
+    next->last_event_at = ev->occurred_at;
+    if (profile_merge(&next->profile, ev) < 0 ||
+        pl_str_set(&next->owner, ev->owner) < 0 ||
+        pl_str_set(&next->status, "new") < 0 ||
+        rescore(r, next, out, &dq) < 0)
+        return -1;
+    return move_to(next, out,
+                   dq                                 ? "disqualified"
+                   : next->score >= r->lead.mql_score ? "mql"
+                                                      : "nurture");
+}
+
+static int lead_updated(const pl_rules_t *r, const pl_event_t *ev,
+                        pl_lead_state_t *next, pl_lead_outcome_t *out)
+{
+    lstatus_t st = status_class(next->status);
+    const char *to = next->status;
+    bool dq;
+
+    if (profile_merge(&next->profile, ev) < 0 ||
+        (ev->owner && pl_str_set(&next->owner, ev->owner) < 0) ||
+        rescore(r, next, out, &dq) < 0)
+        return -1;
+    switch (st) {
+    case LS_SQL:
+    case LS_DISQUALIFIED:
+        break; /* closed: scoring does not move it */
+    case LS_SAL:
+        if (dq)
+            to = "disqualified"; /* never downgraded, but disqualified */
+        break;
+    default:
+        to = dq                                 ? "disqualified"
+             : next->score >= r->lead.mql_score ? "mql"
+                                                : "nurture";
+        break;
+    }
+    return move_to(next, out, to);
+}
+
+static int lead_accepted(const pl_rules_t *r, const pl_event_t *ev,
+                         pl_lead_state_t *next, pl_lead_outcome_t *out)
+{
+    const char *id = ev->lead_id, *s = next->status;
+    bool dq;
+
+    set_statuses(out, s, "sal");
+    switch (status_class(s)) {
+    case LS_MQL:
+        break;
+    case LS_SAL:
+        lead_reject(out, "already_in_stage", "lead '%s' is already sal", id);
+        return 0;
+    case LS_SQL:
+    case LS_DISQUALIFIED:
+        lead_reject(out, "terminal",
+                    "lead '%s' is %s, which is final; it cannot be accepted",
+                    id, s);
+        return 0;
+    default:
+        lead_reject(out, "not_allowed",
+                    "lead '%s' is %s; only an mql lead can be accepted", id,
+                    s ? s : "");
+        return 0;
+    }
+    if (!ev->owner || !*ev->owner) {
+        lead_reject(out, "missing_field",
+                    "owner is required to accept a lead");
+        return 0;
+    }
+    if (pl_str_set(&next->owner, ev->owner) < 0 ||
+        pl_str_set(&next->profile.owner, ev->owner) < 0 ||
+        add_decision(out, "accepted by ", ev->owner) < 0 ||
+        rescore(r, next, out, &dq) < 0)
+        return -1;
+    return move_to(next, out, "sal");
+}
+
+static int lead_rejected(const pl_rules_t *r, const pl_event_t *ev,
+                         pl_lead_state_t *next, pl_lead_outcome_t *out)
+{
+    const char *id = ev->lead_id, *s = next->status;
+    bool dq;
+
+    set_statuses(out, s, "disqualified");
+    switch (status_class(s)) {
+    case LS_DISQUALIFIED:
+        lead_reject(out, "already_in_stage",
+                    "lead '%s' is already disqualified", id);
+        return 0;
+    case LS_SQL:
+        lead_reject(out, "terminal",
+                    "lead '%s' is sql, which is final; it cannot be "
+                    "rejected",
+                    id);
+        return 0;
+    default:
+        break;
+    }
+    if (!ev->reason || !*ev->reason) {
+        lead_reject(out, "missing_field",
+                    "reason is required to reject a lead");
+        return 0;
+    }
+    if (add_decision(out, "rejected by sales: ", ev->reason) < 0 ||
+        rescore(r, next, out, &dq) < 0)
+        return -1;
+    return move_to(next, out, "disqualified");
+}
+
+static int lead_converted(const pl_rules_t *r, const pl_event_t *ev,
+                          pl_lead_state_t *next, pl_lead_outcome_t *out)
+{
+    const char *id = ev->lead_id, *s = next->status;
+    char line[512];
+    bool dq;
+
+    set_statuses(out, s, "sql");
+    switch (status_class(s)) {
+    case LS_SAL:
+        break;
+    case LS_SQL:
+        lead_reject(out, "already_in_stage",
+                    "lead '%s' is already sql (converted into deal '%s')", id,
+                    next->deal_id ? next->deal_id : "");
+        return 0;
+    case LS_DISQUALIFIED:
+        lead_reject(out, "terminal",
+                    "lead '%s' is disqualified, which is final; it cannot "
+                    "be converted",
+                    id);
+        return 0;
+    default:
+        lead_reject(out, "not_allowed",
+                    "lead '%s' is %s; only a sal lead (accepted by sales) "
+                    "can be converted",
+                    id, s ? s : "");
+        return 0;
+    }
+    if (ev->deal_id && *ev->deal_id) {
+        if (pl_str_set(&next->deal_id, ev->deal_id) < 0)
+            return -1;
+    } else {
+        char *d = malloc(strlen(id) + 3);
+        if (!d)
+            return -1;
+        memcpy(d, "D-", 2);
+        memcpy(d + 2, id, strlen(id) + 1);
+        free(next->deal_id);
+        next->deal_id = d;
+    }
+    snprintf(line, sizeof(line), "converted into deal %s", next->deal_id);
+    if (add_decision(out, line, NULL) < 0 ||
+        rescore(r, next, out, &dq) < 0)
+        return -1;
+    out->convert = true;
+    return move_to(next, out, "sql");
+}
+
+int pl_rules_apply_lead(const pl_rules_t *r, const pl_lead_state_t *cur,
+                        const pl_event_t *ev, pl_lead_state_t *next,
+                        pl_lead_outcome_t *out)
+{
+    pl_lead_state_t absent;
+    const char *requested;
+    int rc;
+
+    pl_lead_state_init(&absent);
+    if (!cur)
+        cur = &absent;
+    memset(out, 0, sizeof(*out));
+    out->verdict = PL_LEAD_APPLIED;
+    pl_lead_state_clear(next);
+
+    if (!r || !ev) {
+        snprintf(out->message, sizeof(out->message), "no rules or event");
+        return -1;
+    }
+    switch (ev->type) {
+    case PL_EV_LEAD_CREATED: requested = "new"; break;
+    case PL_EV_LEAD_UPDATED: requested = ""; break;
+    case PL_EV_LEAD_ACCEPTED: requested = "sal"; break;
+    case PL_EV_LEAD_REJECTED: requested = "disqualified"; break;
+    case PL_EV_LEAD_CONVERTED: requested = "sql"; break;
+    default:
+        snprintf(out->message, sizeof(out->message),
+                 "%s is not a lead input event",
+                 pl_event_type_name(ev->type) ? pl_event_type_name(ev->type)
+                                              : "unknown type");
+        return -1;
+    }
+    if (!r->lead.defined) {
+        snprintf(out->message, sizeof(out->message),
+                 "the rules file has no 'lead' section");
+        return -1;
+    }
+    if (!ev->lead_id || !*ev->lead_id) {
+        snprintf(out->message, sizeof(out->message), "%s without lead_id",
+                 pl_event_type_name(ev->type));
+        return -1;
+    }
+    if (pl_lead_state_copy(next, cur) < 0)
+        goto out_oom;
+    out->score = cur->score;
+
+    if (ev->type != PL_EV_LEAD_CREATED && !cur->exists) {
+        set_statuses(out, "", requested);
+        lead_reject(out, "unknown_lead", "lead '%s' does not exist",
+                    ev->lead_id);
+        return 0;
+    }
+    switch (ev->type) {
+    case PL_EV_LEAD_CREATED:
+        rc = lead_created(r, cur, ev, next, out);
+        break;
+    case PL_EV_LEAD_UPDATED:
+        rc = lead_updated(r, ev, next, out);
+        break;
+    case PL_EV_LEAD_ACCEPTED:
+        rc = lead_accepted(r, ev, next, out);
+        break;
+    case PL_EV_LEAD_REJECTED:
+        rc = lead_rejected(r, ev, next, out);
+        break;
+    default: /* PL_EV_LEAD_CONVERTED */
+        rc = lead_converted(r, ev, next, out);
+        break;
+    }
+    if (rc < 0)
+        goto out_oom;
+    if (out->verdict == PL_LEAD_REJECTED) {
+        /* handlers may have started on next; a rejection changes nothing */
+        out->status_changed = false;
+        out->convert = false;
+        out->score = cur->score;
+        pl_strlist_clear(&out->reasons);
+        if (pl_lead_state_copy(next, cur) < 0)
+            goto out_oom;
+        return 0;
+    }
+    if (out->status_changed)
+        next->status_changed_at = ev->occurred_at;
+    if (ev->occurred_at > next->last_event_at)
+        next->last_event_at = ev->occurred_at;
+    return 0;
+
+out_oom:
+    pl_lead_state_clear(next);
+    pl_lead_outcome_clear(out);
     snprintf(out->message, sizeof(out->message), "out of memory");
     return -1;
 }

@@ -223,7 +223,8 @@ typedef struct pl_lead_outcome_s {
      * Owned; lead.status_changed's reasons.  Filled when the event scores
      * the lead (created, updated) and on every status change: one line per
      * criterion, in file order, then one per disqualifying criterion:
-     *   "target_industry: +25 (industry 'banking' in [financial_services, banking])"
+     *   "target_industry: +25 (industry 'banking' in [financial_services,
+     *    banking])"                              (one line, wrapped here)
      *   "company_size: 0 (employees missing)"
      *   "new_in_role: 0 (months_in_role 30 is not < 12)"
      *   "too_small: disqualified (employees 5 < 10)"

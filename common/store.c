@@ -490,8 +490,8 @@ int pl_store_history(pl_store_t *s, const char *kind, const char *id,
 }
 
 /* A state field as JSON: by the conventions of the state hashes, amounts
- * are decimal numbers, *_at fields are epoch milliseconds, activities a
- * comma list. */
+ * are decimal numbers, *_at fields are epoch milliseconds, lists JSON
+ * arrays (activities: a comma list). */
 static json_t *field_json(const char *k, const char *v)
 {
     size_t kl = strlen(k);
@@ -512,8 +512,12 @@ static json_t *field_json(const char *k, const char *v)
             return json_string(v);
         return json_string(buf);
     }
-    if (!strcmp(k, "activities") || !strcmp(k, "technologies") ||
-        !strcmp(k, "hiring_for")) {
+    if (*v == '[') { /* lists are stored as JSON arrays */
+        json_t *a = json_loads(v, 0, NULL);
+        if (a)
+            return a;
+    }
+    if (!strcmp(k, "activities")) {
         json_t *a = json_array();
         const char *p = v;
         while (a && *p) {
@@ -535,18 +539,25 @@ static json_t *field_json(const char *k, const char *v)
 int pl_store_deal_json(pl_store_t *s, const char *deal_id, char **json_out,
                        char *errstr, size_t errstr_size)
 {
+    return pl_store_entity_json(s, "deal", deal_id, json_out, errstr,
+                                errstr_size);
+}
+
+int pl_store_entity_json(pl_store_t *s, const char *kind, const char *id,
+                         char **json_out, char *errstr, size_t errstr_size)
+{
     pl_fields_t state = {0}, hist = {0};
     json_t *o = NULL, *h;
     int r = -1;
 
     *json_out = NULL;
-    if (pl_store_read(s, "deal", &deal_id, 1, &state, errstr, errstr_size))
+    if (pl_store_read(s, kind, &id, 1, &state, errstr, errstr_size))
         goto out;
-    if (!pl_fields_get(&state, "stage")) {
+    if (!pl_fields_get(&state, "rev")) { /* never written: unknown */
         r = 0;
         goto out;
     }
-    if (pl_store_history(s, "deal", deal_id, &hist, errstr, errstr_size))
+    if (pl_store_history(s, kind, id, &hist, errstr, errstr_size))
         goto out;
     if (!(o = json_object()) || !(h = json_array()))
         goto oom;

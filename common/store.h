@@ -110,4 +110,8 @@ int pl_store_history(pl_store_t *s, const char *kind, const char *id,
 int pl_store_deal_json(pl_store_t *s, const char *deal_id, char **json_out,
                        char *errstr, size_t errstr_size);
 
+/* The same for any kind ("deal", "lead"): its state hash and history. */
+int pl_store_entity_json(pl_store_t *s, const char *kind, const char *id,
+                         char **json_out, char *errstr, size_t errstr_size);
+
 #endif

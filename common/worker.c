@@ -202,7 +202,14 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         w->paused = false;
     } else {
         pl_info("revoked %d partition(s)", parts->cnt);
-        w->revoked = 1;
+        /* Eager protocol: every partition goes and the next assignment
+         * fetches from the committed offsets, so the batch in hand is
+         * abandoned.  Cooperative: the partitions we keep go on from our
+         * position, so the batch must be finished (safe: the apply script
+         * makes a concurrent new owner's work and ours exactly-once), and
+         * the offsets of partitions we lost are simply not stored. */
+        if (!coop)
+            w->revoked = 1;
         if (coop)
             rd_kafka_incremental_unassign(rk, parts);
         else
@@ -322,7 +329,9 @@ static int wait_out_redis(worker_t *w, const char *err, int64_t *backoff)
     return run && !w->revoked ? 0 : -1;
 }
 
-/* Make sure the entity of every pending item is in the cache.  0 or -1. */
+/* Make sure the entity of every pending item is in the cache.  0, -1 when
+ * the batch is abandoned (shutdown or revoked while Redis was down), -2 on
+ * out of memory. */
 static int load_states(worker_t *w)
 {
     const char **ids = NULL;
@@ -330,14 +339,14 @@ static int load_states(worker_t *w)
     size_t n = 0;
     int64_t backoff = 100;
     char err[512];
-    int r = -1;
+    int r = -2;
 
     /* Bound the cache; emptied before the lookups so that no entity of this
      * batch can be evicted between its load and its decision. */
     if (w->cache.count + w->nitems > CACHE_MAX)
         cache_clear(&w->cache);
     if (!(ids = malloc(w->nitems * sizeof(*ids))))
-        return -1;
+        return -2;
     for (size_t i = 0; i < w->nitems; i++) {
         const char *id = w->kind->entity_id(&w->items[i].ev);
         bool seen = false;
@@ -358,18 +367,34 @@ static int load_states(worker_t *w)
                          sizeof(err))) {
         for (size_t j = 0; j < n; j++)
             pl_fields_clear(&fields[j]);
-        if (wait_out_redis(w, err, &backoff))
+        if (wait_out_redis(w, err, &backoff)) {
+            r = -1;
             goto out;
+        }
     }
     for (size_t j = 0; j < n; j++) {
         centry_t *e = cache_put(&w->cache, ids[j]);
         const char *rev = pl_fields_get(&fields[j], "rev");
-        if (!e || w->kind->state_load(e->st, &fields[j])) {
-            pl_error("%s %s: cannot read its stored state", w->kind->entity,
-                     ids[j]);
-            if (e)
-                cache_drop(&w->cache, ids[j]);
+        if (!e)
             goto out;
+        if (w->kind->state_load(e->st, &fields[j])) {
+            /* A damaged hash: its events cannot be decided.  They go to
+             * the dead-letter topic, the rest of the batch goes on. */
+            char why[512];
+            snprintf(why, sizeof(why),
+                     "the stored state of %s %s cannot be read",
+                     w->kind->entity, ids[j]);
+            pl_error("%s", why);
+            for (size_t i = 0; i < w->nitems; i++) {
+                item_t *it = &w->items[i];
+                if (it->done || strcmp(w->kind->entity_id(&it->ev), ids[j]))
+                    continue;
+                it->done = true;
+                if (dead_letter(w, it->msg, why))
+                    goto out;
+            }
+            cache_drop(&w->cache, ids[j]);
+            continue;
         }
         snprintf(e->rev, sizeof(e->rev), "%s", rev ? rev : "");
     }
@@ -488,7 +513,7 @@ static void decision_clear(pl_decision_t *d)
 
 /* Decide one item on its entity's cached state, which moves on to the
  * predicted next state.  Fills op.  0, 1 when the item was dead-lettered
- * instead (op unused), or -1. */
+ * instead (op unused), or -1 (out of memory: fatal). */
 static int decide(worker_t *w, size_t idx, op_t *op)
 {
     item_t *it = &w->items[idx];
@@ -501,13 +526,15 @@ static int decide(worker_t *w, size_t idx, op_t *op)
     memset(op, 0, sizeof(*op));
     op->item = idx;
     if (!e)
-        goto out;
+        goto out; /* load_states() put it there: cannot happen */
     if (w->kind->decide(w, e->st, &it->ev, &d)) {
-        pl_error("%s %s: cannot decide %s", w->kind->entity, id,
-                 it->ev.event_id);
+        /* Logged by decide().  Skipping it silently would lose it and
+         * retrying would loop: it goes to the dead-letter topic. */
+        snprintf(d.poison, sizeof(d.poison),
+                 "cannot process this event (%s %s); see the %s log",
+                 w->kind->entity, id, w->kind->program);
         /* the prediction may be half made: read the entity again */
         cache_drop(&w->cache, id);
-        goto out;
     }
     if (d.poison[0]) {
         it->done = true;
@@ -543,18 +570,22 @@ out:
 }
 
 /* Apply every pending item of the batch; fills w->out with what to publish.
- * 0 done, -1 abandoned (shutdown, revoked, or an internal error). */
+ * 0 done; -1 abandoned (shutdown, or the partitions were revoked: nothing
+ * is stored, the batch is redelivered); -2 fatal (out of memory: the
+ * worker exits, and its successor replays the batch). */
 static int apply_batch(worker_t *w)
 {
     op_t *ops = NULL;
     int64_t backoff = 100;
     char err[512];
-    int r = -1;
+    int r = -2, lr;
 
     for (;;) {
         size_t n = 0;
-        if (load_states(w))
+        if ((lr = load_states(w))) {
+            r = lr;
             goto out;
+        }
         free(ops);
         if (!(ops = calloc(w->nitems ? w->nitems : 1, sizeof(*ops))))
             goto out;
@@ -582,6 +613,7 @@ static int apply_batch(worker_t *w)
                     pl_store_apply_clear(&ap[k]);
                 if (wait_out_redis(w, err, &backoff)) {
                     free(ap);
+                    r = -1;
                     goto out_ops;
                 }
             }
@@ -609,10 +641,13 @@ static int apply_batch(worker_t *w)
                 w->stats.duplicates++;
                 if (publish_outcome(w, it->msg, op->apply.stored,
                                     op->apply.stored_len, true)) {
-                    pl_error("%s %s: stored outcome of %s is corrupt",
-                             w->kind->entity, w->kind->entity_id(&it->ev),
-                             it->ev.event_id);
-                    goto out_ops;
+                    char why[512];
+                    snprintf(why, sizeof(why),
+                             "already applied, but its stored outcome in "
+                             "%s %s is corrupt",
+                             w->kind->entity, w->kind->entity_id(&it->ev));
+                    if (dead_letter(w, it->msg, why))
+                        goto out_ops;
                 }
                 /* our prediction for the entity assumed it was new */
                 cache_drop(&w->cache, w->kind->entity_id(&it->ev));
@@ -653,7 +688,8 @@ static void store_offsets(worker_t *w)
         if (m->offset + 1 > p->offset)
             p->offset = m->offset + 1;
     }
-    if ((err = rd_kafka_offsets_store(w->consumer, offs)))
+    if ((err = rd_kafka_offsets_store(w->consumer, offs)) &&
+        err != RD_KAFKA_RESP_ERR__STATE) /* a partition no longer ours */
         pl_warn("storing offsets: %s", rd_kafka_err2str(err));
     rd_kafka_topic_partition_list_destroy(offs);
 }
@@ -726,7 +762,15 @@ static int main_loop(worker_t *w)
         w->stats.batches++;
 
         /* 3 + 4. Decide and apply in Redis. */
-        if (w->revoked || apply_batch(w) || w->revoked) {
+        r = w->revoked ? -1 : apply_batch(w);
+        if (r == -2) {
+            pl_error("out of memory applying a batch of %zu; exiting (it "
+                     "will be redelivered)",
+                     w->nitems);
+            batch_reset(w);
+            return -1;
+        }
+        if (r || w->revoked) {
             pl_info("batch of %zu abandoned (%s); it will be redelivered",
                     w->nitems, !run ? "shutting down" : "rebalance");
             batch_reset(w);
@@ -788,6 +832,11 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
     if (!(w->rules = pl_rules_load(pl_config_get(w->cfg, "rules.file"), err,
                                    sizeof(err)))) {
         pl_error("rules: %s", err);
+        goto out;
+    }
+    if (kind->check_rules &&
+        kind->check_rules(w->rules, err, sizeof(err))) {
+        pl_error("rules %s: %s", pl_config_get(w->cfg, "rules.file"), err);
         goto out;
     }
     if (!(w->codec = pl_codec_new(pl_config_get(w->cfg, "schemas.dir"), err,

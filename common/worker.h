@@ -42,6 +42,9 @@ typedef struct pl_worker_kind_s {
     void (*state_clear)(void *st);
     /* Parse a state hash (rev is handled by the runtime).  0 or -1. */
     int (*state_load)(void *st, const pl_fields_t *f);
+    /* Optional: check the rules have what this worker needs.  0, or -1
+     * with errstr set (start-up stops). */
+    int (*check_rules)(const pl_rules_t *r, char *errstr, size_t errstr_size);
     /* Decide ev on st.  When applied, st must become the new state (the
      * runtime keeps it as its prediction).  0, or -1 on OOM. */
     int (*decide)(pl_worker_t *w, void *st, const pl_event_t *ev,

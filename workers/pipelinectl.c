@@ -10,6 +10,7 @@
  *             as in the dead-letter topic, print raw with the reason)
  *   topics    create (and delete) topics with the librdkafka admin API
  *   deal      a deal's state and history as stored in Redis
+ *   lead      a lead's state and history as stored in Redis
  *
  * It uses the same codec and store as the workers, so what it accepts and
  * prints is exactly what the workers accept and publish.  tail assigns the
@@ -181,6 +182,8 @@ static void pl_ctl_usage(FILE *fp)
         "  topics delete TOPIC...  Delete topics (missing ones are fine).\n"
         "  deal ID                 Print the deal's stored state and history\n"
         "                          as JSON (exit 1: \"deal ID not found\").\n"
+        "  lead ID                 The same for a lead: profile, status,\n"
+        "                          score and status history.\n"
         "\n"
         "Options (before or after the command; \"--\" ends them):\n"
         "  -b, --brokers LIST      Kafka bootstrap servers\n"
@@ -1294,9 +1297,11 @@ out_free_topics:
     return rc;
 }
 
-/* ------------------------------------------------------------------- deal */
+/* ------------------------------------------------------------ deal, lead */
 
-static int pl_ctl_cmd_deal(const pl_ctl_opts_t *o, int argc, char **argv)
+/* `deal ID` and `lead ID`: the entity's stored state and history. */
+static int pl_ctl_cmd_entity(const pl_ctl_opts_t *o, const char *kind,
+                             int argc, char **argv)
 {
     pl_store_t *store;
     char *host = NULL, *json = NULL;
@@ -1304,7 +1309,7 @@ static int pl_ctl_cmd_deal(const pl_ctl_opts_t *o, int argc, char **argv)
     int port, found, rc = PL_CTL_EXIT_ERROR;
 
     if (argc != 1) {
-        pl_ctl_err("usage: pipelinectl deal ID");
+        pl_ctl_err("usage: pipelinectl %s ID", kind);
         return PL_CTL_EXIT_USAGE;
     }
     if (pl_ctl_parse_hostport(o->redis, &host, &port) != 0) {
@@ -1321,11 +1326,12 @@ static int pl_ctl_cmd_deal(const pl_ctl_opts_t *o, int argc, char **argv)
         pl_ctl_err("%s", errstr); /* names the address */
         goto out_destroy_store;
     }
-    found = pl_store_deal_json(store, argv[0], &json, errstr, sizeof(errstr));
+    found = pl_store_entity_json(store, kind, argv[0], &json, errstr,
+                                 sizeof(errstr));
     if (found < 0) {
         pl_ctl_err("redis %s: %s", o->redis, errstr);
     } else if (found == 0) {
-        fprintf(stderr, "deal %s not found\n", argv[0]);
+        fprintf(stderr, "%s %s not found\n", kind, argv[0]);
     } else {
         fputs(json, stdout);
         fputc('\n', stdout);
@@ -1571,8 +1577,8 @@ int main(int argc, char **argv)
         rc = pl_ctl_cmd_tail(&o, argc, argv);
     } else if (strcmp(cmd, "topics") == 0) {
         rc = pl_ctl_cmd_topics(&o, argc, argv);
-    } else if (strcmp(cmd, "deal") == 0) {
-        rc = pl_ctl_cmd_deal(&o, argc, argv);
+    } else if (strcmp(cmd, "deal") == 0 || strcmp(cmd, "lead") == 0) {
+        rc = pl_ctl_cmd_entity(&o, cmd, argc, argv);
     } else {
         pl_ctl_err("unknown command '%s' (see --help)", cmd);
         rc = PL_CTL_EXIT_USAGE;

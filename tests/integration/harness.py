@@ -96,7 +96,13 @@ class Env:
                              % (topic, len(msgs), msgs[-5:]))
 
     def deal(self, deal_id):
-        p = self.ctl("deal", deal_id, check=False)
+        return self.entity("deal", deal_id)
+
+    def lead(self, lead_id):
+        return self.entity("lead", lead_id)
+
+    def entity(self, kind, id_):
+        p = self.ctl(kind, id_, check=False)
         if p.returncode == 1 and b"not found" in p.stderr:
             return None
         if p.returncode != 0:
@@ -256,9 +262,9 @@ def avro_encode(schema_file, values):
 
 
 class IntegrationCase(unittest.TestCase):
-    """Base class: one Env (and deal worker) per test case class."""
+    """Base class: one Env (and its workers) per test case class."""
     workers = 1
-    program = "deal_worker"
+    programs = ("deal_worker",)
     partitions = 3
     worker_args = ()
 
@@ -267,7 +273,8 @@ class IntegrationCase(unittest.TestCase):
         ensure_stack()
         cls.env = Env(cls.__name__, partitions=cls.partitions)
         for _ in range(cls.workers):
-            cls.env.start_worker(cls.program, cls.worker_args)
+            for program in cls.programs:
+                cls.env.start_worker(program, cls.worker_args)
 
     @classmethod
     def tearDownClass(cls):

@@ -1,0 +1,677 @@
+/*
+ * test_deal_fields.c - unit tests of common/deal.c and the deterministic
+ * ids and revisions (pl_hash_hex, pl_event_derive_id, pl_store_next_rev).
+ *
+ * A deal's state goes to Redis as readable hash fields and must come back
+ * exactly; a damaged field must be refused, not read as zero.  The derived
+ * events of an outcome are what downstream consumers see: for a stage
+ * change they carry the probability of the new stage from the shipped
+ * rules, the time spent in the old stage and the deal's owner, currency and
+ * amount; for a rejection the reason; and their event_id is the same every
+ * time the same input is processed, which is what makes a replay
+ * harmless.  The rules come from deploy/rules/default.yaml under
+ * PL_SOURCE_DIR (environment, set by ctest; else the compile definition).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "deal.h"
+#include "event.h"
+#include "rules.h"
+#include "store.h"
+
+#ifndef PL_SOURCE_DIR
+#define PL_SOURCE_DIR "."
+#endif
+
+#define SEC 1000LL
+#define T0 1700000000000LL /* 2023-11-14T22:13:20Z */
+#define REV "0123456789abcdef0123456789abcdef"
+
+static pl_rules_t *rules;
+
+static int setup_rules(void **state)
+{
+    const char *d = getenv("PL_SOURCE_DIR");
+    char path[4096], err[512] = "";
+    (void)state;
+    snprintf(path, sizeof(path), "%s/deploy/rules/default.yaml",
+             d && *d ? d : PL_SOURCE_DIR);
+    if (!(rules = pl_rules_load(path, err, sizeof(err)))) {
+        fprintf(stderr, "cannot load %s: %s\n", path, err);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown_rules(void **state)
+{
+    (void)state;
+    pl_rules_destroy(rules);
+    rules = NULL;
+    return 0;
+}
+
+/* A deal with every field set. */
+static void full_state(pl_deal_state_t *st)
+{
+    pl_deal_state_init(st);
+    st->exists = true;
+    assert_int_equal(pl_str_set(&st->deal_id, "D-1"), 0);
+    assert_int_equal(pl_str_set(&st->lead_id, "L-7"), 0);
+    assert_int_equal(pl_str_set(&st->name, "Acme, \"big\" renewal"), 0);
+    assert_int_equal(pl_str_set(&st->owner, "ana@example.com"), 0);
+    assert_int_equal(pl_str_set(&st->currency, "EUR"), 0);
+    assert_int_equal(pl_str_set(&st->stage, "negotiation"), 0);
+    st->amount = 12345678901LL; /* 1234567.8901 */
+    st->has_amount = true;
+    st->expected_close_date = 19782; /* 2024-02-29 */
+    st->has_close_date = true;
+    st->created_at = T0;
+    st->stage_entered_at = T0 + 3600 * SEC + 7;
+    st->last_event_at = T0 + 86400 * SEC + 999;
+    st->activities = 1u << PL_ACT_CALL | 1u << PL_ACT_DEMO |
+                     1u << PL_ACT_CONTRACT_SIGNED | 1u << PL_ACT_NOTE;
+}
+
+static void assert_str_or_null(const char *a, const char *b)
+{
+    if (!a || !b)
+        assert_ptr_equal(a, b);
+    else
+        assert_string_equal(a, b);
+}
+
+static void assert_same_state(const pl_deal_state_t *a,
+                              const pl_deal_state_t *b)
+{
+    assert_int_equal(a->exists, b->exists);
+    assert_str_or_null(a->deal_id, b->deal_id);
+    assert_str_or_null(a->lead_id, b->lead_id);
+    assert_str_or_null(a->name, b->name);
+    assert_str_or_null(a->owner, b->owner);
+    assert_str_or_null(a->currency, b->currency);
+    assert_str_or_null(a->stage, b->stage);
+    assert_int_equal(a->has_amount, b->has_amount);
+    if (a->has_amount)
+        assert_int_equal(a->amount, b->amount);
+    assert_int_equal(a->has_close_date, b->has_close_date);
+    if (a->has_close_date)
+        assert_int_equal(a->expected_close_date, b->expected_close_date);
+    assert_int_equal(a->created_at, b->created_at);
+    assert_int_equal(a->stage_entered_at, b->stage_entered_at);
+    assert_int_equal(a->last_event_at, b->last_event_at);
+    assert_int_equal(a->activities, b->activities);
+}
+
+/* ---- state <-> fields ---- */
+
+static void test_fields_roundtrip_full(void **state)
+{
+    pl_deal_state_t st, back;
+    pl_fields_t f = {0};
+    char rev[PL_REV_LEN + 1] = "junk";
+    (void)state;
+
+    full_state(&st);
+    pl_deal_state_init(&back);
+    assert_int_equal(pl_deal_to_fields(&st, REV, &f), 0);
+
+    /* readable with redis-cli */
+    assert_string_equal(pl_fields_get(&f, "stage"), "negotiation");
+    assert_string_equal(pl_fields_get(&f, "amount"), "1234567.8901");
+    assert_string_equal(pl_fields_get(&f, "expected_close_date"),
+                        "2024-02-29");
+    assert_string_equal(pl_fields_get(&f, "activities"),
+                        "call,demo,contract_signed,note");
+    assert_string_equal(pl_fields_get(&f, "created_at"), "1700000000000");
+    assert_string_equal(pl_fields_get(&f, "rev"), REV);
+
+    assert_int_equal(pl_deal_from_fields(&f, &back, rev), 0);
+    assert_string_equal(rev, REV);
+    assert_same_state(&st, &back);
+
+    pl_fields_clear(&f);
+    pl_deal_state_clear(&st);
+    pl_deal_state_clear(&back);
+}
+
+/* Fewer fields: no lead, no close date, no activities, a negative and a
+ * zero amount, every activity kind. */
+static void test_fields_roundtrip_sparse(void **state)
+{
+    static const int64_t amounts[] = {-32500, 0, 1, 999999999999999999LL};
+    (void)state;
+    for (size_t i = 0; i < sizeof(amounts) / sizeof(amounts[0]); i++) {
+        pl_deal_state_t st, back;
+        pl_fields_t f = {0};
+        char rev[PL_REV_LEN + 1];
+
+        pl_deal_state_init(&st);
+        pl_deal_state_init(&back);
+        st.exists = true;
+        assert_int_equal(pl_str_set(&st.deal_id, "D-2"), 0);
+        assert_int_equal(pl_str_set(&st.stage, "qualification"), 0);
+        st.amount = amounts[i];
+        st.has_amount = true;
+        st.activities = i == 0 ? 0 : (1u << PL_ACT__COUNT) - 1;
+        st.created_at = st.stage_entered_at = st.last_event_at = T0;
+
+        assert_int_equal(pl_deal_to_fields(&st, "", &f), 0);
+        assert_null(pl_fields_get(&f, "lead_id"));
+        assert_null(pl_fields_get(&f, "expected_close_date"));
+        assert_int_equal(pl_deal_from_fields(&f, &back, rev), 0);
+        assert_string_equal(rev, "");
+        assert_same_state(&st, &back);
+        pl_fields_clear(&f);
+        pl_deal_state_clear(&st);
+        pl_deal_state_clear(&back);
+    }
+}
+
+/* Without a stage a deal does not exist, whatever else is there. */
+static void test_fields_absent_deal(void **state)
+{
+    pl_deal_state_t st, back;
+    pl_fields_t f = {0};
+    char rev[PL_REV_LEN + 1];
+    (void)state;
+
+    pl_deal_state_init(&st);
+    pl_deal_state_init(&back);
+    assert_int_equal(pl_deal_to_fields(&st, REV, &f), 0);
+    assert_null(pl_fields_get(&f, "stage"));
+    assert_int_equal(pl_deal_from_fields(&f, &back, rev), 0);
+    assert_false(back.exists);
+    assert_null(back.stage);
+    assert_string_equal(rev, REV);
+    pl_fields_clear(&f);
+
+    /* an empty hash (redis: key not found) */
+    assert_int_equal(pl_deal_from_fields(&f, &back, rev), 0);
+    assert_false(back.exists);
+    assert_string_equal(rev, "");
+
+    /* leftovers without a stage */
+    assert_int_equal(pl_fields_set(&f, "deal_id", "D-3"), 0);
+    assert_int_equal(pl_fields_set(&f, "amount", "5"), 0);
+    assert_int_equal(pl_deal_from_fields(&f, &back, rev), 0);
+    assert_false(back.exists);
+
+    /* from_fields starts from a clean state: old content is freed */
+    full_state(&back);
+    assert_int_equal(pl_deal_from_fields(&f, &back, rev), 0);
+    assert_false(back.exists);
+    assert_null(back.owner);
+    assert_false(back.has_amount);
+
+    pl_fields_clear(&f);
+    pl_deal_state_clear(&back);
+}
+
+/* One corrupt field: -1, not a silently zeroed value. */
+static void expect_corrupt(const char *field, const char *value)
+{
+    pl_deal_state_t st, back;
+    pl_fields_t f = {0};
+    char rev[PL_REV_LEN + 1];
+    int r;
+
+    full_state(&st);
+    pl_deal_state_init(&back);
+    assert_int_equal(pl_deal_to_fields(&st, REV, &f), 0);
+    assert_int_equal(pl_fields_set(&f, field, value), 0);
+    r = pl_deal_from_fields(&f, &back, rev);
+    pl_fields_clear(&f);
+    pl_deal_state_clear(&st);
+    pl_deal_state_clear(&back);
+    if (r != -1)
+        fail_msg("%s=\"%s\" accepted", field, value);
+}
+
+static void test_fields_corrupt(void **state)
+{
+    (void)state;
+    expect_corrupt("amount", "abc");
+    expect_corrupt("amount", "12.5x");
+    expect_corrupt("amount", "1.23456");
+    expect_corrupt("amount", "");
+    expect_corrupt("expected_close_date", "2024-13-01");
+    expect_corrupt("expected_close_date", "soon");
+    expect_corrupt("created_at", "12x");
+    expect_corrupt("stage_entered_at", "1e3");
+    expect_corrupt("last_event_at", "99999999999999999999999");
+    /* an empty time is not 0 (the Unix epoch) */
+    expect_corrupt("created_at", "");
+    expect_corrupt("stage_entered_at", "");
+}
+
+/* ---- history ---- */
+
+static void test_history_entry(void **state)
+{
+    pl_deal_outcome_t out;
+    pl_event_t ev;
+    char *s;
+    json_t *o;
+    json_error_t jerr;
+    (void)state;
+
+    memset(&out, 0, sizeof(out));
+    out.verdict = PL_DEAL_APPLIED;
+    out.stage_changed = true;
+    snprintf(out.from_stage, sizeof(out.from_stage), "scoping");
+    snprintf(out.to_stage, sizeof(out.to_stage), "proposal");
+    pl_event_init(&ev);
+    ev.type = PL_EV_DEAL_STAGE_REQUESTED;
+    assert_int_equal(pl_str_set(&ev.event_id, "evt-\"1\""), 0);
+    ev.occurred_at = T0 + 123;
+    ev.present |= PL_F_OCCURRED_AT;
+
+    s = pl_deal_history_entry(&out, &ev);
+    assert_non_null(s);
+    o = json_loads(s, 0, &jerr);
+    if (!o)
+        fail_msg("history entry is not JSON: %s (%s)", s, jerr.text);
+    assert_true(json_is_object(o));
+    assert_int_equal(json_object_size(o), 4);
+    assert_string_equal(json_string_value(json_object_get(o, "from")),
+                        "scoping");
+    assert_string_equal(json_string_value(json_object_get(o, "to")),
+                        "proposal");
+    assert_string_equal(json_string_value(json_object_get(o, "at")),
+                        "2023-11-14T22:13:20.123Z");
+    assert_string_equal(json_string_value(json_object_get(o, "event_id")),
+                        "evt-\"1\"");
+    /* one line: a Redis list entry */
+    assert_null(strchr(s, '\n'));
+    json_decref(o);
+    free(s);
+
+    /* a new deal enters its first stage from "" */
+    out.from_stage[0] = '\0';
+    snprintf(out.to_stage, sizeof(out.to_stage), "qualification");
+    s = pl_deal_history_entry(&out, &ev);
+    assert_non_null(s);
+    o = json_loads(s, 0, &jerr);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "from")), "");
+    json_decref(o);
+    free(s);
+    pl_event_clear(&ev);
+}
+
+/* ---- derived events ---- */
+
+static void make_event(pl_event_t *ev, pl_event_type_t type, const char *id,
+                       int64_t at)
+{
+    pl_event_init(ev);
+    ev->type = type;
+    assert_int_equal(pl_str_set(&ev->event_id, id), 0);
+    assert_int_equal(pl_str_set(&ev->deal_id, "D-1"), 0);
+    ev->occurred_at = at;
+    ev->present |= PL_F_OCCURRED_AT;
+}
+
+/* A deal in scoping since T0, with amount, owner and currency. */
+static void scoping_state(pl_deal_state_t *st)
+{
+    full_state(st);
+    assert_int_equal(pl_str_set(&st->stage, "scoping"), 0);
+    st->stage_entered_at = T0;
+    st->last_event_at = T0;
+    st->amount = 120005000; /* 12000.5 */
+}
+
+/* Run the real engine on cur and ev, then derive. */
+static void decide(const pl_deal_state_t *cur, const pl_event_t *ev,
+                   pl_deal_state_t *next, pl_deal_outcome_t *out,
+                   pl_event_t *d)
+{
+    pl_deal_state_init(next);
+    if (pl_rules_apply_deal(rules, cur, ev, next, out) != 0)
+        fail_msg("engine: %s", out->message);
+    pl_event_init(d);
+    assert_int_equal(pl_deal_derived(rules, ev, next, out, d), 0);
+}
+
+static void test_derived_stage_changed(void **state)
+{
+    pl_deal_state_t cur, next;
+    pl_deal_outcome_t out;
+    pl_event_t ev, d;
+    char id[PL_EVENT_ID_MAX + 1];
+    (void)state;
+
+    scoping_state(&cur);
+    make_event(&ev, PL_EV_DEAL_STAGE_REQUESTED, "evt-1",
+               T0 + 3 * 3600 * SEC + 999);
+    assert_int_equal(pl_str_set(&ev.to_stage, "proposal"), 0);
+    decide(&cur, &ev, &next, &out, &d);
+
+    assert_int_equal(out.verdict, PL_DEAL_APPLIED);
+    assert_true(out.stage_changed);
+    assert_int_equal(d.type, PL_EV_DEAL_STAGE_CHANGED);
+    /* the id: type name, ':', 32 hex of SHA-256("deal.stage_changed\nevt-1")
+     * - pinned, so ids stay the same across versions and replays */
+    assert_string_equal(d.event_id,
+                        "deal.stage_changed:d1b07e69a2cbac1070359a75cb3ee0ed");
+    pl_event_derive_id(PL_EV_DEAL_STAGE_CHANGED, "evt-1", id);
+    assert_string_equal(d.event_id, id);
+    assert_string_equal(d.caused_by, "evt-1");
+    assert_string_equal(d.deal_id, "D-1");
+    assert_string_equal(d.from_stage, "scoping");
+    assert_string_equal(d.to_stage, "proposal");
+    assert_int_equal(d.occurred_at, ev.occurred_at);
+    assert_true(d.present & PL_F_OCCURRED_AT);
+    /* the new stage's probability, from the rules file */
+    assert_true(d.present & PL_F_PROBABILITY);
+    assert_true(d.probability > 0.399 && d.probability < 0.401);
+    assert_true(d.present & PL_F_SECONDS_IN_PREVIOUS_STAGE);
+    assert_int_equal(d.seconds_in_previous_stage, 3 * 3600);
+    assert_string_equal(d.owner, "ana@example.com");
+    assert_string_equal(d.currency, "EUR");
+    assert_true(d.present & PL_F_AMOUNT);
+    assert_int_equal(d.amount, 120005000);
+    assert_null(d.reason_code);
+
+    /* the same input again: the same event, byte for byte the same id */
+    {
+        pl_deal_state_t next2;
+        pl_deal_outcome_t out2;
+        pl_event_t d2;
+        decide(&cur, &ev, &next2, &out2, &d2);
+        assert_string_equal(d2.event_id, d.event_id);
+        pl_event_clear(&d2);
+        pl_deal_state_clear(&next2);
+    }
+    /* a different input (another event_id): a different id */
+    {
+        pl_deal_state_t next2;
+        pl_deal_outcome_t out2;
+        pl_event_t d2, ev2;
+        make_event(&ev2, PL_EV_DEAL_STAGE_REQUESTED, "evt-2",
+                   ev.occurred_at);
+        assert_int_equal(pl_str_set(&ev2.to_stage, "proposal"), 0);
+        decide(&cur, &ev2, &next2, &out2, &d2);
+        assert_int_equal(d2.type, PL_EV_DEAL_STAGE_CHANGED);
+        assert_string_not_equal(d2.event_id, d.event_id);
+        assert_int_equal(strncmp(d2.event_id, "deal.stage_changed:", 19), 0);
+        pl_event_clear(&d2);
+        pl_event_clear(&ev2);
+        pl_deal_state_clear(&next2);
+    }
+    /* each stage's probability is the rules file's */
+    {
+        static const struct {
+            const char *from, *to;
+            double p;
+        } moves[] = {{"proposal", "negotiation", 0.60},
+                     {"negotiation", "closing", 0.80},
+                     {"closing", "lost", 0.0},
+                     {"lost", "qualification", 0.10}};
+        for (size_t i = 0; i < sizeof(moves) / sizeof(moves[0]); i++) {
+            pl_deal_state_t c2, next2;
+            pl_deal_outcome_t out2;
+            pl_event_t d2, ev2;
+            full_state(&c2);
+            assert_int_equal(pl_str_set(&c2.stage, moves[i].from), 0);
+            c2.stage_entered_at = T0;
+            make_event(&ev2, PL_EV_DEAL_STAGE_REQUESTED, "evt-p", T0 + SEC);
+            assert_int_equal(pl_str_set(&ev2.to_stage, moves[i].to), 0);
+            assert_int_equal(pl_str_set(&ev2.reason, "budget"), 0);
+            decide(&c2, &ev2, &next2, &out2, &d2);
+            if (d2.type != PL_EV_DEAL_STAGE_CHANGED)
+                fail_msg("%s -> %s: %s", moves[i].from, moves[i].to,
+                         out2.message);
+            assert_true(d2.probability > moves[i].p - 0.001 &&
+                        d2.probability < moves[i].p + 0.001);
+            assert_int_equal(d2.seconds_in_previous_stage, 1);
+            pl_event_clear(&d2);
+            pl_event_clear(&ev2);
+            pl_deal_state_clear(&next2);
+            pl_deal_state_clear(&c2);
+        }
+    }
+
+    pl_event_clear(&d);
+    pl_event_clear(&ev);
+    pl_deal_state_clear(&next);
+    pl_deal_state_clear(&cur);
+}
+
+/* A new deal enters the first stage: a stage change from "", 0 s. */
+static void test_derived_new_deal(void **state)
+{
+    pl_deal_state_t next;
+    pl_deal_outcome_t out;
+    pl_event_t ev, d;
+    (void)state;
+
+    make_event(&ev, PL_EV_DEAL_CREATED, "evt-new", T0);
+    assert_int_equal(pl_str_set(&ev.owner, "bo"), 0);
+    assert_int_equal(pl_str_set(&ev.currency, "USD"), 0);
+    assert_int_equal(pl_str_set(&ev.name, "n"), 0);
+    decide(NULL, &ev, &next, &out, &d);
+    assert_int_equal(d.type, PL_EV_DEAL_STAGE_CHANGED);
+    assert_string_equal(d.from_stage, "");
+    assert_string_equal(d.to_stage, "qualification");
+    assert_int_equal(d.seconds_in_previous_stage, 0);
+    assert_true(d.probability > 0.099 && d.probability < 0.101);
+    assert_string_equal(d.owner, "bo");
+    assert_string_equal(d.currency, "USD");
+    assert_false(d.present & PL_F_AMOUNT); /* none given */
+    pl_event_clear(&d);
+    pl_event_clear(&ev);
+    pl_deal_state_clear(&next);
+}
+
+static void test_derived_rejected(void **state)
+{
+    pl_deal_state_t cur, next;
+    pl_deal_outcome_t out;
+    pl_event_t ev, d;
+    char id[PL_EVENT_ID_MAX + 1];
+    (void)state;
+
+    scoping_state(&cur);
+    make_event(&ev, PL_EV_DEAL_STAGE_REQUESTED, "evt-1", T0 + SEC);
+    assert_int_equal(pl_str_set(&ev.to_stage, "won"), 0);
+    decide(&cur, &ev, &next, &out, &d);
+
+    assert_int_equal(out.verdict, PL_DEAL_REJECTED);
+    assert_int_equal(d.type, PL_EV_DEAL_TRANSITION_REJECTED);
+    assert_int_equal(strncmp(d.event_id, "deal.transition_rejected:", 25), 0);
+    pl_event_derive_id(PL_EV_DEAL_TRANSITION_REJECTED, "evt-1", id);
+    assert_string_equal(d.event_id, id);
+    /* not the id a stage change of the same input would get */
+    pl_event_derive_id(PL_EV_DEAL_STAGE_CHANGED, "evt-1", id);
+    assert_string_not_equal(d.event_id, id);
+    assert_string_equal(d.caused_by, "evt-1");
+    assert_string_equal(d.deal_id, "D-1");
+    assert_string_equal(d.from_stage, "scoping");
+    assert_string_equal(d.to_stage, "won");
+    assert_string_equal(d.reason_code, "not_allowed");
+    assert_non_null(d.message);
+    assert_string_equal(d.message, out.message);
+    assert_true(strlen(d.message) > 0);
+    assert_int_equal(d.occurred_at, ev.occurred_at);
+    /* a rejection carries no probability or stage time */
+    assert_false(d.present & PL_F_PROBABILITY);
+    assert_false(d.present & PL_F_SECONDS_IN_PREVIOUS_STAGE);
+    /* the state did not move */
+    assert_string_equal(next.stage, "scoping");
+    pl_event_clear(&d);
+    pl_event_clear(&ev);
+    pl_deal_state_clear(&next);
+
+    /* a request for an unknown deal */
+    make_event(&ev, PL_EV_DEAL_STAGE_REQUESTED, "evt-u", T0);
+    assert_int_equal(pl_str_set(&ev.to_stage, "proposal"), 0);
+    decide(NULL, &ev, &next, &out, &d);
+    assert_int_equal(d.type, PL_EV_DEAL_TRANSITION_REJECTED);
+    assert_string_equal(d.reason_code, "unknown_deal");
+    assert_string_equal(d.from_stage, "");
+    assert_string_equal(d.to_stage, "proposal");
+    pl_event_clear(&d);
+    pl_event_clear(&ev);
+    pl_deal_state_clear(&next);
+
+    /* missing requirement: proposal needs an amount */
+    pl_deal_state_clear(&cur);
+    scoping_state(&cur);
+    cur.has_amount = false;
+    make_event(&ev, PL_EV_DEAL_STAGE_REQUESTED, "evt-m", T0);
+    assert_int_equal(pl_str_set(&ev.to_stage, "proposal"), 0);
+    decide(&cur, &ev, &next, &out, &d);
+    assert_string_equal(d.reason_code, "missing_field");
+    assert_non_null(strstr(d.message, "amount"));
+    pl_event_clear(&d);
+    pl_event_clear(&ev);
+    pl_deal_state_clear(&next);
+    pl_deal_state_clear(&cur);
+}
+
+/* An applied update or activity publishes nothing. */
+static void test_derived_applied_update(void **state)
+{
+    pl_deal_state_t cur, next;
+    pl_deal_outcome_t out;
+    pl_event_t ev, d;
+    (void)state;
+
+    scoping_state(&cur);
+    make_event(&ev, PL_EV_DEAL_UPDATED, "evt-upd", T0 + SEC);
+    ev.amount = 50000;
+    ev.present |= PL_F_AMOUNT;
+    decide(&cur, &ev, &next, &out, &d);
+    assert_int_equal(out.verdict, PL_DEAL_APPLIED);
+    assert_false(out.stage_changed);
+    assert_int_equal(d.type, PL_EV_UNKNOWN);
+    assert_null(d.event_id);
+    assert_null(d.deal_id);
+    assert_int_equal(d.present, 0);
+    pl_event_clear(&d);
+    pl_event_clear(&ev);
+    pl_deal_state_clear(&next);
+
+    make_event(&ev, PL_EV_DEAL_ACTIVITY, "evt-act", T0 + SEC);
+    assert_int_equal(pl_str_set(&ev.activity, "demo"), 0);
+    decide(&cur, &ev, &next, &out, &d);
+    assert_int_equal(d.type, PL_EV_UNKNOWN);
+    assert_null(d.event_id);
+    pl_event_clear(&d);
+    pl_event_clear(&ev);
+    pl_deal_state_clear(&next);
+    pl_deal_state_clear(&cur);
+}
+
+/* ---- ids and revisions ---- */
+
+static bool is_hex32(const char *s)
+{
+    if (strlen(s) != 32)
+        return false;
+    for (; *s; s++)
+        if (!((*s >= '0' && *s <= '9') || (*s >= 'a' && *s <= 'f')))
+            return false;
+    return true;
+}
+
+static void test_hash_and_ids(void **state)
+{
+    char a[PL_HASH_HEX_LEN + 1], b[PL_HASH_HEX_LEN + 1];
+    char i1[PL_EVENT_ID_MAX + 1], i2[PL_EVENT_ID_MAX + 1];
+    (void)state;
+
+    pl_hash_hex("deal.stage_changed", "evt-1", a);
+    assert_string_equal(a, "d1b07e69a2cbac1070359a75cb3ee0ed");
+    pl_hash_hex("deal.stage_changed", "evt-1", b);
+    assert_string_equal(a, b);
+    pl_hash_hex("deal.stage_changed", "evt-2", b);
+    assert_string_not_equal(a, b);
+    /* order matters */
+    pl_hash_hex("a", "b", a);
+    pl_hash_hex("b", "a", b);
+    assert_string_not_equal(a, b);
+    /* the separator matters: ("ab","") is not ("a","b") */
+    pl_hash_hex("ab", "", b);
+    assert_string_not_equal(a, b);
+    assert_true(is_hex32(a));
+
+    pl_event_derive_id(PL_EV_DEAL_STALE, "D-1/1700000000000", i1);
+    pl_event_derive_id(PL_EV_DEAL_STALE, "D-1/1700000000000", i2);
+    assert_string_equal(i1, i2);
+    assert_int_equal(strncmp(i1, "deal.stale:", 11), 0);
+    assert_true(is_hex32(i1 + 11));
+    pl_event_derive_id(PL_EV_DEAL_CLOSE_REMINDER, "D-1/1700000000000", i2);
+    assert_string_not_equal(i1, i2);
+    assert_int_equal(strncmp(i2, "deal.close_reminder:", 20), 0);
+    pl_event_derive_id(PL_EV_DEAL_STALE, "D-1/1700000000001", i2);
+    assert_string_not_equal(i1, i2);
+    /* a long cause still fits */
+    {
+        char cause[1024];
+        memset(cause, 'x', sizeof(cause) - 1);
+        cause[sizeof(cause) - 1] = '\0';
+        pl_event_derive_id(PL_EV_LEAD_STATUS_CHANGED, cause, i1);
+        assert_int_equal(strlen(i1), strlen("lead.status_changed:") + 32);
+    }
+}
+
+static void test_next_rev_chain(void **state)
+{
+    char r1[PL_REV_LEN + 1], r2[PL_REV_LEN + 1], r3[PL_REV_LEN + 1],
+        x[PL_REV_LEN + 1], y[PL_REV_LEN + 1];
+    (void)state;
+
+    pl_store_next_rev("", "evt-1", r1);
+    assert_true(is_hex32(r1));
+    assert_string_equal(r1, "8f9c493dc2466e7a58417821f977a83f");
+    pl_store_next_rev(r1, "evt-2", r2);
+    pl_store_next_rev(r2, "evt-3", r3);
+    assert_true(is_hex32(r2));
+    assert_string_not_equal(r1, r2);
+    assert_string_not_equal(r2, r3);
+    /* deterministic */
+    pl_store_next_rev(r1, "evt-2", x);
+    assert_string_equal(x, r2);
+    /* the same event on a different previous revision: a different rev */
+    pl_store_next_rev("", "evt-2", x);
+    assert_string_not_equal(x, r2);
+    pl_store_next_rev(r3, "evt-2", x);
+    assert_string_not_equal(x, r2);
+    /* the same writes in another order end elsewhere */
+    pl_store_next_rev("", "evt-2", x);
+    pl_store_next_rev(x, "evt-1", y);
+    pl_store_next_rev(y, "evt-3", x);
+    assert_string_not_equal(x, r3);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_fields_roundtrip_full),
+        cmocka_unit_test(test_fields_roundtrip_sparse),
+        cmocka_unit_test(test_fields_absent_deal),
+        cmocka_unit_test(test_fields_corrupt),
+        cmocka_unit_test(test_history_entry),
+        cmocka_unit_test(test_derived_stage_changed),
+        cmocka_unit_test(test_derived_new_deal),
+        cmocka_unit_test(test_derived_rejected),
+        cmocka_unit_test(test_derived_applied_update),
+        cmocka_unit_test(test_hash_and_ids),
+        cmocka_unit_test(test_next_rev_chain),
+    };
+    return cmocka_run_group_tests(tests, setup_rules, teardown_rules);
+}
