@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The main job (README "Quick start"): on a fresh Debian machine, installs
 # what is missing, starts the local stack (Kafka + Redis), builds the
-# workers, runs a deal worker, sends the sample stream from deploy/sample/
-# and shows what came out: the derived events, the dead letters and the
-# deals' state in Redis, as JSON.
+# workers, runs a lead worker and a deal worker, sends the sample streams
+# from deploy/sample/ and shows what came out: the derived events, the dead
+# letters and the leads' and deals' state in Redis, as JSON.
 #
 # Each run uses its own topic and key prefix (printed), so runs do not mix.
 set -euo pipefail
@@ -30,34 +30,47 @@ $ctl topics create --partitions 6 sales.leads sales.deals sales.pipeline \
     sales.alerts sales.dlq
 
 build/deal_worker >"$logdir/deal_worker.log" 2>&1 &
-worker=$!
-trap 'kill "$worker" 2>/dev/null || true' EXIT
+deal_worker=$!
+build/lead_worker >"$logdir/lead_worker.log" 2>&1 &
+lead_worker=$!
+trap 'kill "$deal_worker" "$lead_worker" 2>/dev/null || true' EXIT
 
+say "sending deploy/sample/leads.jsonl to sales.leads"
+$ctl produce sales.leads deploy/sample/leads.jsonl
 say "sending deploy/sample/deals.jsonl and two poison messages to sales.deals"
 $ctl produce sales.deals deploy/sample/deals.jsonl
 $ctl produce --raw --key D-1003 sales.deals deploy/sample/poison.txt
 
-# 15 derived events and 2 dead letters are expected; wait for them.
+# 15 + 1 derived deal events, 8 lead events and 2 dead letters are
+# expected; wait for them.
 for _ in $(seq 1 120); do
     n=$($ctl tail --from-beginning --until-end sales.pipeline | wc -l)
     q=$($ctl tail --from-beginning --until-end sales.dlq | wc -l)
-    [ "$n" -ge 15 ] && [ "$q" -ge 2 ] && break
+    [ "$n" -ge 24 ] && [ "$q" -ge 2 ] && break
     sleep 0.5
 done
 
-say "sales.pipeline (derived events)"
-$ctl tail --from-beginning --until-end sales.pipeline
+say "sales.pipeline: lead status changes (scored, qualified, converted)"
+$ctl tail --from-beginning --until-end sales.pipeline | grep '"type":"lead\.'
+say "sales.deals: deal.created published by the lead worker for the conversion"
+$ctl tail --from-beginning --until-end sales.deals | grep '"lead_id"' || true
+say "sales.pipeline: deal stage changes and rejections"
+$ctl tail --from-beginning --until-end sales.pipeline | grep '"type":"deal\.' 
 say "sales.dlq (dead letters, with the headers that say why)"
 $ctl tail --from-beginning --until-end --meta sales.dlq
-for d in D-1001 D-1002 D-1003; do
+for l in L-2001 L-2002 L-2003; do
+    say "lead $l in Redis (pipelinectl lead $l)"
+    $ctl lead "$l"
+done
+for d in D-1001 D-1002 D-1003 D-L-2001; do
     say "deal $d in Redis (pipelinectl deal $d)"
     $ctl deal "$d"
 done
 
-kill -TERM "$worker"
-wait "$worker" || true
+kill -TERM "$deal_worker" "$lead_worker"
+wait "$deal_worker" "$lead_worker" || true
 trap - EXIT
-say "worker log: $logdir/deal_worker.log; the stack keeps running" \
+say "worker logs: $logdir/; the stack keeps running" \
     "(deploy/stack.sh stop)"
 echo "Look again with: PL_TOPIC_PREFIX=$PL_TOPIC_PREFIX $ctl tail" \
     "--from-beginning --until-end sales.pipeline"
