@@ -64,6 +64,14 @@ static const setting_t settings[] = {
      "How long applied event ids (and their derived events) are kept"},
     {"retry.backoff.max", "PL_RETRY_BACKOFF_MAX", T_DURATION, "5s", 0, 0,
      "Longest wait between retries while Redis or Kafka is down"},
+    {"timers.interval", "PL_TIMERS_INTERVAL", T_DURATION, "1s", 0, 0,
+     "How often a deal worker looks for due timers (0: never)"},
+    {"timers.lease", "PL_TIMERS_LEASE", T_DURATION, "30s", 0, 0,
+     "How long a claimed timer is held before another worker may fire it"},
+    {"timers.per.shard", "PL_TIMERS_PER_SHARD", T_INT, "200", 1, 100000,
+     "Most due timers claimed from one hash slot per look"},
+    {"timers.shards.per.call", "PL_TIMERS_SHARDS_PER_CALL", T_INT, "512", 1,
+     16384, "Timer shards one claim script scans (1 on Redis Cluster)"},
     {"stats.interval", "PL_STATS_INTERVAL", T_DURATION, "30s", 0, 0,
      "How often a worker logs its counters (0: never)"},
     {"log.level", "PL_LOG_LEVEL", T_LOGLEVEL, "info", 0, 0,
@@ -122,6 +130,28 @@ void pl_config_destroy(pl_config_t *cfg)
     free(cfg);
 }
 
+static bool parse_int(const char *s, int64_t *out);
+
+/* A config duration: the rules file's (30s, 5m, 2h, 7d, 1h30m), "0", or
+ * whole milliseconds ("200ms"). */
+static bool parse_duration(const char *s, int64_t *ms)
+{
+    size_t n = strlen(s);
+    if (!strcmp(s, "0")) {
+        *ms = 0;
+        return true;
+    }
+    if (n > 2 && !strcmp(s + n - 2, "ms")) {
+        char buf[32];
+        if (n - 2 >= sizeof(buf) || s[0] == '-' || s[0] == '+')
+            return false;
+        memcpy(buf, s, n - 2);
+        buf[n - 2] = '\0';
+        return parse_int(buf, ms) && *ms >= 0;
+    }
+    return pl_duration_parse(s, ms) == 0;
+}
+
 static bool parse_int(const char *s, int64_t *out)
 {
     char *end;
@@ -169,10 +199,10 @@ static int validate(const setting_t *st, const char *value, char *errstr,
         }
         return 0;
     case T_DURATION:
-        if (strcmp(value, "0") && pl_duration_parse(value, &v) != 0) {
+        if (!parse_duration(value, &v)) {
             snprintf(errstr, errstr_size,
                      "config key '%s' (%s): expected a duration such as "
-                     "30s, 5m, 2h or 7d (or 0), got '%s'",
+                     "500ms, 30s, 5m, 2h or 7d (or 0), got '%s'",
                      st->key, st->env, value);
             return -1;
         }
@@ -380,8 +410,8 @@ int64_t pl_config_get_ms(const pl_config_t *cfg, const char *key)
 {
     int64_t v = 0;
     const char *s = pl_config_get(cfg, key);
-    if (s && strcmp(s, "0"))
-        pl_duration_parse(s, &v);
+    if (s)
+        parse_duration(s, &v);
     return v;
 }
 

@@ -11,6 +11,11 @@
  * arguments: no I/O, no clock, no globals, so the workers and the unit tests
  * see the same verdicts.
  *
+ * The `alerts:` section sets the offsets of the deal timers; the alert
+ * engine (pl_rules_deal_timers, pl_rules_deal_alert, at the end of the
+ * file) derives a deal's timers from its state alone, so a due timer is
+ * checked again simply by recomputing them.
+ *
  * The `lead:` section is a list of scoring criteria, each a condition on one
  * profile field (or `any:`/`all:` of several) worth some points, a list of
  * disqualifying criteria and the mql threshold.  Scoring explains itself:
@@ -119,11 +124,35 @@ typedef struct lead_rules_s {
     size_t ndq;
 } lead_rules_t;
 
+/* Longest normalised offset in a timer name ("36500d23h59m59s") plus NUL. */
+#define OFFSET_TEXT_MAX 24
+/* The longest offset closing_soon accepts: 100 years. */
+#define ALERT_MAX_OFFSET_MS (36500LL * 86400 * 1000)
+/* closing_soon offsets: every other timer of a deal keeps a slot. */
+#define ALERT_MAX_CLOSING_SOON (PL_TIMERS_MAX - 3)
+
+typedef struct closing_soon_s {
+    int64_t ms;
+    char text[OFFSET_TEXT_MAX]; /* normalised: "7d", "1d12h" */
+    unsigned long line;
+} closing_soon_t;
+
+typedef struct alert_rules_s {
+    closing_soon_t soon[ALERT_MAX_CLOSING_SOON];
+    int nsoon;
+    int64_t overdue_ms; /* -1: off */
+    int cns_stage;      /* contract_not_sent: stage index, -1: off */
+    int64_t cns_ms;
+    int cns_unless;     /* pl_activity_t */
+    int64_t stale_repeat_ms; /* 0: once per idle period */
+} alert_rules_t;
+
 struct pl_rules_s {
     stage_t *stages;
     int nstages;
     bool *allowed; /* nstages x nstages: allowed[from * nstages + to] */
     lead_rules_t lead;
+    alert_rules_t alerts;
 };
 
 static void criteria_free(criterion_t *c, size_t n)
@@ -1189,9 +1218,216 @@ static int parse_lead(parser_t *p, yaml_node_t *n)
     return 0;
 }
 
+/* ------------------------------------------------------------------------ */
+/* The alerts section                                                       */
+
+/* alert_rules_t.cns_stage before alerts_resolve(): not set by the file. */
+#define CNS_DEFAULT (-2)
+
+/* The defaults, set before the file is read: closing_soon 7d and 1d,
+ * overdue at the end of the day, contract_not_sent 24h after entering
+ * `closing` (resolved once the stages are known), no stale repeat. */
+static void alerts_defaults(pl_rules_t *r)
+{
+    alert_rules_t *a = &r->alerts;
+
+    memset(a, 0, sizeof(*a));
+    a->soon[0].ms = 7LL * 86400 * 1000;
+    snprintf(a->soon[0].text, sizeof(a->soon[0].text), "7d");
+    a->soon[1].ms = 1LL * 86400 * 1000;
+    snprintf(a->soon[1].text, sizeof(a->soon[1].text), "1d");
+    a->nsoon = 2;
+    a->overdue_ms = 0;
+    a->cns_stage = CNS_DEFAULT; /* resolved by alerts_resolve() */
+    a->cns_ms = 24LL * 3600 * 1000;
+    a->cns_unless = PL_ACT_CONTRACT_SENT;
+    a->stale_repeat_ms = 0;
+}
+
+/* Once every section is read: contract_not_sent left at its default
+ * watches the stage `closing` when the rules have it open, else is off. */
+static void alerts_resolve(pl_rules_t *r)
+{
+    if (r->alerts.cns_stage == CNS_DEFAULT) {
+        int i = pl_rules_stage_index(r, "closing");
+        r->alerts.cns_stage =
+            i >= 0 && !pl_rules_stage_is_closed(r, i) ? i : -1;
+    }
+}
+
+/* The canonical text of a duration: d, h, m, s from the largest, zero
+ * parts left out ("1d12h", "90s" -> "1m30s"); "0s" for 0. */
+static void duration_text(int64_t ms, char *buf, size_t size)
+{
+    static const struct {
+        char unit;
+        int64_t ms;
+    } units[] = {{'d', 86400000LL}, {'h', 3600000LL}, {'m', 60000LL},
+                 {'s', 1000LL}};
+    size_t used = 0;
+
+    buf[0] = '\0';
+    if (ms < 1000) {
+        snprintf(buf, size, "0s");
+        return;
+    }
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        int64_t n = ms / units[i].ms;
+        int w;
+
+        if (!n)
+            continue;
+        ms -= n * units[i].ms;
+        w = snprintf(buf + used, size - used, "%lld%c", (long long)n,
+                     units[i].unit);
+        if (w < 0 || (size_t)w >= size - used)
+            return;
+        used += (size_t)w;
+    }
+}
+
+/* A duration value; what names it in messages ("alerts.overdue_after"). */
+static int parse_alert_duration(parser_t *p, yaml_node_t *n, const char *what,
+                                int64_t *ms)
+{
+    const char *s = scalar(n);
+
+    if (!s || pl_duration_parse(s, ms) < 0)
+        return fail(p, line_of(n),
+                    "bad duration '%s' for %s (use a number and a unit s, "
+                    "m, h or d, like 7d or 1h30m)",
+                    s ? s : "", what);
+    return 0;
+}
+
+static int add_closing_soon(parser_t *p, yaml_node_t *n, void *ctx)
+{
+    alert_rules_t *a = ctx;
+    closing_soon_t *c;
+    int64_t ms;
+
+    if (parse_alert_duration(p, n, "alerts.closing_soon", &ms) < 0)
+        return -1;
+    if (ms > ALERT_MAX_OFFSET_MS)
+        return fail(p, line_of(n),
+                    "alerts.closing_soon offset '%s' is more than 36500d",
+                    scalar(n));
+    for (int i = 0; i < a->nsoon; i++)
+        if (a->soon[i].ms == ms)
+            return fail(p, line_of(n),
+                        "alerts.closing_soon offset '%s' is listed twice "
+                        "(as '%s' on line %lu)",
+                        scalar(n), a->soon[i].text, a->soon[i].line);
+    if (a->nsoon == ALERT_MAX_CLOSING_SOON)
+        return fail(p, line_of(n),
+                    "alerts.closing_soon has more than %d offsets",
+                    ALERT_MAX_CLOSING_SOON);
+    c = &a->soon[a->nsoon++];
+    c->ms = ms;
+    c->line = line_of(n);
+    duration_text(ms, c->text, sizeof(c->text));
+    return 0;
+}
+
+static int parse_contract_not_sent(parser_t *p, yaml_node_t *n)
+{
+    static const char *const keys[] = {"stage", "after", "unless", NULL};
+    enum { K_STAGE, K_AFTER, K_UNLESS };
+    yaml_node_t *v[sizeof(keys) / sizeof(keys[0])];
+    alert_rules_t *a = &p->r->alerts;
+    const char *stage = "closing";
+    unsigned long stage_line = line_of(n);
+
+    if (is_null(n)) {
+        a->cns_stage = -1; /* switched off */
+        return 0;
+    }
+    if (map_fields(p, n, "in alerts.contract_not_sent", keys, v) < 0)
+        return -1;
+    if (v[K_STAGE]) {
+        stage = scalar(v[K_STAGE]);
+        stage_line = line_of(v[K_STAGE]);
+        if (!stage || is_null(v[K_STAGE]))
+            return fail(p, stage_line,
+                        "alerts.contract_not_sent.stage must be a stage "
+                        "name");
+    }
+    a->cns_stage = pl_rules_stage_index(p->r, stage);
+    if (a->cns_stage < 0)
+        return fail(p, stage_line,
+                    "alerts.contract_not_sent names unknown stage '%s'",
+                    stage);
+    if (pl_rules_stage_is_closed(p->r, a->cns_stage))
+        return fail(p, stage_line,
+                    "alerts.contract_not_sent names closed stage '%s' (a "
+                    "closed deal gets no reminders)",
+                    stage);
+    if (v[K_AFTER] &&
+        parse_alert_duration(p, v[K_AFTER], "alerts.contract_not_sent.after",
+                             &a->cns_ms) < 0)
+        return -1;
+    if (v[K_UNLESS]) {
+        const char *act = scalar(v[K_UNLESS]);
+        int i = act ? pl_activity_from_name(act) : -1;
+        if (i < 0) {
+            char acts[160];
+            const char *names[PL_ACT__COUNT + 1];
+            for (int k = 0; k < PL_ACT__COUNT; k++)
+                names[k] = pl_activity_name((pl_activity_t)k);
+            names[PL_ACT__COUNT] = NULL;
+            join_names(names, acts, sizeof(acts));
+            return fail(p, line_of(v[K_UNLESS]),
+                        "unknown activity '%s' in "
+                        "alerts.contract_not_sent.unless (expected %s)",
+                        act ? act : "", acts);
+        }
+        a->cns_unless = i;
+    }
+    return 0;
+}
+
+static int parse_alerts(parser_t *p, yaml_node_t *n)
+{
+    static const char *const keys[] = {"closing_soon", "overdue_after",
+                                       "contract_not_sent", "stale_repeat",
+                                       NULL};
+    enum { K_CLOSING_SOON, K_OVERDUE_AFTER, K_CONTRACT_NOT_SENT,
+           K_STALE_REPEAT };
+    yaml_node_t *v[sizeof(keys) / sizeof(keys[0])];
+    alert_rules_t *a = &p->r->alerts;
+
+    if (is_null(n))
+        return 0; /* `alerts:` alone: the defaults */
+    if (map_fields(p, n, "in alerts", keys, v) < 0)
+        return -1;
+    if (v[K_CLOSING_SOON]) {
+        a->nsoon = 0;
+        if (for_each_name(p, v[K_CLOSING_SOON], "alerts.closing_soon",
+                          add_closing_soon, a) < 0)
+            return -1;
+    }
+    if (v[K_OVERDUE_AFTER]) {
+        if (is_null(v[K_OVERDUE_AFTER]))
+            a->overdue_ms = -1; /* switched off */
+        else if (parse_alert_duration(p, v[K_OVERDUE_AFTER],
+                                      "alerts.overdue_after",
+                                      &a->overdue_ms) < 0)
+            return -1;
+    }
+    if (v[K_CONTRACT_NOT_SENT] &&
+        parse_contract_not_sent(p, v[K_CONTRACT_NOT_SENT]) < 0)
+        return -1;
+    if (v[K_STALE_REPEAT] &&
+        parse_alert_duration(p, v[K_STALE_REPEAT], "alerts.stale_repeat",
+                             &a->stale_repeat_ms) < 0)
+        return -1;
+    return 0;
+}
+
 /*
- * The sections of the file.  Add `alerts` (reminder offsets) here; each
- * parser gets the value node of its key.
+ * The sections of the file, parsed in this order whatever their order in the
+ * file (alerts names stages, so it comes after deal); each parser gets the
+ * value node of its key.
  */
 static const struct section_s {
     const char *key;
@@ -1199,6 +1435,7 @@ static const struct section_s {
     bool required;
 } sections[] = {
     {"deal", parse_deal, true},
+    {"alerts", parse_alerts, false}, /* defaults when absent */
     {"lead", parse_lead, false}, /* a deal-only file still loads */
 };
 #define NSECTIONS (sizeof(sections) / sizeof(sections[0]))
@@ -1291,9 +1528,12 @@ pl_rules_t *pl_rules_parse(const char *text, size_t len, const char *name,
         goto out_doc;
     }
     p.r = r;
+    alerts_defaults(r);
     if (parse_top(&p, root) < 0) {
         pl_rules_destroy(r);
         r = NULL;
+    } else {
+        alerts_resolve(r);
     }
 out_doc:
     yaml_document_delete(&doc);
@@ -2536,4 +2776,230 @@ out_oom:
     pl_lead_outcome_clear(out);
     snprintf(out->message, sizeof(out->message), "out of memory");
     return -1;
+}
+
+/* ------------------------------------------------------------------------ */
+/* The alert engine                                                         */
+
+#define DAY_MS (86400LL * 1000)
+#define CLOSING_SOON_PREFIX "closing_soon@"
+
+static int64_t sat_add(int64_t a, int64_t b)
+{
+    if (b > 0 && a > INT64_MAX - b)
+        return INT64_MAX;
+    if (b < 0 && a < INT64_MIN - b)
+        return INT64_MIN;
+    return a + b;
+}
+
+static void put_timer(pl_timer_t *out, int *n, const char *prefix,
+                      const char *suffix, int64_t due)
+{
+    if (*n >= PL_TIMERS_MAX)
+        return; /* cannot happen: the loader caps closing_soon */
+    snprintf(out[*n].name, sizeof(out[*n].name), "%s%s", prefix, suffix);
+    out[*n].due = due;
+    (*n)++;
+}
+
+static int timer_cmp(const void *a, const void *b)
+{
+    return strcmp(((const pl_timer_t *)a)->name,
+                  ((const pl_timer_t *)b)->name);
+}
+
+int pl_rules_deal_timers(const pl_rules_t *r, const pl_deal_state_t *st,
+                         pl_timer_t out[PL_TIMERS_MAX])
+{
+    const alert_rules_t *a;
+    int si, n = 0;
+
+    if (!r || !st || !st->exists || !out)
+        return 0;
+    a = &r->alerts;
+    si = pl_rules_stage_index(r, st->stage);
+    /* a stage the rules no longer define is open: it gets the close
+     * reminders, but no stale threshold */
+    if (si >= 0 && pl_rules_stage_is_closed(r, si))
+        return 0;
+    if (si >= 0 && r->stages[si].stale_ms > 0)
+        put_timer(out, &n, "stale", "",
+                  sat_add(st->last_event_at, r->stages[si].stale_ms));
+    if (st->has_close_date) {
+        int64_t day = (int64_t)st->expected_close_date * DAY_MS;
+        for (int i = 0; i < a->nsoon; i++)
+            put_timer(out, &n, CLOSING_SOON_PREFIX, a->soon[i].text,
+                      day - a->soon[i].ms);
+        if (a->overdue_ms >= 0)
+            put_timer(out, &n, "overdue", "",
+                      sat_add(day + DAY_MS, a->overdue_ms));
+    }
+    if (si >= 0 && si == a->cns_stage &&
+        !(st->activities & (1u << a->cns_unless)))
+        put_timer(out, &n, "contract_not_sent", "",
+                  sat_add(st->stage_entered_at, a->cns_ms));
+    qsort(out, (size_t)n, sizeof(*out), timer_cmp);
+    return n;
+}
+
+const char *pl_timer_kind(const char *name)
+{
+    static const char *const plain[] = {"stale", "overdue",
+                                        "contract_not_sent", NULL};
+    size_t plen = strlen(CLOSING_SOON_PREFIX);
+    int64_t ms;
+
+    if (!name)
+        return NULL;
+    for (size_t i = 0; plain[i]; i++)
+        if (!strcmp(name, plain[i]))
+            return plain[i];
+    if (!strncmp(name, CLOSING_SOON_PREFIX, plen) &&
+        pl_duration_parse(name + plen, &ms) == 0)
+        return "closing_soon";
+    return NULL;
+}
+
+/* The timer `name` of st when it is due at `due` now: one of the deal's
+ * timers with that name and due, or a repeat of its stale timer. */
+static bool timer_current(const pl_rules_t *r, const pl_deal_state_t *st,
+                          const char *name, int64_t due)
+{
+    pl_timer_t t[PL_TIMERS_MAX];
+    int n = pl_rules_deal_timers(r, st, t);
+    int64_t rep = r->alerts.stale_repeat_ms;
+
+    for (int i = 0; i < n; i++) {
+        if (strcmp(t[i].name, name))
+            continue;
+        if (t[i].due == due)
+            return true;
+        return rep > 0 && !strcmp(name, "stale") && due > t[i].due &&
+               (due - t[i].due) % rep == 0;
+    }
+    return false;
+}
+
+int pl_rules_deal_alert(const pl_rules_t *r, const pl_deal_state_t *st,
+                        const char *name, int64_t due, int64_t now_ms,
+                        pl_event_t *alert)
+{
+    const char *kind = pl_timer_kind(name);
+    char id[PL_EVENT_ID_MAX + 1], *cause;
+    size_t cause_len;
+    bool stale;
+    int si;
+
+    if (!alert)
+        return -1;
+    pl_event_clear(alert);
+    if (!r || !kind)
+        return -1;
+    if (!timer_current(r, st, name, due))
+        return 1;
+    stale = !strcmp(kind, "stale");
+    si = pl_rules_stage_index(r, st->stage);
+
+    /* "<deal_id>|<name>|<due>" */
+    cause_len = strlen(st->deal_id ? st->deal_id : "") + strlen(name) + 32;
+    if (!(cause = malloc(cause_len)))
+        return -1;
+    snprintf(cause, cause_len, "%s|%s|%lld", st->deal_id ? st->deal_id : "",
+             name, (long long)due);
+    alert->type = stale ? PL_EV_DEAL_STALE : PL_EV_DEAL_CLOSE_REMINDER;
+    pl_event_derive_id(alert->type, cause, id);
+    free(cause);
+
+    alert->occurred_at = due;
+    alert->present |= PL_F_OCCURRED_AT;
+    if (pl_str_set(&alert->event_id, id) < 0 ||
+        pl_str_set(&alert->deal_id, st->deal_id) < 0 ||
+        pl_str_set(&alert->stage, st->stage) < 0 ||
+        pl_str_set(&alert->owner, st->owner) < 0 ||
+        pl_str_set(&alert->currency,
+                   st->currency ? st->currency
+                                : st->has_amount ? "USD" : NULL) < 0)
+        goto out_oom;
+    if (st->has_amount) {
+        alert->amount = st->amount;
+        alert->present |= PL_F_AMOUNT;
+    }
+    if (stale) {
+        int64_t idle = (now_ms - st->last_event_at) / 1000;
+        alert->idle_since = st->last_event_at;
+        alert->idle_seconds = idle > 0 ? idle : 0;
+        alert->threshold_seconds = r->stages[si].stale_ms / 1000;
+        alert->present |=
+            PL_F_IDLE_SINCE | PL_F_IDLE_SECONDS | PL_F_THRESHOLD_SECONDS;
+        return 0;
+    }
+    if (pl_str_set(&alert->kind, kind) < 0)
+        goto out_oom;
+    if (st->has_close_date) {
+        alert->expected_close_date = st->expected_close_date;
+        alert->present |= PL_F_EXPECTED_CLOSE_DATE;
+    }
+    alert->due_at = due;
+    alert->present |= PL_F_DUE_AT;
+    return 0;
+
+out_oom:
+    pl_event_clear(alert);
+    return -1;
+}
+
+bool pl_rules_timer_next(const pl_rules_t *r, const pl_deal_state_t *st,
+                         const char *name, int64_t due, int64_t now_ms,
+                         int64_t *next)
+{
+    pl_timer_t t[PL_TIMERS_MAX];
+    int64_t rep, after, base = 0, k;
+    int n;
+    bool found = false;
+
+    if (!r || !name || !next || strcmp(name, "stale"))
+        return false;
+    if ((rep = r->alerts.stale_repeat_ms) <= 0)
+        return false;
+    n = pl_rules_deal_timers(r, st, t);
+    for (int i = 0; i < n && !found; i++)
+        if (!strcmp(t[i].name, "stale")) {
+            base = t[i].due;
+            found = true;
+        }
+    if (!found)
+        return false;
+    after = due > now_ms ? due : now_ms;
+    if (after < base) {
+        *next = base;
+        return true;
+    }
+    k = (after - base) / rep + 1;
+    if (k > INT64_MAX / rep || (k = sat_add(base, k * rep)) == INT64_MAX)
+        return false; /* past the end of time */
+    *next = k;
+    return true;
+}
+
+int pl_rules_closing_soon_count(const pl_rules_t *r)
+{
+    return r ? r->alerts.nsoon : 0;
+}
+
+int64_t pl_rules_closing_soon_ms(const pl_rules_t *r, int i)
+{
+    if (!r || i < 0 || i >= r->alerts.nsoon)
+        return -1;
+    return r->alerts.soon[i].ms;
+}
+
+int64_t pl_rules_overdue_after_ms(const pl_rules_t *r)
+{
+    return r ? r->alerts.overdue_ms : -1;
+}
+
+int64_t pl_rules_stale_repeat_ms(const pl_rules_t *r)
+{
+    return r ? r->alerts.stale_repeat_ms : 0;
 }

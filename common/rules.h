@@ -16,6 +16,10 @@
  * points, disqualifying criteria, the mql threshold) and moves the lead
  * between the statuses new, nurture, mql, sal, sql and disqualified.  Every
  * decision comes with its reasons, one line per criterion.
+ *
+ * pl_rules_deal_timers() and pl_rules_deal_alert() are the alert engine
+ * (the `alerts:` section): the timers a deal's state calls for, and the
+ * deal.stale / deal.close_reminder event a due timer yields.
  */
 #ifndef PL_RULES_H
 #define PL_RULES_H
@@ -293,5 +297,107 @@ int pl_rules_score_lead(const pl_rules_t *r, const pl_event_t *profile,
 int pl_rules_apply_lead(const pl_rules_t *r, const pl_lead_state_t *cur,
                         const pl_event_t *ev, pl_lead_state_t *next,
                         pl_lead_outcome_t *out);
+
+/* ------------------------------------------------------------------------ */
+/* Alerts: the timers of a deal                                             */
+/*
+ * The `alerts:` section of the rules file (optional; defaults in brackets):
+ *   closing_soon       offsets before expected_close_date (00:00 UTC of that
+ *                      date) at which a closing_soon reminder is due [7d, 1d]
+ *   overdue_after      delay after the end of the close date's UTC day at
+ *                      which overdue is due [0s]
+ *   contract_not_sent  {stage, after, unless}: a deal that entered `stage`
+ *                      and has no `unless` activity after `after`
+ *                      [closing, 24h, contract_sent]
+ *   stale_repeat       0: one deal.stale per idle period; > 0: repeat it
+ *                      this often while the deal stays idle [0s]
+ * An empty value (`overdue_after:`, `contract_not_sent:`) switches that
+ * reminder off.  With the defaults and no stage called `closing`,
+ * contract_not_sent is off.
+ *
+ * A deal's timers are a pure function of its stored state: a worker
+ * recomputes them whenever it applies an event and, when one comes due,
+ * asks pl_rules_deal_alert() whether it still holds.
+ */
+
+#define PL_TIMER_NAME_MAX 40
+#define PL_TIMERS_MAX 16
+
+typedef struct pl_timer_s {
+    char name[PL_TIMER_NAME_MAX]; /* "stale", "closing_soon@7d", "overdue",
+                                     "contract_not_sent" */
+    int64_t due;                  /* ms since the epoch, UTC */
+} pl_timer_t;
+
+/*
+ * The timers a deal should have given its current state, sorted by name
+ * (strcmp):
+ *   stale              open deal whose stage has stale_after:
+ *                      last_event_at + stale_after
+ *   closing_soon@OFF   one per closing_soon offset, OFF normalised (d, h,
+ *                      m, s from largest: "7d", "36h" -> "1d12h"); open
+ *                      deal with expected_close_date: that date 00:00 UTC
+ *                      minus OFF
+ *   overdue            open deal with expected_close_date: the next day
+ *                      00:00 UTC + overdue_after
+ *   contract_not_sent  open deal in contract_not_sent.stage without the
+ *                      `unless` activity: stage_entered_at + after
+ * A closed deal (pl_rules_stage_is_closed: won, lost), a deal that does not
+ * exist and st == NULL have none.  Timers may already be due (a close date
+ * in the past): the caller fires them at once.  Returns the count (0 ..
+ * PL_TIMERS_MAX).  Pure; any thread may call it.
+ */
+int pl_rules_deal_timers(const pl_rules_t *r, const pl_deal_state_t *st,
+                         pl_timer_t out[PL_TIMERS_MAX]);
+
+/*
+ * The alert for the timer (name, due) that came due at now_ms (the
+ * worker's clock).  alert must be initialised; its old content is freed.
+ * Returns
+ *    0  alert holds deal.stale ("stale") or deal.close_reminder (the rest):
+ *       event_id = pl_event_derive_id(type, "<deal_id>|<name>|<due>"),
+ *       occurred_at = due; deal_id, stage, owner, amount, currency (USD when
+ *       the deal has an amount and no currency); deal.stale: idle_since =
+ *       last_event_at, idle_seconds = (now_ms - last_event_at) / 1000 (never
+ *       negative), threshold_seconds = the stage's stale_after;
+ *       deal.close_reminder: kind (pl_timer_kind(name)), expected_close_date
+ *       when the deal has one, due_at = due.  pl_codec_validate() accepts it.
+ *    1  the timer must not fire: pl_rules_deal_timers(st) has no timer with
+ *       exactly this name and due (the deal moved stage, had activity,
+ *       changed its date, closed, or the rules no longer have that timer).
+ *       With stale_repeat > 0, "stale" is also current at last_event_at +
+ *       stale_after + k * stale_repeat (k >= 0).  alert is left empty.
+ *   -1  OOM, r or name NULL, or a name pl_timer_kind() does not know;
+ *       alert is left empty.
+ */
+int pl_rules_deal_alert(const pl_rules_t *r, const pl_deal_state_t *st,
+                        const char *name, int64_t due, int64_t now_ms,
+                        pl_event_t *alert);
+
+/*
+ * After the timer (name, due) fired at now_ms: the next due time of the same
+ * timer while the deal stays as it is.  Only "stale" with stale_repeat > 0
+ * repeats: *next = the first last_event_at + stale_after + k * stale_repeat
+ * after both due and now_ms.  Returns true with *next set, or false (no
+ * repeat; the timer is done until the deal's state changes it).
+ */
+bool pl_rules_timer_next(const pl_rules_t *r, const pl_deal_state_t *st,
+                         const char *name, int64_t due, int64_t now_ms,
+                         int64_t *next);
+
+/*
+ * The kind of a timer name: "stale", "closing_soon" (for
+ * "closing_soon@<duration>"), "overdue" or "contract_not_sent" (static
+ * strings); NULL for anything else.  The close-reminder kinds are
+ * deal.close_reminder's `kind`.
+ */
+const char *pl_timer_kind(const char *name);
+
+/* The alerts settings, for tools that show them.  Offsets and durations in
+ * ms; -1 when that reminder is off. */
+int pl_rules_closing_soon_count(const pl_rules_t *r);
+int64_t pl_rules_closing_soon_ms(const pl_rules_t *r, int i);
+int64_t pl_rules_overdue_after_ms(const pl_rules_t *r);
+int64_t pl_rules_stale_repeat_ms(const pl_rules_t *r);
 
 #endif /* PL_RULES_H */

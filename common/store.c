@@ -11,6 +11,7 @@
 #include "codec.h"
 #include "event.h"
 #include "log.h"
+#include "slots.h"
 
 #include <hiredis/hiredis.h>
 #include <jansson.h>
@@ -19,10 +20,12 @@
 #include <string.h>
 #include <sys/time.h>
 
-/* KEYS: state, applied, history.
+/* KEYS: state, applied, history, the timer shard of the entity's slot.
  * ARGV: event_id, expected revision, outcome, dedupe ttl (ms), history entry
- * ("" for none), then field/value pairs of the new state, its new revision
- * "rev" among them (none: rejected, the state stays as it is).
+ * ("" for none), then n and n field/value pairs of the new state, its new
+ * revision "rev" among them (n = 0: rejected, the state stays as it is),
+ * then n and n score/member pairs to add to the timer shard, then n and n
+ * members to remove from it.
  * Returns {0} applied, {1, outcome} duplicate, {2, {field, value...}}
  * conflict. */
 static const char apply_lua[] =
@@ -32,13 +35,46 @@ static const char apply_lua[] =
     "if rev ~= ARGV[2] then\n"
     "  return {2, redis.call('HGETALL', KEYS[1])}\n"
     "end\n"
-    "if #ARGV > 5 then\n"
-    "  redis.call('HSET', KEYS[1], unpack(ARGV, 6))\n"
-    "end\n"
+    "local i = 7\n"
+    "local n = tonumber(ARGV[6])\n"
+    "if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, i, i + 2*n - 1)) end\n"
+    "i = i + 2*n\n"
+    "n = tonumber(ARGV[i]); i = i + 1\n"
+    "if n > 0 then redis.call('ZADD', KEYS[4], unpack(ARGV, i, i + 2*n - 1)) end\n"
+    "i = i + 2*n\n"
+    "n = tonumber(ARGV[i]); i = i + 1\n"
+    "if n > 0 then redis.call('ZREM', KEYS[4], unpack(ARGV, i, i + n - 1)) end\n"
     "if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[3], ARGV[5]) end\n"
     "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
     "redis.call('PEXPIRE', KEYS[2], ARGV[4])\n"
     "return {0}\n";
+
+/* KEYS: timer shards.  ARGV: now (ms), lease until (ms), most per shard.
+ * Every member due by now (never claimed, or whose lease ran out) is
+ * claimed: its score becomes the lease's end, so no other worker sees it
+ * until then.  Returns {shard index, member, ...}. */
+static const char claim_lua[] =
+    "local out = {}\n"
+    "for k = 1, #KEYS do\n"
+    "  local due = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', ARGV[1],\n"
+    "                         'LIMIT', 0, ARGV[3])\n"
+    "  for _, m in ipairs(due) do\n"
+    "    redis.call('ZADD', KEYS[k], ARGV[2], m)\n"
+    "    out[#out + 1] = k\n"
+    "    out[#out + 1] = m\n"
+    "  end\n"
+    "end\n"
+    "return out\n";
+
+/* KEYS: a timer shard.  ARGV: member, the lease end it was claimed with.
+ * Removes the member only while that claim still holds (a timer claimed
+ * again by another worker after our lease ran out is theirs to finish). */
+static const char complete_lua[] =
+    "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
+    "if s and tonumber(s) == tonumber(ARGV[2]) then\n"
+    "  return redis.call('ZREM', KEYS[1], ARGV[1])\n"
+    "end\n"
+    "return 0\n";
 
 struct pl_store_s {
     char *host;
@@ -47,6 +83,8 @@ struct pl_store_s {
     char *prefix;
     redisContext *c;
     char apply_sha[41];
+    char claim_sha[41];
+    char complete_sha[41];
 };
 
 /* ---- fields ---- */
@@ -177,10 +215,11 @@ static redisReply *command(pl_store_t *s, char *errstr, size_t errstr_size,
     return r;
 }
 
-static int load_scripts(pl_store_t *s, char *errstr, size_t errstr_size)
+static int load_script(pl_store_t *s, const char *body, char sha[41],
+                       char *errstr, size_t errstr_size)
 {
-    const char *argv[] = {"SCRIPT", "LOAD", apply_lua};
-    size_t lens[] = {6, 4, sizeof(apply_lua) - 1};
+    const char *argv[] = {"SCRIPT", "LOAD", body};
+    size_t lens[] = {6, 4, strlen(body)};
     redisReply *r = command(s, errstr, errstr_size, 3, argv, lens);
     if (!r)
         return -1;
@@ -189,10 +228,21 @@ static int load_scripts(pl_store_t *s, char *errstr, size_t errstr_size)
         freeReplyObject(r);
         return -1;
     }
-    memcpy(s->apply_sha, r->str, 40);
-    s->apply_sha[40] = '\0';
+    memcpy(sha, r->str, 40);
+    sha[40] = '\0';
     freeReplyObject(r);
     return 0;
+}
+
+static int load_scripts(pl_store_t *s, char *errstr, size_t errstr_size)
+{
+    return load_script(s, apply_lua, s->apply_sha, errstr, errstr_size) ||
+                   load_script(s, claim_lua, s->claim_sha, errstr,
+                               errstr_size) ||
+                   load_script(s, complete_lua, s->complete_sha, errstr,
+                               errstr_size)
+               ? -1
+               : 0;
 }
 
 int pl_store_connect(pl_store_t *s, char *errstr, size_t errstr_size)
@@ -237,6 +287,30 @@ static char *key(const pl_store_t *s, const char *kind, const char *id,
     char *k = malloc(n);
     if (k)
         snprintf(k, n, "%s{%s:%s}%s", s->prefix, kind, id, suffix);
+    return k;
+}
+
+char *pl_store_timer_shard(const pl_store_t *s, int slot)
+{
+    const char *tag = pl_slot_tag(slot);
+    size_t n = strlen(s->prefix) + strlen(tag) + 12;
+    char *k = malloc(n);
+    if (k)
+        snprintf(k, n, "%stimers:{%s}", s->prefix, tag);
+    return k;
+}
+
+/* The timer shard of an entity: the one in its own slot. */
+static char *entity_shard(const pl_store_t *s, const char *kind,
+                          const char *id)
+{
+    size_t n = strlen(kind) + strlen(id) + 4;
+    char *tag = malloc(n), *k;
+    if (!tag)
+        return NULL;
+    snprintf(tag, n, "{%s:%s}", kind, id);
+    k = pl_store_timer_shard(s, pl_slot_of(tag, strlen(tag)));
+    free(tag);
     return k;
 }
 
@@ -317,19 +391,26 @@ static int append_apply(pl_store_t *s, const pl_store_apply_t *op,
                         int64_t ttl_ms, bool by_sha)
 {
     size_t nset = op->set ? op->set->count : 0;
-    size_t argc = 3 + 3 + 5 + 2 * nset, i = 0;
+    size_t nadd = op->timers_add ? op->timers_add->count : 0;
+    size_t nrem = op->timers_remove ? op->timers_remove->count : 0;
+    size_t argc = 4 + 4 + 5 + 3 + 2 * nset + 2 * nadd + nrem, i = 0;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *lens = malloc(argc * sizeof(*lens));
     char *k_state = key(s, op->kind, op->id, "");
     char *k_applied = key(s, op->kind, op->id, ":applied");
     char *k_history = key(s, op->kind, op->id, ":history");
-    char ttl[24];
+    char *k_shard = entity_shard(s, op->kind, op->id);
+    char ttl[24], cset[24], cadd[24], crem[24];
     int r = -1;
 
-    if (!argv || !lens || !k_state || !k_applied || !k_history)
+    if (!argv || !lens || !k_state || !k_applied || !k_history || !k_shard)
         goto out;
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(ttl_ms > 0 ? ttl_ms : 1));
+    snprintf(cset, sizeof(cset), "%zu", nset);
+    snprintf(cadd, sizeof(cadd), "%zu", nadd);
+    snprintf(crem, sizeof(crem), "%zu", nrem);
 #define ARG(p, l) (argv[i] = (p), lens[i] = (l), i++)
+#define SARG(p) ARG((p), strlen(p))
     if (by_sha) {
         ARG("EVALSHA", 7);
         ARG(s->apply_sha, 40);
@@ -337,20 +418,30 @@ static int append_apply(pl_store_t *s, const pl_store_apply_t *op,
         ARG("EVAL", 4);
         ARG(apply_lua, sizeof(apply_lua) - 1);
     }
-    ARG("3", 1);
-    ARG(k_state, strlen(k_state));
-    ARG(k_applied, strlen(k_applied));
-    ARG(k_history, strlen(k_history));
-    ARG(op->event_id, strlen(op->event_id));
-    ARG(op->expected_rev ? op->expected_rev : "",
-        op->expected_rev ? strlen(op->expected_rev) : 0);
+    ARG("4", 1);
+    SARG(k_state);
+    SARG(k_applied);
+    SARG(k_history);
+    SARG(k_shard);
+    SARG(op->event_id);
+    SARG(op->expected_rev ? op->expected_rev : "");
     ARG(op->outcome ? op->outcome : "", op->outcome ? op->outcome_len : 0);
-    ARG(ttl, strlen(ttl));
-    ARG(op->history ? op->history : "", op->history ? strlen(op->history) : 0);
+    SARG(ttl);
+    SARG(op->history ? op->history : "");
+    SARG(cset);
     for (size_t j = 0; j < nset; j++) {
-        ARG(op->set->keys[j], strlen(op->set->keys[j]));
-        ARG(op->set->values[j], strlen(op->set->values[j]));
+        SARG(op->set->keys[j]);
+        SARG(op->set->values[j]);
     }
+    SARG(cadd);
+    for (size_t j = 0; j < nadd; j++) {
+        SARG(op->timers_add->values[j]); /* score */
+        SARG(op->timers_add->keys[j]);   /* member */
+    }
+    SARG(crem);
+    for (size_t j = 0; j < nrem; j++)
+        SARG(op->timers_remove->items[j]);
+#undef SARG
 #undef ARG
     r = redisAppendCommandArgv(s->c, (int)i, argv, lens) == REDIS_OK ? 0 : -1;
 out:
@@ -359,6 +450,7 @@ out:
     free(k_state);
     free(k_applied);
     free(k_history);
+    free(k_shard);
     return r;
 }
 
@@ -536,6 +628,9 @@ static json_t *field_json(const char *k, const char *v)
     return json_string(v);
 }
 
+static int add_timers_json(pl_store_t *s, const char *kind, const char *id,
+                           json_t *o, char *errstr, size_t errstr_size);
+
 int pl_store_deal_json(pl_store_t *s, const char *deal_id, char **json_out,
                        char *errstr, size_t errstr_size)
 {
@@ -569,6 +664,9 @@ int pl_store_entity_json(pl_store_t *s, const char *kind, const char *id,
         json_array_append_new(h, e ? e : json_string(hist.values[i]));
     }
     json_object_set_new(o, "history", h);
+    if (!strcmp(kind, "deal") &&
+        add_timers_json(s, kind, id, o, errstr, errstr_size))
+        goto out;
     if (!(*json_out = json_dumps(o, JSON_SORT_KEYS | JSON_COMPACT |
                                         JSON_REAL_PRECISION(15))))
         goto oom;
@@ -587,4 +685,288 @@ void pl_store_next_rev(const char *prev, const char *event_id,
                        char out[PL_REV_LEN + 1])
 {
     pl_hash_hex(prev, event_id, out);
+}
+
+/* ---- timers ---- */
+
+void pl_store_claims_free(pl_claim_t *claims, size_t n)
+{
+    for (size_t i = 0; claims && i < n; i++)
+        free(claims[i].member);
+    free(claims);
+}
+
+/* A script error reply: reload the scripts when Redis lost them. */
+static void script_error(pl_store_t *s, const redisReply *r, char *errstr,
+                         size_t errstr_size)
+{
+    char err[512];
+    snprintf(errstr, errstr_size, "redis script: %s", r->str);
+    if (!strncmp(r->str, "NOSCRIPT", 8) &&
+        load_scripts(s, err, sizeof(err)))
+        pl_warn("reloading scripts: %s", err);
+}
+
+int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
+                          int64_t now_ms, int64_t lease_until_ms,
+                          int per_shard, pl_claim_t **claims, size_t *n,
+                          char *errstr, size_t errstr_size)
+{
+    size_t calls = 0, cap = 0, count = 0;
+    redisReply **replies = NULL;
+    pl_claim_t *out = NULL;
+    char now[24], until[24], limit[16];
+    int r = -1;
+
+    *claims = NULL;
+    *n = 0;
+    if (pl_store_connect(s, errstr, errstr_size))
+        return -1;
+    if (shards_per_call < 1)
+        shards_per_call = 1;
+    snprintf(now, sizeof(now), "%lld", (long long)now_ms);
+    snprintf(until, sizeof(until), "%lld", (long long)lease_until_ms);
+    snprintf(limit, sizeof(limit), "%d", per_shard);
+    for (int slot = from; slot < to; slot += shards_per_call) {
+        int k = to - slot < shards_per_call ? to - slot : shards_per_call;
+        size_t argc = 3 + (size_t)k + 3, i = 0;
+        const char **argv = malloc(argc * sizeof(*argv));
+        char **keys = calloc((size_t)k, sizeof(*keys));
+        char nk[16];
+        int ok = argv && keys;
+        snprintf(nk, sizeof(nk), "%d", k);
+        if (ok) {
+            argv[i++] = "EVALSHA";
+            argv[i++] = s->claim_sha;
+            argv[i++] = nk;
+            for (int j = 0; j < k && ok; j++)
+                ok = (argv[i++] = keys[j] =
+                          pl_store_timer_shard(s, slot + j)) != NULL;
+            argv[i++] = now;
+            argv[i++] = until;
+            argv[i++] = limit;
+        }
+        if (ok)
+            ok = redisAppendCommandArgv(s->c, (int)argc, argv, NULL) ==
+                 REDIS_OK;
+        for (int j = 0; keys && j < k; j++)
+            free(keys[j]);
+        free(keys);
+        free(argv);
+        if (!ok) {
+            snprintf(errstr, errstr_size, "out of memory");
+            disconnect(s); /* replies may be pending */
+            return -1;
+        }
+        calls++;
+    }
+    if (!(replies = calloc(calls ? calls : 1, sizeof(*replies)))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        disconnect(s);
+        return -1;
+    }
+    if (read_replies(s, replies, calls, errstr, errstr_size))
+        goto out;
+    for (size_t c = 0; c < calls; c++) {
+        const redisReply *rep = replies[c];
+        int base = from + (int)c * shards_per_call;
+        if (rep->type == REDIS_REPLY_ERROR) {
+            script_error(s, rep, errstr, errstr_size);
+            goto out; /* claims made by other calls expire with their lease */
+        }
+        for (size_t e = 0; e + 1 < rep->elements; e += 2) {
+            if (count == cap) {
+                size_t ncap = cap ? cap * 2 : 64;
+                pl_claim_t *nout = realloc(out, ncap * sizeof(*nout));
+                if (!nout)
+                    goto oom;
+                out = nout;
+                cap = ncap;
+            }
+            out[count].slot = base + (int)rep->element[e]->integer - 1;
+            if (!(out[count].member = strdup(rep->element[e + 1]->str)))
+                goto oom;
+            count++;
+        }
+    }
+    *claims = out;
+    *n = count;
+    out = NULL;
+    r = 0;
+    goto out;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+out:
+    pl_store_claims_free(out, count);
+    if (replies)
+        free_replies(replies, calls);
+    return r;
+}
+
+int pl_store_complete_timers(pl_store_t *s, const pl_claim_t *claims,
+                             size_t n, int64_t lease_until_ms, char *errstr,
+                             size_t errstr_size)
+{
+    redisReply **replies;
+    char until[24];
+    int r = -1;
+
+    if (!n)
+        return 0;
+    if (pl_store_connect(s, errstr, errstr_size))
+        return -1;
+    snprintf(until, sizeof(until), "%lld", (long long)lease_until_ms);
+    for (size_t i = 0; i < n; i++) {
+        char *shard = pl_store_timer_shard(s, claims[i].slot);
+        const char *argv[] = {"EVALSHA", s->complete_sha, "1", shard,
+                              claims[i].member, until};
+        int ok = shard && redisAppendCommandArgv(s->c, 6, argv, NULL) ==
+                              REDIS_OK;
+        free(shard);
+        if (!ok) {
+            snprintf(errstr, errstr_size, "out of memory");
+            disconnect(s);
+            return -1;
+        }
+    }
+    if (!(replies = calloc(n, sizeof(*replies)))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        disconnect(s);
+        return -1;
+    }
+    if (read_replies(s, replies, n, errstr, errstr_size))
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (replies[i]->type == REDIS_REPLY_ERROR) {
+            script_error(s, replies[i], errstr, errstr_size);
+            goto out;
+        }
+    }
+    r = 0;
+out:
+    free_replies(replies, n);
+    return r;
+}
+
+/* ZRANGE WITHSCORES of some shards, into out (member -> score). */
+static int list_shards(pl_store_t *s, char **shards, size_t n,
+                       pl_fields_t *out, char *errstr, size_t errstr_size)
+{
+    redisReply **replies;
+    int r = -1;
+
+    if (pl_store_connect(s, errstr, errstr_size))
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        redisAppendCommand(s->c, "ZRANGE %s 0 -1 WITHSCORES", shards[i]);
+    if (!(replies = calloc(n ? n : 1, sizeof(*replies)))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        disconnect(s);
+        return -1;
+    }
+    if (read_replies(s, replies, n, errstr, errstr_size))
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (replies[i]->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis ZRANGE: %s", replies[i]->str);
+            goto out;
+        }
+        if (fields_from_reply(out, replies[i])) {
+            snprintf(errstr, errstr_size, "out of memory");
+            goto out;
+        }
+    }
+    r = 0;
+out:
+    free_replies(replies, n);
+    return r;
+}
+
+int pl_store_list_timers(pl_store_t *s, int from, int to, pl_fields_t *out,
+                         char *errstr, size_t errstr_size)
+{
+    size_t n = (size_t)(to - from);
+    char **shards = calloc(n ? n : 1, sizeof(*shards));
+    int r = -1;
+
+    if (!shards)
+        goto oom;
+    for (size_t i = 0; i < n; i++)
+        if (!(shards[i] = pl_store_timer_shard(s, from + (int)i)))
+            goto oom;
+    r = list_shards(s, shards, n, out, errstr, errstr_size);
+    goto out;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+out:
+    for (size_t i = 0; shards && i < n; i++)
+        free(shards[i]);
+    free(shards);
+    return r;
+}
+
+int pl_store_entity_timers(pl_store_t *s, const char *kind, const char *id,
+                           pl_fields_t *out, char *errstr,
+                           size_t errstr_size)
+{
+    pl_fields_t all = {0};
+    char *shard = entity_shard(s, kind, id);
+    size_t idlen = strlen(id);
+    int r = -1;
+
+    if (!shard) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    if (list_shards(s, &shard, 1, &all, errstr, errstr_size))
+        goto out;
+    for (size_t i = 0; i < all.count; i++) {
+        /* "<timer>|<due>|<id>": the shard also holds other deals' */
+        const char *bar = strchr(all.keys[i], '|');
+        bar = bar ? strchr(bar + 1, '|') : NULL;
+        if (bar && strlen(bar + 1) == idlen && !strcmp(bar + 1, id) &&
+            pl_fields_set(out, all.keys[i], all.values[i])) {
+            snprintf(errstr, errstr_size, "out of memory");
+            goto out;
+        }
+    }
+    r = 0;
+out:
+    pl_fields_clear(&all);
+    free(shard);
+    return r;
+}
+
+/* "timers": the entity's pending timers, soonest first. */
+static int add_timers_json(pl_store_t *s, const char *kind, const char *id,
+                           json_t *o, char *errstr, size_t errstr_size)
+{
+    pl_fields_t t = {0};
+    json_t *a = json_array();
+    int r = -1;
+
+    if (!a || pl_store_entity_timers(s, kind, id, &t, errstr, errstr_size))
+        goto out;
+    for (size_t i = 0; i < t.count; i++) {
+        char *m = t.keys[i], *b1 = strchr(m, '|'), due[40], claim[40];
+        long long d, sc = strtoll(t.values[i], NULL, 10);
+        json_t *e;
+        if (!b1)
+            continue;
+        *b1 = '\0';
+        d = strtoll(b1 + 1, NULL, 10);
+        pl_time_format_rfc3339(d, due, sizeof(due));
+        e = json_pack("{s:s, s:s}", "timer", m, "due_at", due);
+        if (e && sc != d) {
+            pl_time_format_rfc3339(sc, claim, sizeof(claim));
+            json_object_set_new(e, "claimed_until", json_string(claim));
+        }
+        json_array_append_new(a, e);
+    }
+    json_object_set(o, "timers", a);
+    r = 0;
+out:
+    json_decref(a);
+    pl_fields_clear(&t);
+    return r;
 }

@@ -10,7 +10,13 @@
  *                                 event produced (packed), expires after
  *                                 dedupe.ttl of quiet
  *   <prefix>{deal:<id>}:history   list: one JSON entry per stage change
- * (the same with "lead" for leads).
+ * (the same with "lead" for leads), and for timers
+ *   <prefix>timers:{<tag>}        sorted set: "<timer>|<due ms>|<deal id>"
+ *                                 scored by due time (or, once claimed, by
+ *                                 the end of the claim's lease); one per
+ *                                 hash slot, the tag chosen to map to that
+ *                                 slot, so a deal and its timers share one
+ *                                 slot and one script schedules both.
  *
  * One Lua script applies an event: it ignores an event_id already applied
  * (answering with the derived events stored the first time), checks that the
@@ -24,6 +30,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+#include "event.h"
 
 #define PL_REV_LEN 32 /* hex characters of a revision */
 
@@ -75,6 +83,9 @@ typedef struct pl_store_apply_s {
     char expected_rev_buf[PL_REV_LEN + 1]; /* room for the caller's copy */
     const pl_fields_t *set;   /* new state with its new "rev"; NULL or
                                  empty: rejected, state unchanged */
+    const pl_fields_t *timers_add; /* member -> due (ms, text) to schedule
+                                      in the entity's timer shard, or NULL */
+    const pl_strlist_t *timers_remove; /* members to unschedule, or NULL */
     const char *history;      /* entry to append, or NULL */
     const void *outcome;      /* derived events, packed (pl_outbox_pack) */
     size_t outcome_len;
@@ -92,6 +103,43 @@ typedef struct pl_store_apply_s {
 int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
                    int64_t dedupe_ttl_ms, char *errstr, size_t errstr_size);
 void pl_store_apply_clear(pl_store_apply_t *op);
+
+/* The timer shard of a hash slot (malloc'ed), NULL on OOM. */
+char *pl_store_timer_shard(const pl_store_t *s, int slot);
+
+/* A due timer claimed by pl_store_claim_timers(). */
+typedef struct pl_claim_s {
+    int slot;
+    char *member; /* "<timer>|<due ms>|<deal id>" */
+} pl_claim_t;
+
+/* Claim every timer due by now_ms in the shards of slots [from, to), at most
+ * per_shard from each, holding them until lease_until_ms; shards_per_call
+ * shards go in one script call (1 for Redis Cluster), all calls in one
+ * round trip.  *claims is malloc'ed (free with pl_store_claims_free).
+ * 0 or -1 (retriable). */
+int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
+                          int64_t now_ms, int64_t lease_until_ms,
+                          int per_shard, pl_claim_t **claims, size_t *n,
+                          char *errstr, size_t errstr_size);
+void pl_store_claims_free(pl_claim_t *claims, size_t n);
+
+/* Finish n claimed timers (remove them while our claim holds), one round
+ * trip.  0 or -1 (retriable: a timer left claimed fires again once its
+ * lease runs out, with the same event id). */
+int pl_store_complete_timers(pl_store_t *s, const pl_claim_t *claims,
+                             size_t n, int64_t lease_until_ms, char *errstr,
+                             size_t errstr_size);
+
+/* Every scheduled timer of the slots [from, to) (member -> score), for the
+ * CLI.  0 or -1. */
+int pl_store_list_timers(pl_store_t *s, int from, int to, pl_fields_t *out,
+                         char *errstr, size_t errstr_size);
+
+/* The timers of one entity (member -> score), from its shard. */
+int pl_store_entity_timers(pl_store_t *s, const char *kind, const char *id,
+                           pl_fields_t *out, char *errstr,
+                           size_t errstr_size);
 
 /* The revision that follows prev ("" for none) when event_id writes the
  * state: 32 hex characters of SHA-256(prev "\n" event_id).  Because it

@@ -143,6 +143,9 @@ typedef struct item_s {
 typedef struct stats_s {
     uint64_t consumed, applied, rejected, duplicates, dead_letters,
         conflicts, batches, redis_errors, republished;
+    /* the kind's own counters (pl_worker_count) */
+    const char *extra_names[4];
+    uint64_t extra[4];
 } stats_t;
 
 struct pl_worker_s {
@@ -462,6 +465,9 @@ typedef struct op_s {
     pl_store_apply_t apply;
     size_t item;
     pl_fields_t set;
+    pl_fields_t timers_add;
+    pl_strlist_t timers_remove;
+    bool rejected;
     char *history;
     void *outcome;
     size_t outcome_len;
@@ -473,6 +479,8 @@ static void op_clear(op_t *op)
 {
     pl_store_apply_clear(&op->apply);
     pl_fields_clear(&op->set);
+    pl_fields_clear(&op->timers_add);
+    pl_strlist_clear(&op->timers_remove);
     free(op->history);
     free(op->outcome);
     memset(op, 0, sizeof(*op));
@@ -481,6 +489,12 @@ static void op_clear(op_t *op)
 int pl_decision_publish(pl_worker_t *w, pl_decision_t *d,
                         pl_topic_role_t role, const char *key,
                         const pl_event_t *ev)
+{
+    return pl_worker_queue(w, &d->derived, role, key, ev);
+}
+
+int pl_worker_queue(pl_worker_t *w, pl_outbox_t *ob, pl_topic_role_t role,
+                    const char *key, const pl_event_t *ev)
 {
     void *val = NULL;
     size_t len;
@@ -492,7 +506,7 @@ int pl_decision_publish(pl_worker_t *w, pl_decision_t *d,
                  ev->event_id ? ev->event_id : "", err);
         return -1;
     }
-    r = pl_outbox_add(&d->derived, role, key, strlen(key), val, len, NULL);
+    r = pl_outbox_add(ob, role, key, strlen(key), val, len, NULL);
     free(val);
     return r;
 }
@@ -502,9 +516,39 @@ const pl_rules_t *pl_worker_rules(const pl_worker_t *w)
     return w->rules;
 }
 
+pl_config_t *pl_worker_config(pl_worker_t *w)
+{
+    return w->cfg;
+}
+
+pl_store_t *pl_worker_store(pl_worker_t *w)
+{
+    return w->store;
+}
+
+bool pl_worker_running(const pl_worker_t *w)
+{
+    (void)w;
+    return run != 0;
+}
+
+void pl_worker_count(pl_worker_t *w, const char *name, uint64_t n)
+{
+    for (int i = 0; i < 4; i++) {
+        if (!w->stats.extra_names[i] || !strcmp(w->stats.extra_names[i],
+                                                name)) {
+            w->stats.extra_names[i] = name;
+            w->stats.extra[i] += n;
+            return;
+        }
+    }
+}
+
 static void decision_clear(pl_decision_t *d)
 {
     pl_fields_clear(&d->set);
+    pl_fields_clear(&d->timers_add);
+    pl_strlist_clear(&d->timers_remove);
     free(d->history);
     pl_outbox_reset(&d->derived);
     free(d->derived.msgs);
@@ -560,7 +604,14 @@ static int decide(worker_t *w, size_t idx, op_t *op)
         op->apply.set = &op->set;
         op->apply.history = op->history;
         memcpy(e->rev, op->rev, sizeof(e->rev));
+        op->timers_add = d.timers_add; /* moved */
+        memset(&d.timers_add, 0, sizeof(d.timers_add));
+        op->timers_remove = d.timers_remove; /* moved */
+        memset(&d.timers_remove, 0, sizeof(d.timers_remove));
+        op->apply.timers_add = &op->timers_add;
+        op->apply.timers_remove = &op->timers_remove;
     }
+    op->rejected = d.rejected;
     op->apply.outcome = op->outcome;
     op->apply.outcome_len = op->outcome_len;
     r = 0;
@@ -628,10 +679,10 @@ static int apply_batch(worker_t *w)
             switch (op->apply.result) {
             case PL_APPLY_OK:
                 it->done = true;
-                if (op->applied)
-                    w->stats.applied++;
-                else
+                if (op->rejected)
                     w->stats.rejected++;
+                else
+                    w->stats.applied++;
                 if (publish_outcome(w, it->msg, op->outcome, op->outcome_len,
                                     false))
                     goto out_ops;
@@ -694,11 +745,25 @@ static void store_offsets(worker_t *w)
     rd_kafka_topic_partition_list_destroy(offs);
 }
 
+int pl_worker_deliver(pl_worker_t *w, pl_outbox_t *ob)
+{
+    return pl_outbox_deliver(ob, w->producer, role_topic, w, &run,
+                             w->backoff_max_ms);
+}
+
 static void log_stats(worker_t *w)
 {
+    char extra[256];
+    size_t n = 0;
+
+    extra[0] = '\0';
+    for (int i = 0; i < 4 && w->stats.extra_names[i]; i++)
+        n += (size_t)snprintf(extra + n, sizeof(extra) - n, " %s=%llu",
+                              w->stats.extra_names[i],
+                              (unsigned long long)w->stats.extra[i]);
     pl_info("stats: consumed=%llu applied=%llu rejected=%llu duplicates=%llu "
             "dead_letters=%llu conflicts=%llu republished=%llu batches=%llu "
-            "redis_errors=%llu",
+            "redis_errors=%llu%s",
             (unsigned long long)w->stats.consumed,
             (unsigned long long)w->stats.applied,
             (unsigned long long)w->stats.rejected,
@@ -707,7 +772,17 @@ static void log_stats(worker_t *w)
             (unsigned long long)w->stats.conflicts,
             (unsigned long long)w->stats.republished,
             (unsigned long long)w->stats.batches,
-            (unsigned long long)w->stats.redis_errors);
+            (unsigned long long)w->stats.redis_errors, extra);
+}
+
+/* The kind's periodic work (timers), between batches.  0 or -1 (stop). */
+static int maybe_tick(worker_t *w, int64_t *next_tick)
+{
+    int64_t tick_ms = pl_config_get_ms(w->cfg, "timers.interval");
+    if (!w->kind->tick || !tick_ms || pl_now_mono_ms() < *next_tick)
+        return 0;
+    *next_tick = pl_now_mono_ms() + tick_ms;
+    return w->kind->tick(w);
 }
 
 static int main_loop(worker_t *w)
@@ -716,6 +791,7 @@ static int main_loop(worker_t *w)
     int64_t wait_ms = pl_config_get_int(w->cfg, "batch.wait.ms");
     int64_t stats_ms = pl_config_get_ms(w->cfg, "stats.interval");
     int64_t next_stats = pl_now_mono_ms() + stats_ms;
+    int64_t next_tick = 0;
 
     while (run) {
         int64_t deadline = 0;
@@ -734,6 +810,8 @@ static int main_loop(worker_t *w)
             if (!m) {
                 if (w->nitems)
                     break;
+                if (maybe_tick(w, &next_tick))
+                    return -1;
                 if (stats_ms && pl_now_mono_ms() >= next_stats) {
                     log_stats(w);
                     next_stats = pl_now_mono_ms() + stats_ms;
@@ -791,6 +869,8 @@ static int main_loop(worker_t *w)
         if (!w->revoked)
             store_offsets(w);
         batch_reset(w);
+        if (maybe_tick(w, &next_tick))
+            return -1;
         if (stats_ms && pl_now_mono_ms() >= next_stats) {
             log_stats(w);
             next_stats = pl_now_mono_ms() + stats_ms;

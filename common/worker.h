@@ -23,6 +23,11 @@ typedef struct pl_decision_s {
                             written but the event_id) */
     pl_fields_t set;     /* applied: the new state (the runtime adds rev) */
     char *history;       /* applied: an entry to append, or NULL */
+    bool rejected;       /* for the counters: the event was refused (its
+                            derived event says why); applied may still be
+                            true when a refusal touches the state */
+    pl_fields_t timers_add;     /* timer member -> due (ms): to schedule */
+    pl_strlist_t timers_remove; /* timer members to unschedule */
     pl_outbox_t derived; /* what to publish, in order */
     char poison[512];    /* set: dead-letter the message with this reason
                             instead (input the codec let through but the
@@ -49,14 +54,32 @@ typedef struct pl_worker_kind_s {
      * runtime keeps it as its prediction).  0, or -1 on OOM. */
     int (*decide)(pl_worker_t *w, void *st, const pl_event_t *ev,
                   pl_decision_t *d);
+    /* Optional: called between batches every timers.interval (the deal
+     * worker fires due timers here).  0, or -1 to stop the worker. */
+    int (*tick)(pl_worker_t *w);
 } pl_worker_kind_t;
 
 /* Run a worker of this kind: parse the command line and config, build the
  * modules, consume until SIGTERM/SIGINT.  Returns the exit status. */
 int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv);
 
-/* For decide(): the loaded rules. */
+/* For decide() and tick(): the loaded rules, the config, the store. */
 const pl_rules_t *pl_worker_rules(const pl_worker_t *w);
+pl_config_t *pl_worker_config(pl_worker_t *w);
+pl_store_t *pl_worker_store(pl_worker_t *w);
+
+/* For tick(): produce ob's messages and wait for delivery (as a batch's
+ * derived events are).  0, -1 when the worker is stopping (not all were
+ * delivered), -2 on a fatal producer error. */
+int pl_worker_deliver(pl_worker_t *w, pl_outbox_t *ob);
+/* Encode ev and queue it on ob for the topic of role, keyed by key.
+ * 0 or -1 (the error is logged). */
+int pl_worker_queue(pl_worker_t *w, pl_outbox_t *ob, pl_topic_role_t role,
+                    const char *key, const pl_event_t *ev);
+/* For tick(): true while the worker should go on. */
+bool pl_worker_running(const pl_worker_t *w);
+/* For tick(): count n under a name in the stats line ("alerts"). */
+void pl_worker_count(pl_worker_t *w, const char *name, uint64_t n);
 
 /* For decide(): encode ev and queue it on d->derived for the topic of role,
  * keyed by key.  0 or -1 (the error is logged). */

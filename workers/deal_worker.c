@@ -1,16 +1,28 @@
 /*
- * deal_worker - applies the sales stage rules to deal events.
+ * deal_worker - applies the sales stage rules to deal events, and fires the
+ * deals' timers.
  *
  * Consumes topic.deals (deal.created, deal.updated, deal.stage_requested,
  * deal.activity) and publishes deal.stage_changed and
- * deal.transition_rejected to topic.pipeline.  The consume / apply / publish
- * / commit loop is the shared runtime in common/worker.c; this file is what
- * is particular to deals: how an event is decided.
+ * deal.transition_rejected to topic.pipeline.  The same atomic Redis step
+ * that writes a deal (re)schedules its timers (stale, closing_soon, overdue,
+ * contract_not_sent); between batches the worker claims due timers with a
+ * lease, checks each against the deal as it is now, publishes deal.stale or
+ * deal.close_reminder to topic.alerts and only after delivery completes the
+ * timer.  The consume / apply / publish / commit loop is the shared runtime
+ * in common/worker.c; this file is what is particular to deals.
  */
+#include "codec.h"
 #include "deal.h"
+#include "kafka.h"
+#include "log.h"
+#include "slots.h"
 #include "worker.h"
 
+#include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 static const char *deal_id(const pl_event_t *ev)
 {
@@ -33,11 +45,68 @@ static int state_load(void *st, const pl_fields_t *f)
     return pl_deal_from_fields(f, st, rev);
 }
 
-/* The rules engine decides; the deal's new state, its history entry and the
- * derived event go into d, and st becomes the new state when applied. */
+/* A timer's member in its shard: "<timer>|<due ms>|<deal id>"
+ * (malloc'ed, NULL on OOM). */
+static char *timer_member(const pl_timer_t *t, const char *deal_id)
+{
+    char *m;
+    return asprintf(&m, "%s|%" PRId64 "|%s", t->name, t->due, deal_id) < 0
+               ? NULL
+               : m;
+}
+
+static bool has_timer(const pl_timer_t *ts, int n, const pl_timer_t *t)
+{
+    for (int i = 0; i < n; i++)
+        if (ts[i].due == t->due && !strcmp(ts[i].name, t->name))
+            return true;
+    return false;
+}
+
+/* The timers to schedule and unschedule when a deal goes from cur to next:
+ * the difference of the two sets (a timer that already fired and was
+ * completed is not in the shard, and is not added back unless it changes). */
+static int timers_diff(const pl_rules_t *r, const pl_deal_state_t *cur,
+                       const pl_deal_state_t *next, const char *deal_id,
+                       pl_decision_t *d)
+{
+    pl_timer_t before[PL_TIMERS_MAX], after[PL_TIMERS_MAX];
+    int nb = cur->exists ? pl_rules_deal_timers(r, cur, before) : 0;
+    int na = pl_rules_deal_timers(r, next, after);
+    char *member, due[24];
+    int rc;
+
+    for (int i = 0; i < na; i++) {
+        if (has_timer(before, nb, &after[i]))
+            continue;
+        if (!(member = timer_member(&after[i], deal_id)))
+            return -1;
+        snprintf(due, sizeof(due), "%" PRId64, after[i].due);
+        rc = pl_fields_set(&d->timers_add, member, due);
+        free(member);
+        if (rc)
+            return -1;
+    }
+    for (int i = 0; i < nb; i++) {
+        if (has_timer(after, na, &before[i]))
+            continue;
+        if (!(member = timer_member(&before[i], deal_id)))
+            return -1;
+        rc = pl_strlist_add(&d->timers_remove, member);
+        free(member);
+        if (rc)
+            return -1;
+    }
+    return 0;
+}
+
+/* The rules engine decides; the deal's new state, its history entry, its
+ * timers and the derived event go into d, and st becomes the new state when
+ * it is written. */
 static int decide(pl_worker_t *w, void *st, const pl_event_t *ev,
                   pl_decision_t *d)
 {
+    const pl_rules_t *rules = pl_worker_rules(w);
     pl_deal_state_t *cur = st, next;
     pl_deal_outcome_t oc;
     pl_event_t derived;
@@ -45,22 +114,30 @@ static int decide(pl_worker_t *w, void *st, const pl_event_t *ev,
 
     pl_deal_state_init(&next);
     pl_event_init(&derived);
-    if (pl_rules_apply_deal(pl_worker_rules(w), cur->exists ? cur : NULL, ev,
-                            &next, &oc)) {
+    if (pl_rules_apply_deal(rules, cur->exists ? cur : NULL, ev, &next,
+                            &oc)) {
         /* an event the codec let through but the engine cannot take */
         snprintf(d->poison, sizeof(d->poison), "%s", oc.message);
         r = 0;
         goto out;
     }
-    if (pl_deal_derived(pl_worker_rules(w), ev, &next, &oc, &derived) ||
+    if (pl_deal_derived(rules, ev, &next, &oc, &derived) ||
         (derived.type != PL_EV_UNKNOWN &&
          pl_decision_publish(w, d, PL_TOPIC_PIPELINE, ev->deal_id, &derived)))
         goto out;
-    d->applied = oc.verdict == PL_DEAL_APPLIED;
+    d->rejected = oc.verdict == PL_DEAL_REJECTED;
+    /* A refused request is still a deal event: an existing deal is no
+     * longer idle (CONTRACT: idle = no deal event of any kind), so its
+     * last_event_at moves and its stale timer with it. */
+    if (d->rejected && cur->exists && ev->occurred_at > cur->last_event_at)
+        next.last_event_at = ev->occurred_at;
+    d->applied = !d->rejected || (cur->exists &&
+                                  next.last_event_at != cur->last_event_at);
     if (d->applied) {
         if (pl_deal_to_fields(&next, "", &d->set) ||
             (oc.stage_changed &&
-             !(d->history = pl_deal_history_entry(&oc, ev))))
+             !(d->history = pl_deal_history_entry(&oc, ev))) ||
+            timers_diff(rules, cur, &next, ev->deal_id, d))
             goto out;
         pl_deal_state_clear(cur);
         *cur = next; /* moved */
@@ -70,6 +147,137 @@ static int decide(pl_worker_t *w, void *st, const pl_event_t *ev,
 out:
     pl_event_clear(&derived);
     pl_deal_state_clear(&next);
+    return r;
+}
+
+/* ---- firing timers ---- */
+
+/* Split a member "<timer>|<due>|<deal id>" in place. */
+static int parse_member(char *m, char **name, int64_t *due, char **deal_id)
+{
+    char *b1 = strchr(m, '|'), *b2, *end;
+    if (!b1 || !(b2 = strchr(b1 + 1, '|')))
+        return -1;
+    *b1 = *b2 = '\0';
+    *due = strtoll(b1 + 1, &end, 10);
+    if (end != b2)
+        return -1;
+    *name = m;
+    *deal_id = b2 + 1;
+    return 0;
+}
+
+/* Claim the due timers, check each against its deal as stored now, publish
+ * the alerts that still hold, and only after delivery complete the timers.
+ * A worker that dies in between leaves its claims to expire: another fires
+ * them with the same event ids. */
+static int fire_timers(pl_worker_t *w)
+{
+    pl_config_t *cfg = pl_worker_config(w);
+    pl_store_t *store = pl_worker_store(w);
+    const pl_rules_t *rules = pl_worker_rules(w);
+    int64_t now = pl_now_ms();
+    int64_t until = now + pl_config_get_ms(cfg, "timers.lease");
+    pl_claim_t *claims = NULL;
+    size_t n = 0, fired = 0, skipped = 0;
+    char **names = NULL, **ids = NULL;
+    int64_t *dues = NULL;
+    pl_fields_t *states = NULL;
+    pl_outbox_t ob = {0};
+    char err[512];
+    int r = 0;
+
+    if (pl_store_claim_timers(
+            store, 0, PL_SLOTS,
+            (int)pl_config_get_int(cfg, "timers.shards.per.call"), now, until,
+            (int)pl_config_get_int(cfg, "timers.per.shard"), &claims, &n, err,
+            sizeof(err))) {
+        pl_warn("claiming due timers: %s (trying again later)", err);
+        return 0;
+    }
+    if (!n)
+        return 0;
+    names = calloc(n, sizeof(*names));
+    ids = calloc(n, sizeof(*ids));
+    dues = calloc(n, sizeof(*dues));
+    states = calloc(n, sizeof(*states));
+    if (!names || !ids || !dues || !states)
+        goto oom;
+    for (size_t i = 0; i < n; i++) {
+        char *copy = strdup(claims[i].member);
+        if (!copy)
+            goto oom;
+        if (parse_member(copy, &names[i], &dues[i], &ids[i])) {
+            pl_warn("timer '%s' is malformed; dropping it", claims[i].member);
+            free(copy);
+            names[i] = NULL;
+            ids[i] = (char *)"";
+            continue;
+        }
+    }
+    if (pl_store_read(store, "deal", (const char *const *)ids, n, states, err,
+                      sizeof(err))) {
+        pl_warn("reading deals of due timers: %s (their claims expire and "
+                "they fire later)",
+                err);
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        pl_deal_state_t st;
+        pl_event_t alert;
+        char rev[PL_REV_LEN + 1];
+        int a = 1;
+
+        if (!names[i])
+            continue;
+        pl_deal_state_init(&st);
+        pl_event_init(&alert);
+        if (pl_deal_from_fields(&states[i], &st, rev) == 0)
+            a = pl_rules_deal_alert(rules, &st, names[i], dues[i], now,
+                                    &alert);
+        if (a == 0) {
+            if (pl_worker_queue(w, &ob, PL_TOPIC_ALERTS, ids[i], &alert))
+                goto oom; /* logged */
+            fired++;
+        } else {
+            skipped++;
+        }
+        pl_event_clear(&alert);
+        pl_deal_state_clear(&st);
+    }
+    switch (pl_worker_deliver(w, &ob)) {
+    case 0:
+        break;
+    case -2:
+        r = -1;
+        /* fall through */
+    default:
+        goto out; /* not delivered: the claims expire, they fire again */
+    }
+    if (pl_store_complete_timers(store, claims, n, until, err, sizeof(err)))
+        pl_warn("completing fired timers: %s (they fire again once their "
+                "lease ends, with the same event ids)",
+                err);
+    pl_worker_count(w, "alerts", fired);
+    pl_worker_count(w, "timers_skipped", skipped);
+    goto out;
+oom:
+    pl_error("out of memory firing timers");
+    r = -1;
+out:
+    for (size_t i = 0; i < n; i++) {
+        if (names && names[i])
+            free(names[i]);
+        if (states)
+            pl_fields_clear(&states[i]);
+    }
+    free(names);
+    free(ids);
+    free(dues);
+    free(states);
+    pl_outbox_reset(&ob);
+    free(ob.msgs);
+    pl_store_claims_free(claims, n);
     return r;
 }
 
@@ -87,6 +295,7 @@ static const pl_worker_kind_t deal_kind = {
     .state_clear = state_clear,
     .state_load = state_load,
     .decide = decide,
+    .tick = fire_timers,
 };
 
 int main(int argc, char **argv)

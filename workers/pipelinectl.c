@@ -37,6 +37,7 @@
 
 #include "codec.h"
 #include "event.h"
+#include "slots.h"
 #include "store.h"
 
 #ifndef PL_SOURCE_DIR
@@ -184,6 +185,10 @@ static void pl_ctl_usage(FILE *fp)
         "                          as JSON (exit 1: \"deal ID not found\").\n"
         "  lead ID                 The same for a lead: profile, status,\n"
         "                          score and status history.\n"
+        "  timers                  Every scheduled deal timer, soonest first:\n"
+        "                          {\"deal_id\",\"timer\",\"kind\",\"due_at\"}\n"
+        "                          (+ \"claimed_until\" while a worker holds\n"
+        "                          it).\n"
         "\n"
         "Options (before or after the command; \"--\" ends them):\n"
         "  -b, --brokers LIST      Kafka bootstrap servers\n"
@@ -1345,6 +1350,103 @@ out_free_host:
     return rc;
 }
 
+/* ----------------------------------------------------------------- timers */
+
+typedef struct pl_ctl_timer_s {
+    int64_t due, score;
+    const char *member; /* "<timer>|<due>|<deal id>", split in place */
+    const char *name, *deal_id;
+} pl_ctl_timer_t;
+
+static int pl_ctl_timer_cmp(const void *a, const void *b)
+{
+    const pl_ctl_timer_t *x = a, *y = b;
+    if (x->due != y->due)
+        return x->due < y->due ? -1 : 1;
+    return strcmp(x->deal_id, y->deal_id);
+}
+
+/* s as a JSON string on stdout. */
+static void pl_ctl_print_json_string(const char *s)
+{
+    json_t *j = json_string(s);
+    char *t = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
+    fputs(t ? t : "\"\"", stdout);
+    free(t);
+    json_decref(j);
+}
+
+/* `timers`: every scheduled timer, soonest first, one JSON line each. */
+static int pl_ctl_cmd_timers(const pl_ctl_opts_t *o, int argc, char **argv)
+{
+    pl_store_t *store;
+    pl_fields_t all = {0};
+    pl_ctl_timer_t *ts = NULL;
+    size_t n = 0;
+    char *host = NULL;
+    char errstr[512];
+    int port, rc = PL_CTL_EXIT_ERROR;
+
+    (void)argv;
+    if (argc != 0) {
+        pl_ctl_err("usage: pipelinectl timers");
+        return PL_CTL_EXIT_USAGE;
+    }
+    if (pl_ctl_parse_hostport(o->redis, &host, &port) != 0) {
+        pl_ctl_err("--redis %s: expected HOST:PORT", o->redis);
+        return PL_CTL_EXIT_USAGE;
+    }
+    store = pl_store_new(host, port, o->redis_password, o->key_prefix, errstr,
+                         sizeof(errstr));
+    if (!store) {
+        pl_ctl_err("redis %s: %s", o->redis, errstr);
+        goto out_free_host;
+    }
+    if (pl_store_list_timers(store, 0, PL_SLOTS, &all, errstr,
+                             sizeof(errstr)) != 0) {
+        pl_ctl_err("%s", errstr);
+        goto out;
+    }
+    if (!(ts = calloc(all.count ? all.count : 1, sizeof(*ts))))
+        goto out;
+    for (size_t i = 0; i < all.count; i++) {
+        char *m = all.keys[i], *b1 = strchr(m, '|'), *b2;
+        if (!b1 || !(b2 = strchr(b1 + 1, '|')))
+            continue;
+        *b1 = *b2 = '\0';
+        ts[n].name = m;
+        ts[n].due = strtoll(b1 + 1, NULL, 10);
+        ts[n].deal_id = b2 + 1;
+        ts[n].score = strtoll(all.values[i], NULL, 10);
+        n++;
+    }
+    qsort(ts, n, sizeof(*ts), pl_ctl_timer_cmp);
+    for (size_t i = 0; i < n; i++) {
+        char due[64], claim[64];
+        const char *at = strchr(ts[i].name, '@');
+        pl_time_format_rfc3339(ts[i].due, due, sizeof(due));
+        printf("{\"deal_id\":");
+        pl_ctl_print_json_string(ts[i].deal_id);
+        printf(",\"timer\":\"%s\",\"kind\":\"%.*s\",\"due_at\":\"%s\"",
+               ts[i].name,
+               (int)(at ? (size_t)(at - ts[i].name) : strlen(ts[i].name)),
+               ts[i].name, due);
+        if (ts[i].score != ts[i].due) {
+            pl_time_format_rfc3339(ts[i].score, claim, sizeof(claim));
+            printf(",\"claimed_until\":\"%s\"", claim);
+        }
+        printf("}\n");
+    }
+    rc = fflush(stdout) == 0 ? PL_CTL_EXIT_OK : PL_CTL_EXIT_ERROR;
+out:
+    free(ts);
+    pl_fields_clear(&all);
+    pl_store_destroy(store);
+out_free_host:
+    free(host);
+    return rc;
+}
+
 /* ------------------------------------------------------------------- main */
 
 enum {
@@ -1577,6 +1679,8 @@ int main(int argc, char **argv)
         rc = pl_ctl_cmd_tail(&o, argc, argv);
     } else if (strcmp(cmd, "topics") == 0) {
         rc = pl_ctl_cmd_topics(&o, argc, argv);
+    } else if (strcmp(cmd, "timers") == 0) {
+        rc = pl_ctl_cmd_timers(&o, argc, argv);
     } else if (strcmp(cmd, "deal") == 0 || strcmp(cmd, "lead") == 0) {
         rc = pl_ctl_cmd_entity(&o, cmd, argc, argv);
     } else {

@@ -10,7 +10,7 @@ import unittest
 SOURCE = os.environ.get("PL_SOURCE_DIR") or os.path.dirname(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BUILD = os.environ.get("PL_BUILD_DIR") or os.path.join(SOURCE, "build")
-WORKERS = ["deal_worker"]
+WORKERS = ["deal_worker", "lead_worker"]
 
 
 def run(program, *args, env=None):
@@ -65,6 +65,17 @@ class StartupErrors(unittest.TestCase):
     def test_missing_rules_file(self):
         self.expect_error(["/nonexistent/rules.yaml"],
                           "--set", "rules.file=/nonexistent/rules.yaml")
+
+    def test_lead_worker_needs_a_lead_section(self):
+        text = open(os.path.join(SOURCE, "deploy", "rules",
+                                 "default.yaml")).read()
+        with tempfile.NamedTemporaryFile("w", suffix=".yaml") as f:
+            f.write(text[:text.index("\nlead:")])
+            f.flush()
+            p = run("lead_worker", "--set", "rules.file=" + f.name)
+            self.assertNotEqual(p.returncode, 0)
+            self.assertIn("lead", p.stderr)
+            self.assertIn(f.name, p.stderr)
 
     def test_help_lists_every_key(self):
         p = run("deal_worker", "--help")

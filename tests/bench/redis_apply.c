@@ -1,0 +1,236 @@
+/*
+ * redis_apply.c - the benchmark's Redis ceiling: how fast Redis executes
+ * the worker's own apply script, pipelined in batches as the worker sends
+ * it (pl_store_apply from common/store.h: same script, same arguments, one
+ * round trip per batch).
+ *
+ * The ops are synthetic but shaped like the worker's: a deal out of D, the
+ * state as pl_deal_to_fields writes it with the chained revision, a history
+ * entry and a packed derived event (pl_outbox_pack) in the shares the
+ * generator reported (--applied-share, --history-share), rejected events
+ * with their derived event and no state.  Revisions chain as the worker
+ * predicts them, so every op applies (a conflict or duplicate is counted
+ * and reported: it would mean the op was not what the worker sends).
+ *
+ * Prints one JSON object: events/s over the time spent in pl_store_apply
+ * (the ceiling) and over the whole loop (op building included).
+ *
+ *   bench_redis_apply --key-prefix P [--events N] [--deals D] [--batch 500]
+ *       [--redis host:port] [--applied-share A] [--history-share H]
+ *       [--seed S]
+ */
+#include "bench.h"
+#include "codec.h"
+#include "deal.h"
+#include "kafka.h"
+#include "store.h"
+
+static const char *prog = "bench_redis_apply";
+
+int main(int argc, char **argv)
+{
+    const char *redis = "127.0.0.1:16379", *prefix = NULL;
+    long long n = 1000000, deals_n = 100000, batch = 500;
+    double applied_share = 0.87, history_share = 0.34;
+    uint64_t seed = 42;
+    char err[1024], host[256];
+    const char *colon;
+    pl_store_t *store;
+    bench_rng_t rng;
+    char (*revs)[PL_REV_LEN + 1];
+    pl_store_apply_t *ops;
+    pl_fields_t *sets;
+    char **hist, **ids, **eids;
+    void **outs;
+    size_t *out_lens;
+    long long ok = 0, dup = 0, conflict = 0, rounds = 0;
+    double t_apply = 0, t0, t1;
+    int64_t ttl_ms = 30LL * 86400 * 1000;
+    unsigned char derived_value[150];
+
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--redis") && v)
+            redis = argv[++i];
+        else if (!strcmp(a, "--key-prefix") && v)
+            prefix = argv[++i];
+        else if (!strcmp(a, "--events"))
+            n = bench_parse_ll(prog, a, argv[++i], 1, INT64_MAX);
+        else if (!strcmp(a, "--deals"))
+            deals_n = bench_parse_ll(prog, a, argv[++i], 1, 100000000);
+        else if (!strcmp(a, "--batch"))
+            batch = bench_parse_ll(prog, a, argv[++i], 1, 100000);
+        else if (!strcmp(a, "--seed"))
+            seed = (uint64_t)bench_parse_ll(prog, a, argv[++i], 0, INT64_MAX);
+        else if (!strcmp(a, "--applied-share"))
+            applied_share = bench_parse_double(prog, a, argv[++i]);
+        else if (!strcmp(a, "--history-share"))
+            history_share = bench_parse_double(prog, a, argv[++i]);
+        else
+            bench_die(prog, "unknown option %s (see the comment at the top "
+                            "of tests/bench/redis_apply.c)", a);
+    }
+    if (!prefix || !*prefix)
+        bench_die(prog, "--key-prefix is required (the keys are deleted "
+                        "by run.sh afterwards)");
+    if (!(colon = strrchr(redis, ':')))
+        bench_die(prog, "--redis: expected host:port, got '%s'", redis);
+    snprintf(host, sizeof(host), "%.*s", (int)(colon - redis), redis);
+    if (!(store = pl_store_new(host, (int)strtol(colon + 1, NULL, 10), "", prefix, err,
+                               sizeof(err))))
+        bench_die(prog, "store: %s", err);
+    if (pl_store_connect(store, err, sizeof(err)))
+        bench_die(prog, "%s", err);
+
+    rng.s = seed;
+    for (size_t i = 0; i < sizeof(derived_value); i++)
+        derived_value[i] = (unsigned char)bench_rng_next(&rng);
+    revs = calloc((size_t)deals_n, sizeof(*revs));
+    ops = calloc((size_t)batch, sizeof(*ops));
+    sets = calloc((size_t)batch, sizeof(*sets));
+    hist = calloc((size_t)batch, sizeof(*hist));
+    ids = calloc((size_t)batch, sizeof(*ids));
+    eids = calloc((size_t)batch, sizeof(*eids));
+    outs = calloc((size_t)batch, sizeof(*outs));
+    out_lens = calloc((size_t)batch, sizeof(*out_lens));
+    if (!revs || !ops || !sets || !hist || !ids || !eids || !outs ||
+        !out_lens)
+        bench_die(prog, "out of memory");
+
+    t0 = bench_now_s();
+    for (long long done = 0; done < n; rounds++) {
+        size_t k = (size_t)(n - done < batch ? n - done : batch);
+        double ta;
+
+        for (size_t j = 0; j < k; j++) {
+            long long i = done + (long long)j;
+            uint32_t d = (uint32_t)bench_rng_below(&rng, (uint64_t)deals_n);
+            double u = bench_rng_unit(&rng);
+            bool applied = u < applied_share;
+            bool moved = u < history_share;
+            bool derived = moved || !applied;
+            char buf[256], src[128];
+            pl_outbox_t ob = {0};
+            void *packed = NULL;
+            size_t plen = 0;
+
+            memset(&ops[j], 0, sizeof(ops[j]));
+            snprintf(buf, sizeof(buf), "D-%07u", d);
+            ids[j] = strdup(buf);
+            snprintf(buf, sizeof(buf), "bench-apply-%llu-%lld",
+                     (unsigned long long)seed, i);
+            eids[j] = strdup(buf);
+            ops[j].kind = "deal";
+            ops[j].id = ids[j];
+            ops[j].event_id = eids[j];
+            memcpy(ops[j].expected_rev_buf, revs[d], sizeof(revs[d]));
+            ops[j].expected_rev = ops[j].expected_rev_buf;
+
+            /* the outcome: source message, then the derived event */
+            if (derived &&
+                pl_outbox_add(&ob, PL_TOPIC_PIPELINE, ids[j], strlen(ids[j]),
+                              derived_value, sizeof(derived_value), NULL))
+                bench_die(prog, "out of memory");
+            if (pl_outbox_pack(&ob, 0, &packed, &plen))
+                bench_die(prog, "out of memory");
+            pl_outbox_reset(&ob);
+            free(ob.msgs);
+            snprintf(src, sizeof(src), "bench.sales.deals/%u/%lld\n", d % 6,
+                     i);
+            out_lens[j] = strlen(src) + plen;
+            if (!(outs[j] = malloc(out_lens[j])))
+                bench_die(prog, "out of memory");
+            memcpy(outs[j], src, strlen(src));
+            memcpy((char *)outs[j] + strlen(src), packed, plen);
+            free(packed);
+            ops[j].outcome = outs[j];
+            ops[j].outcome_len = out_lens[j];
+
+            if (applied) {
+                pl_deal_state_t st;
+                char rev[PL_REV_LEN + 1];
+                int64_t at = 1767225600000LL + i * 1000;
+                pl_deal_state_init(&st);
+                st.exists = true;
+                pl_str_set(&st.deal_id, ids[j]);
+                snprintf(buf, sizeof(buf), "L-%07u", d);
+                pl_str_set(&st.lead_id, buf);
+                snprintf(buf, sizeof(buf), "Account %u Platform", d % 9973);
+                pl_str_set(&st.name, buf);
+                pl_str_set(&st.owner, "ana@example.com");
+                pl_str_set(&st.currency, "USD");
+                pl_str_set(&st.stage, "proposal");
+                st.amount = 1234500000;
+                st.has_amount = true;
+                st.expected_close_date = 20600;
+                st.has_close_date = true;
+                st.created_at = 1767225600000LL;
+                st.stage_entered_at = at;
+                st.last_event_at = at;
+                st.activities = 0x13;
+                pl_store_next_rev(revs[d], eids[j], rev);
+                if (pl_deal_to_fields(&st, rev, &sets[j]))
+                    bench_die(prog, "out of memory");
+                pl_deal_state_clear(&st);
+                memcpy(revs[d], rev, sizeof(rev));
+                ops[j].set = &sets[j];
+                if (moved) {
+                    char at_s[40];
+                    pl_time_format_rfc3339(at, at_s, sizeof(at_s));
+                    snprintf(buf, sizeof(buf),
+                             "{\"from\":\"scoping\",\"to\":\"proposal\","
+                             "\"at\":\"%s\",\"event_id\":\"%s\"}",
+                             at_s, eids[j]);
+                    hist[j] = strdup(buf);
+                    ops[j].history = hist[j];
+                }
+            }
+        }
+
+        ta = bench_now_s();
+        if (pl_store_apply(store, ops, k, ttl_ms, err, sizeof(err)))
+            bench_die(prog, "apply: %s", err);
+        t_apply += bench_now_s() - ta;
+
+        for (size_t j = 0; j < k; j++) {
+            switch (ops[j].result) {
+            case PL_APPLY_OK:
+                ok++;
+                break;
+            case PL_APPLY_DUPLICATE:
+                dup++;
+                break;
+            case PL_APPLY_CONFLICT:
+                conflict++;
+                break;
+            }
+            pl_store_apply_clear(&ops[j]);
+            pl_fields_clear(&sets[j]);
+            free(hist[j]);
+            free(ids[j]);
+            free(eids[j]);
+            free(outs[j]);
+            hist[j] = ids[j] = eids[j] = NULL;
+            outs[j] = NULL;
+        }
+        done += (long long)k;
+    }
+    t1 = bench_now_s();
+
+    printf("{\"events\": %lld, \"batch\": %lld, \"round_trips\": %lld, "
+           "\"applied_ok\": %lld, \"duplicates\": %lld, \"conflicts\": %lld, "
+           "\"seconds_in_apply\": %.3f, \"seconds\": %.3f, "
+           "\"events_per_s\": %.0f, \"events_per_s_wall\": %.0f}\n",
+           n, batch, rounds, ok, dup, conflict, t_apply, t1 - t0,
+           (double)n / t_apply, (double)n / (t1 - t0));
+    pl_store_destroy(store);
+    free(revs);
+    free(ops);
+    free(sets);
+    free(hist);
+    free(ids);
+    free(eids);
+    free(outs);
+    free(out_lens);
+    return 0;
+}

@@ -1,0 +1,267 @@
+#!/usr/bin/env python3
+"""Assemble the benchmark's parts into results.json and print the table.
+
+usage: report.py PARTS_DIR RESULTS_JSON
+
+PARTS_DIR holds what tests/bench/run.sh wrote: run.json, gen.json,
+consume.json, redis.json, workers-K.json, latency.json, timers.json (any
+may be missing when a part was not run).  Targets (issue 5) are marked PASS
+or MISS; a miss never fails this script.
+"""
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+
+TARGET_FRACTION = 0.50  # of the lower ceiling
+TARGET_RATE = 50000  # events/s, one worker
+TARGET_P99_MS = 20.0  # produce-to-derived at 2,000 events/s
+TARGET_RSS_MB = 64.0  # one worker's peak RSS
+
+CORES_NOTE = ("on this {cores}-core machine Kafka, Redis and the workers share "
+              "the cores: more workers show the overhead of coordination, "
+              "not a speed-up")
+
+
+def load(parts, name):
+    path = os.path.join(parts, name)
+    if not os.path.exists(path):
+        return None
+    with open(path) as f:
+        text = f.read().strip()
+    return json.loads(text) if text else None
+
+
+def cmd(args):
+    try:
+        return subprocess.run(args, capture_output=True, text=True,
+                              timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine(repo):
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+        with open("/proc/meminfo") as f:
+            mem_kb = int(f.readline().split()[1])
+    except OSError:
+        mem_kb = 0
+    kafka = ""
+    try:
+        with open(os.path.join(repo, "deploy/kafka/pom.xml")) as f:
+            m = re.search(r"<kafka.version>(.*?)</kafka.version>", f.read())
+            kafka = m.group(1) if m else ""
+    except OSError:
+        pass
+    redis = ""
+    host, _, port = os.environ.get("PL_REDIS",
+                                   "127.0.0.1:16379").rpartition(":")
+    info = cmd(["redis-cli", "-h", host, "-p", port, "INFO", "server"])
+    m = re.search(r"redis_version:(\S+)", info)
+    if m:
+        redis = m.group(1)
+    return {
+        "cpu": model,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_kb / 1048576, 1),
+        "kernel": platform.release(),
+        "os": cmd(["sh", "-c", ". /etc/os-release && echo $PRETTY_NAME"]),
+        "kafka": kafka,
+        "redis": redis,
+        "librdkafka": cmd(["pkg-config", "--modversion", "rdkafka"]),
+        "services": "Kafka (single KRaft broker, 512 MB heap) and Redis on "
+                    "the same host as the workers",
+    }
+
+
+def mark(ok):
+    return "PASS" if ok else "MISS"
+
+
+def main():
+    if len(sys.argv) != 3:
+        sys.exit(__doc__)
+    parts, out = sys.argv[1], sys.argv[2]
+    repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
+    run = load(parts, "run.json") or {}
+    gen = load(parts, "gen.json")
+    consume = load(parts, "consume.json")
+    redis = load(parts, "redis.json")
+    lat = load(parts, "latency.json")
+    timers = load(parts, "timers.json") or {}
+    workers = {}
+    for name in sorted(os.listdir(parts)):
+        m = re.fullmatch(r"workers-(\d+)\.json", name)
+        if m:
+            workers[int(m.group(1))] = load(parts, name)
+
+    res = {"run": run, "machine": machine(repo), "generator": gen,
+           "ceilings": {}, "workers": [], "worker": None, "latency": lat,
+           "timer_latency": timers.get("timer_latency"),
+           "timer_latency_note": timers.get("note"), "targets": [],
+           "notes": []}
+    cores = res["machine"]["cores"]
+
+    ceilings = []
+    if consume:
+        res["ceilings"]["kafka_consume"] = consume
+        ceilings.append(("kafka consume", consume["events_per_s"]))
+    if redis:
+        res["ceilings"]["redis_apply"] = redis
+        ceilings.append(("redis apply script", redis["events_per_s"]))
+    lower = min(ceilings, key=lambda c: c[1]) if ceilings else None
+    if lower:
+        res["ceilings"]["lower"] = {"name": lower[0], "events_per_s": lower[1]}
+
+    for k in sorted(workers):
+        w = workers[k]
+        if w is None:
+            continue
+        w = dict(w)
+        if k != 1:
+            w.pop("timeline", None)
+        if lower:
+            w["fraction_of_lower_ceiling"] = round(
+                w["events_per_s"] / lower[1], 3)
+        res["workers"].append(w)
+    one = next((w for w in res["workers"] if w["workers"] == 1), None)
+    res["worker"] = one
+    if len(res["workers"]) > 1:
+        res["notes"].append(CORES_NOTE.format(cores=cores))
+    res["notes"].append(
+        "throughput is timed from the workers' start (group join included) "
+        "until the group's committed offsets cover every event and the "
+        "pipeline topic holds every expected derived event; the workers run "
+        "with kafka.auto.commit.interval.ms=100 so the commit shows within "
+        "0.1 s, otherwise their defaults")
+    if lat:
+        res["notes"].append(
+            "latency: arrival at a consumer of the pipeline topic minus the "
+            "input's rd_kafka_producev call, same process clock; the bench "
+            "producer uses linger.ms=%d, the worker its defaults "
+            "(batch.wait.ms=2, producer linger.ms=5)"
+            % lat.get("producer_linger_ms", 0))
+
+    t = res["targets"]
+    if one and lower:
+        f = one["events_per_s"] / lower[1]
+        t.append({"name": "one worker / lower ceiling", "value": round(f, 3),
+                  "target": ">= %.2f" % TARGET_FRACTION,
+                  "pass": f >= TARGET_FRACTION})
+    if one:
+        t.append({"name": "one worker events/s",
+                  "value": round(one["events_per_s"]),
+                  "target": ">= %d" % TARGET_RATE,
+                  "pass": one["events_per_s"] >= TARGET_RATE and one["done"]})
+        t.append({"name": "one worker peak RSS (MB)",
+                  "value": one["peak_rss_mb_max"],
+                  "target": "<= %g" % TARGET_RSS_MB,
+                  "pass": 0 < one["peak_rss_mb_max"] <= TARGET_RSS_MB})
+    if lat:
+        t.append({"name": "p99 produce-to-derived (ms)",
+                  "value": lat["p99_ms"], "target": "<= %g" % TARGET_P99_MS,
+                  "pass": 0 <= lat["p99_ms"] <= TARGET_P99_MS
+                  and lat["missing"] == 0})
+
+    with open(out, "w") as f:
+        json.dump(res, f, indent=2)
+        f.write("\n")
+    print_table(res, lower)
+
+
+def print_table(res, lower):
+    m = res["machine"]
+    gen = res["generator"]
+    tgt = {x["name"]: x for x in res["targets"]}
+    p = print
+    p()
+    p("Sales pipeline benchmark  (run %s)" % res["run"].get("run_id", "?"))
+    p("machine: %s, %s cores, %.1f GB; Kafka %s, Redis %s, librdkafka %s"
+      % (m["cpu"], m["cores"], m["memory_gb"], m["kafka"], m["redis"],
+         m["librdkafka"]))
+    if gen:
+        bt = gen["by_type"]
+        p("load: %d events over %d deals (seed %d): %d created, %d updated, "
+          "%d stage requests, %d activities; %d rejected; %d derived "
+          "expected" % (gen["events"], gen["deals"], gen["seed"],
+                        bt["deal.created"], bt["deal.updated"],
+                        bt["deal.stage_requested"], bt["deal.activity"],
+                        gen["rejected"], gen["expected_derived"]))
+    p()
+    fmt = "  %-42s %14s  %s"
+    p("Throughput")
+    c = res["ceilings"]
+    if "kafka_consume" in c:
+        p(fmt % ("ceiling: librdkafka consume, no processing",
+                 "%.0f ev/s" % c["kafka_consume"]["events_per_s"], ""))
+    if "redis_apply" in c:
+        r = c["redis_apply"]
+        p(fmt % ("ceiling: Redis apply script, pipelined x%d" % r["batch"],
+                 "%.0f ev/s" % r["events_per_s"],
+                 "(conflicts %d)" % r["conflicts"] if r["conflicts"] else ""))
+    for w in res["workers"]:
+        k = w["workers"]
+        extra = ""
+        if not w["done"]:
+            extra = "DID NOT FINISH (derived %d/%d, committed %d/%d)" % (
+                w["derived"], w["expected_derived"], w["committed"],
+                w["events"])
+        p(fmt % ("%d deal worker%s" % (k, "s" if k > 1 else ""),
+                 "%.0f ev/s" % w["events_per_s"],
+                 extra or "%.1f s, %s of lower ceiling, CPU %.2f s/M ev, "
+                 "RSS %.1f MB%s" % (
+                     w["seconds"],
+                     "%.0f%%" % (100 * w["fraction_of_lower_ceiling"])
+                     if "fraction_of_lower_ceiling" in w else "?",
+                     w["cpu_s_per_million"], w["peak_rss_mb_max"],
+                     "/worker" if k > 1 else "")))
+    if len(res["workers"]) > 1:
+        p("  note: " + CORES_NOTE.format(cores=m["cores"]))
+    one = res["worker"]
+    if one:
+        p()
+        p("One worker vs targets")
+        x = tgt.get("one worker events/s")
+        p(fmt % ("events/s", "%.0f" % one["events_per_s"],
+                 "%s (target %s)" % (mark(x["pass"]), x["target"])))
+        x = tgt.get("one worker / lower ceiling")
+        if x:
+            p(fmt % ("fraction of the lower ceiling (%s)" % lower[0],
+                     "%.0f%%" % (100 * x["value"]),
+                     "%s (target >= %.0f%%)" % (mark(x["pass"]),
+                                                100 * TARGET_FRACTION)))
+        p(fmt % ("CPU seconds per million events",
+                 "%.2f" % one["cpu_s_per_million"], ""))
+        x = tgt.get("one worker peak RSS (MB)")
+        p(fmt % ("peak RSS (VmHWM)", "%.1f MB" % one["peak_rss_mb_max"],
+                 "%s (target %s MB)" % (mark(x["pass"]), x["target"])))
+    lat = res["latency"]
+    if lat:
+        p()
+        p("Latency, produce -> derived event at a consumer, %d ev/s for %g s"
+          " (achieved %.0f ev/s; %d measured, %d missing)"
+          % (lat["rate_target"], lat["duration_s"], lat["rate_achieved"],
+             lat["counted"], lat["missing"]))
+        x = tgt.get("p99 produce-to-derived (ms)")
+        p(fmt % ("p50", "%.2f ms" % lat["p50_ms"], ""))
+        p(fmt % ("p99", "%.2f ms" % lat["p99_ms"],
+                 "%s (target %s ms)" % (mark(x["pass"]), x["target"])))
+        p(fmt % ("p99.9", "%.2f ms" % lat["p999_ms"], ""))
+        p(fmt % ("max", "%.2f ms" % lat["max_ms"], ""))
+    p()
+    p("Timer due time -> alert: %s" % (
+        "%s" % res["timer_latency"] if res["timer_latency"] is not None
+        else "null (%s)" % res["timer_latency_note"]))
+    p()
+
+
+if __name__ == "__main__":
+    main()

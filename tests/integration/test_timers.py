@@ -1,0 +1,281 @@
+"""Stale-deal alerts and close reminders against a real Kafka broker and a
+real Redis, with a rules file whose durations are seconds.
+
+Timers are measured from the events' occurred_at and fire on the worker's
+clock, so these tests send events stamped with the current time."""
+import datetime
+import json
+import os
+import signal
+import time
+import uuid
+
+from harness import IntegrationCase, SOURCE, LOGS, ev, main
+
+T0 = time.time()
+
+
+def iso(t):
+    return datetime.datetime.fromtimestamp(t, datetime.timezone.utc) \
+        .strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
+
+
+def day(offset):
+    d = datetime.datetime.now(datetime.timezone.utc).date() + \
+        datetime.timedelta(days=offset)
+    return d.isoformat()
+
+
+def midnight(offset):
+    d = datetime.datetime.now(datetime.timezone.utc).date() + \
+        datetime.timedelta(days=offset)
+    return datetime.datetime(d.year, d.month, d.day,
+                             tzinfo=datetime.timezone.utc).timestamp()
+
+
+# closing_soon and overdue are relative to (date-only) close dates; these
+# offsets put their due times a few seconds after the rules are written
+SOON_AT = T0 + 12
+CLOSING_SOON = int(midnight(1) - SOON_AT)  # before tomorrow 00:00 UTC
+OVERDUE_AT = T0 + 12
+OVERDUE_AFTER = int(OVERDUE_AT - midnight(0))  # after yesterday ended
+
+
+def rules_file():
+    text = open(os.path.join(SOURCE, "deploy", "rules", "default.yaml")).read()
+    deal = text[:text.index("\nalerts:")]
+    for stage, secs in [("qualification", 4), ("scoping", 6),
+                        ("proposal", 30), ("negotiation", 30),
+                        ("closing", 30)]:
+        i = deal.index("name: " + stage)
+        j = deal.index("stale_after:", i)
+        k = deal.index("\n", j)
+        deal = deal[:j] + "stale_after: %ds" % secs + deal[k:]
+    lead = text[text.index("\nlead:"):]
+    alerts = """
+alerts:
+  closing_soon: [%ds]
+  overdue_after: %ds
+  contract_not_sent:
+    stage: closing
+    after: 3s
+    unless: contract_sent
+""" % (CLOSING_SOON, OVERDUE_AFTER)
+    os.makedirs(LOGS, exist_ok=True)
+    path = os.path.join(LOGS, "rules-timers-%d.yaml" % os.getpid())
+    open(path, "w").write(deal + "\n" + alerts + lead)
+    return path
+
+
+def did():
+    return "TD-" + uuid.uuid4().hex[:10]
+
+
+def alerts_for(msgs, deal_id, type_=None, kind=None):
+    return [m for m in msgs if m["deal_id"] == deal_id and
+            (type_ is None or m["type"] == type_) and
+            (kind is None or m.get("kind") == kind)]
+
+
+class TimerCase(IntegrationCase):
+    timer_args = ("--set", "timers.interval=200ms")
+
+    @classmethod
+    def setUpClass(cls):
+        cls.rules = rules_file()
+        cls.worker_args = ("--set", "rules.file=" + cls.rules) + \
+            cls.timer_args
+        super().setUpClass()
+
+    def now_event(self, type_, **fields):
+        return ev(type_, occurred_at=iso(time.time()), **fields)
+
+
+class Alerts(TimerCase):
+    def test_stale_fires_after_its_threshold_and_not_before_and_once(self):
+        d = did()
+        created = self.now_event("deal.created", deal_id=d)
+        t = time.time()
+        self.env.produce("sales.deals", [created])
+        time.sleep(max(0, t + 2.5 - time.time()))
+        self.assertEqual(alerts_for(self.env.tail("sales.alerts"), d), [])
+        msgs = self.env.wait_for("sales.alerts",
+                                 lambda m: alerts_for(m, d), timeout=30)
+        [a] = alerts_for(msgs, d)
+        self.assertEqual(a["type"], "deal.stale")
+        self.assertEqual(a["stage"], "qualification")
+        self.assertEqual(a["threshold_seconds"], 4)
+        self.assertEqual(a["idle_since"], created["occurred_at"])
+        self.assertGreaterEqual(a["idle_seconds"], 4)
+        # one alert per idle period: still idle, no second alert
+        time.sleep(5)
+        self.assertEqual(len(alerts_for(self.env.tail("sales.alerts"), d)), 1)
+
+    def test_activity_postpones_stale(self):
+        d = did()
+        self.env.produce("sales.deals", [self.now_event("deal.created",
+                                                        deal_id=d)])
+        time.sleep(2.5)
+        act = self.now_event("deal.activity", deal_id=d, activity="call")
+        self.env.produce("sales.deals", [act])
+        time.sleep(2.5)  # past the first due time, before the new one
+        self.assertEqual(alerts_for(self.env.tail("sales.alerts"), d), [])
+        msgs = self.env.wait_for("sales.alerts",
+                                 lambda m: alerts_for(m, d), timeout=30)
+        [a] = alerts_for(msgs, d)
+        self.assertEqual(a["idle_since"], act["occurred_at"])
+
+    def test_stage_change_rearms_with_the_new_threshold(self):
+        d = did()
+        self.env.produce("sales.deals", [
+            self.now_event("deal.created", deal_id=d),
+            self.now_event("deal.stage_requested", deal_id=d,
+                           to_stage="scoping")])
+        msgs = self.env.wait_for("sales.alerts",
+                                 lambda m: alerts_for(m, d), timeout=30)
+        [a] = alerts_for(msgs, d)
+        self.assertEqual((a["stage"], a["threshold_seconds"]), ("scoping", 6))
+
+    def test_a_refused_request_is_activity_too(self):
+        d = did()
+        self.env.produce("sales.deals", [self.now_event("deal.created",
+                                                        deal_id=d)])
+        time.sleep(2.5)
+        bad = self.now_event("deal.stage_requested", deal_id=d,
+                             to_stage="won")  # not_allowed
+        self.env.produce("sales.deals", [bad])
+        msgs = self.env.wait_for("sales.alerts",
+                                 lambda m: alerts_for(m, d), timeout=30)
+        self.assertEqual(alerts_for(msgs, d)[0]["idle_since"],
+                         bad["occurred_at"])
+
+    def test_closing_soon_fires_once_when_due(self):
+        d = did()
+        self.env.produce("sales.deals", [self.now_event(
+            "deal.created", deal_id=d, amount=100,
+            expected_close_date=day(1), stage="scoping")])
+        if time.time() < SOON_AT - 1.5:
+            time.sleep(max(0, SOON_AT - 1.5 - time.time()))
+            self.assertEqual(alerts_for(self.env.tail("sales.alerts"), d,
+                                        kind="closing_soon"), [])
+        msgs = self.env.wait_for(
+            "sales.alerts", lambda m: alerts_for(m, d, kind="closing_soon"),
+            timeout=60)
+        [a] = alerts_for(msgs, d, kind="closing_soon")
+        self.assertEqual(a["expected_close_date"], day(1))
+        self.assertEqual(a["due_at"], iso(midnight(1) - CLOSING_SOON))
+        time.sleep(2)
+        self.assertEqual(len(alerts_for(self.env.tail("sales.alerts"), d,
+                                        kind="closing_soon")), 1)
+
+    def test_overdue_fires_once_when_due(self):
+        d = did()
+        self.env.produce("sales.deals", [self.now_event(
+            "deal.created", deal_id=d, amount=100,
+            expected_close_date=day(-1), stage="scoping")])
+        if time.time() < OVERDUE_AT - 1.5:
+            time.sleep(max(0, OVERDUE_AT - 1.5 - time.time()))
+            self.assertEqual(alerts_for(self.env.tail("sales.alerts"), d,
+                                        kind="overdue"), [])
+        msgs = self.env.wait_for(
+            "sales.alerts", lambda m: alerts_for(m, d, kind="overdue"),
+            timeout=60)
+        [a] = alerts_for(msgs, d, kind="overdue")
+        self.assertEqual(a["due_at"], iso(midnight(0) + OVERDUE_AFTER))
+        time.sleep(2)
+        self.assertEqual(len(alerts_for(self.env.tail("sales.alerts"), d,
+                                        kind="overdue")), 1)
+
+    def test_contract_not_sent(self):
+        d, sent = did(), did()
+        for deal in (d, sent):
+            self.env.produce("sales.deals", [self.now_event(
+                "deal.created", deal_id=deal, amount=100,
+                expected_close_date=day(30), stage="closing")])
+        self.env.produce("sales.deals", [self.now_event(
+            "deal.activity", deal_id=sent, activity="contract_sent")])
+        msgs = self.env.wait_for(
+            "sales.alerts",
+            lambda m: alerts_for(m, d, kind="contract_not_sent"), timeout=30)
+        [a] = alerts_for(msgs, d, kind="contract_not_sent")
+        self.assertEqual(a["stage"], "closing")
+        time.sleep(4)
+        msgs = self.env.tail("sales.alerts")
+        self.assertEqual(len(alerts_for(msgs, d, kind="contract_not_sent")), 1)
+        self.assertEqual(alerts_for(msgs, sent, kind="contract_not_sent"), [])
+
+    def test_a_closed_deal_fires_nothing(self):
+        d = did()
+        self.env.produce("sales.deals", [
+            self.now_event("deal.created", deal_id=d, amount=100,
+                           expected_close_date=day(-1)),
+            self.now_event("deal.stage_requested", deal_id=d,
+                           to_stage="lost", reason="gone")])
+        time.sleep(max(6, OVERDUE_AT + 2 - time.time()))
+        self.assertEqual(alerts_for(self.env.tail("sales.alerts"), d), [])
+        self.assertEqual(self.env.deal(d)["timers"], [])
+
+
+def old_deals(n, tag):
+    """n deals idle for an hour: each is stale at once, and only stale."""
+    t = iso(time.time() - 3600)
+    return ["TM-%s-%d" % (tag, i) for i in range(n)], [
+        ev("deal.created", deal_id="TM-%s-%d" % (tag, i), occurred_at=t)
+        for i in range(n)]
+
+
+class FourWorkers(TimerCase):
+    workers = 4
+
+    def test_each_alert_exactly_once(self):
+        deals, events = old_deals(1000, uuid.uuid4().hex[:6])
+        self.env.produce("sales.deals", events)
+        msgs = self.env.wait_for("sales.alerts",
+                                 lambda m: len(m) >= len(deals), timeout=120)
+        time.sleep(3)  # anything extra would show up now
+        msgs = self.env.tail("sales.alerts")
+        self.assertEqual(sorted(m["deal_id"] for m in msgs), sorted(deals))
+        self.assertTrue(all(m["type"] == "deal.stale" for m in msgs))
+        self.assertEqual(len({m["event_id"] for m in msgs}), len(deals))
+        self.assertEqual(self.env.ctl("timers").stdout.strip(), b"")
+
+
+class KilledWhileHoldingLeases(TimerCase):
+    workers = 0
+    timer_args = ("--set", "timers.interval=200ms",
+                  "--set", "timers.lease=3s")
+
+    def claimed(self):
+        return [t for t in (json.loads(l) for l in self.env.ctl(
+            "timers").stdout.decode().splitlines()) if "claimed_until" in t]
+
+    def test_no_alert_is_lost(self):
+        deals, events = old_deals(1000, uuid.uuid4().hex[:6])
+        self.env.produce("sales.deals", events)
+        # Worker A claims the due timers but cannot deliver their alerts
+        # (its alerts topic does not exist), so it holds the leases...
+        a = self.env.start_worker("deal_worker", self.worker_args + (
+            "--set", "topic.alerts=sales.alerts-missing"))
+        deadline = time.time() + 60
+        while len(self.claimed()) < len(deals) and time.time() < deadline:
+            time.sleep(0.3)
+        self.assertEqual(len(self.claimed()), len(deals))
+        # ...when it is killed.
+        a.send_signal(signal.SIGKILL)
+        a.wait()
+        self.assertEqual(self.env.tail("sales.alerts"), [])
+        # Once the leases run out, worker B fires every one of them.
+        self.env.start_worker("deal_worker", self.worker_args)
+        msgs = self.env.wait_for(
+            "sales.alerts", lambda m: {x["deal_id"] for x in m} >= set(deals),
+            timeout=120)
+        self.assertEqual(sorted(m["deal_id"] for m in msgs), sorted(deals))
+        self.assertEqual(len({m["event_id"] for m in msgs}), len(deals))
+        deadline = time.time() + 30
+        while self.env.ctl("timers").stdout.strip() and time.time() < deadline:
+            time.sleep(0.5)
+        self.assertEqual(self.env.ctl("timers").stdout.strip(), b"")
+
+
+if __name__ == "__main__":
+    main()
