@@ -28,6 +28,7 @@
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <yaml.h>
@@ -2828,12 +2829,27 @@ int pl_rules_deal_timers(const pl_rules_t *r, const pl_deal_state_t *st,
                   sat_add(st->last_event_at, r->stages[si].stale_ms));
     if (st->has_close_date) {
         int64_t day = (int64_t)st->expected_close_date * DAY_MS;
-        for (int i = 0; i < a->nsoon; i++)
-            put_timer(out, &n, CLOSING_SOON_PREFIX, a->soon[i].text,
-                      day - a->soon[i].ms);
+        int64_t latest_past = INT64_MIN; /* latest reminder already due */
+        int64_t overdue = sat_add(day + DAY_MS, a->overdue_ms);
+        if (a->overdue_ms >= 0 && overdue <= st->last_event_at)
+            latest_past = overdue;
+        for (int i = 0; i < a->nsoon; i++) {
+            int64_t due = day - a->soon[i].ms;
+            if (due <= st->last_event_at && due > latest_past)
+                latest_past = due;
+        }
+        /* Of the close reminders that were already due when the deal was
+         * last written (a close date set late, or in the past), only the
+         * latest is kept: "closing in 7 days" is noise next to "closing in
+         * 1 day" or "overdue". */
+        for (int i = 0; i < a->nsoon; i++) {
+            int64_t due = day - a->soon[i].ms;
+            if (due <= st->last_event_at && due < latest_past)
+                continue;
+            put_timer(out, &n, CLOSING_SOON_PREFIX, a->soon[i].text, due);
+        }
         if (a->overdue_ms >= 0)
-            put_timer(out, &n, "overdue", "",
-                      sat_add(day + DAY_MS, a->overdue_ms));
+            put_timer(out, &n, "overdue", "", overdue);
     }
     if (si >= 0 && si == a->cns_stage &&
         !(st->activities & (1u << a->cns_unless)))

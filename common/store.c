@@ -848,6 +848,47 @@ out:
     return r;
 }
 
+int pl_store_schedule_timers(pl_store_t *s, const pl_claim_t *timers,
+                             const int64_t *dues, size_t n, char *errstr,
+                             size_t errstr_size)
+{
+    redisReply **replies;
+    int r = -1;
+
+    if (!n)
+        return 0;
+    if (pl_store_connect(s, errstr, errstr_size))
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        char *shard = pl_store_timer_shard(s, timers[i].slot);
+        if (!shard) {
+            snprintf(errstr, errstr_size, "out of memory");
+            disconnect(s);
+            return -1;
+        }
+        redisAppendCommand(s->c, "ZADD %s %lld %s", shard,
+                           (long long)dues[i], timers[i].member);
+        free(shard);
+    }
+    if (!(replies = calloc(n, sizeof(*replies)))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        disconnect(s);
+        return -1;
+    }
+    if (read_replies(s, replies, n, errstr, errstr_size))
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        if (replies[i]->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis ZADD: %s", replies[i]->str);
+            goto out;
+        }
+    }
+    r = 0;
+out:
+    free_replies(replies, n);
+    return r;
+}
+
 /* ZRANGE WITHSCORES of some shards, into out (member -> score). */
 static int list_shards(pl_store_t *s, char **shards, size_t n,
                        pl_fields_t *out, char *errstr, size_t errstr_size)

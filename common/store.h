@@ -131,6 +131,12 @@ int pl_store_complete_timers(pl_store_t *s, const pl_claim_t *claims,
                              size_t n, int64_t lease_until_ms, char *errstr,
                              size_t errstr_size);
 
+/* Schedule n timers (claims[i].member due at dues[i] in claims[i].slot's
+ * shard), one round trip: for a timer that repeats.  0 or -1. */
+int pl_store_schedule_timers(pl_store_t *s, const pl_claim_t *timers,
+                             const int64_t *dues, size_t n, char *errstr,
+                             size_t errstr_size);
+
 /* Every scheduled timer of the slots [from, to) (member -> score), for the
  * CLI.  0 or -1. */
 int pl_store_list_timers(pl_store_t *s, int from, int to, pl_fields_t *out,

@@ -184,6 +184,9 @@ static int fire_timers(pl_worker_t *w)
     int64_t *dues = NULL;
     pl_fields_t *states = NULL;
     pl_outbox_t ob = {0};
+    pl_claim_t *again = NULL; /* stale timers that repeat (stale_repeat) */
+    int64_t *again_due = NULL;
+    size_t nagain = 0;
     char err[512];
     int r = 0;
 
@@ -201,7 +204,9 @@ static int fire_timers(pl_worker_t *w)
     ids = calloc(n, sizeof(*ids));
     dues = calloc(n, sizeof(*dues));
     states = calloc(n, sizeof(*states));
-    if (!names || !ids || !dues || !states)
+    again = calloc(n, sizeof(*again));
+    again_due = calloc(n, sizeof(*again_due));
+    if (!names || !ids || !dues || !states || !again || !again_due)
         goto oom;
     for (size_t i = 0; i < n; i++) {
         char *copy = strdup(claims[i].member);
@@ -236,9 +241,20 @@ static int fire_timers(pl_worker_t *w)
             a = pl_rules_deal_alert(rules, &st, names[i], dues[i], now,
                                     &alert);
         if (a == 0) {
+            int64_t next;
             if (pl_worker_queue(w, &ob, PL_TOPIC_ALERTS, ids[i], &alert))
                 goto oom; /* logged */
             fired++;
+            if (pl_rules_timer_next(rules, &st, names[i], dues[i], now,
+                                    &next)) {
+                pl_timer_t t;
+                snprintf(t.name, sizeof(t.name), "%s", names[i]);
+                t.due = next;
+                if (!(again[nagain].member = timer_member(&t, ids[i])))
+                    goto oom;
+                again[nagain].slot = claims[i].slot;
+                again_due[nagain++] = next;
+            }
         } else {
             skipped++;
         }
@@ -257,6 +273,11 @@ static int fire_timers(pl_worker_t *w)
     if (pl_store_complete_timers(store, claims, n, until, err, sizeof(err)))
         pl_warn("completing fired timers: %s (they fire again once their "
                 "lease ends, with the same event ids)",
+                err);
+    else if (pl_store_schedule_timers(store, again, again_due, nagain, err,
+                                      sizeof(err)))
+        pl_warn("scheduling repeated stale alerts: %s (the deal's next event "
+                "schedules its timers again)",
                 err);
     pl_worker_count(w, "alerts", fired);
     pl_worker_count(w, "timers_skipped", skipped);
@@ -278,6 +299,8 @@ out:
     pl_outbox_reset(&ob);
     free(ob.msgs);
     pl_store_claims_free(claims, n);
+    pl_store_claims_free(again, nagain);
+    free(again_due);
     return r;
 }
 

@@ -41,7 +41,7 @@ OVERDUE_AT = T0 + 12
 OVERDUE_AFTER = int(OVERDUE_AT - midnight(0))  # after yesterday ended
 
 
-def rules_file():
+def rules_file(stale_repeat="0s"):
     text = open(os.path.join(SOURCE, "deploy", "rules", "default.yaml")).read()
     deal = text[:text.index("\nalerts:")]
     for stage, secs in [("qualification", 4), ("scoping", 6),
@@ -54,15 +54,17 @@ def rules_file():
     lead = text[text.index("\nlead:"):]
     alerts = """
 alerts:
+  stale_repeat: %s
   closing_soon: [%ds]
   overdue_after: %ds
   contract_not_sent:
     stage: closing
     after: 3s
     unless: contract_sent
-""" % (CLOSING_SOON, OVERDUE_AFTER)
+""" % (stale_repeat, CLOSING_SOON, OVERDUE_AFTER)
     os.makedirs(LOGS, exist_ok=True)
-    path = os.path.join(LOGS, "rules-timers-%d.yaml" % os.getpid())
+    path = os.path.join(LOGS, "rules-timers-%d-%s.yaml" % (os.getpid(),
+                                                          stale_repeat))
     open(path, "w").write(deal + "\n" + alerts + lead)
     return path
 
@@ -79,10 +81,11 @@ def alerts_for(msgs, deal_id, type_=None, kind=None):
 
 class TimerCase(IntegrationCase):
     timer_args = ("--set", "timers.interval=200ms")
+    stale_repeat = "0s"
 
     @classmethod
     def setUpClass(cls):
-        cls.rules = rules_file()
+        cls.rules = rules_file(cls.stale_repeat)
         cls.worker_args = ("--set", "rules.file=" + cls.rules) + \
             cls.timer_args
         super().setUpClass()
@@ -214,6 +217,35 @@ class Alerts(TimerCase):
         time.sleep(max(6, OVERDUE_AT + 2 - time.time()))
         self.assertEqual(alerts_for(self.env.tail("sales.alerts"), d), [])
         self.assertEqual(self.env.deal(d)["timers"], [])
+
+
+class StaleRepeat(TimerCase):
+    stale_repeat = "3s"
+
+    def test_stale_repeats_while_idle_until_activity(self):
+        d = did()
+        created = self.now_event("deal.created", deal_id=d)
+        self.env.produce("sales.deals", [created])
+        msgs = self.env.wait_for(
+            "sales.alerts", lambda m: len(alerts_for(m, d)) >= 3, timeout=40)
+        stale = alerts_for(msgs, d, "deal.stale")[:3]
+        self.assertEqual(len({a["event_id"] for a in stale}), 3)
+        dues = [datetime.datetime.fromisoformat(
+            a["occurred_at"].replace("Z", "+00:00")).timestamp()
+            for a in stale]
+        self.assertEqual([round(b - a) for a, b in zip(dues, dues[1:])],
+                         [3, 3])
+        act = self.now_event("deal.activity", deal_id=d, activity="email")
+        self.env.produce("sales.deals", [act])
+        time.sleep(1)
+        before = len(alerts_for(self.env.tail("sales.alerts"), d))
+        time.sleep(2)  # within the new idle period's threshold (4s)
+        self.assertEqual(len(alerts_for(self.env.tail("sales.alerts"), d)),
+                         before)
+        msgs = self.env.wait_for(
+            "sales.alerts", lambda m: [a for a in alerts_for(m, d)
+                                       if a["idle_since"] ==
+                                       act["occurred_at"]], timeout=30)
 
 
 def old_deals(n, tag):

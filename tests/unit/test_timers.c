@@ -374,6 +374,41 @@ static void test_close_date_reminders(void **state)
     pl_deal_state_clear(&st);
 }
 
+/* Close reminders already due when the deal is written: only the latest
+ * of them is kept (no burst of stale "closing in 7 days" next to "closing in
+ * 1 day" or "overdue"); reminders still ahead are all kept. */
+static void test_past_reminders_superseded(void **state)
+{
+    const pl_rules_t *r = *state;
+    int64_t day = (int64_t)date_of("2023-12-20") * DAY;
+    pl_deal_state_t st;
+    timers_t ts;
+
+    pl_deal_state_init(&st);
+    /* written 3 days before the close date: 7d is past, 1d ahead */
+    create(r, &st, day - 3 * DAY, "negotiation", "2023-12-20");
+    ts = timers(r, &st);
+    assert_string_equal(names_of(&ts),
+                        "closing_soon@1d,closing_soon@7d,overdue,stale");
+    pl_deal_state_clear(&st);
+
+    /* written 12 hours before: 7d and 1d both past, only 1d stays */
+    pl_deal_state_init(&st);
+    create(r, &st, day - 12 * HOUR, "negotiation", "2023-12-20");
+    ts = timers(r, &st);
+    assert_string_equal(names_of(&ts), "closing_soon@1d,overdue,stale");
+    assert_int_equal(due_of(&ts, "closing_soon@1d"), day - DAY);
+    alert_gone(r, &st, "closing_soon@7d", day - 7 * DAY);
+    pl_deal_state_clear(&st);
+
+    /* written after the close date has passed: only overdue */
+    pl_deal_state_init(&st);
+    create(r, &st, day + 2 * DAY, "negotiation", "2023-12-20");
+    ts = timers(r, &st);
+    assert_string_equal(names_of(&ts), "overdue,stale");
+    pl_deal_state_clear(&st);
+}
+
 /* contract_not_sent 24h after entering closing; gone once contract_sent is
  * seen; gone when the deal leaves closing; re-armed on coming back. */
 static void test_contract_not_sent(void **state)
@@ -900,6 +935,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_activity_postpones_stale,
                                         setup_default, teardown_rules),
         cmocka_unit_test_setup_teardown(test_close_date_reminders,
+                                        setup_default, teardown_rules),
+        cmocka_unit_test_setup_teardown(test_past_reminders_superseded,
                                         setup_default, teardown_rules),
         cmocka_unit_test_setup_teardown(test_contract_not_sent,
                                         setup_default, teardown_rules),
