@@ -29,7 +29,10 @@ say "topics ${PL_TOPIC_PREFIX}sales.* and Redis keys ${PL_KEY_PREFIX}*"
 $ctl topics create --partitions 6 sales.leads sales.deals sales.pipeline \
     sales.alerts sales.dlq
 
-build/deal_worker >"$logdir/deal_worker.log" 2>&1 &
+# The deal worker runs the seconds-scale rules (deploy/rules/seconds.yaml:
+# stale after seconds instead of days) so that alerts arrive while you watch.
+build/deal_worker --set rules.file=deploy/rules/seconds.yaml \
+    --set timers.interval=200ms >"$logdir/deal_worker.log" 2>&1 &
 deal_worker=$!
 build/lead_worker >"$logdir/lead_worker.log" 2>&1 &
 lead_worker=$!
@@ -41,12 +44,18 @@ say "sending deploy/sample/deals.jsonl and two poison messages to sales.deals"
 $ctl produce sales.deals deploy/sample/deals.jsonl
 $ctl produce --raw --key D-1003 sales.deals deploy/sample/poison.txt
 
-# 15 + 1 derived deal events, 8 lead events and 2 dead letters are
+say "sending a live deal: in closing, closing tomorrow, no contract sent yet"
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+tomorrow=$(date -u -d tomorrow +%Y-%m-%d)
+printf '{"type":"deal.created","event_id":"live-%s","occurred_at":"%s","deal_id":"D-LIVE","name":"Live deal","owner":"ana","amount":5000,"expected_close_date":"%s","stage":"closing"}\n' \
+    "$run" "$now" "$tomorrow" | $ctl produce sales.deals
+
+# 16 + 1 derived deal events, 8 lead events and 2 dead letters are
 # expected; wait for them.
 for _ in $(seq 1 120); do
     n=$($ctl tail --from-beginning --until-end sales.pipeline | wc -l)
     q=$($ctl tail --from-beginning --until-end sales.dlq | wc -l)
-    [ "$n" -ge 24 ] && [ "$q" -ge 2 ] && break
+    [ "$n" -ge 25 ] && [ "$q" -ge 2 ] && break
     sleep 0.5
 done
 
@@ -56,13 +65,24 @@ say "sales.deals: deal.created published by the lead worker for the conversion"
 $ctl tail --from-beginning --until-end sales.deals | grep '"lead_id"' || true
 say "sales.pipeline: deal stage changes and rejections"
 $ctl tail --from-beginning --until-end sales.pipeline | grep '"type":"deal\.' 
+say "pending timers (pipelinectl timers)"
+$ctl timers
+say "waiting for D-LIVE's alerts: closing_soon now, stale after 5s," \
+    "contract_not_sent after 6s"
+for _ in $(seq 1 60); do
+    a=$($ctl tail --from-beginning --until-end sales.alerts | grep -c D-LIVE || true)
+    [ "$a" -ge 3 ] && break
+    sleep 0.5
+done
+say "sales.alerts (stale deals and close reminders)"
+$ctl tail --from-beginning --until-end sales.alerts
 say "sales.dlq (dead letters, with the headers that say why)"
 $ctl tail --from-beginning --until-end --meta sales.dlq
 for l in L-2001 L-2002 L-2003; do
     say "lead $l in Redis (pipelinectl lead $l)"
     $ctl lead "$l"
 done
-for d in D-1001 D-1002 D-1003 D-L-2001; do
+for d in D-1001 D-1002 D-1003 D-L-2001 D-LIVE; do
     say "deal $d in Redis (pipelinectl deal $d)"
     $ctl deal "$d"
 done
