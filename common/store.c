@@ -339,43 +339,63 @@ static void free_replies(redisReply **replies, size_t n)
     free(replies);
 }
 
+/* Read the replies of a pipeline of n commands.  With `what` set, an error
+ * reply fails the whole call ("redis <what>: <error>"); without, the caller
+ * looks at each reply.  NULL on failure (errstr set, a broken connection
+ * dropped); else free with free_replies(). */
+static redisReply **collect(pl_store_t *s, size_t n, const char *what,
+                            char *errstr, size_t errstr_size)
+{
+    redisReply **replies = calloc(n ? n : 1, sizeof(*replies));
+
+    if (!replies) {
+        snprintf(errstr, errstr_size, "out of memory");
+        disconnect(s); /* replies are pending */
+        return NULL;
+    }
+    if (read_replies(s, replies, n, errstr, errstr_size)) {
+        free_replies(replies, n);
+        return NULL;
+    }
+    for (size_t i = 0; what && i < n; i++) {
+        if (replies[i]->type == REDIS_REPLY_ERROR) {
+            snprintf(errstr, errstr_size, "redis %s: %s", what,
+                     replies[i]->str);
+            free_replies(replies, n);
+            return NULL;
+        }
+    }
+    return replies;
+}
+
 int pl_store_read(pl_store_t *s, const char *kind, const char *const *ids,
                   size_t n, pl_fields_t *out, char *errstr,
                   size_t errstr_size)
 {
-    redisReply **replies = NULL;
-    int r = -1;
+    redisReply **replies;
+    int r = 0;
 
     if (pl_store_connect(s, errstr, errstr_size))
         return -1;
-    if (!(replies = calloc(n ? n : 1, sizeof(*replies))))
-        goto oom;
     for (size_t i = 0; i < n; i++) {
         char *k = key(s, kind, ids[i], "");
-        if (!k)
-            goto oom;
+        if (!k) {
+            snprintf(errstr, errstr_size, "out of memory");
+            disconnect(s); /* replies are pending */
+            return -1;
+        }
         redisAppendCommand(s->c, "HGETALL %s", k);
         free(k);
     }
-    if (read_replies(s, replies, n, errstr, errstr_size))
-        goto out;
-    for (size_t i = 0; i < n; i++) {
-        if (replies[i]->type == REDIS_REPLY_ERROR) {
-            snprintf(errstr, errstr_size, "redis HGETALL: %s",
-                     replies[i]->str);
-            goto out;
+    if (!(replies = collect(s, n, "HGETALL", errstr, errstr_size)))
+        return -1;
+    for (size_t i = 0; i < n && !r; i++) {
+        if (fields_from_reply(&out[i], replies[i])) {
+            snprintf(errstr, errstr_size, "out of memory");
+            r = -1;
         }
-        if (fields_from_reply(&out[i], replies[i]))
-            goto oom;
     }
-    r = 0;
-    goto out;
-oom:
-    snprintf(errstr, errstr_size, "out of memory");
-    disconnect(s); /* replies may be pending */
-out:
-    if (replies)
-        free_replies(replies, n);
+    free_replies(replies, n);
     return r;
 }
 
@@ -507,12 +527,10 @@ int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
         return 0;
     if (pl_store_connect(s, errstr, errstr_size))
         return -1;
-    if (!(replies = calloc(n, sizeof(*replies))))
-        goto oom;
     for (size_t i = 0; i < n; i++)
         if (append_apply(s, &ops[i], dedupe_ttl_ms, true))
             goto oom;
-    if (read_replies(s, replies, n, errstr, errstr_size))
+    if (!(replies = collect(s, n, NULL, errstr, errstr_size)))
         goto out;
     for (size_t i = 0; i < n; i++) {
         int t = take_apply_reply(&ops[i], replies[i], errstr, errstr_size);
@@ -760,13 +778,8 @@ int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
         }
         calls++;
     }
-    if (!(replies = calloc(calls ? calls : 1, sizeof(*replies)))) {
-        snprintf(errstr, errstr_size, "out of memory");
-        disconnect(s);
+    if (!(replies = collect(s, calls, NULL, errstr, errstr_size)))
         return -1;
-    }
-    if (read_replies(s, replies, calls, errstr, errstr_size))
-        goto out;
     for (size_t c = 0; c < calls; c++) {
         const redisReply *rep = replies[c];
         int base = from + (int)c * shards_per_call;
@@ -829,13 +842,8 @@ int pl_store_complete_timers(pl_store_t *s, const pl_claim_t *claims,
             return -1;
         }
     }
-    if (!(replies = calloc(n, sizeof(*replies)))) {
-        snprintf(errstr, errstr_size, "out of memory");
-        disconnect(s);
+    if (!(replies = collect(s, n, NULL, errstr, errstr_size)))
         return -1;
-    }
-    if (read_replies(s, replies, n, errstr, errstr_size))
-        goto out;
     for (size_t i = 0; i < n; i++) {
         if (replies[i]->type == REDIS_REPLY_ERROR) {
             script_error(s, replies[i], errstr, errstr_size);
@@ -853,7 +861,6 @@ int pl_store_schedule_timers(pl_store_t *s, const pl_claim_t *timers,
                              size_t errstr_size)
 {
     redisReply **replies;
-    int r = -1;
 
     if (!n)
         return 0;
@@ -870,23 +877,10 @@ int pl_store_schedule_timers(pl_store_t *s, const pl_claim_t *timers,
                            (long long)dues[i], timers[i].member);
         free(shard);
     }
-    if (!(replies = calloc(n, sizeof(*replies)))) {
-        snprintf(errstr, errstr_size, "out of memory");
-        disconnect(s);
+    if (!(replies = collect(s, n, "ZADD", errstr, errstr_size)))
         return -1;
-    }
-    if (read_replies(s, replies, n, errstr, errstr_size))
-        goto out;
-    for (size_t i = 0; i < n; i++) {
-        if (replies[i]->type == REDIS_REPLY_ERROR) {
-            snprintf(errstr, errstr_size, "redis ZADD: %s", replies[i]->str);
-            goto out;
-        }
-    }
-    r = 0;
-out:
     free_replies(replies, n);
-    return r;
+    return 0;
 }
 
 /* ZRANGE WITHSCORES of some shards, into out (member -> score). */
@@ -900,18 +894,9 @@ static int list_shards(pl_store_t *s, char **shards, size_t n,
         return -1;
     for (size_t i = 0; i < n; i++)
         redisAppendCommand(s->c, "ZRANGE %s 0 -1 WITHSCORES", shards[i]);
-    if (!(replies = calloc(n ? n : 1, sizeof(*replies)))) {
-        snprintf(errstr, errstr_size, "out of memory");
-        disconnect(s);
+    if (!(replies = collect(s, n, "ZRANGE", errstr, errstr_size)))
         return -1;
-    }
-    if (read_replies(s, replies, n, errstr, errstr_size))
-        goto out;
     for (size_t i = 0; i < n; i++) {
-        if (replies[i]->type == REDIS_REPLY_ERROR) {
-            snprintf(errstr, errstr_size, "redis ZRANGE: %s", replies[i]->str);
-            goto out;
-        }
         if (fields_from_reply(out, replies[i])) {
             snprintf(errstr, errstr_size, "out of memory");
             goto out;
