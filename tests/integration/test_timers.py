@@ -257,6 +257,8 @@ def old_deals(n, tag):
 
 
 class FourWorkers(TimerCase):
+    """1,000 deals with due timers: every alert exactly once, with 4 workers
+    on the same timers (and, below, with 1 and 2)."""
     workers = 4
 
     def test_each_alert_exactly_once(self):
@@ -270,6 +272,14 @@ class FourWorkers(TimerCase):
         self.assertTrue(all(m["type"] == "deal.stale" for m in msgs))
         self.assertEqual(len({m["event_id"] for m in msgs}), len(deals))
         self.assertEqual(self.env.ctl("timers").stdout.strip(), b"")
+
+
+class OneWorker(FourWorkers):
+    workers = 1
+
+
+class TwoWorkers(FourWorkers):
+    workers = 2
 
 
 class KilledWhileHoldingLeases(TimerCase):
