@@ -6,34 +6,17 @@
  * can rely on them), checks that bad input fails with an error naming the
  * field, and exercises the time, date and amount helpers at their edges.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 #include <unistd.h>
 
 #include "codec.h"
-#include "event.h"
-
-#ifndef PL_SOURCE_DIR
-#define PL_SOURCE_DIR "."
-#endif
+#include "testutil.h"
 
 static char schema_dir[4096];
 
 static int setup(void **state)
 {
-    const char *src = getenv("PL_SOURCE_DIR");
     char err[512] = "";
-    if (!src || !*src)
-        src = PL_SOURCE_DIR;
-    snprintf(schema_dir, sizeof(schema_dir), "%s/schemas", src);
+    source_path(schema_dir, sizeof(schema_dir), "schemas");
     pl_codec_t *c = pl_codec_new(schema_dir, err, sizeof(err));
     if (!c) {
         fprintf(stderr, "pl_codec_new(%s): %s\n", schema_dir, err);

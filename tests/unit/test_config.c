@@ -192,6 +192,14 @@ static void expect_bad(const char *key, const char *value, const char *env)
     pl_config_destroy(cfg);
 }
 
+/* expect_bad for each of values (NULL-ended), all of them on one key. */
+static void expect_bad_each(const char *key, const char *env,
+                            const char *const *values)
+{
+    for (size_t i = 0; values[i]; i++)
+        expect_bad(key, values[i], env);
+}
+
 static void expect_good(const char *key, const char *value)
 {
     pl_config_t *cfg = pl_config_new();
@@ -203,18 +211,22 @@ static void expect_good(const char *key, const char *value)
     pl_config_destroy(cfg);
 }
 
+/* cfg takes key=value. */
+static void set_ok(pl_config_t *cfg, const char *key, const char *value)
+{
+    char err[512];
+    assert_int_equal(pl_config_set(cfg, key, value, err, sizeof(err)), 0);
+}
+
 static void test_set_int(void **state)
 {
+    static const char *const bad_size[] = {
+        "abc", "0", "100001", "-5", "12x", "", "99999999999999999999999",
+        NULL};
+    static const char *const bad_wait[] = {"10001", "-1", NULL};
     (void)state;
-    expect_bad("batch.size", "abc", "PL_BATCH_SIZE");
-    expect_bad("batch.size", "0", "PL_BATCH_SIZE");
-    expect_bad("batch.size", "100001", "PL_BATCH_SIZE");
-    expect_bad("batch.size", "-5", "PL_BATCH_SIZE");
-    expect_bad("batch.size", "12x", "PL_BATCH_SIZE");
-    expect_bad("batch.size", "", "PL_BATCH_SIZE");
-    expect_bad("batch.size", "99999999999999999999999", "PL_BATCH_SIZE");
-    expect_bad("batch.wait.ms", "10001", "PL_BATCH_WAIT_MS");
-    expect_bad("batch.wait.ms", "-1", "PL_BATCH_WAIT_MS");
+    expect_bad_each("batch.size", "PL_BATCH_SIZE", bad_size);
+    expect_bad_each("batch.wait.ms", "PL_BATCH_WAIT_MS", bad_wait);
     expect_good("batch.size", "1");
     expect_good("batch.size", "100000");
     expect_good("batch.wait.ms", "0");
@@ -226,11 +238,9 @@ static void test_set_int_value_used(void **state)
     pl_config_t *cfg = pl_config_new();
     char err[512];
     (void)state;
-    assert_int_equal(pl_config_set(cfg, "batch.size", "42", err, sizeof(err)),
-                     0);
+    set_ok(cfg, "batch.size", "42");
     assert_int_equal(pl_config_get_int(cfg, "batch.size"), 42);
-    assert_int_equal(
-        pl_config_set(cfg, "dedupe.ttl", "1h30m", err, sizeof(err)), 0);
+    set_ok(cfg, "dedupe.ttl", "1h30m");
     assert_int_equal(pl_config_get_ms(cfg, "dedupe.ttl"), 90LL * 60 * 1000);
     /* a refused value leaves the last good one in place */
     assert_int_equal(pl_config_set(cfg, "batch.size", "0", err, sizeof(err)),
@@ -241,11 +251,9 @@ static void test_set_int_value_used(void **state)
 
 static void test_set_duration(void **state)
 {
+    static const char *const bad_ttl[] = {"7x", "7", "", "-1d", NULL};
     (void)state;
-    expect_bad("dedupe.ttl", "7x", "PL_DEDUPE_TTL");
-    expect_bad("dedupe.ttl", "7", "PL_DEDUPE_TTL");
-    expect_bad("dedupe.ttl", "", "PL_DEDUPE_TTL");
-    expect_bad("dedupe.ttl", "-1d", "PL_DEDUPE_TTL");
+    expect_bad_each("dedupe.ttl", "PL_DEDUPE_TTL", bad_ttl);
     expect_bad("retry.backoff.max", "5 s", "PL_RETRY_BACKOFF_MAX");
     expect_bad("stats.interval", "abc", "PL_STATS_INTERVAL");
     expect_good("dedupe.ttl", "7d");
@@ -266,14 +274,11 @@ static void test_set_log_level(void **state)
 
 static void test_set_hostport(void **state)
 {
+    static const char *const bad[] = {
+        "localhost",      "localhost:",     ":6379", "localhost:0",
+        "localhost:65536", "localhost:63x9", "",      NULL};
     (void)state;
-    expect_bad("redis", "localhost", "PL_REDIS");
-    expect_bad("redis", "localhost:", "PL_REDIS");
-    expect_bad("redis", ":6379", "PL_REDIS");
-    expect_bad("redis", "localhost:0", "PL_REDIS");
-    expect_bad("redis", "localhost:65536", "PL_REDIS");
-    expect_bad("redis", "localhost:63x9", "PL_REDIS");
-    expect_bad("redis", "", "PL_REDIS");
+    expect_bad_each("redis", "PL_REDIS", bad);
     expect_good("redis", "localhost:6379");
     expect_good("redis", "10.0.0.7:1");
     expect_good("redis", "redis.example.com:65535");
@@ -281,10 +286,9 @@ static void test_set_hostport(void **state)
 
 static void test_set_strings(void **state)
 {
+    static const char *const bad_prefix[] = {"run{1}:", "a{", "}", NULL};
     (void)state;
-    expect_bad("key.prefix", "run{1}:", "PL_KEY_PREFIX");
-    expect_bad("key.prefix", "a{", "PL_KEY_PREFIX");
-    expect_bad("key.prefix", "}", "PL_KEY_PREFIX");
+    expect_bad_each("key.prefix", "PL_KEY_PREFIX", bad_prefix);
     expect_good("key.prefix", "test42:");
     expect_good("key.prefix", "");
     /* a topic name cannot be empty; the prefix can */
@@ -334,6 +338,14 @@ static int collect(void *opaque, const char *key, const char *value,
     return 0;
 }
 
+/* The i-th pair collected is key=value. */
+static void expect_collected(const collected_t *c, int i, const char *key,
+                             const char *value)
+{
+    assert_string_equal(c->keys[i], key);
+    assert_string_equal(c->values[i], value);
+}
+
 static void test_kafka_each(void **state)
 {
     pl_config_t *cfg = pl_config_new();
@@ -346,30 +358,20 @@ static void test_kafka_each(void **state)
                      0);
     assert_int_equal(c.n, 0);
 
-    assert_int_equal(pl_config_set(cfg, "kafka.security.protocol", "SASL_SSL",
-                                   err, sizeof(err)),
-                     0);
-    assert_int_equal(
-        pl_config_set(cfg, "kafka.acks", "all", err, sizeof(err)), 0);
-    assert_int_equal(pl_config_set(cfg, "kafka.sasl.password", "p=w d#1", err,
-                                   sizeof(err)),
-                     0);
-    assert_int_equal(
-        pl_config_set(cfg, "kafka.linger.ms", "", err, sizeof(err)), 0);
+    set_ok(cfg, "kafka.security.protocol", "SASL_SSL");
+    set_ok(cfg, "kafka.acks", "all");
+    set_ok(cfg, "kafka.sasl.password", "p=w d#1");
+    set_ok(cfg, "kafka.linger.ms", "");
     /* a kafka.* key is not a table key */
     assert_null(pl_config_get(cfg, "kafka.acks"));
 
     assert_int_equal(pl_config_kafka_each(cfg, collect, &c, err, sizeof(err)),
                      0);
     assert_int_equal(c.n, 4);
-    assert_string_equal(c.keys[0], "security.protocol");
-    assert_string_equal(c.values[0], "SASL_SSL");
-    assert_string_equal(c.keys[1], "acks");
-    assert_string_equal(c.values[1], "all");
-    assert_string_equal(c.keys[2], "sasl.password");
-    assert_string_equal(c.values[2], "p=w d#1");
-    assert_string_equal(c.keys[3], "linger.ms");
-    assert_string_equal(c.values[3], "");
+    expect_collected(&c, 0, "security.protocol", "SASL_SSL");
+    expect_collected(&c, 1, "acks", "all");
+    expect_collected(&c, 2, "sasl.password", "p=w d#1");
+    expect_collected(&c, 3, "linger.ms", "");
 
     /* the callback's refusal names the key */
     memset(&c, 0, sizeof(c));
@@ -389,10 +391,8 @@ static void test_kafka_each_later_wins(void **state)
     char err[512];
     const char *last = NULL;
     (void)state;
-    assert_int_equal(
-        pl_config_set(cfg, "kafka.acks", "1", err, sizeof(err)), 0);
-    assert_int_equal(
-        pl_config_set(cfg, "kafka.acks", "all", err, sizeof(err)), 0);
+    set_ok(cfg, "kafka.acks", "1");
+    set_ok(cfg, "kafka.acks", "all");
     assert_int_equal(pl_config_kafka_each(cfg, collect, &c, err, sizeof(err)),
                      0);
     for (int i = 0; i < c.n; i++)
@@ -433,8 +433,7 @@ static void test_load_file(void **state)
     assert_int_equal(pl_config_kafka_each(cfg, collect, &c, err, sizeof(err)),
                      0);
     assert_int_equal(c.n, 1);
-    assert_string_equal(c.keys[0], "client.id");
-    assert_string_equal(c.values[0], "a=b");
+    expect_collected(&c, 0, "client.id", "a=b");
     unlink(path);
     pl_config_destroy(cfg);
 }
@@ -533,12 +532,9 @@ static void test_from_args_precedence(void **state)
             pl_config_kafka_each(cfg, collect, &c, err, sizeof(err)), 0);
         /* file first, then -X in order */
         assert_int_equal(c.n, 3);
-        assert_string_equal(c.keys[0], "acks");
-        assert_string_equal(c.values[0], "1");
-        assert_string_equal(c.keys[1], "acks");
-        assert_string_equal(c.values[1], "all");
-        assert_string_equal(c.keys[2], "linger.ms");
-        assert_string_equal(c.values[2], "7");
+        expect_collected(&c, 0, "acks", "1");
+        expect_collected(&c, 1, "acks", "all");
+        expect_collected(&c, 2, "linger.ms", "7");
         pl_config_destroy(cfg);
     }
 
@@ -604,16 +600,13 @@ static void test_from_args_errors(void **state)
 static void test_topic_prefix(void **state)
 {
     pl_config_t *cfg = pl_config_new();
-    char err[512];
     (void)state;
     assert_string_equal(pl_config_topic(cfg, "topic.deals"), "sales.deals");
     pl_config_destroy(cfg);
 
     cfg = pl_config_new();
-    assert_int_equal(
-        pl_config_set(cfg, "topic.prefix", "test1.", err, sizeof(err)), 0);
-    assert_int_equal(
-        pl_config_set(cfg, "topic.alerts", "my.alerts", err, sizeof(err)), 0);
+    set_ok(cfg, "topic.prefix", "test1.");
+    set_ok(cfg, "topic.alerts", "my.alerts");
     assert_string_equal(pl_config_topic(cfg, "topic.deals"),
                         "test1.sales.deals");
     assert_string_equal(pl_config_topic(cfg, "topic.leads"),

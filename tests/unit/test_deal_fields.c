@@ -12,26 +12,11 @@
  * harmless.  The rules come from deploy/rules/default.yaml under
  * PL_SOURCE_DIR (environment, set by ctest; else the compile definition).
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-
 #include <jansson.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "deal.h"
-#include "event.h"
-#include "rules.h"
 #include "store.h"
-
-#ifndef PL_SOURCE_DIR
-#define PL_SOURCE_DIR "."
-#endif
+#include "testutil.h"
 
 #define SEC 1000LL
 #define T0 1700000000000LL /* 2023-11-14T22:13:20Z */
@@ -39,21 +24,19 @@
 
 static pl_rules_t *rules;
 
-static int setup_rules(void **state)
+/* Group setup and teardown: the default rules in `rules`. */
+static int setup_global_rules(void **state)
 {
-    const char *d = getenv("PL_SOURCE_DIR");
-    char path[4096], err[512] = "";
+    char why[4800];
     (void)state;
-    snprintf(path, sizeof(path), "%s/deploy/rules/default.yaml",
-             d && *d ? d : PL_SOURCE_DIR);
-    if (!(rules = pl_rules_load(path, err, sizeof(err)))) {
-        fprintf(stderr, "cannot load %s: %s\n", path, err);
+    if (!(rules = load_default_rules(why, sizeof(why)))) {
+        fprintf(stderr, "%s\n", why);
         return -1;
     }
     return 0;
 }
 
-static int teardown_rules(void **state)
+static int teardown_global_rules(void **state)
 {
     (void)state;
     pl_rules_destroy(rules);
@@ -83,36 +66,6 @@ static void full_state(pl_deal_state_t *st)
                      1u << PL_ACT_CONTRACT_SIGNED | 1u << PL_ACT_NOTE;
 }
 
-static void assert_str_or_null(const char *a, const char *b)
-{
-    if (!a || !b)
-        assert_ptr_equal(a, b);
-    else
-        assert_string_equal(a, b);
-}
-
-static void assert_same_state(const pl_deal_state_t *a,
-                              const pl_deal_state_t *b)
-{
-    assert_int_equal(a->exists, b->exists);
-    assert_str_or_null(a->deal_id, b->deal_id);
-    assert_str_or_null(a->lead_id, b->lead_id);
-    assert_str_or_null(a->name, b->name);
-    assert_str_or_null(a->owner, b->owner);
-    assert_str_or_null(a->currency, b->currency);
-    assert_str_or_null(a->stage, b->stage);
-    assert_int_equal(a->has_amount, b->has_amount);
-    if (a->has_amount)
-        assert_int_equal(a->amount, b->amount);
-    assert_int_equal(a->has_close_date, b->has_close_date);
-    if (a->has_close_date)
-        assert_int_equal(a->expected_close_date, b->expected_close_date);
-    assert_int_equal(a->created_at, b->created_at);
-    assert_int_equal(a->stage_entered_at, b->stage_entered_at);
-    assert_int_equal(a->last_event_at, b->last_event_at);
-    assert_int_equal(a->activities, b->activities);
-}
-
 /* ---- state <-> fields ---- */
 
 static void test_fields_roundtrip_full(void **state)
@@ -138,7 +91,7 @@ static void test_fields_roundtrip_full(void **state)
 
     assert_int_equal(pl_deal_from_fields(&f, &back, rev), 0);
     assert_string_equal(rev, REV);
-    assert_same_state(&st, &back);
+    assert_deal_stored_equal(&st, &back);
 
     pl_fields_clear(&f);
     pl_deal_state_clear(&st);
@@ -171,7 +124,7 @@ static void test_fields_roundtrip_sparse(void **state)
         assert_null(pl_fields_get(&f, "expected_close_date"));
         assert_int_equal(pl_deal_from_fields(&f, &back, rev), 0);
         assert_string_equal(rev, "");
-        assert_same_state(&st, &back);
+        assert_deal_stored_equal(&st, &back);
         pl_fields_clear(&f);
         pl_deal_state_clear(&st);
         pl_deal_state_clear(&back);
@@ -315,12 +268,7 @@ static void test_history_entry(void **state)
 static void make_event(pl_event_t *ev, pl_event_type_t type, const char *id,
                        int64_t at)
 {
-    pl_event_init(ev);
-    ev->type = type;
-    assert_int_equal(pl_str_set(&ev->event_id, id), 0);
-    assert_int_equal(pl_str_set(&ev->deal_id, "D-1"), 0);
-    ev->occurred_at = at;
-    ev->present |= PL_F_OCCURRED_AT;
+    deal_event(ev, type, id, "D-1", at);
 }
 
 /* A deal in scoping since T0, with amount, owner and currency. */
@@ -673,5 +621,6 @@ int main(void)
         cmocka_unit_test(test_hash_and_ids),
         cmocka_unit_test(test_next_rev_chain),
     };
-    return cmocka_run_group_tests(tests, setup_rules, teardown_rules);
+    return cmocka_run_group_tests(tests, setup_global_rules,
+                                  teardown_global_rules);
 }

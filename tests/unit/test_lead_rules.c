@@ -10,58 +10,10 @@
  * PL_SOURCE_DIR environment variable (set by ctest), else the compile-time
  * PL_SOURCE_DIR.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "event.h"
-#include "rules.h"
-
-#ifndef PL_SOURCE_DIR
-#define PL_SOURCE_DIR "."
-#endif
+#include "testutil.h"
 
 #define SEC 1000LL
 #define T0 1700000000000LL /* 2023-11-14T22:13:20Z */
-
-static const char *source_dir(void)
-{
-    const char *d = getenv("PL_SOURCE_DIR");
-    return d && *d ? d : PL_SOURCE_DIR;
-}
-
-static void source_path(char *buf, size_t size, const char *rel)
-{
-    snprintf(buf, size, "%s/%s", source_dir(), rel);
-}
-
-static int setup_rules(void **state)
-{
-    char path[4096], err[512] = "";
-    pl_rules_t *r;
-
-    source_path(path, sizeof(path), "deploy/rules/default.yaml");
-    r = pl_rules_load(path, err, sizeof(err));
-    if (!r) {
-        fprintf(stderr, "cannot load %s: %s\n", path, err);
-        return -1;
-    }
-    *state = r;
-    return 0;
-}
-
-static int teardown_rules(void **state)
-{
-    pl_rules_destroy(*state);
-    return 0;
-}
 
 /* ------------------------------------------------------------------------ */
 /* Building events                                                          */
@@ -244,14 +196,6 @@ static void expect_reason(const pl_lead_outcome_t *out, const char *line)
     for (size_t i = 0; i < out->reasons.count; i++)
         fprintf(stderr, "  reason: %s\n", out->reasons.items[i]);
     fail_msg("reason '%s' not given", line);
-}
-
-static void assert_str_or_null(const char *a, const char *b)
-{
-    if (!a || !b)
-        assert_ptr_equal(a, b);
-    else
-        assert_string_equal(a, b);
 }
 
 static void assert_list_equal(const pl_strlist_t *a, const pl_strlist_t *b)
@@ -1260,26 +1204,8 @@ static void test_bad_lead_files(void **state)
     };
 
     (void)state;
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char rel[256], path[4096], prefix[4200], err[512] = "";
-        pl_rules_t *r;
-
-        snprintf(rel, sizeof(rel), "tests/unit/rules/%s", cases[i].file);
-        source_path(path, sizeof(path), rel);
-        r = pl_rules_load(path, err, sizeof(err));
-        if (r) {
-            pl_rules_destroy(r);
-            fail_msg("%s loaded without error", cases[i].file);
-        }
-        snprintf(prefix, sizeof(prefix), "%s:%d: ", path, cases[i].line);
-        if (strncmp(err, prefix, strlen(prefix)))
-            fail_msg("%s: expected '%s...', got '%s'", cases[i].file, prefix,
-                     err);
-        for (int w = 0; w < 3 && cases[i].words[w]; w++)
-            if (!strstr(err, cases[i].words[w]))
-                fail_msg("%s: '%s' not in '%s'", cases[i].file,
-                         cases[i].words[w], err);
-    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        expect_bad_rules_file(cases[i].file, cases[i].line, cases[i].words);
 }
 
 /* Smaller mistakes, inline: each names its line. */

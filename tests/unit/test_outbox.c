@@ -245,36 +245,33 @@ static void test_unpack_truncated(void **state)
     free(blob);
 }
 
+/* The blob must be refused. */
+static void expect_unpack_refused(const void *blob, size_t len)
+{
+    pl_outbox_t ob = {0};
+    assert_int_equal(pl_outbox_unpack(&ob, blob, len), -1);
+    outbox_free(&ob);
+}
+
 static void test_unpack_corrupt(void **state)
 {
     pl_outbox_t ob = {0};
-    (void)state;
     /* a key length far past the end */
-    {
-        static const unsigned char b[] = {'p', 0xff, 0xff, 0xff, 0xff, 'k'};
-        assert_int_equal(pl_outbox_unpack(&ob, b, sizeof(b)), -1);
-        outbox_free(&ob);
-    }
+    static const unsigned char past[] = {'p', 0xff, 0xff, 0xff, 0xff, 'k'};
     /* a value length one past the end */
-    {
-        static const unsigned char b[] = {'p', 0, 0, 0, 1, 'k',
-                                          0, 0, 0, 2, 'v'};
-        assert_int_equal(pl_outbox_unpack(&ob, b, sizeof(b)), -1);
-        outbox_free(&ob);
-    }
+    static const unsigned char one_past[] = {'p', 0, 0, 0, 1, 'k',
+                                             0,   0, 0, 2, 'v'};
     /* a good message followed by a lone role byte */
-    {
-        static const unsigned char b[] = {'p', 0, 0, 0, 1, 'k',
-                                          0, 0, 0, 1, 'v', 'a'};
-        assert_int_equal(pl_outbox_unpack(&ob, b, sizeof(b)), -1);
-        outbox_free(&ob);
-    }
+    static const unsigned char lone[] = {'p', 0, 0, 0, 1, 'k',
+                                         0,   0, 0, 1, 'v', 'a'};
     /* garbage: a stored value that is not a packed outcome at all */
-    {
-        static const char b[] = "this is not an outbox blob";
-        assert_int_equal(pl_outbox_unpack(&ob, b, sizeof(b) - 1), -1);
-        outbox_free(&ob);
-    }
+    static const char garbage[] = "this is not an outbox blob";
+    (void)state;
+
+    expect_unpack_refused(past, sizeof(past));
+    expect_unpack_refused(one_past, sizeof(one_past));
+    expect_unpack_refused(lone, sizeof(lone));
+    expect_unpack_refused(garbage, sizeof(garbage) - 1);
     /* the good case of the same shape, for contrast */
     {
         static const unsigned char b[] = {'q', 0, 0, 0, 1, 'k',
@@ -461,35 +458,63 @@ static void expect_all_topics(rd_kafka_mock_cluster_t *mc, const topics_t *t,
     rd_kafka_destroy(c);
 }
 
-static void test_deliver_all(void **state)
-{
+/* What each delivery test runs on: its own topics (named after the run), a
+ * producer on its own mock cluster, and an outbox. */
+typedef struct rig_s {
     topics_t t;
     rd_kafka_mock_cluster_t *mc;
     rd_kafka_t *rk;
-    pl_outbox_t ob = {0};
+    pl_outbox_t ob;
+} rig_t;
+
+static void rig_start(rig_t *g, const char *run, const char *timeout_ms)
+{
+    memset(g, 0, sizeof(*g));
+    topics_init(&g->t, run);
+    g->rk = mock_producer(timeout_ms, &g->t, &g->mc);
+}
+
+static int rig_deliver(rig_t *g, volatile sig_atomic_t *stop,
+                       int64_t backoff_max_ms)
+{
+    return pl_outbox_deliver(&g->ob, g->rk, role_topic, &g->t, stop,
+                             backoff_max_ms);
+}
+
+static void rig_stop(rig_t *g)
+{
+    outbox_free(&g->ob);
+    rd_kafka_destroy(g->rk);
+}
+
+/* Every message of the outbox was delivered. */
+static void expect_all_delivered(const pl_outbox_t *ob)
+{
+    for (size_t i = 0; i < ob->count; i++)
+        assert_int_equal(ob->msgs[i]->state, 1);
+}
+
+static void test_deliver_all(void **state)
+{
+    rig_t g;
     volatile sig_atomic_t stop = 0;
     const int reps = 5;
     (void)state;
 
-    topics_init(&t, "ok");
-    rk = mock_producer("10000", &t, &mc);
+    rig_start(&g, "ok", "10000");
     for (int rep = 0; rep < reps; rep++)
-        add_defs(&ob, 0, N_DEFS);
+        add_defs(&g.ob, 0, N_DEFS);
 
-    assert_int_equal(pl_outbox_deliver(&ob, rk, role_topic, &t, &stop, 200),
-                     0);
-    for (size_t i = 0; i < ob.count; i++) {
-        assert_int_equal(ob.msgs[i]->state, 1);
-        assert_int_equal(ob.msgs[i]->err, RD_KAFKA_RESP_ERR_NO_ERROR);
-    }
-    expect_all_topics(mc, &t, reps);
+    assert_int_equal(rig_deliver(&g, &stop, 200), 0);
+    expect_all_delivered(&g.ob);
+    for (size_t i = 0; i < g.ob.count; i++)
+        assert_int_equal(g.ob.msgs[i]->err, RD_KAFKA_RESP_ERR_NO_ERROR);
+    expect_all_topics(g.mc, &g.t, reps);
 
     /* an empty outbox is delivered at once */
-    pl_outbox_reset(&ob);
-    assert_int_equal(pl_outbox_deliver(&ob, rk, role_topic, &t, &stop, 200),
-                     0);
-    outbox_free(&ob);
-    rd_kafka_destroy(rk);
+    pl_outbox_reset(&g.ob);
+    assert_int_equal(rig_deliver(&g, &stop, 200), 0);
+    rig_stop(&g);
 }
 
 /* Produce requests fail with a non-retriable error a few times (librdkafka
@@ -497,29 +522,22 @@ static void test_deliver_all(void **state)
  * itself must produce the failed entries again. */
 static void test_deliver_retries_failed(void **state)
 {
-    topics_t t;
-    rd_kafka_mock_cluster_t *mc;
-    rd_kafka_t *rk;
-    pl_outbox_t ob = {0};
+    rig_t g;
     volatile sig_atomic_t stop = 0;
     (void)state;
 
-    topics_init(&t, "retry");
-    rk = mock_producer("10000", &t, &mc);
+    rig_start(&g, "retry", "10000");
     rd_kafka_mock_push_request_errors(
-        mc, APIKEY_PRODUCE, 3, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
+        g.mc, APIKEY_PRODUCE, 3, RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
         RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED,
         RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
-    add_defs(&ob, 0, N_DEFS);
+    add_defs(&g.ob, 0, N_DEFS);
 
-    assert_int_equal(pl_outbox_deliver(&ob, rk, role_topic, &t, &stop, 200),
-                     0);
-    for (size_t i = 0; i < ob.count; i++)
-        assert_int_equal(ob.msgs[i]->state, 1);
+    assert_int_equal(rig_deliver(&g, &stop, 200), 0);
+    expect_all_delivered(&g.ob);
     /* every message is there, once */
-    expect_all_topics(mc, &t, 1);
-    outbox_free(&ob);
-    rd_kafka_destroy(rk);
+    expect_all_topics(g.mc, &g.t, 1);
+    rig_stop(&g);
 }
 
 typedef struct later_s {
@@ -544,122 +562,104 @@ static void *later_thread(void *arg)
  * time out, and the outbox keeps producing them until it is back. */
 static void test_deliver_survives_broker_down(void **state)
 {
-    topics_t t;
-    rd_kafka_mock_cluster_t *mc;
-    rd_kafka_t *rk;
-    pl_outbox_t ob = {0};
+    rig_t g;
     volatile sig_atomic_t stop = 0;
     pthread_t th;
     later_t up = {0};
     int64_t t0;
     (void)state;
 
-    topics_init(&t, "down");
-    rk = mock_producer("500", &t, &mc);
+    rig_start(&g, "down", "500");
     /* connect and learn the topics first, so the outage hits produce */
     {
         const struct rd_kafka_metadata *md = NULL;
-        assert_int_equal(rd_kafka_metadata(rk, 1, NULL, &md, 5000), 0);
+        assert_int_equal(rd_kafka_metadata(g.rk, 1, NULL, &md, 5000), 0);
         rd_kafka_metadata_destroy(md);
     }
-    assert_int_equal(rd_kafka_mock_broker_set_down(mc, 1), 0);
-    up.mc = mc;
+    assert_int_equal(rd_kafka_mock_broker_set_down(g.mc, 1), 0);
+    up.mc = g.mc;
     up.broker = 1;
     up.delay_ms = 1500;
     assert_int_equal(pthread_create(&th, NULL, later_thread, &up), 0);
-    add_defs(&ob, 0, N_DEFS);
+    add_defs(&g.ob, 0, N_DEFS);
 
     t0 = pl_now_mono_ms();
-    assert_int_equal(pl_outbox_deliver(&ob, rk, role_topic, &t, &stop, 200),
-                     0);
+    assert_int_equal(rig_deliver(&g, &stop, 200), 0);
     assert_int_equal(pthread_join(th, NULL), 0);
     /* it cannot have been delivered before the broker came back */
     assert_true(pl_now_mono_ms() - t0 >= 1400);
-    for (size_t i = 0; i < ob.count; i++)
-        assert_int_equal(ob.msgs[i]->state, 1);
-    expect_all_topics(mc, &t, 1);
-    outbox_free(&ob);
-    rd_kafka_destroy(rk);
+    expect_all_delivered(&g.ob);
+    expect_all_topics(g.mc, &g.t, 1);
+    rig_stop(&g);
 }
 
 /* A topic that always fails and the stop flag set: deliver gives up with -1
  * (the caller then stores no offset) within about message.timeout.ms. */
 static void test_deliver_stop_on_permanent_failure(void **state)
 {
-    topics_t t;
-    rd_kafka_mock_cluster_t *mc;
-    rd_kafka_t *rk;
-    pl_outbox_t ob = {0};
+    rig_t g;
     volatile sig_atomic_t stop = 1;
     int64_t t0, took;
     size_t failed = 0;
     (void)state;
 
-    topics_init(&t, "perm");
-    rk = mock_producer("1000", &t, &mc);
-    rd_kafka_mock_topic_set_error(mc, t.pipeline,
+    rig_start(&g, "perm", "1000");
+    rd_kafka_mock_topic_set_error(g.mc, g.t.pipeline,
                                   RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
-    add_defs(&ob, 0, N_DEFS);
+    add_defs(&g.ob, 0, N_DEFS);
 
     t0 = pl_now_mono_ms();
-    assert_int_equal(pl_outbox_deliver(&ob, rk, role_topic, &t, &stop, 200),
-                     -1);
+    assert_int_equal(rig_deliver(&g, &stop, 200), -1);
     took = pl_now_mono_ms() - t0;
     if (took > 10000)
         fail_msg("deliver took %lld ms to give up", (long long)took);
     /* the pipeline messages failed; nothing is left in flight */
-    for (size_t i = 0; i < ob.count; i++) {
+    for (size_t i = 0; i < g.ob.count; i++) {
+        const pl_outmsg_t *m = g.ob.msgs[i];
         if (defs[i].role == PL_TOPIC_PIPELINE) {
-            assert_int_equal(ob.msgs[i]->state, -1);
-            assert_int_not_equal(ob.msgs[i]->err, RD_KAFKA_RESP_ERR_NO_ERROR);
+            assert_int_equal(m->state, -1);
+            assert_int_not_equal(m->err, RD_KAFKA_RESP_ERR_NO_ERROR);
         }
-        assert_int_not_equal(ob.msgs[i]->state, 0);
-        failed += ob.msgs[i]->state == -1;
+        assert_int_not_equal(m->state, 0);
+        failed += m->state == -1;
     }
     assert_true(failed >= 2);
-    assert_int_equal(rd_kafka_outq_len(rk), 0);
-    outbox_free(&ob);
-    rd_kafka_destroy(rk);
+    assert_int_equal(rd_kafka_outq_len(g.rk), 0);
+    rig_stop(&g);
 }
 
 /* The same, with stop set while deliver is already backing off between
  * rounds (as SIGTERM would): it must notice and give up. */
 static void test_deliver_stop_while_retrying(void **state)
 {
-    topics_t t;
-    rd_kafka_mock_cluster_t *mc;
-    rd_kafka_t *rk;
-    pl_outbox_t ob = {0};
+    rig_t g;
     volatile sig_atomic_t stop = 0;
     pthread_t th;
     later_t later = {0};
     int64_t t0, took;
     (void)state;
 
-    topics_init(&t, "perm2");
-    rk = mock_producer("300", &t, &mc);
-    rd_kafka_mock_topic_set_error(mc, t.alerts,
+    rig_start(&g, "perm2", "300");
+    rd_kafka_mock_topic_set_error(g.mc, g.t.alerts,
                                   RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED);
-    add_defs(&ob, 0, N_DEFS);
+    add_defs(&g.ob, 0, N_DEFS);
     later.stop = &stop;
     later.delay_ms = 1500;
     assert_int_equal(pthread_create(&th, NULL, later_thread, &later), 0);
 
     t0 = pl_now_mono_ms();
-    assert_int_equal(
-        pl_outbox_deliver(&ob, rk, role_topic, &t, &stop, 5000), -1);
+    assert_int_equal(rig_deliver(&g, &stop, 5000), -1);
     took = pl_now_mono_ms() - t0;
     assert_int_equal(pthread_join(th, NULL), 0);
     if (took < 1400 || took > 10000)
         fail_msg("deliver returned after %lld ms (stop at 1500)",
                  (long long)took);
-    for (size_t i = 0; i < ob.count; i++) {
-        assert_int_not_equal(ob.msgs[i]->state, 0);
+    for (size_t i = 0; i < g.ob.count; i++) {
+        assert_int_not_equal(g.ob.msgs[i]->state, 0);
         if (defs[i].role == PL_TOPIC_ALERTS)
-            assert_int_equal(ob.msgs[i]->state, -1);
+            assert_int_equal(g.ob.msgs[i]->state, -1);
     }
-    outbox_free(&ob);
-    rd_kafka_destroy(rk);
+    rig_stop(&g);
 }
 
 int main(void)

@@ -8,23 +8,7 @@
  * PL_SOURCE_DIR environment variable (set by ctest), else the compile-time
  * PL_SOURCE_DIR.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
-#include "event.h"
-#include "rules.h"
-
-#ifndef PL_SOURCE_DIR
-#define PL_SOURCE_DIR "."
-#endif
+#include "testutil.h"
 
 #define SEC 1000LL
 #define DAY (86400LL * SEC)
@@ -57,50 +41,13 @@ static bool contract_allows(int from, int to)
     return from == LOST && to == QUAL; /* reopen */
 }
 
-static const char *source_dir(void)
-{
-    const char *d = getenv("PL_SOURCE_DIR");
-    return d && *d ? d : PL_SOURCE_DIR;
-}
-
-static void source_path(char *buf, size_t size, const char *rel)
-{
-    snprintf(buf, size, "%s/%s", source_dir(), rel);
-}
-
-static int setup_rules(void **state)
-{
-    char path[4096], err[512] = "";
-    pl_rules_t *r;
-
-    source_path(path, sizeof(path), "deploy/rules/default.yaml");
-    r = pl_rules_load(path, err, sizeof(err));
-    if (!r) {
-        fprintf(stderr, "cannot load %s: %s\n", path, err);
-        return -1;
-    }
-    *state = r;
-    return 0;
-}
-
-static int teardown_rules(void **state)
-{
-    pl_rules_destroy(*state);
-    return 0;
-}
-
 /* ------------------------------------------------------------------------ */
 /* Event and state builders                                                 */
 
 static void ev_base(pl_event_t *ev, pl_event_type_t type, const char *deal,
                     int64_t at)
 {
-    pl_event_init(ev);
-    ev->type = type;
-    assert_int_equal(pl_str_set(&ev->event_id, "ev-1"), 0);
-    assert_int_equal(pl_str_set(&ev->deal_id, deal), 0);
-    ev->occurred_at = at;
-    ev->present |= PL_F_OCCURRED_AT;
+    deal_event(ev, type, "ev-1", deal, at);
 }
 
 static void ev_request(pl_event_t *ev, const char *deal, const char *to,
@@ -151,35 +98,6 @@ static void qualified_deal(pl_deal_state_t *st, const char *stage,
     st->version = 42;
 }
 
-static void assert_str_or_null(const char *a, const char *b)
-{
-    if (!a || !b)
-        assert_ptr_equal(a, b);
-    else
-        assert_string_equal(a, b);
-}
-
-static void assert_state_equal(const pl_deal_state_t *a,
-                               const pl_deal_state_t *b)
-{
-    assert_int_equal(a->exists, b->exists);
-    assert_str_or_null(a->deal_id, b->deal_id);
-    assert_str_or_null(a->lead_id, b->lead_id);
-    assert_str_or_null(a->name, b->name);
-    assert_str_or_null(a->owner, b->owner);
-    assert_str_or_null(a->currency, b->currency);
-    assert_str_or_null(a->stage, b->stage);
-    assert_int_equal(a->amount, b->amount);
-    assert_int_equal(a->has_amount, b->has_amount);
-    assert_int_equal(a->expected_close_date, b->expected_close_date);
-    assert_int_equal(a->has_close_date, b->has_close_date);
-    assert_int_equal(a->created_at, b->created_at);
-    assert_int_equal(a->stage_entered_at, b->stage_entered_at);
-    assert_int_equal(a->last_event_at, b->last_event_at);
-    assert_int_equal(a->activities, b->activities);
-    assert_int_equal(a->version, b->version);
-}
-
 /* Apply ev to cur and check the engine did not fail. */
 static void apply(const pl_rules_t *r, const pl_deal_state_t *cur,
                   const pl_event_t *ev, pl_deal_state_t *next,
@@ -203,7 +121,7 @@ static void expect_rejected(const pl_rules_t *r, const pl_deal_state_t *cur,
     assert_string_equal(out.reason_code, code);
     assert_false(out.stage_changed);
     assert_true(out.message[0] != '\0');
-    assert_state_equal(&next, cur ? cur : &absent);
+    assert_deal_state_equal(&next, cur ? cur : &absent);
     pl_deal_state_clear(&next);
 }
 
@@ -277,7 +195,7 @@ static void test_all_stage_pairs(void **state)
                 assert_int_equal(out.verdict, PL_DEAL_REJECTED);
                 assert_string_equal(out.reason_code, code);
                 assert_false(out.stage_changed);
-                assert_state_equal(&next, &cur);
+                assert_deal_state_equal(&next, &cur);
             }
             pl_event_clear(&ev);
             pl_deal_state_clear(&cur);
@@ -394,7 +312,7 @@ static void expect_missing(const pl_rules_t *r, const pl_deal_state_t *cur,
     assert_int_equal(out.verdict, PL_DEAL_REJECTED);
     assert_string_equal(out.reason_code, "missing_field");
     assert_string_equal(out.message, message);
-    assert_state_equal(&next, cur);
+    assert_deal_state_equal(&next, cur);
     pl_deal_state_clear(&next);
 }
 
@@ -741,7 +659,7 @@ static void test_state_copy(void **state)
     pl_deal_state_init(&b);
     assert_int_equal(pl_str_set(&b.name, "old"), 0); /* freed by the copy */
     assert_int_equal(pl_deal_state_copy(&b, &a), 0);
-    assert_state_equal(&a, &b);
+    assert_deal_state_equal(&a, &b);
     assert_ptr_not_equal(a.stage, b.stage);
     pl_deal_state_clear(&a);
     assert_false(a.exists);
@@ -827,30 +745,8 @@ static void test_bad_files(void **state)
     };
 
     (void)state;
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char rel[256], path[4096], prefix[4200], err[512] = "";
-        pl_rules_t *r;
-
-        snprintf(rel, sizeof(rel), "tests/unit/rules/%s", cases[i].file);
-        source_path(path, sizeof(path), rel);
-        r = pl_rules_load(path, err, sizeof(err));
-        if (r) {
-            pl_rules_destroy(r);
-            fail_msg("%s loaded without error", cases[i].file);
-        }
-        if (cases[i].line)
-            snprintf(prefix, sizeof(prefix), "%s:%d: ", path,
-                     cases[i].line);
-        else
-            snprintf(prefix, sizeof(prefix), "%s: ", path);
-        if (strncmp(err, prefix, strlen(prefix)))
-            fail_msg("%s: expected '%s...', got '%s'", cases[i].file, prefix,
-                     err);
-        for (int w = 0; w < 3 && cases[i].words[w]; w++)
-            if (!strstr(err, cases[i].words[w]))
-                fail_msg("%s: '%s' not in '%s'", cases[i].file,
-                         cases[i].words[w], err);
-    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        expect_bad_rules_file(cases[i].file, cases[i].line, cases[i].words);
 }
 
 static void test_parse_text(void **state)

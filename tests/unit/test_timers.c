@@ -11,50 +11,21 @@
  * definition); seconds-scale rules are inline, and the broken alerts files
  * are in tests/unit/rules/.
  */
-#include <setjmp.h>
-#include <stdarg.h>
-#include <stddef.h>
-#include <stdint.h>
-
-#include <cmocka.h>
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-
 #include "codec.h"
-#include "event.h"
-#include "rules.h"
-
-#ifndef PL_SOURCE_DIR
-#define PL_SOURCE_DIR "."
-#endif
+#include "testutil.h"
 
 #define SEC 1000LL
 #define HOUR (3600LL * SEC)
 #define DAY (86400LL * SEC)
 #define T0 1700000000000LL /* 2023-11-14T22:13:20Z */
 
-static const char *source_dir(void)
-{
-    const char *d = getenv("PL_SOURCE_DIR");
-    return d && *d ? d : PL_SOURCE_DIR;
-}
-
-static void source_path(char *buf, size_t size, const char *rel)
-{
-    snprintf(buf, size, "%s/%s", source_dir(), rel);
-}
-
 static pl_rules_t *load_default(void)
 {
-    char path[4096], err[512] = "";
-    pl_rules_t *r;
+    char why[4800];
+    pl_rules_t *r = load_default_rules(why, sizeof(why));
 
-    source_path(path, sizeof(path), "deploy/rules/default.yaml");
-    r = pl_rules_load(path, err, sizeof(err));
     if (!r)
-        fail_msg("cannot load %s: %s", path, err);
+        fail_msg("%s", why);
     return r;
 }
 
@@ -74,12 +45,6 @@ static int setup_default(void **state)
     return *state ? 0 : -1;
 }
 
-static int teardown_rules(void **state)
-{
-    pl_rules_destroy(*state);
-    return 0;
-}
-
 static int32_t date_of(const char *s)
 {
     int32_t d;
@@ -96,13 +61,8 @@ static void ev_base(pl_event_t *ev, pl_event_type_t type, int64_t at)
     static int seq;
     char id[32];
 
-    pl_event_init(ev);
-    ev->type = type;
     snprintf(id, sizeof(id), "e%d", ++seq);
-    assert_int_equal(pl_str_set(&ev->event_id, id), 0);
-    assert_int_equal(pl_str_set(&ev->deal_id, "D1"), 0);
-    ev->occurred_at = at;
-    ev->present |= PL_F_OCCURRED_AT;
+    deal_event(ev, type, id, "D1", at);
 }
 
 /* Apply ev to *st (which becomes the next state); it must be applied. */
@@ -867,26 +827,8 @@ static void test_bad_alert_files(void **state)
     };
 
     (void)state;
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        char rel[256], path[4096], prefix[4200], err[512] = "";
-        pl_rules_t *r;
-
-        snprintf(rel, sizeof(rel), "tests/unit/rules/%s", cases[i].file);
-        source_path(path, sizeof(path), rel);
-        r = pl_rules_load(path, err, sizeof(err));
-        if (r) {
-            pl_rules_destroy(r);
-            fail_msg("%s loaded without error", cases[i].file);
-        }
-        snprintf(prefix, sizeof(prefix), "%s:%d: ", path, cases[i].line);
-        if (strncmp(err, prefix, strlen(prefix)))
-            fail_msg("%s: expected '%s...', got '%s'", cases[i].file, prefix,
-                     err);
-        for (int w = 0; w < 3 && cases[i].words[w]; w++)
-            if (!strstr(err, cases[i].words[w]))
-                fail_msg("%s: '%s' not in '%s'", cases[i].file,
-                         cases[i].words[w], err);
-    }
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        expect_bad_rules_file(cases[i].file, cases[i].line, cases[i].words);
 }
 
 /* Inline mistakes that need no fixture file. */
