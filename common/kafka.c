@@ -119,6 +119,10 @@ rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
                           "auto.commit.interval.ms", "1000",
                           "auto.offset.reset", "earliest",
                           "enable.partition.eof", "false",
+                          /* prefetch: 8 MB is many batches, and keeps the
+                           * worker's memory small (librdkafka's default
+                           * is 64 MB) */
+                          "queued.max.messages.kbytes", "8192",
                           NULL};
     char err[512];
     rd_kafka_t *rk;
@@ -161,7 +165,7 @@ rd_kafka_t *pl_kafka_producer_new(pl_config_t *cfg, char *errstr,
                                   size_t errstr_size)
 {
     const char *defs[] = {"enable.idempotence", "true",
-                          "linger.ms", "5",
+                          "linger.ms", "1",
                           "message.timeout.ms", "60000",
                           NULL};
     char err[512];

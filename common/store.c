@@ -85,6 +85,7 @@ struct pl_store_s {
     char apply_sha[41];
     char claim_sha[41];
     char complete_sha[41];
+    char **shards; /* PL_SLOTS timer shard names, made on first use */
 };
 
 /* ---- fields ---- */
@@ -190,6 +191,9 @@ void pl_store_destroy(pl_store_t *s)
     if (!s)
         return;
     disconnect(s);
+    for (int i = 0; s->shards && i < PL_SLOTS; i++)
+        free(s->shards[i]);
+    free(s->shards);
     free(s->host);
     free(s->password);
     free(s->prefix);
@@ -298,6 +302,26 @@ char *pl_store_timer_shard(const pl_store_t *s, int slot)
     if (k)
         snprintf(k, n, "%stimers:{%s}", s->prefix, tag);
     return k;
+}
+
+/* The names of all timer shards, made once (a claim scan names them all).
+ * false on OOM. */
+static bool shard_names(pl_store_t *s)
+{
+    if (s->shards)
+        return true;
+    if (!(s->shards = calloc(PL_SLOTS, sizeof(*s->shards))))
+        return false;
+    for (int i = 0; i < PL_SLOTS; i++) {
+        if (!(s->shards[i] = pl_store_timer_shard(s, i))) {
+            while (i--)
+                free(s->shards[i]);
+            free(s->shards);
+            s->shards = NULL;
+            return false;
+        }
+    }
+    return true;
 }
 
 /* The timer shard of an entity: the one in its own slot. */
@@ -749,27 +773,21 @@ int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
         int k = to - slot < shards_per_call ? to - slot : shards_per_call;
         size_t argc = 3 + (size_t)k + 3, i = 0;
         const char **argv = malloc(argc * sizeof(*argv));
-        char **keys = calloc((size_t)k, sizeof(*keys));
         char nk[16];
-        int ok = argv && keys;
+        int ok = argv && shard_names(s);
         snprintf(nk, sizeof(nk), "%d", k);
         if (ok) {
             argv[i++] = "EVALSHA";
             argv[i++] = s->claim_sha;
             argv[i++] = nk;
-            for (int j = 0; j < k && ok; j++)
-                ok = (argv[i++] = keys[j] =
-                          pl_store_timer_shard(s, slot + j)) != NULL;
+            for (int j = 0; j < k; j++)
+                argv[i++] = s->shards[slot + j];
             argv[i++] = now;
             argv[i++] = until;
             argv[i++] = limit;
-        }
-        if (ok)
             ok = redisAppendCommandArgv(s->c, (int)argc, argv, NULL) ==
                  REDIS_OK;
-        for (int j = 0; keys && j < k; j++)
-            free(keys[j]);
-        free(keys);
+        }
         free(argv);
         if (!ok) {
             snprintf(errstr, errstr_size, "out of memory");

@@ -53,7 +53,6 @@ typedef struct centry_s {
 } centry_t;
 
 #define CACHE_BUCKETS 65536
-#define CACHE_MAX 200000 /* entries; the cache is emptied when full */
 
 typedef struct cache_s {
     centry_t *buckets[CACHE_BUCKETS];
@@ -163,6 +162,7 @@ struct pl_worker_s {
     volatile sig_atomic_t revoked; /* a rebalance took partitions away */
     bool paused;
     int64_t dedupe_ttl_ms, backoff_max_ms;
+    size_t cache_max; /* cache.size */
     stats_t stats;
 };
 
@@ -346,7 +346,7 @@ static int load_states(worker_t *w)
 
     /* Bound the cache; emptied before the lookups so that no entity of this
      * batch can be evicted between its load and its decision. */
-    if (w->cache.count + w->nitems > CACHE_MAX)
+    if (w->cache.count + w->nitems > w->cache_max)
         cache_clear(&w->cache);
     if (!(ids = malloc(w->nitems * sizeof(*ids))))
         return -2;
@@ -781,6 +781,8 @@ static int maybe_tick(worker_t *w, int64_t *next_tick)
     int64_t tick_ms = pl_config_get_ms(w->cfg, "timers.interval");
     if (!w->kind->tick || !tick_ms || pl_now_mono_ms() < *next_tick)
         return 0;
+    if (w->kind->tick_slices > 1)
+        tick_ms /= w->kind->tick_slices;
     *next_tick = pl_now_mono_ms() + tick_ms;
     return w->kind->tick(w);
 }
@@ -908,6 +910,7 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
     pl_log_set_level(level);
     w->dedupe_ttl_ms = pl_config_get_ms(w->cfg, "dedupe.ttl");
     w->backoff_max_ms = pl_config_get_ms(w->cfg, "retry.backoff.max");
+    w->cache_max = (size_t)pl_config_get_int(w->cfg, "cache.size");
 
     if (!(w->rules = pl_rules_load(pl_config_get(w->cfg, "rules.file"), err,
                                    sizeof(err)))) {

@@ -54,9 +54,12 @@ typedef struct pl_worker_kind_s {
      * runtime keeps it as its prediction).  0, or -1 on OOM. */
     int (*decide)(pl_worker_t *w, void *st, const pl_event_t *ev,
                   pl_decision_t *d);
-    /* Optional: called between batches every timers.interval (the deal
-     * worker fires due timers here).  0, or -1 to stop the worker. */
+    /* Optional: called between batches tick_slices times per
+     * timers.interval (the deal worker fires due timers here, a slice of
+     * the timer shards each time, so no single call holds up the stream).
+     * 0, or -1 to stop the worker. */
     int (*tick)(pl_worker_t *w);
+    int tick_slices;
 } pl_worker_kind_t;
 
 /* Run a worker of this kind: parse the command line and config, build the

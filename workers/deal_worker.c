@@ -167,12 +167,19 @@ static int parse_member(char *m, char **name, int64_t *due, char **deal_id)
     return 0;
 }
 
+/* Each tick looks at one slice of the timer shards, in turn: every shard
+ * once per timers.interval, and no tick long enough to hold up the stream
+ * (a full scan of the 16384 shards takes Redis ~25 ms). */
+#define TIMER_SLICES 16
+static int timer_cursor; /* the next slice's first slot */
+
 /* Claim the due timers, check each against its deal as stored now, publish
  * the alerts that still hold, and only after delivery complete the timers.
  * A worker that dies in between leaves its claims to expire: another fires
  * them with the same event ids. */
 static int fire_timers(pl_worker_t *w)
 {
+    int from = timer_cursor, to = from + PL_SLOTS / TIMER_SLICES;
     pl_config_t *cfg = pl_worker_config(w);
     pl_store_t *store = pl_worker_store(w);
     const pl_rules_t *rules = pl_worker_rules(w);
@@ -190,8 +197,9 @@ static int fire_timers(pl_worker_t *w)
     char err[512];
     int r = 0;
 
+    timer_cursor = to % PL_SLOTS;
     if (pl_store_claim_timers(
-            store, 0, PL_SLOTS,
+            store, from, to,
             (int)pl_config_get_int(cfg, "timers.shards.per.call"), now, until,
             (int)pl_config_get_int(cfg, "timers.per.shard"), &claims, &n, err,
             sizeof(err))) {
@@ -319,6 +327,7 @@ static const pl_worker_kind_t deal_kind = {
     .state_load = state_load,
     .decide = decide,
     .tick = fire_timers,
+    .tick_slices = TIMER_SLICES,
 };
 
 int main(int argc, char **argv)
