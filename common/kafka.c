@@ -166,7 +166,11 @@ rd_kafka_t *pl_kafka_producer_new(pl_config_t *cfg, char *errstr,
 {
     const char *defs[] = {"enable.idempotence", "true",
                           "linger.ms", "1",
-                          "message.timeout.ms", "60000",
+                          /* never give up on a message: librdkafka retries
+                           * in order until the broker is back, so derived
+                           * events cannot overtake each other (a worker
+                           * that is told to stop purges what is left) */
+                          "message.timeout.ms", "0",
                           NULL};
     char err[512];
     rd_kafka_t *rk;
@@ -339,13 +343,36 @@ static void drain(pl_outbox_t *ob, rd_kafka_t *producer)
     }
 }
 
-int pl_outbox_deliver(pl_outbox_t *ob, rd_kafka_t *producer,
-                      const char *(*role_topic)(void *, pl_topic_role_t),
-                      void *opaque, volatile sig_atomic_t *stop,
-                      int64_t backoff_max_ms)
+void pl_outbox_produce(pl_outbox_t *ob, rd_kafka_t *producer,
+                       const char *(*role_topic)(void *, pl_topic_role_t),
+                       void *opaque)
+{
+    for (size_t i = 0; i < ob->count; i++) {
+        pl_outmsg_t *m = ob->msgs[i];
+        if (produce_one(producer, role_topic(opaque, m->role), m))
+            pl_warn("produce to %s failed: %s", role_topic(opaque, m->role),
+                    rd_kafka_err2str(m->err));
+    }
+}
+
+int pl_outbox_state(const pl_outbox_t *ob)
+{
+    int r = 1;
+    for (size_t i = 0; i < ob->count; i++) {
+        if (ob->msgs[i]->state == -1)
+            return -1;
+        if (ob->msgs[i]->state == 0)
+            r = 0;
+    }
+    return r;
+}
+
+static int deliver(pl_outbox_t *ob, rd_kafka_t *producer,
+                   const char *(*role_topic)(void *, pl_topic_role_t),
+                   void *opaque, volatile sig_atomic_t *stop,
+                   int64_t backoff_max_ms, bool first)
 {
     int64_t backoff = 100;
-    bool first = true;
 
     if (!ob->count)
         return 0;
@@ -406,4 +433,22 @@ int pl_outbox_deliver(pl_outbox_t *ob, rd_kafka_t *producer,
         pl_sleep_ms(backoff, stop);
         backoff = backoff * 2 > backoff_max_ms ? backoff_max_ms : backoff * 2;
     }
+}
+
+int pl_outbox_deliver(pl_outbox_t *ob, rd_kafka_t *producer,
+                      const char *(*role_topic)(void *, pl_topic_role_t),
+                      void *opaque, volatile sig_atomic_t *stop,
+                      int64_t backoff_max_ms)
+{
+    return deliver(ob, producer, role_topic, opaque, stop, backoff_max_ms,
+                   true);
+}
+
+int pl_outbox_wait(pl_outbox_t *ob, rd_kafka_t *producer,
+                   const char *(*role_topic)(void *, pl_topic_role_t),
+                   void *opaque, volatile sig_atomic_t *stop,
+                   int64_t backoff_max_ms)
+{
+    return deliver(ob, producer, role_topic, opaque, stop, backoff_max_ms,
+                   false);
 }

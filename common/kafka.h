@@ -79,6 +79,22 @@ int pl_outbox_deliver(pl_outbox_t *ob, rd_kafka_t *producer,
                       void *opaque, volatile sig_atomic_t *stop,
                       int64_t backoff_max_ms);
 
+/* Produce every queued message without waiting (delivery reports mark
+ * them later; poll the producer).  A message refused at once is marked
+ * failed. */
+void pl_outbox_produce(pl_outbox_t *ob, rd_kafka_t *producer,
+                       const char *(*role_topic)(void *, pl_topic_role_t),
+                       void *opaque);
+/* 1 when every message is delivered, 0 while some are in flight, -1 when
+ * one failed. */
+int pl_outbox_state(const pl_outbox_t *ob);
+/* pl_outbox_deliver() for an outbox already produced: wait for it,
+ * producing failed messages again.  Same returns. */
+int pl_outbox_wait(pl_outbox_t *ob, rd_kafka_t *producer,
+                   const char *(*role_topic)(void *, pl_topic_role_t),
+                   void *opaque, volatile sig_atomic_t *stop,
+                   int64_t backoff_max_ms);
+
 /* Milliseconds on the monotonic clock. */
 int64_t pl_now_mono_ms(void);
 /* Milliseconds since the epoch. */

@@ -147,6 +147,16 @@ typedef struct stats_s {
     uint64_t extra[4];
 } stats_t;
 
+/* A batch whose derived events are produced but not yet all delivered. */
+typedef struct inflight_s {
+    pl_outbox_t out;
+    rd_kafka_topic_partition_list_t *offsets; /* stored once delivered */
+} inflight_t;
+
+/* Batches in flight at most: Redis applies the next batch while Kafka
+ * acknowledges the last ones. */
+#define INFLIGHT_MAX 4
+
 struct pl_worker_s {
     const pl_worker_kind_t *kind;
     pl_config_t *cfg;
@@ -159,6 +169,8 @@ struct pl_worker_s {
     item_t *items;
     size_t nitems, cap;
     pl_outbox_t out;     /* what the batch publishes, in order */
+    inflight_t inflight[INFLIGHT_MAX];
+    size_t ninflight;
     volatile sig_atomic_t revoked; /* a rebalance took partitions away */
     bool paused;
     int64_t dedupe_ttl_ms, backoff_max_ms;
@@ -167,6 +179,8 @@ struct pl_worker_s {
 };
 
 typedef struct pl_worker_s worker_t;
+
+/* The runtime's types that need the worker struct come after it. */
 
 static const char *role_topic(void *opaque, pl_topic_role_t role)
 {
@@ -185,6 +199,8 @@ static const char *role_topic(void *opaque, pl_topic_role_t role)
     }
     return pl_config_topic(w->cfg, "topic.dlq");
 }
+
+static int reap(worker_t *w, size_t keep);
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
@@ -205,6 +221,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         w->paused = false;
     } else {
         pl_info("revoked %d partition(s)", parts->cnt);
+        /* Finish the batches in flight first, so their offsets are stored
+         * and committed with the revocation: the next owner starts after
+         * them instead of publishing their derived events again. */
+        if (w->producer)
+            reap(w, 0);
         /* Eager protocol: every partition goes and the next assignment
          * fetches from the committed offsets, so the batch in hand is
          * abandoned.  Cooperative: the partitions we keep go on from our
@@ -723,11 +744,10 @@ out:
 }
 
 /* Store the offsets of the batch (the next offset per partition). */
-static void store_offsets(worker_t *w)
+static rd_kafka_topic_partition_list_t *batch_offsets(worker_t *w)
 {
     rd_kafka_topic_partition_list_t *offs =
         rd_kafka_topic_partition_list_new((int)w->nitems);
-    rd_kafka_resp_err_t err;
 
     for (size_t i = 0; i < w->nitems; i++) {
         rd_kafka_message_t *m = w->items[i].msg;
@@ -739,10 +759,56 @@ static void store_offsets(worker_t *w)
         if (m->offset + 1 > p->offset)
             p->offset = m->offset + 1;
     }
-    if ((err = rd_kafka_offsets_store(w->consumer, offs)) &&
+    return offs;
+}
+
+/* Pop the oldest batch in flight: store its offsets when it was delivered
+ * (ok), then free it. */
+static void inflight_pop(worker_t *w, bool ok)
+{
+    inflight_t *h = &w->inflight[0];
+    rd_kafka_resp_err_t err;
+
+    if (ok && (err = rd_kafka_offsets_store(w->consumer, h->offsets)) &&
         err != RD_KAFKA_RESP_ERR__STATE) /* a partition no longer ours */
         pl_warn("storing offsets: %s", rd_kafka_err2str(err));
-    rd_kafka_topic_partition_list_destroy(offs);
+    rd_kafka_topic_partition_list_destroy(h->offsets);
+    pl_outbox_reset(&h->out);
+    free(h->out.msgs);
+    memmove(&w->inflight[0], &w->inflight[1],
+            (size_t)(--w->ninflight) * sizeof(*h));
+}
+
+/* Reap the batches in flight, oldest first, until at most `keep` remain:
+ * a delivered batch has its offsets stored, so offsets always move forward
+ * in order; the oldest one not yet delivered is waited for (with retries)
+ * only when more than `keep` are in flight.  0, -1 when stopping (the
+ * undelivered batches are dropped without storing offsets: they will be
+ * redelivered), -2 on a fatal producer error. */
+static int reap(worker_t *w, size_t keep)
+{
+    int r = 0;
+
+    rd_kafka_poll(w->producer, 0); /* serve delivery reports */
+    while (w->ninflight) {
+        int st = pl_outbox_state(&w->inflight[0].out);
+        if (st == 1) {
+            inflight_pop(w, true);
+            continue;
+        }
+        if (w->ninflight <= keep && st == 0)
+            return 0;
+        if ((r = pl_outbox_wait(&w->inflight[0].out, w->producer, role_topic,
+                                w, &run, w->backoff_max_ms)))
+            break;
+    }
+    if (r) {
+        pl_info("%zu batch(es) not published (%s); they will be redelivered",
+                w->ninflight, r == -2 ? "fatal error" : "shutting down");
+        while (w->ninflight)
+            inflight_pop(w, false);
+    }
+    return r;
 }
 
 int pl_worker_deliver(pl_worker_t *w, pl_outbox_t *ob)
@@ -856,21 +922,20 @@ static int main_loop(worker_t *w)
             batch_reset(w);
             continue;
         }
-        /* 5. Publish derived events and dead letters; wait for delivery. */
-        if ((r = pl_outbox_deliver(&w->out, w->producer, role_topic, w, &run,
-                                   w->backoff_max_ms))) {
-            pl_info("batch of %zu not published (%s); it will be "
-                    "redelivered",
-                    w->nitems, r == -2 ? "fatal error" : "shutting down");
+        /* 5. Publish derived events and dead letters.  The batch stays in
+         * flight while the next one is applied; ... */
+        if (!(w->inflight[w->ninflight].offsets = batch_offsets(w))) {
+            pl_error("out of memory");
             batch_reset(w);
-            if (r == -2)
-                return -1;
-            break;
+            return -1;
         }
-        /* 6. Only now may the batch's offsets be committed. */
-        if (!w->revoked)
-            store_offsets(w);
+        pl_outbox_produce(&w->out, w->producer, role_topic, w);
+        w->inflight[w->ninflight++].out = w->out; /* moved */
+        memset(&w->out, 0, sizeof(w->out));
         batch_reset(w);
+        /* 6. ...and only once it is delivered are its offsets stored. */
+        if ((r = reap(w, INFLIGHT_MAX - 1)))
+            return r == -2 ? -1 : 0;
         if (maybe_tick(w, &next_tick))
             return -1;
         if (stats_ms && pl_now_mono_ms() >= next_stats) {
@@ -991,13 +1056,17 @@ out:
         batch_reset(w);
         free(w->items);
         free(w->out.msgs);
-        if (w->producer) {
-            rd_kafka_flush(w->producer, 10000);
-            rd_kafka_destroy(w->producer);
-        }
+        if (w->producer && w->consumer)
+            reap(w, 0); /* deliver what is in flight, store its offsets */
         if (w->consumer) {
             rd_kafka_consumer_close(w->consumer); /* commits, leaves group */
             rd_kafka_destroy(w->consumer);
+            w->consumer = NULL;
+        }
+        if (w->producer) {
+            rd_kafka_flush(w->producer, 10000);
+            rd_kafka_destroy(w->producer);
+            w->producer = NULL;
         }
         cache_clear(&w->cache);
         pl_store_destroy(w->store);

@@ -74,6 +74,21 @@ class Env:
         data = b"".join(base64.b64encode(v) + b"\n" for v in values)
         self.ctl("produce", "--base64", "--key", key, topic, input=data)
 
+    def produce_in_background(self, topic, events, chunks=40):
+        """Produce events in order, in chunks, from a thread, so that a
+        worker can be killed while the stream is still arriving.  Returns
+        the thread (join it)."""
+        import threading
+        size = max(1, len(events) // chunks)
+
+        def run():
+            for i in range(0, len(events), size):
+                self.produce(topic, events[i:i + size])
+                time.sleep(0.05)
+        t = threading.Thread(target=run)
+        t.start()
+        return t
+
     def tail(self, topic, meta=False):
         args = ["tail", "--from-beginning", "--until-end"]
         if meta:

@@ -3,6 +3,7 @@ real Redis: scoring from the ideal customer profile, every status move and
 rejection, conversion into exactly one deal, and a SIGKILL mid-stream."""
 import os
 import signal
+import time
 import uuid
 
 from harness import IntegrationCase, SOURCE, LOGS, ev, at, main
@@ -181,8 +182,10 @@ class Moves(LeadCase):
         again = ev("lead.converted", lead_id=l)  # another event_id
         self.send(ev("lead.accepted", lead_id=l, owner="cy"), conv, conv)
         self.rejected(again, "already_in_stage", "sql", "sql")
-        deals = [d for d in self.env.tail("sales.deals")
-                 if d.get("lead_id") == l]
+        mine = lambda msgs: [d for d in msgs if d.get("lead_id") == l]
+        self.env.wait_for("sales.deals", mine)
+        time.sleep(1)  # a second deal.created would show up by now
+        deals = mine(self.env.tail("sales.deals"))
         self.assertEqual(len(deals), 1, deals)
         self.env.wait_for("sales.pipeline", lambda x: [
             m for m in x if m.get("deal_id") == "D-" + l])
@@ -243,14 +246,16 @@ class KillAndRestart(IntegrationCase):
             events.append(ev("lead.converted", lead_id=l,
                              occurred_at=at(i + 2)))
             expect[l] = [e["event_id"] for e in events[-3:]]
-        env.produce("sales.leads", events)
-        w = env.start_worker("lead_worker", ["--set", "batch.size=50"])
+        w = env.start_worker("lead_worker")
+        # the stream is still arriving when the worker is killed
+        producer = env.produce_in_background("sales.leads", events)
         env.wait_for("sales.pipeline", lambda m: len(m) >= 1)
         w.send_signal(signal.SIGKILL)
         w.wait()
-        self.assertLess(len(env.tail("sales.pipeline")), len(events),
-                        "killed too late to prove it")
-        env.start_worker("lead_worker", ["--set", "batch.size=50"])
+        self.assertTrue(producer.is_alive(), "killed too late to prove it")
+        self.assertLess(len(env.tail("sales.pipeline")), len(events))
+        env.start_worker("lead_worker")
+        producer.join()
         want = {c for cs in expect.values() for c in cs}
         msgs = env.wait_for(
             "sales.pipeline", lambda m: {x["caused_by"] for x in m} >= want,
