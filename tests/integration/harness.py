@@ -158,9 +158,20 @@ class Env:
                 p.returncode, p.log_path, open(p.log_path).read()[-3000:]))
 
     def close(self):
+        """Stop every worker (SIGTERM, which must exit 0); a worker that
+        fails that is reported after all the others are stopped too."""
+        errors = []
         for p in self.workers:
             if p.poll() is None:
-                self.stop_worker(p)
+                try:
+                    self.stop_worker(p)
+                except AssertionError as e:
+                    errors.append(str(e))
+                    if p.poll() is None:
+                        p.kill()
+                        p.wait()
+        if errors:
+            raise AssertionError("\n".join(errors))
 
 
 def free_port():
