@@ -878,6 +878,9 @@ static int main_loop(worker_t *w)
             if (!m) {
                 if (w->nitems)
                     break;
+                /* idle: store the offsets of batches delivered since */
+                if (w->ninflight && (r = reap(w, INFLIGHT_MAX)))
+                    return r == -2 ? -1 : 0;
                 if (maybe_tick(w, &next_tick))
                     return -1;
                 if (stats_ms && pl_now_mono_ms() >= next_stats) {

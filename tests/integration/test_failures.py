@@ -86,5 +86,32 @@ class GracefulShutdown(IntegrationCase):
                          "derived events were published twice")
 
 
+class CommitsWhileIdle(IntegrationCase):
+    workers = 0
+
+    def test_offsets_are_committed_without_a_shutdown(self):
+        """Once a stream is applied and published, its offsets are committed
+        even if the worker then sits idle and dies: a successor publishes
+        nothing again."""
+        env = self.env
+        tag = uuid.uuid4().hex[:6]
+        events = [ev("deal.created", deal_id="I-%s-%d" % (tag, i))
+                  for i in range(300)]
+        w = env.start_worker()
+        env.produce("sales.deals", events)
+        env.wait_for("sales.pipeline", lambda m: len(m) >= len(events))
+        time.sleep(3)  # auto commit runs every second
+        w.send_signal(signal.SIGKILL)
+        w.wait()
+        env.start_worker()
+        marker = ev("deal.created", deal_id="I-%s-marker" % tag)
+        env.produce("sales.deals", [marker])
+        env.wait_for("sales.pipeline",
+                     lambda m: marker["event_id"] in causes(m))
+        time.sleep(1)
+        self.assertEqual(len(env.tail("sales.pipeline")), len(events) + 1,
+                         "derived events were published twice")
+
+
 if __name__ == "__main__":
     main()
