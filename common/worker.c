@@ -171,6 +171,8 @@ struct pl_worker_s {
     pl_outbox_t out;     /* what the batch publishes, in order */
     inflight_t inflight[INFLIGHT_MAX];
     size_t ninflight;
+    rd_kafka_message_t *carry; /* polled after a revocation: it starts the
+                                  next batch */
     volatile sig_atomic_t revoked; /* a rebalance took partitions away */
     bool paused;
     int64_t dedupe_ttl_ms, backoff_max_ms;
@@ -224,7 +226,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         /* Finish the batches in flight first, so their offsets are stored
          * and committed with the revocation: the next owner starts after
          * them instead of publishing their derived events again. */
-        if (w->producer)
+        if (w->producer && w->ninflight)
             reap(w, 0);
         /* Eager protocol: every partition goes and the next assignment
          * fetches from the committed offsets, so the batch in hand is
@@ -342,6 +344,13 @@ static int wait_out_redis(worker_t *w, const char *err, int64_t *backoff)
         if (m->err) {
             rd_kafka_message_destroy(m);
             continue;
+        }
+        if (w->revoked) {
+            /* Polled after a revocation: from the new assignment, which
+             * fetched from the committed offsets.  The batch in hand is
+             * abandoned; this message starts the next one. */
+            w->carry = m;
+            break;
         }
         if (take_message(w, m)) {
             rd_kafka_message_destroy(m);
@@ -789,7 +798,8 @@ static int reap(worker_t *w, size_t keep)
 {
     int r = 0;
 
-    rd_kafka_poll(w->producer, 0); /* serve delivery reports */
+    if (w->ninflight)
+        rd_kafka_poll(w->producer, 0); /* serve delivery reports */
     while (w->ninflight) {
         int st = pl_outbox_state(&w->inflight[0].out);
         if (st == 1) {
@@ -870,11 +880,27 @@ static int main_loop(worker_t *w)
         while (run && w->nitems < batch_size) {
             int timeout = 100;
             rd_kafka_message_t *m;
-            if (w->nitems) {
-                int64_t left = deadline - pl_now_mono_ms();
-                timeout = left > 0 ? (int)left : 0;
+            if (w->carry) {
+                m = w->carry;
+                w->carry = NULL;
+            } else {
+                if (w->nitems) {
+                    int64_t left = deadline - pl_now_mono_ms();
+                    timeout = left > 0 ? (int)left : 0;
+                }
+                m = rd_kafka_consumer_poll(w->consumer, timeout);
             }
-            m = rd_kafka_consumer_poll(w->consumer, timeout);
+            if (w->revoked) {
+                /* Eager rebalance: what was polled before it is fetched
+                 * again from the committed offsets by the new assignment
+                 * (a message returned now already belongs to it). */
+                if (w->nitems)
+                    pl_info("rebalance: %zu message(s) in hand dropped; they "
+                            "are fetched again",
+                            w->nitems);
+                batch_reset(w);
+                w->revoked = 0;
+            }
             if (!m) {
                 if (w->nitems)
                     break;
@@ -899,6 +925,7 @@ static int main_loop(worker_t *w)
             }
             if (!w->nitems)
                 deadline = pl_now_mono_ms() + wait_ms;
+            /* (the revocation check above ran after this poll) */
             /* 2. Decode, or dead-letter. */
             if (take_message(w, m)) {
                 rd_kafka_message_destroy(m);
@@ -1057,6 +1084,8 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
 out:
     if (w) {
         batch_reset(w);
+        if (w->carry)
+            rd_kafka_message_destroy(w->carry);
         free(w->items);
         free(w->out.msgs);
         if (w->producer && w->consumer)

@@ -311,16 +311,7 @@ class KillAndRestart(IntegrationCase):
     def test_sigkill_mid_stream_loses_nothing_and_applies_nothing_twice(self):
         env = self.env
         events, final, derived = model_stream(1000, uuid.uuid4().hex[:6])
-        # keep each deal's events in order but interleave the deals
-        by_deal = {}
-        for e in events:
-            by_deal.setdefault(e["deal_id"], []).append(e)
-        stream = []
-        lists = list(by_deal.values())
-        while any(lists):
-            for l in lists:
-                if l:
-                    stream.append(l.pop(0))
+        stream = interleave(events)
         w = env.start_worker("deal_worker")
         # the stream is still arriving when the worker is killed
         producer = env.produce_in_background("sales.deals", stream)
@@ -333,26 +324,65 @@ class KillAndRestart(IntegrationCase):
 
         env.start_worker("deal_worker")
         producer.join()
-        msgs = env.wait_for(
-            "sales.pipeline",
-            lambda m: {x["caused_by"] for x in m} >= set(derived),
-            timeout=120)
-        # every derived event the stream implies, each with one stable id
-        by_cause = {}
-        for m in msgs:
-            by_cause.setdefault(m["caused_by"], set()).add(
-                (m["event_id"], m["type"]))
-        self.assertEqual(set(by_cause), set(derived))
-        for cause, kind in derived.items():
-            self.assertEqual(len(by_cause[cause]), 1,
-                             "%s derived twice differently" % cause)
-            self.assertEqual(next(iter(by_cause[cause]))[1], kind)
-        # and the state is exactly what the stream implies
-        for d, (stage, amount) in final.items():
-            s = env.deal(d)
-            self.assertEqual(s["stage"], stage, d)
-            self.assertEqual(s["amount"], amount, d)
-            self.assertEqual(len(s["history"]), 6, d)  # nothing applied twice
+        check_model(self, env, final, derived)
+
+
+class Rebalances(IntegrationCase):
+    workers = 0
+    partitions = 6
+
+    def test_workers_joining_and_leaving_mid_stream_lose_nothing(self):
+        env = self.env
+        events, final, derived = model_stream(800, uuid.uuid4().hex[:6])
+        first = env.start_worker("deal_worker", ["--set", "batch.size=50"])
+        producer = env.produce_in_background("sales.deals",
+                                             interleave(events), chunks=60)
+        env.wait_for("sales.pipeline", lambda m: len(m) >= 1, timeout=90)
+        env.start_worker("deal_worker", ["--set", "batch.size=50"])
+        time.sleep(1)
+        env.start_worker("deal_worker", ["--set", "batch.size=50"])
+        time.sleep(1)
+        env.stop_worker(first)  # leaves the group mid-stream
+        self.assertTrue(producer.is_alive(), "the stream ended too soon")
+        producer.join()
+        check_model(self, env, final, derived)
+
+
+def interleave(events):
+    """Each deal's events in order, the deals interleaved."""
+    by_deal = {}
+    for e in events:
+        by_deal.setdefault(e["deal_id"], []).append(e)
+    stream, lists = [], list(by_deal.values())
+    while any(lists):
+        for l in lists:
+            if l:
+                stream.append(l.pop(0))
+    return stream
+
+
+def check_model(case, env, final, derived):
+    """Every derived event the stream implies, each with one stable id, and
+    the state exactly as the stream implies: nothing lost, nothing applied
+    twice."""
+    msgs = env.wait_for(
+        "sales.pipeline",
+        lambda m: {x["caused_by"] for x in m} >= set(derived),
+        timeout=120)
+    by_cause = {}
+    for m in msgs:
+        by_cause.setdefault(m["caused_by"], set()).add(
+            (m["event_id"], m["type"]))
+    case.assertEqual(set(by_cause), set(derived))
+    for cause, kind in derived.items():
+        case.assertEqual(len(by_cause[cause]), 1,
+                         "%s derived twice differently" % cause)
+        case.assertEqual(next(iter(by_cause[cause]))[1], kind)
+    for d, (stage, amount) in final.items():
+        st = env.deal(d)
+        case.assertEqual(st["stage"], stage, d)
+        case.assertEqual(st["amount"], amount, d)
+        case.assertEqual(len(st["history"]), 6, d)  # nothing applied twice
 
 
 if __name__ == "__main__":
