@@ -123,6 +123,7 @@ rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
                            * worker's memory small (librdkafka's default
                            * is 64 MB) */
                           "queued.max.messages.kbytes", "8192",
+                          "queued.min.messages", "2000",
                           NULL};
     char err[512];
     rd_kafka_t *rk;

@@ -887,6 +887,10 @@ static int main_loop(worker_t *w)
                 if (w->nitems) {
                     int64_t left = deadline - pl_now_mono_ms();
                     timeout = left > 0 ? (int)left : 0;
+                } else if (w->kind->tick && next_tick) {
+                    /* idle: wake up in time for the next tick */
+                    int64_t left = next_tick - pl_now_mono_ms();
+                    timeout = left < 0 ? 0 : left < 100 ? (int)left : 100;
                 }
                 m = rd_kafka_consumer_poll(w->consumer, timeout);
             }

@@ -174,7 +174,8 @@ static void pl_ctl_usage(FILE *fp)
         "      --timeout SECS      Exit after SECS without a message (exit 1\n"
         "                          if --until-end had not reached the end).\n"
         "      --meta              Wrap each message: {\"topic\",\"partition\",\n"
-        "                          \"offset\",\"key\",\"headers\",\"value\"}.\n"
+        "                          \"offset\",\"timestamp\",\"key\",\"headers\",\n"
+        "                          \"value\"} (timestamp: ms, as produced).\n"
         "                          tail uses no consumer group offsets: it\n"
         "                          assigns partitions itself, never commits.\n"
         "  topics create TOPIC...  Create topics (existing ones are fine).\n"
@@ -844,6 +845,14 @@ static int pl_ctl_print_message(pl_ctl_tail_t *t, const rd_kafka_message_t *rkm)
                             json_integer(rkm->partition)) != 0 ||
         json_object_set_new(obj, "offset", json_integer(rkm->offset)) != 0)
         goto out_decref;
+    if (t->o->meta) {
+        /* the message's timestamp (ms), when the broker has one */
+        rd_kafka_timestamp_type_t tstype;
+        int64_t ts = rd_kafka_message_timestamp(rkm, &tstype);
+        if (ts >= 0 &&
+            json_object_set_new(obj, "timestamp", json_integer(ts)) != 0)
+            goto out_decref;
+    }
     v = pl_ctl_bytes_json(rkm->key, rkm->key_len, NULL);
     if (!v || json_object_set_new(obj, "key", v) != 0)
         goto out_decref;

@@ -16,7 +16,12 @@
  * printed as one JSON object on stdout.
  *
  *   bench_gen --topic T [--events N] [--deals D] [--seed S] [--brokers B]
- *             [--schemas DIR] [--rules FILE] [--dry-run] [-X prop=value]
+ *             [--t0 MS] [--schemas DIR] [--rules FILE] [--dry-run]
+ *             [-X prop=value]
+ *
+ * --t0 is the occurred_at of the first event (ms since the epoch; default
+ * 2026-01-01); events are 1 ms apart.  The events depend only on the seed,
+ * N, D and t0.
  */
 #include "bench.h"
 #include "codec.h"
@@ -46,7 +51,8 @@ static const char *const early_acts[] = {"call", "email", "meeting", "demo",
 
 typedef struct counts_s {
     uint64_t by_type[PL_EV__COUNT];
-    uint64_t applied, rejected, stage_changed, derived, history, dlq;
+    uint64_t applied, rejected, stage_changed, derived, history, dlq,
+        close_date_writes;
     uint64_t reasons[8];
     uint64_t bytes;
 } counts_t;
@@ -84,8 +90,10 @@ static void set_amount(gen_t *g, pl_event_t *ev)
 
 static void set_close_date(gen_t *g, pl_event_t *ev)
 {
-    /* 2026-01-01 is day 20454; close 2 weeks to 9 months out */
-    ev->expected_close_date = 20454 + 14 + (int32_t)bench_rng_below(&g->rng, 260);
+    /* 2 weeks to 9 months after the first event: no close reminder comes
+     * due while the benchmark runs */
+    ev->expected_close_date = (int32_t)(g->t0 / 86400000) + 14 +
+                              (int32_t)bench_rng_below(&g->rng, 260);
     ev->present |= PL_F_EXPECTED_CLOSE_DATE;
 }
 
@@ -113,9 +121,10 @@ static void make_event(gen_t *g, uint64_t i, uint64_t total, pl_event_t *ev)
     snprintf(buf, sizeof(buf), "bench-%llu-%llu", (unsigned long long)g->seed,
              (unsigned long long)i);
     pl_str_set(&ev->event_id, buf);
-    /* about a second apart in event time, starting 2026-01-01 */
-    ev->occurred_at = g->t0 + (int64_t)i * 1000 +
-                      (int64_t)bench_rng_below(&g->rng, 1000);
+    /* a millisecond apart in event time from --t0: with t0 recent (run.sh
+     * passes the last full hour), no stale timer (>= 1 day idle) comes due
+     * while the benchmark runs */
+    ev->occurred_at = g->t0 + (int64_t)i;
     ev->present |= PL_F_OCCURRED_AT;
 
     if (g->created < g->deals_n &&
@@ -264,7 +273,8 @@ static void usage(void)
 {
     fprintf(stderr,
             "usage: bench_gen --topic T [--events N] [--deals D] [--seed S]\n"
-            "                 [--brokers B] [--schemas DIR] [--rules FILE]\n"
+            "                 [--t0 MS] [--brokers B] [--schemas DIR]\n"
+            "                 [--rules FILE]\n"
             "                 [--dry-run] [-X prop=value]...\n");
     exit(2);
 }
@@ -276,6 +286,7 @@ int main(int argc, char **argv)
     const char *rules_file = PL_SOURCE_DIR "/deploy/rules/default.yaml";
     uint64_t n = 1000000, deals_n = 100000, seed = 42;
     bool dry = false;
+    int64_t t0 = 1767225600000LL; /* 2026-01-01T00:00:00Z */
     char *props[64];
     int nprops = 0;
     char err[1024];
@@ -302,6 +313,8 @@ int main(int argc, char **argv)
             deals_n = (uint64_t)bench_parse_ll(prog, a, argv[++i], 1, 10000000);
         else if (!strcmp(a, "--seed"))
             seed = (uint64_t)bench_parse_ll(prog, a, argv[++i], 0, INT64_MAX);
+        else if (!strcmp(a, "--t0"))
+            t0 = bench_parse_ll(prog, a, argv[++i], 0, INT64_MAX / 2);
         else if (!strcmp(a, "--dry-run"))
             dry = true;
         else if (!strcmp(a, "-X") && v && nprops < 64)
@@ -325,7 +338,7 @@ int main(int argc, char **argv)
     g.seed = seed;
     g.rules = rules;
     g.deals_n = (uint32_t)deals_n;
-    g.t0 = 1767225600000LL; /* 2026-01-01T00:00:00Z */
+    g.t0 = t0;
     if (!(g.deals = calloc(deals_n, sizeof(*g.deals))))
         bench_die(prog, "out of memory");
     for (uint64_t d = 0; d < deals_n; d++)
@@ -382,6 +395,8 @@ int main(int argc, char **argv)
             c.dlq++; /* the worker dead-letters it */
         } else if (oc.verdict == PL_DEAL_APPLIED) {
             c.applied++;
+            if (dec.present & PL_F_EXPECTED_CLOSE_DATE)
+                c.close_date_writes++;
             if (oc.stage_changed) {
                 c.stage_changed++;
                 c.derived++;
@@ -437,10 +452,10 @@ int main(int argc, char **argv)
                   (unsigned long long)delivered, (unsigned long long)n);
 
     printf("{\"events\": %llu, \"deals\": %llu, \"seed\": %llu, "
-           "\"topic\": \"%s\", \"bytes\": %llu, \"seconds\": %.3f, "
+           "\"t0_ms\": %lld, \"topic\": \"%s\", \"bytes\": %llu, \"seconds\": %.3f, "
            "\"by_type\": {",
            (unsigned long long)n, (unsigned long long)deals_n,
-           (unsigned long long)seed, topic ? topic : "", (unsigned long long)c.bytes,
+           (unsigned long long)seed, (long long)t0, topic ? topic : "", (unsigned long long)c.bytes,
            t_end - t_start);
     for (int t = PL_EV_DEAL_CREATED; t <= PL_EV_DEAL_ACTIVITY; t++)
         printf("%s\"%s\": %llu", t == PL_EV_DEAL_CREATED ? "" : ", ",
@@ -448,10 +463,12 @@ int main(int argc, char **argv)
                (unsigned long long)c.by_type[t]);
     printf("}, \"applied\": %llu, \"rejected\": %llu, \"stage_changed\": %llu, "
            "\"expected_derived\": %llu, \"history_writes\": %llu, "
-           "\"dead_letters\": %llu, \"rejected_by_reason\": {",
+           "\"dead_letters\": %llu, \"close_date_writes\": %llu, "
+           "\"rejected_by_reason\": {",
            (unsigned long long)c.applied, (unsigned long long)c.rejected,
            (unsigned long long)c.stage_changed, (unsigned long long)c.derived,
-           (unsigned long long)c.history, (unsigned long long)c.dlq);
+           (unsigned long long)c.history, (unsigned long long)c.dlq,
+           (unsigned long long)c.close_date_writes);
     for (int r = 0; r < 8; r++)
         printf("%s\"%s\": %llu", r ? ", " : "", reason_names[r],
                (unsigned long long)c.reasons[r]);

@@ -121,6 +121,13 @@ static void *consume(void *arg)
     return NULL;
 }
 
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static int cmp_i64(const void *a, const void *b)
 {
     int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
@@ -239,7 +246,7 @@ int main(int argc, char **argv)
         pl_event_init(&ev);
         snprintf(buf, sizeof(buf), "%s%lld", L.prefix, k);
         pl_str_set(&ev.event_id, buf);
-        ev.occurred_at = 1767225600000LL + k;
+        ev.occurred_at = wall_ms(); /* now: no timer is due for days */
         ev.present |= PL_F_OCCURRED_AT;
         if (k % 3 == 0 || created == 0) {
             ev.type = PL_EV_DEAL_CREATED;
@@ -250,7 +257,8 @@ int main(int argc, char **argv)
             ev.amount = 50000 * 10000LL;
             ev.present |= PL_F_AMOUNT;
             pl_str_set(&ev.currency, "USD");
-            ev.expected_close_date = 20600;
+            /* 60 days out: no close reminder comes due during the run */
+            ev.expected_close_date = (int32_t)(wall_ms() / 86400000) + 60;
             ev.present |= PL_F_EXPECTED_CLOSE_DATE;
         } else {
             ev.type = PL_EV_DEAL_STAGE_REQUESTED;

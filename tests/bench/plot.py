@@ -44,22 +44,34 @@ def main():
                       % (lat["rate_target"], lat["duration_s"]), fontsize=10)
         if max(vals) > 10 * max(vals[0], 1):
             ax1.set_yscale("log")
+            ax1.set_ylim(bottom=1)
     else:
         ax1.text(0.5, 0.5, "latency not run", ha="center",
                  transform=ax1.transAxes)
-    if res.get("timer_latency") is None:
-        ax1.text(0.99, 0.99, "timer due -> alert: not measured",
-                 ha="right", va="top", fontsize=7, color="gray",
-                 transform=ax1.transAxes)
+    t = res.get("timer_latency")
+    if t is None:
+        ax1.set_xlabel("timer due -> alert: not measured", fontsize=8,
+                       color="gray")
+    else:
+        ax1.set_xlabel("timer due -> alert (timers.interval %s): p50 %.0f ms,"
+                       " p99 %.0f ms, p99.9 %.0f ms"
+                       % (t["timers_interval"], t["p50_ms"], t["p99_ms"],
+                          t["p999_ms"]), fontsize=8)
 
     ws = res.get("workers") or []
     if ws:
         xs = ["%d worker%s" % (w["workers"], "s" if w["workers"] > 1 else "")
               for w in ws]
         ys = [w["events_per_s"] for w in ws]
-        bars = ax2.bar(xs, ys, color="#55a868")
-        for b, v in zip(bars, ys):
-            ax2.annotate("%.0f" % v, (b.get_x() + b.get_width() / 2, v),
+        ok = [w.get("consistent", True) and w.get("done", True) for w in ws]
+        bars = ax2.bar(xs, ys, color=["#55a868" if g else "#c44e52"
+                                      for g in ok],
+                       hatch=None)
+        for b, v, g in zip(bars, ys, ok):
+            if not g:
+                b.set_hatch("//")
+            ax2.annotate("%.0f%s" % (v, "" if g else "\nwrong result"),
+                         (b.get_x() + b.get_width() / 2, v),
                          ha="center", va="bottom", fontsize=8)
     c = res.get("ceilings", {})
     styles = {"kafka_consume": ("librdkafka consume (no processing)",
@@ -76,12 +88,14 @@ def main():
         ax2.axhline(c["lower"]["events_per_s"] / 2, color="gray", ls=":",
                     lw=1)
     ax2.set_yscale("log")
+    ax2.set_ylim(bottom=1000)
     ax2.set_ylabel("events/s (log)")
     ax2.set_title("throughput vs ceilings (%d events); on %s cores: "
                   "overhead, not speed-up" % (
                       (res.get("generator") or {}).get("events", 0),
                       m["cores"]), fontsize=10)
-    ax2.legend(fontsize=7, loc="lower right")
+    ax2.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.08),
+               ncol=2, frameon=False)
     fig.tight_layout()
     fig.savefig(sys.argv[2], dpi=110)
 

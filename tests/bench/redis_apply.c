@@ -11,13 +11,17 @@
  * with their derived event and no state.  Revisions chain as the worker
  * predicts them, so every op applies (a conflict or duplicate is counted
  * and reported: it would mean the op was not what the worker sends).
+ * Timers as the deal worker schedules them: every applied event moves the
+ * deal's stale timer (one member removed, one added in its timer shard),
+ * and --reminder-share of the events (a close date set or changed)
+ * replace the three close reminders too.
  *
  * Prints one JSON object: events/s over the time spent in pl_store_apply
  * (the ceiling) and over the whole loop (op building included).
  *
  *   bench_redis_apply --key-prefix P [--events N] [--deals D] [--batch 500]
  *       [--redis host:port] [--applied-share A] [--history-share H]
- *       [--seed S]
+ *       [--reminder-share R] [--seed S]
  */
 #include "bench.h"
 #include "codec.h"
@@ -31,7 +35,7 @@ int main(int argc, char **argv)
 {
     const char *redis = "127.0.0.1:16379", *prefix = NULL;
     long long n = 1000000, deals_n = 100000, batch = 500;
-    double applied_share = 0.87, history_share = 0.34;
+    double applied_share = 0.87, history_share = 0.34, reminder_share = 0.15;
     uint64_t seed = 42;
     char err[1024], host[256];
     const char *colon;
@@ -39,7 +43,9 @@ int main(int argc, char **argv)
     bench_rng_t rng;
     char (*revs)[PL_REV_LEN + 1];
     pl_store_apply_t *ops;
-    pl_fields_t *sets;
+    pl_fields_t *sets, *tadd;
+    pl_strlist_t *trem;
+    int64_t *stale_due, *close_due;
     char **hist, **ids, **eids;
     void **outs;
     size_t *out_lens;
@@ -64,6 +70,8 @@ int main(int argc, char **argv)
             seed = (uint64_t)bench_parse_ll(prog, a, argv[++i], 0, INT64_MAX);
         else if (!strcmp(a, "--applied-share"))
             applied_share = bench_parse_double(prog, a, argv[++i]);
+        else if (!strcmp(a, "--reminder-share"))
+            reminder_share = bench_parse_double(prog, a, argv[++i]);
         else if (!strcmp(a, "--history-share"))
             history_share = bench_parse_double(prog, a, argv[++i]);
         else
@@ -88,12 +96,17 @@ int main(int argc, char **argv)
     revs = calloc((size_t)deals_n, sizeof(*revs));
     ops = calloc((size_t)batch, sizeof(*ops));
     sets = calloc((size_t)batch, sizeof(*sets));
+    tadd = calloc((size_t)batch, sizeof(*tadd));
+    trem = calloc((size_t)batch, sizeof(*trem));
+    stale_due = calloc((size_t)deals_n, sizeof(*stale_due));
+    close_due = calloc((size_t)deals_n, sizeof(*close_due));
     hist = calloc((size_t)batch, sizeof(*hist));
     ids = calloc((size_t)batch, sizeof(*ids));
     eids = calloc((size_t)batch, sizeof(*eids));
     outs = calloc((size_t)batch, sizeof(*outs));
     out_lens = calloc((size_t)batch, sizeof(*out_lens));
-    if (!revs || !ops || !sets || !hist || !ids || !eids || !outs ||
+    if (!revs || !ops || !sets || !tadd || !trem || !stale_due ||
+        !close_due || !hist || !ids || !eids || !outs ||
         !out_lens)
         bench_die(prog, "out of memory");
 
@@ -174,6 +187,47 @@ int main(int argc, char **argv)
                 pl_deal_state_clear(&st);
                 memcpy(revs[d], rev, sizeof(rev));
                 ops[j].set = &sets[j];
+                /* timers: the stale timer moves with every event */
+                {
+                    static const char *const rem[] = {
+                        "closing_soon@1d", "closing_soon@7d", "overdue"};
+                    char m[160], due[24];
+                    int64_t sd = at + 14LL * 86400000;
+                    if (stale_due[d]) {
+                        snprintf(m, sizeof(m), "stale|%lld|%s",
+                                 (long long)stale_due[d], ids[j]);
+                        pl_strlist_add(&trem[j], m);
+                    }
+                    snprintf(m, sizeof(m), "stale|%lld|%s", (long long)sd,
+                             ids[j]);
+                    snprintf(due, sizeof(due), "%lld", (long long)sd);
+                    pl_fields_set(&tadd[j], m, due);
+                    stale_due[d] = sd;
+                    if (bench_rng_unit(&rng) < reminder_share) {
+                        int64_t cd = at + (int64_t)(30 + bench_rng_below(
+                                                             &rng, 200)) *
+                                              86400000;
+                        for (int t = 0; t < 3; t++) {
+                            int64_t off = t == 0   ? -86400000LL
+                                          : t == 1 ? -7 * 86400000LL
+                                                   : 86400000LL;
+                            if (close_due[d]) {
+                                snprintf(m, sizeof(m), "%s|%lld|%s", rem[t],
+                                         (long long)(close_due[d] + off),
+                                         ids[j]);
+                                pl_strlist_add(&trem[j], m);
+                            }
+                            snprintf(m, sizeof(m), "%s|%lld|%s", rem[t],
+                                     (long long)(cd + off), ids[j]);
+                            snprintf(due, sizeof(due), "%lld",
+                                     (long long)(cd + off));
+                            pl_fields_set(&tadd[j], m, due);
+                        }
+                        close_due[d] = cd;
+                    }
+                    ops[j].timers_add = &tadd[j];
+                    ops[j].timers_remove = &trem[j];
+                }
                 if (moved) {
                     char at_s[40];
                     pl_time_format_rfc3339(at, at_s, sizeof(at_s));
@@ -206,6 +260,8 @@ int main(int argc, char **argv)
             }
             pl_store_apply_clear(&ops[j]);
             pl_fields_clear(&sets[j]);
+            pl_fields_clear(&tadd[j]);
+            pl_strlist_clear(&trem[j]);
             free(hist[j]);
             free(ids[j]);
             free(eids[j]);
@@ -227,6 +283,10 @@ int main(int argc, char **argv)
     free(revs);
     free(ops);
     free(sets);
+    free(tadd);
+    free(trem);
+    free(stale_due);
+    free(close_due);
     free(hist);
     free(ids);
     free(eids);

@@ -21,8 +21,11 @@ TARGET_P99_MS = 20.0  # produce-to-derived at 2,000 events/s
 TARGET_RSS_MB = 64.0  # one worker's peak RSS
 
 CORES_NOTE = ("on this {cores}-core machine Kafka, Redis and the workers share "
-              "the cores: more workers show the overhead of coordination, "
-              "not a speed-up")
+              "the cores, so more workers show the overhead of coordination, "
+              "not horizontal scaling")
+OVERLAP_NOTE = ("{k} workers beat one only because one worker waits on its "
+                "serial round trips (Redis, then delivery) most of the time "
+                "and more workers overlap those waits")
 
 
 def load(parts, name):
@@ -82,6 +85,42 @@ def machine(repo):
     }
 
 
+def stats_sum(w):
+    tot = {}
+    for pw in w.get("per_worker", []):
+        for kv in pw.get("stats", "").split():
+            k, _, v = kv.partition("=")
+            if v.isdigit():
+                tot[k] = tot.get(k, 0) + int(v)
+    return tot
+
+
+def check_consistency(w, gen):
+    """Did the workers apply exactly what the generator's model says?  The
+    worker logs its counters on shutdown; applied + rejected must equal
+    the generator's, and the pipeline must hold exactly the expected derived
+    events.  Anything else means events were lost or applied twice."""
+    tot = stats_sum(w)
+    w["worker_counters"] = tot
+    if not gen:
+        return
+    problems = []
+    if tot.get("applied") != gen["applied"] or \
+            tot.get("rejected") != gen["rejected"]:
+        missing = gen["applied"] + gen["rejected"] - \
+            tot.get("applied", 0) - tot.get("rejected", 0)
+        problems.append(
+            "workers applied %s and rejected %s, the model %d and %d "
+            "(%d events never decided)" % (
+                tot.get("applied"), tot.get("rejected"), gen["applied"],
+                gen["rejected"], missing))
+    if w["derived"] != w["expected_derived"]:
+        problems.append("%d derived events published, %d expected"
+                        % (w["derived"], w["expected_derived"]))
+    w["consistent"] = not problems
+    w["problems"] = problems
+
+
 def mark(ok):
     return "PASS" if ok else "MISS"
 
@@ -126,6 +165,7 @@ def main():
         if w is None:
             continue
         w = dict(w)
+        check_consistency(w, gen)
         if k != 1:
             w.pop("timeline", None)
         if lower:
@@ -136,6 +176,22 @@ def main():
     res["worker"] = one
     if len(res["workers"]) > 1:
         res["notes"].append(CORES_NOTE.format(cores=cores))
+    best = max(res["workers"], key=lambda w: w["events_per_s"], default=None)
+    if one and best and best is not one and \
+            best["events_per_s"] > 1.2 * one["events_per_s"]:
+        res["notes"].append(OVERLAP_NOTE.format(k=best["workers"]))
+    for w in res["workers"]:
+        bad = [pw["exit"] for pw in w.get("per_worker", []) if pw["exit"]]
+        if bad:
+            res["notes"].append(
+                "%d workers: exit status %s after SIGTERM (137: did not exit "
+                "within 30 s and was killed)" % (w["workers"], bad))
+    for w in res["workers"]:
+        if not w.get("consistent", True):
+            res["notes"].append(
+                "%d workers: WRONG RESULT (%s); a worker log says 'batch of "
+                "N abandoned (rebalance)' when a rebalance drops a batch "
+                "without rewinding" % (w["workers"], "; ".join(w["problems"])))
     res["notes"].append(
         "throughput is timed from the workers' start (group join included) "
         "until the group's committed offsets cover every event and the "
@@ -160,7 +216,8 @@ def main():
         t.append({"name": "one worker events/s",
                   "value": round(one["events_per_s"]),
                   "target": ">= %d" % TARGET_RATE,
-                  "pass": one["events_per_s"] >= TARGET_RATE and one["done"]})
+                  "pass": one["events_per_s"] >= TARGET_RATE and one["done"]
+                  and one.get("consistent", True)})
         t.append({"name": "one worker peak RSS (MB)",
                   "value": one["peak_rss_mb_max"],
                   "target": "<= %g" % TARGET_RSS_MB,
@@ -196,7 +253,7 @@ def print_table(res, lower):
                         bt["deal.stage_requested"], bt["deal.activity"],
                         gen["rejected"], gen["expected_derived"]))
     p()
-    fmt = "  %-42s %14s  %s"
+    fmt = "  %-50s %14s  %s"
     p("Throughput")
     c = res["ceilings"]
     if "kafka_consume" in c:
@@ -210,8 +267,11 @@ def print_table(res, lower):
     for w in res["workers"]:
         k = w["workers"]
         extra = ""
-        if not w["done"]:
-            extra = "DID NOT FINISH (derived %d/%d, committed %d/%d)" % (
+        if not w.get("consistent", True):
+            extra = "WRONG RESULT: " + "; ".join(w["problems"])
+        if not w["done"] and not extra:
+            extra = "DID NOT FINISH%s (derived %d/%d, committed %d/%d)" % (
+                ", stalled" if w.get("stalled") else "",
                 w["derived"], w["expected_derived"], w["committed"],
                 w["events"])
         p(fmt % ("%d deal worker%s" % (k, "s" if k > 1 else ""),
@@ -225,6 +285,9 @@ def print_table(res, lower):
                      "/worker" if k > 1 else "")))
     if len(res["workers"]) > 1:
         p("  note: " + CORES_NOTE.format(cores=m["cores"]))
+    for n in res["notes"]:
+        if "overlap those waits" in n or "after SIGTERM" in n:
+            p("        " + n)
     one = res["worker"]
     if one:
         p()
@@ -257,9 +320,17 @@ def print_table(res, lower):
         p(fmt % ("p99.9", "%.2f ms" % lat["p999_ms"], ""))
         p(fmt % ("max", "%.2f ms" % lat["max_ms"], ""))
     p()
-    p("Timer due time -> alert: %s" % (
-        "%s" % res["timer_latency"] if res["timer_latency"] is not None
-        else "null (%s)" % res["timer_latency_note"]))
+    t = res["timer_latency"]
+    if t is not None:
+        p("Timer due time -> alert (%d of %d stale timers, timers.interval "
+          "%s):" % (t["alerts"], t["expected"], t["timers_interval"]))
+        p(fmt % ("p50", "%.0f ms" % t["p50_ms"], ""))
+        p(fmt % ("p99", "%.0f ms" % t["p99_ms"], ""))
+        p(fmt % ("p99.9", "%.0f ms" % t["p999_ms"], ""))
+        p(fmt % ("max", "%.0f ms" % t["max_ms"], ""))
+        p("  (%s)" % res["timer_latency_note"])
+    else:
+        p("Timer due time -> alert: null (%s)" % res["timer_latency_note"])
     p()
 
 

@@ -146,10 +146,25 @@ del_keys() { # pattern
 	redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" --scan --pattern "$1" |
 		xargs -r -n 500 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" unlink >/dev/null
 }
+# SIGTERM, then SIGKILL if the worker has not exited within 30 s (a worker
+# that hangs on shutdown must not hang the benchmark; it is reported).
+stop_worker() { # pid [log]
+	local i
+	kill -TERM "$1" 2>/dev/null || return 0
+	for ((i = 0; i < 300; i++)); do
+		kill -0 "$1" 2>/dev/null || break
+		sleep 0.1
+	done
+	if kill -0 "$1" 2>/dev/null; then
+		log "worker $1 did not exit 30 s after SIGTERM; killing it${2:+ (log: $2)}"
+		kill -KILL "$1" 2>/dev/null || true
+	fi
+	wait "$1" 2>/dev/null || true
+}
 cleanup() {
 	local rc=$? pid
 	for pid in "${BG_PIDS[@]}"; do
-		kill -TERM "$pid" 2>/dev/null && wait "$pid" 2>/dev/null || true
+		stop_worker "$pid"
 	done
 	if ((KEEP)); then
 		log "kept topics ${TP}* and ${LTP}*, keys ${KP}*"
@@ -172,7 +187,8 @@ cat >"$PARTS_DIR/run.json" <<EOF
 {"run_id": "$RUN_ID", "topic_prefix": "$TP", "key_prefix": "$KP",
  "events": $EVENTS, "deals": $DEALS, "seed": $SEED, "parts": "$PARTS",
  "workers": "$WORKERS", "latency_seconds": $LAT_SECONDS,
- "latency_rate": $LAT_RATE, "started_at": "$(date -u +%FT%TZ)"}
+ "latency_rate": $LAT_RATE, "started_at": "$(date -u +%FT%TZ)",
+ "loadavg_at_start": "$(cut -d' ' -f1-3 /proc/loadavg)"}
 EOF
 
 # ------------------------------------------------------------ 1. preload
@@ -181,8 +197,11 @@ jget() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(s
 
 if has_part ceilings || has_part workers; then
 	log "preloading $EVENTS events over $DEALS deals (seed $SEED) into ${TP}sales.deals"
+	# Event time starts at the last full hour, 1 ms apart: recent enough
+	# that no stale or close-reminder timer comes due during the run.
+	T0=$(( ($(date +%s) / 3600 - 1) * 3600000 ))
 	"$BUILD/bench_gen" --topic "${TP}sales.deals" --events "$EVENTS" \
-		--deals "$DEALS" --seed "$SEED" >"$PARTS_DIR/gen.json"
+		--deals "$DEALS" --seed "$SEED" --t0 "$T0" >"$PARTS_DIR/gen.json"
 	EXPECTED=$(jget "$PARTS_DIR/gen.json" 'd["expected_derived"]')
 	log "generated in $(jget "$PARTS_DIR/gen.json" 'd["seconds"]') s; expecting $EXPECTED derived events"
 fi
@@ -198,6 +217,7 @@ if has_part ceilings; then
 		--events "$EVENTS" --deals "$DEALS" --batch 500 --seed "$SEED" \
 		--applied-share "$(jget "$PARTS_DIR/gen.json" 'd["applied"] / d["events"]')" \
 		--history-share "$(jget "$PARTS_DIR/gen.json" 'd["history_writes"] / d["events"]')" \
+		--reminder-share "$(jget "$PARTS_DIR/gen.json" 'd["close_date_writes"] / d["events"]')" \
 		>"$PARTS_DIR/redis.json"
 	((KEEP)) || del_keys "${KP}redis:*"
 fi
@@ -257,19 +277,26 @@ if has_part latency; then
 		--pipeline-topic "${LTP}sales.pipeline" --rate "$LAT_RATE" \
 		--duration "$LAT_SECONDS" --warmup 3 --seed "$SEED" \
 		>"$PARTS_DIR/latency.json"
-	kill -TERM "$WPID" 2>/dev/null || true
-	wait "$WPID" 2>/dev/null || true
+	stop_worker "$WPID" "$wlog"
 	BG_PIDS=()
 fi
 
-# Timer latency (due time -> alert): timers are being built (issue: alerts);
-# until the benchmark measures them, results.json says null with a note.
-if "$BUILD/deal_worker" --help 2>&1 | grep -q 'timers\.'; then
-	TIMERS_NOTE="deal_worker has timers.* settings, but this benchmark does not measure timer latency yet (TODO: tests/bench/run.sh, part 4)"
+# ------------------------------------------------------------ 5. timers
+
+# Timer latency (due time -> alert): one worker, 2,000 stale timers coming
+# due over 10 s, with the default timers.interval (1s).
+if has_part latency; then
+	log "timer latency: 2000 stale timers due over 10 s, timers.interval 1s"
+	"$PY" "$SCRIPT_DIR/timer_latency.py" --build "$BUILD" \
+		--source "$REPO" --topic-prefix "${TP}timers." \
+		--key-prefix "${KP}timers:" --log "$OUT/logs/timers-worker.log" \
+		>"$PARTS_DIR/timers.json" ||
+		printf '{"timer_latency": null, "note": "the timer run failed: see %s"}\n' \
+			"$OUT/logs/timers-worker.log" >"$PARTS_DIR/timers.json"
 else
-	TIMERS_NOTE="not measured: timers are not in deal_worker yet (TODO: tests/bench/run.sh, part 4, once timers.* settings exist)"
+	printf '{"timer_latency": null, "note": "not run (--parts)"}\n' \
+		>"$PARTS_DIR/timers.json"
 fi
-printf '{"timer_latency": null, "note": "%s"}\n' "$TIMERS_NOTE" >"$PARTS_DIR/timers.json"
 
 # ------------------------------------------------------------ report
 

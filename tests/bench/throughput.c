@@ -12,11 +12,13 @@
  * (utime + stime from /proc/PID/stat) and peak RSS (VmHWM from
  * /proc/PID/status) are read; then the workers get SIGTERM and their exit
  * status, rusage and last "stats:" log line are collected.  One JSON object
- * goes to stdout.
+ * goes to stdout.  When neither the committed offsets nor the derived
+ * events move for --stall seconds (default 20) before both are complete,
+ * the run stops as "stalled": events were lost, or offsets not stored.
  *
  *   bench_throughput --workers K --events N --expected-derived D
  *       --group G --deals-topic T --pipeline-topic P --log-dir DIR
- *       [--brokers B] [--timeout S] [--perf-out FILE]
+ *       [--brokers B] [--timeout S] [--stall S] [--perf-out FILE]
  *       --worker PATH [-- WORKER ARGS...]
  */
 #include "bench.h"
@@ -155,7 +157,9 @@ int main(int argc, char **argv)
     wproc_t w[MAX_WORKERS];
     pid_t perf_pid = 0;
     double t0, t_done = 0, t_derived = 0, t_committed = 0, next_tl = 0;
-    bool done = false, died = false;
+    bool done = false, died = false, stalled = false;
+    double t_change = 0, stall_s = 20;
+    int64_t last_c = -1, last_d = -1;
     char timeline[16384];
     size_t tl = 0;
 
@@ -171,6 +175,8 @@ int main(int argc, char **argv)
             n = bench_parse_ll(prog, a, argv[++i], 1, INT64_MAX);
         else if (!strcmp(a, "--expected-derived"))
             expected = bench_parse_ll(prog, a, argv[++i], 0, INT64_MAX);
+        else if (!strcmp(a, "--stall"))
+            stall_s = bench_parse_double(prog, a, argv[++i]);
         else if (!strcmp(a, "--timeout"))
             timeout_s = bench_parse_double(prog, a, argv[++i]);
         else if (!strcmp(a, "--group") && v)
@@ -270,6 +276,21 @@ int main(int argc, char **argv)
         if (t_derived && t_committed) {
             t_done = now;
             done = true;
+            /* a last look: the count must be exact, not just enough */
+            usleep(500000);
+            if ((d = bench_topic_end(rk, pipeline, np_pipe, 2000)) >= 0)
+                derived = d - base_derived;
+            break;
+        }
+        if (committed != last_c || derived != last_d) {
+            last_c = committed;
+            last_d = derived;
+            t_change = now;
+        }
+        /* nothing moves: events were lost (derived events missing), or
+         * the workers stopped storing offsets */
+        if (now - t_change > stall_s) {
+            stalled = true;
             break;
         }
         if (now - t0 > timeout_s)
@@ -326,13 +347,15 @@ int main(int argc, char **argv)
         }
         printf("{\"workers\": %lld, \"events\": %lld, \"expected_derived\": "
                "%lld, \"derived\": %lld, \"committed\": %lld, \"done\": %s, "
+               "\"stalled\": %s, "
                "\"worker_died\": %s, \"seconds\": %.3f, "
                "\"seconds_to_derived\": %.3f, \"seconds_to_committed\": %.3f, "
                "\"events_per_s\": %.0f, \"cpu_seconds\": %.3f, "
                "\"cpu_s_per_million\": %.2f, \"peak_rss_mb_max\": %.1f, "
                "\"peak_rss_mb_sum\": %.1f, \"per_worker\": [",
                k, n, expected, (long long)derived, (long long)committed,
-               done ? "true" : "false", died ? "true" : "false", secs,
+               done ? "true" : "false", stalled ? "true" : "false",
+               died ? "true" : "false", secs,
                t_derived ? t_derived - t0 : -1.0,
                t_committed ? t_committed - t0 : -1.0, (double)n / secs, cpu,
                cpu / ((double)n / 1e6), hwm_max / 1024.0, hwm_sum / 1024.0);
