@@ -14,32 +14,20 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int set_str(pl_fields_t *f, const char *k, const char *v)
-{
-    return v ? pl_fields_set(f, k, v) : 0;
-}
-
-static int set_ms(pl_fields_t *f, const char *k, int64_t ms)
-{
-    char buf[24];
-    snprintf(buf, sizeof(buf), "%lld", (long long)ms);
-    return pl_fields_set(f, k, buf);
-}
-
 int pl_deal_to_fields(const pl_deal_state_t *st, const char *rev,
                       pl_fields_t *out)
 {
     char buf[64], acts[256];
     size_t n = 0;
 
-    if (set_str(out, "deal_id", st->deal_id) ||
-        set_str(out, "lead_id", st->lead_id) ||
-        set_str(out, "name", st->name) || set_str(out, "owner", st->owner) ||
-        set_str(out, "currency", st->currency) ||
-        set_str(out, "stage", st->stage) ||
-        set_ms(out, "created_at", st->created_at) ||
-        set_ms(out, "stage_entered_at", st->stage_entered_at) ||
-        set_ms(out, "last_event_at", st->last_event_at) ||
+    if (pl_fields_set_opt(out, "deal_id", st->deal_id) ||
+        pl_fields_set_opt(out, "lead_id", st->lead_id) ||
+        pl_fields_set_opt(out, "name", st->name) || pl_fields_set_opt(out, "owner", st->owner) ||
+        pl_fields_set_opt(out, "currency", st->currency) ||
+        pl_fields_set_opt(out, "stage", st->stage) ||
+        pl_fields_set_int(out, "created_at", st->created_at) ||
+        pl_fields_set_int(out, "stage_entered_at", st->stage_entered_at) ||
+        pl_fields_set_int(out, "last_event_at", st->last_event_at) ||
         pl_fields_set(out, "rev", rev))
         return -1;
     if (st->has_amount) {
@@ -62,17 +50,6 @@ int pl_deal_to_fields(const pl_deal_state_t *st, const char *rev,
     return pl_fields_set(out, "activities", acts);
 }
 
-static int get_ms(const pl_fields_t *f, const char *k, int64_t *ms)
-{
-    const char *v = pl_fields_get(f, k);
-    char *end;
-    if (!v)
-        return 0;
-    errno = 0;
-    *ms = strtoll(v, &end, 10);
-    return errno || end == v || *end ? -1 : 0;
-}
-
 int pl_deal_from_fields(const pl_fields_t *f, pl_deal_state_t *st,
                         char *rev)
 {
@@ -91,9 +68,9 @@ int pl_deal_from_fields(const pl_fields_t *f, pl_deal_state_t *st,
         pl_str_set(&st->currency, pl_fields_get(f, "currency")) ||
         pl_str_set(&st->stage, pl_fields_get(f, "stage")))
         return -1;
-    if (get_ms(f, "created_at", &st->created_at) ||
-        get_ms(f, "stage_entered_at", &st->stage_entered_at) ||
-        get_ms(f, "last_event_at", &st->last_event_at))
+    if (pl_fields_get_int(f, "created_at", &st->created_at, NULL) ||
+        pl_fields_get_int(f, "stage_entered_at", &st->stage_entered_at, NULL) ||
+        pl_fields_get_int(f, "last_event_at", &st->last_event_at, NULL))
         return -1;
     if ((v = pl_fields_get(f, "amount"))) {
         if (pl_amount_parse(v, &st->amount))

@@ -13,18 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int set_str(pl_fields_t *f, const char *k, const char *v)
-{
-    return v ? pl_fields_set(f, k, v) : 0;
-}
-
-static int set_int(pl_fields_t *f, const char *k, int64_t v)
-{
-    char buf[24];
-    snprintf(buf, sizeof(buf), "%lld", (long long)v);
-    return pl_fields_set(f, k, buf);
-}
-
 static int set_list(pl_fields_t *f, const char *k, const pl_strlist_t *l)
 {
     json_t *a = json_array();
@@ -47,25 +35,25 @@ int pl_lead_to_fields(const pl_lead_state_t *st, pl_fields_t *out)
     const pl_event_t *p = &st->profile;
     char buf[64];
 
-    if (set_str(out, "lead_id", p->lead_id) ||
-        set_str(out, "email", p->email) ||
-        set_str(out, "company", p->company) ||
-        set_str(out, "industry", p->industry) ||
-        set_str(out, "contact_title", p->contact_title) ||
-        set_str(out, "source", p->source) ||
-        set_str(out, "owner", st->owner) ||
-        set_str(out, "status", st->status) ||
-        set_str(out, "deal_id", st->deal_id) ||
-        set_int(out, "score", st->score) ||
-        set_int(out, "created_at", st->created_at) ||
-        set_int(out, "status_changed_at", st->status_changed_at) ||
-        set_int(out, "last_event_at", st->last_event_at))
+    if (pl_fields_set_opt(out, "lead_id", p->lead_id) ||
+        pl_fields_set_opt(out, "email", p->email) ||
+        pl_fields_set_opt(out, "company", p->company) ||
+        pl_fields_set_opt(out, "industry", p->industry) ||
+        pl_fields_set_opt(out, "contact_title", p->contact_title) ||
+        pl_fields_set_opt(out, "source", p->source) ||
+        pl_fields_set_opt(out, "owner", st->owner) ||
+        pl_fields_set_opt(out, "status", st->status) ||
+        pl_fields_set_opt(out, "deal_id", st->deal_id) ||
+        pl_fields_set_int(out, "score", st->score) ||
+        pl_fields_set_int(out, "created_at", st->created_at) ||
+        pl_fields_set_int(out, "status_changed_at", st->status_changed_at) ||
+        pl_fields_set_int(out, "last_event_at", st->last_event_at))
         return -1;
     if ((p->present & PL_F_EMPLOYEES) &&
-        set_int(out, "employees", p->employees))
+        pl_fields_set_int(out, "employees", p->employees))
         return -1;
     if ((p->present & PL_F_MONTHS_IN_ROLE) &&
-        set_int(out, "months_in_role", p->months_in_role))
+        pl_fields_set_int(out, "months_in_role", p->months_in_role))
         return -1;
     if (p->present & PL_F_MONTHLY_AD_SPEND) {
         pl_amount_format(p->monthly_ad_spend, buf, sizeof(buf));
@@ -79,20 +67,6 @@ int pl_lead_to_fields(const pl_lead_state_t *st, pl_fields_t *out)
         set_list(out, "hiring_for", &p->hiring_for))
         return -1;
     return 0;
-}
-
-static int get_int(const pl_fields_t *f, const char *k, int64_t *v,
-                   bool *found)
-{
-    const char *s = pl_fields_get(f, k);
-    char *end;
-    if (found)
-        *found = s != NULL;
-    if (!s)
-        return 0;
-    errno = 0;
-    *v = strtoll(s, &end, 10);
-    return errno || end == s || *end ? -1 : 0;
 }
 
 static int get_list(const pl_fields_t *f, const char *k, pl_strlist_t *l,
@@ -141,16 +115,16 @@ int pl_lead_from_fields(const pl_fields_t *f, pl_lead_state_t *st)
         pl_str_set(&st->status, pl_fields_get(f, "status")) ||
         pl_str_set(&st->deal_id, pl_fields_get(f, "deal_id")))
         return -1;
-    if (get_int(f, "score", &st->score, NULL) ||
-        get_int(f, "created_at", &st->created_at, NULL) ||
-        get_int(f, "status_changed_at", &st->status_changed_at, NULL) ||
-        get_int(f, "last_event_at", &st->last_event_at, NULL))
+    if (pl_fields_get_int(f, "score", &st->score, NULL) ||
+        pl_fields_get_int(f, "created_at", &st->created_at, NULL) ||
+        pl_fields_get_int(f, "status_changed_at", &st->status_changed_at, NULL) ||
+        pl_fields_get_int(f, "last_event_at", &st->last_event_at, NULL))
         return -1;
-    if (get_int(f, "employees", &p->employees, &found))
+    if (pl_fields_get_int(f, "employees", &p->employees, &found))
         return -1;
     if (found)
         p->present |= PL_F_EMPLOYEES;
-    if (get_int(f, "months_in_role", &p->months_in_role, &found))
+    if (pl_fields_get_int(f, "months_in_role", &p->months_in_role, &found))
         return -1;
     if (found)
         p->present |= PL_F_MONTHS_IN_ROLE;

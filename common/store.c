@@ -13,6 +13,7 @@
 #include "log.h"
 #include "slots.h"
 
+#include <errno.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 #include <stdbool.h>
@@ -142,6 +143,37 @@ const char *pl_fields_get(const pl_fields_t *f, const char *k)
         if (!strcmp(f->keys[i], k))
             return f->values[i];
     return NULL;
+}
+
+int pl_fields_set_opt(pl_fields_t *f, const char *k, const char *v)
+{
+    return v ? pl_fields_set(f, k, v) : 0;
+}
+
+int pl_fields_set_int(pl_fields_t *f, const char *k, int64_t v)
+{
+    char buf[24];
+    snprintf(buf, sizeof(buf), "%lld", (long long)v);
+    return pl_fields_set(f, k, buf);
+}
+
+int pl_fields_get_int(const pl_fields_t *f, const char *k, int64_t *v,
+                      bool *found)
+{
+    const char *s = pl_fields_get(f, k);
+    char *end;
+    long long n;
+
+    if (found)
+        *found = s != NULL;
+    if (!s)
+        return 0;
+    errno = 0;
+    n = strtoll(s, &end, 10);
+    if (errno || end == s || *end)
+        return -1;
+    *v = n;
+    return 0;
 }
 
 /* Fill f from a flat {field, value, ...} array reply. */
@@ -672,13 +704,6 @@ static json_t *field_json(const char *k, const char *v)
 
 static int add_timers_json(pl_store_t *s, const char *kind, const char *id,
                            json_t *o, char *errstr, size_t errstr_size);
-
-int pl_store_deal_json(pl_store_t *s, const char *deal_id, char **json_out,
-                       char *errstr, size_t errstr_size)
-{
-    return pl_store_entity_json(s, "deal", deal_id, json_out, errstr,
-                                errstr_size);
-}
 
 int pl_store_entity_json(pl_store_t *s, const char *kind, const char *id,
                          char **json_out, char *errstr, size_t errstr_size)

@@ -28,6 +28,7 @@
 #ifndef PL_STORE_H
 #define PL_STORE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,6 +48,15 @@ void pl_fields_clear(pl_fields_t *f);
 int pl_fields_set(pl_fields_t *f, const char *k, const char *v);
 /* The value of k, NULL when absent. */
 const char *pl_fields_get(const pl_fields_t *f, const char *k);
+/* Set k to v, or nothing when v is NULL.  0 or -1 (OOM). */
+int pl_fields_set_opt(pl_fields_t *f, const char *k, const char *v);
+/* Set k to an integer as decimal text.  0 or -1 (OOM). */
+int pl_fields_set_int(pl_fields_t *f, const char *k, int64_t v);
+/* Parse k as a decimal integer into *v; *found (if not NULL) says whether
+ * k is there (v untouched when not).  0, or -1 when the text is not an
+ * integer. */
+int pl_fields_get_int(const pl_fields_t *f, const char *k, int64_t *v,
+                      bool *found);
 
 typedef struct pl_store_s pl_store_t;
 
@@ -159,12 +169,9 @@ void pl_store_next_rev(const char *prev, const char *event_id,
 int pl_store_history(pl_store_t *s, const char *kind, const char *id,
                      pl_fields_t *out, char *errstr, size_t errstr_size);
 
-/* The deal's state and history as one JSON object (malloc'ed), for
- * `pipelinectl deal ID`.  1 found, 0 not found, -1 error. */
-int pl_store_deal_json(pl_store_t *s, const char *deal_id, char **json_out,
-                       char *errstr, size_t errstr_size);
-
-/* The same for any kind ("deal", "lead"): its state hash and history. */
+/* An entity's ("deal", "lead") state hash and history as one JSON object
+ * (malloc'ed), a deal with its pending timers, for `pipelinectl deal ID`
+ * and `lead ID`.  1 found, 0 not found, -1 error. */
 int pl_store_entity_json(pl_store_t *s, const char *kind, const char *id,
                          char **json_out, char *errstr, size_t errstr_size);
 

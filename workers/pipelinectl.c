@@ -1313,33 +1313,51 @@ out_free_topics:
 
 /* ------------------------------------------------------------ deal, lead */
 
+/* A connected store for --redis, or NULL with the error printed and *rc
+ * set (usage error for a bad address, runtime error otherwise). */
+static pl_store_t *pl_ctl_store_open(const pl_ctl_opts_t *o, int *rc)
+{
+    pl_store_t *store;
+    char *host = NULL;
+    char errstr[512];
+    int port;
+
+    *rc = PL_CTL_EXIT_USAGE;
+    if (pl_ctl_parse_hostport(o->redis, &host, &port) != 0) {
+        pl_ctl_err("--redis %s: expected HOST:PORT", o->redis);
+        return NULL;
+    }
+    *rc = PL_CTL_EXIT_ERROR;
+    store = pl_store_new(host, port, o->redis_password, o->key_prefix, errstr,
+                         sizeof(errstr));
+    free(host);
+    if (!store) {
+        pl_ctl_err("redis %s: %s", o->redis, errstr);
+        return NULL;
+    }
+    if (pl_store_connect(store, errstr, sizeof(errstr)) != 0) {
+        pl_ctl_err("%s", errstr); /* names the address */
+        pl_store_destroy(store);
+        return NULL;
+    }
+    return store;
+}
+
 /* `deal ID` and `lead ID`: the entity's stored state and history. */
 static int pl_ctl_cmd_entity(const pl_ctl_opts_t *o, const char *kind,
                              int argc, char **argv)
 {
     pl_store_t *store;
-    char *host = NULL, *json = NULL;
+    char *json = NULL;
     char errstr[512];
-    int port, found, rc = PL_CTL_EXIT_ERROR;
+    int found, rc;
 
     if (argc != 1) {
         pl_ctl_err("usage: pipelinectl %s ID", kind);
         return PL_CTL_EXIT_USAGE;
     }
-    if (pl_ctl_parse_hostport(o->redis, &host, &port) != 0) {
-        pl_ctl_err("--redis %s: expected HOST:PORT", o->redis);
-        return PL_CTL_EXIT_USAGE;
-    }
-    store = pl_store_new(host, port, o->redis_password, o->key_prefix, errstr,
-                         sizeof(errstr));
-    if (!store) {
-        pl_ctl_err("redis %s: %s", o->redis, errstr);
-        goto out_free_host;
-    }
-    if (pl_store_connect(store, errstr, sizeof(errstr)) != 0) {
-        pl_ctl_err("%s", errstr); /* names the address */
-        goto out_destroy_store;
-    }
+    if (!(store = pl_ctl_store_open(o, &rc)))
+        return rc;
     found = pl_store_entity_json(store, kind, argv[0], &json, errstr,
                                  sizeof(errstr));
     if (found < 0) {
@@ -1352,10 +1370,7 @@ static int pl_ctl_cmd_entity(const pl_ctl_opts_t *o, const char *kind,
         rc = fflush(stdout) == 0 ? PL_CTL_EXIT_OK : PL_CTL_EXIT_ERROR;
     }
     free(json);
-out_destroy_store:
     pl_store_destroy(store);
-out_free_host:
-    free(host);
     return rc;
 }
 
@@ -1392,25 +1407,16 @@ static int pl_ctl_cmd_timers(const pl_ctl_opts_t *o, int argc, char **argv)
     pl_fields_t all = {0};
     pl_ctl_timer_t *ts = NULL;
     size_t n = 0;
-    char *host = NULL;
     char errstr[512];
-    int port, rc = PL_CTL_EXIT_ERROR;
+    int rc;
 
     (void)argv;
     if (argc != 0) {
         pl_ctl_err("usage: pipelinectl timers");
         return PL_CTL_EXIT_USAGE;
     }
-    if (pl_ctl_parse_hostport(o->redis, &host, &port) != 0) {
-        pl_ctl_err("--redis %s: expected HOST:PORT", o->redis);
-        return PL_CTL_EXIT_USAGE;
-    }
-    store = pl_store_new(host, port, o->redis_password, o->key_prefix, errstr,
-                         sizeof(errstr));
-    if (!store) {
-        pl_ctl_err("redis %s: %s", o->redis, errstr);
-        goto out_free_host;
-    }
+    if (!(store = pl_ctl_store_open(o, &rc)))
+        return rc;
     if (pl_store_list_timers(store, 0, PL_SLOTS, &all, errstr,
                              sizeof(errstr)) != 0) {
         pl_ctl_err("%s", errstr);
@@ -1451,8 +1457,6 @@ out:
     free(ts);
     pl_fields_clear(&all);
     pl_store_destroy(store);
-out_free_host:
-    free(host);
     return rc;
 }
 
