@@ -174,6 +174,49 @@ static const field_t fields[FLD__COUNT] = {
 #undef STR
 #undef NUM
 
+/* Intake limits (event.h): strings in bytes; lists in items, and each item
+ * in bytes.  Every string and list field has one (pl_codec_new checks). */
+typedef struct limit_s {
+    size_t max;
+    size_t item_max;
+} limit_t;
+
+static const limit_t limits[FLD__COUNT] = {
+    [FLD_EVENT_ID] = {PL_EVENT_ID_MAX, 0},
+    [FLD_LEAD_ID] = {PL_ID_MAX, 0},
+    [FLD_DEAL_ID] = {PL_DEAL_ID_MAX, 0},
+    [FLD_OWNER] = {PL_ID_MAX, 0},
+    [FLD_NAME] = {PL_NAME_MAX, 0},
+    [FLD_REQUESTED_BY] = {PL_ID_MAX, 0},
+    [FLD_CAUSED_BY] = {PL_EVENT_ID_MAX, 0},
+    [FLD_EMAIL] = {PL_NAME_MAX, 0},
+    [FLD_COMPANY] = {PL_NAME_MAX, 0},
+    [FLD_INDUSTRY] = {PL_ID_MAX, 0},
+    [FLD_TECHNOLOGIES] = {PL_LIST_ITEMS_MAX, PL_NAME_MAX},
+    [FLD_HIRING_FOR] = {PL_LIST_ITEMS_MAX, PL_NAME_MAX},
+    [FLD_CONTACT_TITLE] = {PL_NAME_MAX, 0},
+    [FLD_SOURCE] = {PL_ID_MAX, 0},
+    [FLD_CURRENCY] = {PL_ID_MAX, 0},
+    [FLD_STAGE] = {PL_ID_MAX, 0},
+    [FLD_TO_STAGE] = {PL_ID_MAX, 0},
+    [FLD_FROM_STAGE] = {PL_ID_MAX, 0},
+    [FLD_REASON] = {PL_TEXT_MAX, 0},
+    [FLD_ACTIVITY] = {PL_ID_MAX, 0},
+    [FLD_FROM_STATUS] = {PL_ID_MAX, 0},
+    [FLD_TO_STATUS] = {PL_ID_MAX, 0},
+    [FLD_STATUS] = {PL_ID_MAX, 0},
+    [FLD_REQUESTED] = {PL_ID_MAX, 0},
+    [FLD_REASON_CODE] = {PL_ID_MAX, 0},
+    [FLD_MESSAGE] = {PL_TEXT_MAX, 0},
+    [FLD_REASONS] = {PL_REASONS_MAX, PL_TEXT_MAX},
+    [FLD_KIND] = {PL_ID_MAX, 0},
+};
+
+static const limit_t *limit_of(const field_t *f)
+{
+    return &limits[f - fields];
+}
+
 /* How a type uses a field. */
 enum {
     OPT = 0,   /* ["null", T], may be absent */
@@ -661,11 +704,77 @@ static int check_enum(const field_t *f, const char *v, char *errstr,
                 f->name, shown(v, vb, sizeof(vb)), list);
 }
 
-/* Checks of one present field's value. */
-static int check_field(const pl_event_t *ev, const field_t *f, char *errstr,
-                       size_t n)
+/* The intake limits of one present field (event.h), beyond the formats'
+ * own checks: lengths, list sizes, the 1970-9999 range of occurred_at and
+ * expected_close_date, amounts not negative. */
+static int check_intake(const pl_event_t *ev, const field_t *f, char *errstr,
+                        size_t n)
+{
+    const limit_t *lim = limit_of(f);
+    char b1[PL_RFC3339_BUFSZ];
+    switch (f->kind) {
+    case K_STRING: {
+        size_t len = strlen(cstr_at(ev, f));
+        if (len > lim->max)
+            return fail(errstr, n, "field '%s': %zu bytes, at most %zu allowed",
+                        f->name, len, lim->max);
+        return 0;
+    }
+    case K_STRLIST: {
+        const pl_strlist_t *l = clist_at(ev, f);
+        if (l->count > lim->max)
+            return fail(errstr, n, "field '%s': %zu items, at most %zu allowed",
+                        f->name, l->count, lim->max);
+        for (size_t i = 0; i < l->count; i++) {
+            size_t len = l->items[i] ? strlen(l->items[i]) : 0;
+            if (len > lim->item_max)
+                return fail(errstr, n,
+                            "field '%s[%zu]': %zu bytes, at most %zu allowed",
+                            f->name, i, len, lim->item_max);
+        }
+        return 0;
+    }
+    case K_TIMESTAMP: {
+        int64_t v = ci64_at(ev, f);
+        if (f != &fields[FLD_OCCURRED_AT] ||
+            (v >= PL_INTAKE_TS_MIN && v <= PL_INTAKE_TS_MAX))
+            return 0;
+        if (pl_time_format_rfc3339(v, b1, sizeof(b1)) < 0)
+            snprintf(b1, sizeof(b1), "%lld ms", (long long)v);
+        return fail(errstr, n,
+                    "field '%s': %s is outside 1970-01-01T00:00:00.000Z to "
+                    "9999-12-31T23:59:59.999Z",
+                    f->name, b1);
+    }
+    case K_DATE: {
+        int32_t v = ci32_at(ev, f);
+        if (v >= PL_INTAKE_DATE_MIN && v <= PL_INTAKE_DATE_MAX)
+            return 0;
+        if (pl_date_format(v, b1, sizeof(b1)) < 0)
+            snprintf(b1, sizeof(b1), "day %ld", (long)v);
+        return fail(errstr, n,
+                    "field '%s': %s is outside 1970-01-01 to 9999-12-31",
+                    f->name, b1);
+    }
+    case K_DECIMAL:
+        if (ci64_at(ev, f) < 0)
+            return fail(errstr, n, "field '%s': must not be negative",
+                        f->name);
+        return 0;
+    case K_LONG:
+    case K_DOUBLE:
+        return 0; /* the format checks cover them */
+    }
+    return 0;
+}
+
+/* Checks of one present field's value; at intake also its limits. */
+static int check_field(const pl_event_t *ev, const field_t *f, bool intake,
+                       char *errstr, size_t n)
 {
     char vb[72];
+    if (intake && check_intake(ev, f, errstr, n) < 0)
+        return -1;
     switch (f->kind) {
     case K_STRING: {
         const char *s = cstr_at(ev, f);
@@ -762,7 +871,8 @@ static int check_field(const pl_event_t *ev, const field_t *f, char *errstr,
     return 0;
 }
 
-int pl_codec_validate(const pl_event_t *ev, char *errstr, size_t errstr_size)
+static int validate(const pl_event_t *ev, bool intake, char *errstr,
+                    size_t errstr_size)
 {
     if (!ev || !type_known(ev->type))
         return fail(errstr, errstr_size, "unknown event type %d",
@@ -783,10 +893,21 @@ int pl_codec_validate(const pl_event_t *ev, char *errstr, size_t errstr_size)
                         "field '%s' is required for %s and must not be "
                         "empty",
                         f->name, tname);
-        if (check_field(ev, f, errstr, errstr_size) < 0)
+        if (check_field(ev, f, intake, errstr, errstr_size) < 0)
             return -1;
     }
     return 0;
+}
+
+int pl_codec_validate(const pl_event_t *ev, char *errstr, size_t errstr_size)
+{
+    return validate(ev, false, errstr, errstr_size);
+}
+
+int pl_codec_check_intake(const pl_event_t *ev, char *errstr,
+                          size_t errstr_size)
+{
+    return validate(ev, true, errstr, errstr_size);
 }
 
 /* After decoding: defaults, then the contract's checks. */
@@ -803,7 +924,7 @@ static int finish_decoded(pl_event_t *ev, char *errstr, size_t n)
         if (f->kind == K_STRLIST && tf->use == REQ)
             ev->present |= f->bit; /* a required array is always there */
     }
-    return pl_codec_validate(ev, errstr, n);
+    return validate(ev, true, errstr, n);
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1168,6 +1289,15 @@ pl_codec_t *pl_codec_new(const char *schema_dir, char *errstr,
         fail(errstr, errstr_size, "no schema directory given");
         goto out_destroy;
     }
+    for (int i = 0; i < FLD__COUNT; i++) {
+        if ((fields[i].kind == K_STRING && !limits[i].max) ||
+            (fields[i].kind == K_STRLIST &&
+             (!limits[i].max || !limits[i].item_max))) {
+            fail(errstr, errstr_size, "field '%s' has no intake limit",
+                 fields[i].name);
+            goto out_destroy;
+        }
+    }
     if (load_ids(c, schema_dir, errstr, errstr_size) < 0)
         goto out_destroy;
     return c;
@@ -1369,8 +1499,11 @@ static int scan_long(const unsigned char **p, const unsigned char *end,
     return -1; /* varint too long */
 }
 
+/* A length-prefixed string or bytes; max (0: none) is the intake limit,
+ * checked here so that libavro-c never allocates more than it. */
 static const char *scan_bytes(const unsigned char **p,
-                              const unsigned char *end)
+                              const unsigned char *end, size_t max,
+                              char *eb, size_t ebn)
 {
     int64_t len;
     if (scan_long(p, end, &len) < 0)
@@ -1379,18 +1512,26 @@ static const char *scan_bytes(const unsigned char **p,
         return "negative length";
     if (len > end - *p)
         return "length beyond the end of the message";
+    if (max && (uint64_t)len > max) {
+        snprintf(eb, ebn, "%lld bytes, at most %zu allowed", (long long)len,
+                 max);
+        return eb;
+    }
     *p += len;
     return NULL;
 }
 
 static const char *scan_field(const unsigned char **p,
-                              const unsigned char *end, const field_t *f)
+                              const unsigned char *end, const field_t *f,
+                              char *eb, size_t ebn)
 {
+    const limit_t *lim = limit_of(f);
     int64_t v;
     switch (f->kind) {
     case K_STRING:
+        return scan_bytes(p, end, lim->max, eb, ebn);
     case K_DECIMAL:
-        return scan_bytes(p, end);
+        return scan_bytes(p, end, 0, eb, ebn);
     case K_TIMESTAMP:
     case K_LONG:
         return scan_long(p, end, &v) < 0 ? "truncated long" : NULL;
@@ -1403,7 +1544,8 @@ static const char *scan_field(const unsigned char **p,
             return "truncated double";
         *p += 8;
         return NULL;
-    case K_STRLIST:
+    case K_STRLIST: {
+        int64_t total = 0;
         for (;;) {
             int64_t count, size;
             const char *e;
@@ -1418,10 +1560,17 @@ static const char *scan_field(const unsigned char **p,
             }
             if (count > end - *p)
                 return "array longer than the message";
+            total += count; /* both <= the message size: no overflow */
+            if ((uint64_t)total > lim->max) {
+                snprintf(eb, ebn, "%lld items, at most %zu allowed",
+                         (long long)total, lim->max);
+                return eb;
+            }
             for (int64_t i = 0; i < count; i++)
-                if ((e = scan_bytes(p, end)))
+                if ((e = scan_bytes(p, end, lim->item_max, eb, ebn)))
                     return e;
         }
+    }
     }
     return NULL;
 }
@@ -1433,6 +1582,7 @@ static int scan_avro(const type_spec_t *ts, const unsigned char *p,
     for (size_t i = 0; i < ts->nfields; i++) {
         const field_t *f = &fields[ts->f[i].fld];
         const char *e = NULL;
+        char eb[96];
         int64_t branch;
         if (ts->f[i].use == OPT) {
             if (scan_long(&p, end, &branch) < 0)
@@ -1443,7 +1593,7 @@ static int scan_avro(const type_spec_t *ts, const unsigned char *p,
                 continue;
         }
         if (!e)
-            e = scan_field(&p, end, f);
+            e = scan_field(&p, end, f, eb, sizeof(eb));
         if (e)
             return fail(errstr, n, "%s: field '%s': %s", prefix, f->name, e);
     }
@@ -1742,6 +1892,9 @@ static int json_to_field(const json_t *v, pl_event_t *ev, const field_t *f,
         if (!json_is_array(v))
             return fail(errstr, n, "field '%s': expected an array of strings",
                         f->name);
+        if (json_array_size(v) > limit_of(f)->max)
+            return fail(errstr, n, "field '%s': %zu items, at most %zu allowed",
+                        f->name, json_array_size(v), limit_of(f)->max);
         json_array_foreach(v, i, item)
         {
             if (!json_is_string(item))
@@ -1840,6 +1993,41 @@ int pl_codec_decode(pl_codec_t *c, const void *buf, size_t len,
     if (rc < 0)
         pl_event_clear(ev);
     return rc;
+}
+
+bool pl_codec_line_skip(const char *line, size_t *len)
+{
+    size_t n = *len;
+    if (n > 0 && line[n - 1] == '\n')
+        n--;
+    if (n > 0 && line[n - 1] == '\r')
+        n--;
+    *len = n;
+    for (size_t i = 0; i < n; i++) {
+        if (line[i] == ' ' || line[i] == '\t' || line[i] == '\r')
+            continue;
+        return line[i] == '#';
+    }
+    return true; /* blank */
+}
+
+int pl_codec_encode_line(pl_codec_t *c, const char *line, size_t len,
+                         pl_event_t *ev, void **out, size_t *out_len,
+                         char *errstr, size_t errstr_size)
+{
+    *out = NULL;
+    *out_len = 0;
+    if (pl_codec_line_skip(line, &len)) {
+        pl_event_clear(ev);
+        return 1;
+    }
+    if (pl_codec_decode(c, line, len, ev, errstr, errstr_size) < 0)
+        return -1;
+    if (pl_codec_encode(c, ev, out, out_len, errstr, errstr_size) < 0) {
+        pl_event_clear(ev);
+        return -1;
+    }
+    return 0;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1960,10 +2148,20 @@ static void sb_field(sbuf_t *sb, const pl_event_t *ev, const type_field_t *tf)
             snprintf(buf, sizeof(buf), "out of range");
         sb_json_string(sb, buf);
         break;
-    case K_DECIMAL:
-        pl_amount_format(ci64_at(ev, f), buf, sizeof(buf));
-        sb_puts(sb, buf);
+    case K_DECIMAL: {
+        /* A JSON number is read as a double, exact for the 4 decimals only
+         * up to 2^53 / 10^4: beyond that a fractional amount goes out as a
+         * string, which the decoder reads exactly (found by fuzzing:
+         * 21673793541904.7936 did not come back). */
+        int64_t v = ci64_at(ev, f);
+        uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+        pl_amount_format(v, buf, sizeof(buf));
+        if (mag % PL_AMOUNT_SCALE && mag > (UINT64_C(1) << 53))
+            sb_json_string(sb, buf);
+        else
+            sb_puts(sb, buf);
         break;
+    }
     case K_LONG:
         snprintf(buf, sizeof(buf), "%lld", (long long)ci64_at(ev, f));
         sb_puts(sb, buf);

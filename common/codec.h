@@ -15,6 +15,7 @@
 #ifndef PL_CODEC_H
 #define PL_CODEC_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -47,10 +48,14 @@ void pl_codec_destroy(pl_codec_t *c);
  * Decode one Kafka message value: Confluent-framed Avro, or a JSON object
  * when the first non-blank byte is '{'.  ev must be initialised
  * (pl_event_init); whatever it held is freed first.  The event is validated
- * against the contract (pl_codec_validate) and `currency` defaults to "USD"
- * when an amount is present.  Returns 0, or -1 with ev cleared and errstr
- * saying what is wrong, naming the field where there is one.  Any error is a
- * poison message: the same bytes always fail the same way.
+ * against the contract and the intake limits of event.h
+ * (pl_codec_check_intake), and `currency` defaults to "USD" when an amount
+ * is present.  Avro lengths and item counts are checked against the message
+ * and the limits before libavro-c reads (and allocates) anything.  Returns
+ * 0, or -1 with ev cleared and errstr saying what is wrong, naming the field
+ * (and the limit) where there is one.  Any error is a poison message: the
+ * same bytes always fail the same way.  An event that decodes always
+ * encodes (pl_codec_encode checks only pl_codec_validate, a subset).
  */
 int pl_codec_decode(pl_codec_t *c, const void *buf, size_t len,
                     pl_event_t *ev, char *errstr, size_t errstr_size);
@@ -67,7 +72,9 @@ int pl_codec_encode(pl_codec_t *c, const pl_event_t *ev, void **out,
  * The contract's JSON form of ev as one line, no trailing newline: "type"
  * first, then the fields in schema order, absent optional fields omitted,
  * timestamps RFC 3339 UTC with milliseconds, dates YYYY-MM-DD, amounts as
- * JSON numbers.  c may be NULL.  Returns a malloc'ed string, NULL on OOM or
+ * JSON numbers (a fractional amount above 2^53 / 10^4 = 900719925474.0992,
+ * which a double cannot hold to 4 decimals, as a string that
+ * pl_codec_decode reads back exactly).  c may be NULL.  Returns a malloc'ed string, NULL on OOM or
  * for an unknown type.
  */
 char *pl_codec_to_json(pl_codec_t *c, const pl_event_t *ev);
@@ -82,6 +89,30 @@ char *pl_codec_to_json(pl_codec_t *c, const pl_event_t *ev);
  * field.
  */
 int pl_codec_validate(const pl_event_t *ev, char *errstr, size_t errstr_size);
+
+/*
+ * pl_codec_validate() plus the intake limits of event.h (lengths, list
+ * sizes, occurred_at and expected_close_date within 1970-9999, amounts not
+ * negative): what pl_codec_decode() accepts.  Returns 0 or -1 with errstr
+ * naming the field and the limit.
+ */
+int pl_codec_check_intake(const pl_event_t *ev, char *errstr,
+                          size_t errstr_size);
+
+/*
+ * One line of JSON-lines input (pipelinectl produce).  pl_codec_line_skip()
+ * drops a trailing "\n" and then "\r" from *len and tells whether the line
+ * is blank or a comment (first non-blank character '#').
+ * pl_codec_encode_line() does that, then decodes the line (pl_codec_decode)
+ * and encodes the event (pl_codec_encode).  Returns 1 for a skipped line
+ * (ev cleared, *out NULL), 0 with ev decoded and *out the malloc'ed
+ * Confluent-framed Avro value of *out_len bytes, or -1 with ev cleared and
+ * errstr set.
+ */
+bool pl_codec_line_skip(const char *line, size_t *len);
+int pl_codec_encode_line(pl_codec_t *c, const char *line, size_t len,
+                         pl_event_t *ev, void **out, size_t *out_len,
+                         char *errstr, size_t errstr_size);
 
 /* The schema id used to encode type, or -1 for an unknown type. */
 int32_t pl_codec_schema_id(const pl_codec_t *c, pl_event_type_t type);

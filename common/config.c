@@ -23,19 +23,35 @@ typedef struct setting_s {
     const char *env;
     ktype_t type;
     const char *def;
-    int64_t min, max; /* T_INT */
+    int64_t min, max; /* T_INT: the range; T_DURATION: the range in ms,
+                         where 0 may also mean "off" (zero_off) */
     const char *desc;
 } setting_t;
 
 #define SRC PL_SOURCE_DIR
+
+#define SEC 1000LL
+#define MIN (60 * SEC)
+#define HOUR (60 * MIN)
+#define DAY (24 * HOUR)
 
 static const setting_t settings[] = {
     {"brokers", "PL_BROKERS", T_STRING, "127.0.0.1:19092", 0, 0,
      "Kafka bootstrap servers (host:port,...)"},
     {"redis", "PL_REDIS", T_HOSTPORT, "127.0.0.1:16379", 0, 0,
      "Redis server as host:port"},
+    {"redis.username", "PL_REDIS_USERNAME", T_STRING, "", 0, 0,
+     "Redis ACL user name (empty: the default user)"},
     {"redis.password", "PL_REDIS_PASSWORD", T_STRING, "", 0, 0,
-     "Redis AUTH password (empty: none)"},
+     "Redis AUTH password (empty: none); never logged"},
+    {"redis.password.file", "PL_REDIS_PASSWORD_FILE", T_STRING, "", 0, 0,
+     "File whose first line is the Redis password (wins over "
+     "redis.password)"},
+    {"sasl.password", "PL_SASL_PASSWORD", T_STRING, "", 0, 0,
+     "Kafka SASL password (librdkafka sasl.password); never logged"},
+    {"sasl.password.file", "PL_SASL_PASSWORD_FILE", T_STRING, "", 0, 0,
+     "File whose first line is the Kafka SASL password (wins over "
+     "sasl.password)"},
     {"key.prefix", "PL_KEY_PREFIX", T_STRING, "", 0, 0,
      "Prefix of every Redis key (no braces)"},
     {"topic.prefix", "PL_TOPIC_PREFIX", T_STRING, "", 0, 0,
@@ -62,25 +78,52 @@ static const setting_t settings[] = {
      "Most entity states a worker keeps in memory (emptied when full)"},
     {"batch.wait.ms", "PL_BATCH_WAIT_MS", T_INT, "2", 0, 10000,
      "Milliseconds a batch waits to fill once it has a message"},
-    {"dedupe.ttl", "PL_DEDUPE_TTL", T_DURATION, "30d", 0, 0,
-     "How long applied event ids (and their derived events) are kept"},
-    {"retry.backoff.max", "PL_RETRY_BACKOFF_MAX", T_DURATION, "5s", 0, 0,
-     "Longest wait between retries while Redis or Kafka is down"},
-    {"timers.interval", "PL_TIMERS_INTERVAL", T_DURATION, "1s", 0, 0,
+    {"message.max.bytes", "PL_MESSAGE_MAX_BYTES", T_INT, "1000000", 10000,
+     100000000,
+     "Largest Kafka message, for consumer and producer alike; larger "
+     "dead-letter copies are cut down"},
+    {"dedupe.ttl", "PL_DEDUPE_TTL", T_DURATION, "30d", 1 * HOUR, 365 * DAY,
+     "How long applied event ids are remembered after an entity's last "
+     "event"},
+    {"dedupe.max", "PL_DEDUPE_MAX", T_INT, "1000", 100, 1000000,
+     "Most applied event ids remembered per entity (oldest dropped first)"},
+    {"dedupe.unknown.ttl", "PL_DEDUPE_UNKNOWN_TTL", T_DURATION, "1h",
+     1 * MIN, 30 * DAY,
+     "How long the id of an event refused for an unknown entity is kept"},
+    {"history.max", "PL_HISTORY_MAX", T_INT, "1000", 1, 1000000,
+     "Most stage or status changes kept in an entity's history"},
+    {"offsets.store.delay", "PL_OFFSETS_STORE_DELAY", T_DURATION, "2s", 0,
+     1 * MIN,
+     "Commit a batch's offsets only this long after Redis applied it "
+     "(covers appendfsync everysec; 0 for appendfsync always)"},
+    {"retry.backoff.max", "PL_RETRY_BACKOFF_MAX", T_DURATION, "5s", 100,
+     5 * MIN, "Longest wait between retries while Redis or Kafka is down"},
+    {"shutdown.grace", "PL_SHUTDOWN_GRACE", T_DURATION, "10s", 1 * SEC,
+     10 * MIN,
+     "After SIGTERM, how long to wait for outstanding deliveries before "
+     "giving up (exit 1, the batch is redelivered)"},
+    {"timers.interval", "PL_TIMERS_INTERVAL", T_DURATION, "1s", 100, 1 * HOUR,
      "How often a deal worker looks for due timers (0: never)"},
-    {"timers.lease", "PL_TIMERS_LEASE", T_DURATION, "30s", 0, 0,
+    {"timers.lease", "PL_TIMERS_LEASE", T_DURATION, "30s", 1 * SEC, 1 * HOUR,
      "How long a claimed timer is held before another worker may fire it"},
     {"timers.per.shard", "PL_TIMERS_PER_SHARD", T_INT, "200", 1, 100000,
      "Most due timers claimed from one hash slot per look"},
     {"timers.shards.per.call", "PL_TIMERS_SHARDS_PER_CALL", T_INT, "512", 1,
      16384, "Timer shards one claim script scans (1 on Redis Cluster)"},
-    {"stats.interval", "PL_STATS_INTERVAL", T_DURATION, "30s", 0, 0,
-     "How often a worker logs its counters (0: never)"},
+    {"stats.interval", "PL_STATS_INTERVAL", T_DURATION, "30s", 1 * SEC,
+     1 * DAY, "How often a worker logs its counters (0: never)"},
     {"log.level", "PL_LOG_LEVEL", T_LOGLEVEL, "info", 0, 0,
      "debug, info, warn or error"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
+
+/* Durations where 0 is allowed besides the range, and turns the thing off. */
+static bool zero_off(const setting_t *st)
+{
+    return !strcmp(st->key, "timers.interval") ||
+           !strcmp(st->key, "stats.interval");
+}
 
 typedef struct kv_s {
     char *key;
@@ -133,6 +176,23 @@ void pl_config_destroy(pl_config_t *cfg)
 }
 
 static bool parse_int(const char *s, int64_t *out);
+
+/* ms as the largest whole unit ("30s", "1h", "250ms"), for messages. */
+static void fmt_duration(int64_t ms, char *buf, size_t size)
+{
+    static const struct {
+        int64_t ms;
+        const char *unit;
+    } units[] = {{DAY, "d"}, {HOUR, "h"}, {MIN, "m"}, {SEC, "s"}};
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (ms && ms % units[i].ms == 0) {
+            snprintf(buf, size, "%lld%s", (long long)(ms / units[i].ms),
+                     units[i].unit);
+            return;
+        }
+    }
+    snprintf(buf, size, "%lldms", (long long)ms);
+}
 
 /* A config duration: the rules file's (30s, 5m, 2h, 7d, 1h30m), "0", or
  * whole milliseconds ("200ms"). */
@@ -204,11 +264,24 @@ static int validate(const setting_t *st, const char *value, char *errstr,
         if (!parse_duration(value, &v)) {
             snprintf(errstr, errstr_size,
                      "config key '%s' (%s): expected a duration such as "
-                     "500ms, 30s, 5m, 2h or 7d (or 0), got '%s'",
+                     "500ms, 30s, 5m, 2h or 7d, got '%s'",
                      st->key, st->env, value);
             return -1;
         }
-        return 0;
+        if ((v == 0 && zero_off(st)) || (v >= st->min && v <= st->max))
+            return 0;
+        {
+            char lo[32], hi[32];
+            fmt_duration(st->min, lo, sizeof(lo));
+            fmt_duration(st->max, hi, sizeof(hi));
+            snprintf(errstr, errstr_size,
+                     "config key '%s' (%s): expected a duration from %s to "
+                     "%s%s, got '%s'",
+                     st->key, st->env, lo, hi, zero_off(st) ? " (or 0: off)"
+                                                           : "",
+                     value);
+        }
+        return -1;
     case T_LOGLEVEL:
         if (pl_log_level_parse(value, &lvl) != 0) {
             snprintf(errstr, errstr_size,
@@ -434,22 +507,89 @@ const char *pl_config_topic(pl_config_t *cfg, const char *key)
     return cfg->topics[i];
 }
 
+/* The librdkafka property of a kafka.* key for client (NULL: keys for both
+ * clients), or NULL when the key is not for it. */
+static const char *kafka_prop(const char *key, const char *client)
+{
+    size_t n;
+    bool scoped = !strncmp(key, "consumer.", 9) || !strncmp(key, "producer.", 9);
+    if (!client)
+        return scoped ? NULL : key;
+    n = strlen(client);
+    return scoped && !strncmp(key, client, n) && key[n] == '.' ? key + n + 1
+                                                               : NULL;
+}
+
+int pl_config_kafka_each_for(const pl_config_t *cfg, const char *client,
+                             int (*fn)(void *opaque, const char *key,
+                                       const char *value, char *errstr,
+                                       size_t errstr_size),
+                             void *opaque, char *errstr, size_t errstr_size)
+{
+    /* kafka.* first, then kafka.<client>.*, which win */
+    for (int pass = 0; pass < (client ? 2 : 1); pass++) {
+        for (size_t i = 0; i < cfg->kafka_count; i++) {
+            char err[512];
+            const char *prop =
+                kafka_prop(cfg->kafka[i].key, pass ? client : NULL);
+            if (!prop)
+                continue;
+            if (fn(opaque, prop, cfg->kafka[i].value, err, sizeof(err))) {
+                snprintf(errstr, errstr_size, "config key 'kafka.%s': %s",
+                         cfg->kafka[i].key, err);
+                return -1;
+            }
+        }
+    }
+    return 0;
+}
+
 int pl_config_kafka_each(const pl_config_t *cfg,
                          int (*fn)(void *opaque, const char *key,
                                    const char *value, char *errstr,
                                    size_t errstr_size),
                          void *opaque, char *errstr, size_t errstr_size)
 {
-    for (size_t i = 0; i < cfg->kafka_count; i++) {
-        char err[512];
-        if (fn(opaque, cfg->kafka[i].key, cfg->kafka[i].value, err,
-               sizeof(err))) {
-            snprintf(errstr, errstr_size, "config key 'kafka.%s': %s",
-                     cfg->kafka[i].key, err);
-            return -1;
-        }
+    return pl_config_kafka_each_for(cfg, NULL, fn, opaque, errstr,
+                                    errstr_size);
+}
+
+int pl_config_secret(const pl_config_t *cfg, const char *key, char **out,
+                     char *errstr, size_t errstr_size)
+{
+    char fkey[64], line[4096];
+    const char *path;
+    FILE *fp;
+    size_t n;
+
+    *out = NULL;
+    snprintf(fkey, sizeof(fkey), "%s.file", key);
+    path = pl_config_get(cfg, fkey);
+    if (!path || !*path) {
+        const char *v = pl_config_get(cfg, key);
+        if (!(*out = strdup(v ? v : "")))
+            goto oom;
+        return 0;
     }
+    if (!(fp = fopen(path, "r"))) {
+        snprintf(errstr, errstr_size, "config key '%s': cannot read %s: %s",
+                 fkey, path, strerror(errno));
+        return -1;
+    }
+    if (!fgets(line, sizeof(line), fp))
+        line[0] = '\0';
+    fclose(fp);
+    n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    *out = strdup(line);
+    memset(line, 0, sizeof(line));
+    if (!*out)
+        goto oom;
     return 0;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+    return -1;
 }
 
 void pl_config_print_table(FILE *fp)
@@ -460,8 +600,21 @@ void pl_config_print_table(FILE *fp)
         const char *def = settings[i].def;
         if (!strncmp(def, SRC, strlen(SRC)))
             def = def + strlen(SRC) + 1; /* print repo-relative */
-        fprintf(fp, "%-18s %-22s %-16s %s\n", settings[i].key,
-                settings[i].env, *def ? def : "\"\"", settings[i].desc);
+        char range[96] = "";
+        if (settings[i].type == T_INT)
+            snprintf(range, sizeof(range), " [%lld..%lld]",
+                     (long long)settings[i].min, (long long)settings[i].max);
+        else if (settings[i].type == T_DURATION) {
+            char lo[32], hi[32];
+            fmt_duration(settings[i].min, lo, sizeof(lo));
+            fmt_duration(settings[i].max, hi, sizeof(hi));
+            snprintf(range, sizeof(range), " [%s..%s%s]",
+                     settings[i].min ? lo : "0", hi,
+                     zero_off(&settings[i]) ? ", or 0" : "");
+        }
+        fprintf(fp, "%-18s %-22s %-16s %s%s\n", settings[i].key,
+                settings[i].env, *def ? def : "\"\"", settings[i].desc,
+                range);
     }
     fprintf(fp, "%-18s %-22s %-16s %s\n", "kafka.<property>", "-", "-",
                 "any librdkafka property, e.g. kafka.security.protocol");

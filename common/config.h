@@ -47,12 +47,29 @@ int64_t pl_config_get_ms(const pl_config_t *cfg, const char *key);
  * "topic.deals".  The string lives as long as cfg. */
 const char *pl_config_topic(pl_config_t *cfg, const char *key);
 
-/* Hand every kafka.* key to fn (librdkafka's rd_kafka_conf_set shape). */
+/* Hand every kafka.* key that is not scoped to one client (kafka.consumer.*,
+ * kafka.producer.*) to fn (librdkafka's rd_kafka_conf_set shape). */
 int pl_config_kafka_each(const pl_config_t *cfg,
                          int (*fn)(void *opaque, const char *key,
                                    const char *value, char *errstr,
                                    size_t errstr_size),
                          void *opaque, char *errstr, size_t errstr_size);
+
+/* The same for one client ("consumer" or "producer"): the kafka.* keys
+ * (not scoped to a client), then kafka.<client>.* keys with the scope
+ * stripped, so kafka.consumer.session.timeout.ms reaches only the
+ * consumer.  client NULL is pl_config_kafka_each(). */
+int pl_config_kafka_each_for(const pl_config_t *cfg, const char *client,
+                             int (*fn)(void *opaque, const char *key,
+                                       const char *value, char *errstr,
+                                       size_t errstr_size),
+                             void *opaque, char *errstr, size_t errstr_size);
+
+/* A secret setting ("redis.password", "sasl.password"): the first line of
+ * the file named by "<key>.file" when that is set, else the key's value.
+ * *out is malloc'ed (may be "").  0, or -1 with errstr naming the key. */
+int pl_config_secret(const pl_config_t *cfg, const char *key, char **out,
+                     char *errstr, size_t errstr_size);
 
 /* The settings table as text (for --help and the README). */
 void pl_config_print_table(FILE *fp);

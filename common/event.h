@@ -17,7 +17,54 @@
 /* Amounts are exact decimals: the integer value is the amount times 10^4
  * (Avro decimal, precision 18, scale 4). */
 #define PL_AMOUNT_SCALE 10000
-#define PL_EVENT_ID_MAX 128
+
+/*
+ * Limits at intake.  pl_codec_decode() refuses an event that breaks one
+ * ("field 'deal_id': 600000 bytes, at most 130 allowed"), so the worker
+ * dead-letters it; the Avro path checks lengths and item counts before
+ * libavro-c allocates anything.  Every event that decodes also encodes,
+ * and so does every event the workers derive from it.
+ *
+ *   field                                      limit
+ *   event_id, caused_by                        1-128 bytes (PL_EVENT_ID_MAX)
+ *   lead_id, owner, requested_by               128 bytes   (PL_ID_MAX)
+ *   deal_id                                    130 bytes   (PL_DEAL_ID_MAX:
+ *                                              "D-" + a lead_id, the id a
+ *                                              converted lead's deal gets)
+ *   stage, to_stage, from_stage, status,       128 bytes   (PL_ID_MAX)
+ *   from_status, to_status, requested,
+ *   activity, source, industry, kind,
+ *   reason_code, currency
+ *   name, company, email, contact_title        256 bytes   (PL_NAME_MAX)
+ *   reason, message                            1024 bytes  (PL_TEXT_MAX)
+ *   technologies, hiring_for                   64 items    (PL_LIST_ITEMS_MAX)
+ *                                              of 256 bytes (PL_NAME_MAX)
+ *   reasons (derived; one line per rule)       256 items   (PL_REASONS_MAX)
+ *                                              of 1024 bytes (PL_TEXT_MAX)
+ *   occurred_at                                1970-01-01T00:00:00.000Z to
+ *                                              9999-12-31T23:59:59.999Z
+ *   expected_close_date                        1970-01-01 to 9999-12-31
+ *   amount, monthly_ad_spend                   finite, 0 to
+ *                                              99999999999999.9999
+ *   employees, months_in_role, *_seconds       0 or more
+ *
+ * Lengths are in bytes of UTF-8.  Derived timestamps (due_at, idle_since)
+ * keep the formats' own range, years 0000-9999, on encode and decode: a
+ * reminder before a 1970 close date is earlier than 1970.
+ */
+#define PL_EVENT_ID_MAX   128
+#define PL_ID_MAX         128
+#define PL_DEAL_ID_MAX    (PL_ID_MAX + 2)
+#define PL_NAME_MAX       256
+#define PL_TEXT_MAX       1024
+#define PL_LIST_ITEMS_MAX 64
+#define PL_REASONS_MAX    256
+/* Intake range of occurred_at (ms) and expected_close_date (days):
+ * 1970-01-01 to 9999-12-31. */
+#define PL_INTAKE_TS_MIN   INT64_C(0)
+#define PL_INTAKE_TS_MAX   INT64_C(253402300799999)
+#define PL_INTAKE_DATE_MIN 0
+#define PL_INTAKE_DATE_MAX 2932896
 
 typedef enum pl_event_type_e {
     PL_EV_UNKNOWN = 0,

@@ -12,6 +12,8 @@
 
 #include "log.h"
 
+#include <openssl/sha.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -30,9 +32,25 @@ int64_t pl_now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-void pl_sleep_ms(int64_t ms, volatile sig_atomic_t *stop)
+bool pl_stop_requested(const pl_stop_t *stop)
 {
-    while (ms > 0 && !(stop && *stop)) {
+    return stop && stop->requested && *stop->requested;
+}
+
+bool pl_stop_expired(pl_stop_t *stop)
+{
+    int64_t now;
+    if (!pl_stop_requested(stop))
+        return false;
+    now = pl_now_mono_ms();
+    if (!stop->deadline)
+        stop->deadline = now + stop->grace_ms;
+    return now >= stop->deadline;
+}
+
+void pl_sleep_ms(int64_t ms, const pl_stop_t *stop)
+{
+    while (ms > 0 && !pl_stop_requested(stop)) {
         int64_t step = ms > 100 ? 100 : ms;
         struct timespec ts = {step / 1000, (step % 1000) * 1000000};
         nanosleep(&ts, NULL);
@@ -43,23 +61,87 @@ void pl_sleep_ms(int64_t ms, volatile sig_atomic_t *stop)
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac,
                    const char *buf)
 {
-    pl_log_level_t l = level <= 3 ? PL_LOG_ERROR
-                       : level <= 4 ? PL_LOG_WARN
+    pl_log_level_t l = level <= 4 ? PL_LOG_WARN
                        : level <= 6 ? PL_LOG_INFO
                                     : PL_LOG_DEBUG;
+    /* Errors (syslog level 3 and below) reach error_cb too, which logs and
+     * classifies them: logging them here as well printed each twice. */
+    if (level <= 3)
+        return;
     pl_log(l, "librdkafka %s %s: %s", rd_kafka_name(rk), fac, buf);
+}
+
+/* The first fatal client error (librdkafka's fatal errors, and failed
+ * authentication: bad credentials, which no retry can mend), for
+ * pl_kafka_fatal().  A missing ACL (authorisation) is waited out instead:
+ * an operator can grant it while the worker waits. */
+static atomic_int fatal_seen;
+static char fatal_text[640];
+
+static bool fatal_class(rd_kafka_resp_err_t err)
+{
+    switch (err) {
+    case RD_KAFKA_RESP_ERR__FATAL:
+    case RD_KAFKA_RESP_ERR__AUTHENTICATION:
+    case RD_KAFKA_RESP_ERR_SASL_AUTHENTICATION_FAILED:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* Copy as much of src as fits (a truncated message beats none). */
+static void copy_text(char *dst, size_t size, const char *src)
+{
+    size_t n = strlen(src);
+    if (!size)
+        return;
+    if (n >= size)
+        n = size - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
+static void set_fatal(const char *text)
+{
+    int expected = 0;
+    if (atomic_compare_exchange_strong(&fatal_seen, &expected, 1)) {
+        copy_text(fatal_text, sizeof(fatal_text), text);
+        atomic_store(&fatal_seen, 2);
+    }
+}
+
+bool pl_kafka_fatal(char *buf, size_t size)
+{
+    if (atomic_load(&fatal_seen) != 2)
+        return false;
+    if (buf && size)
+        copy_text(buf, size, fatal_text);
+    return true;
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque)
 {
+    char text[600];
     (void)opaque;
     if (err == RD_KAFKA_RESP_ERR__FATAL) {
         char buf[512];
         rd_kafka_resp_err_t orig = rd_kafka_fatal_error(rk, buf, sizeof(buf));
-        pl_error("kafka fatal error: %s: %s", rd_kafka_err2name(orig), buf);
+        snprintf(text, sizeof(text), "%s: %s", rd_kafka_err2name(orig), buf);
+        pl_error("kafka fatal error: %s", text);
+        set_fatal(text);
         return;
     }
-    /* Broker down and similar: librdkafka retries by itself. */
+    if (fatal_class((rd_kafka_resp_err_t)err)) {
+        snprintf(text, sizeof(text), "%s: %s",
+                 rd_kafka_err2name((rd_kafka_resp_err_t)err), reason);
+        pl_error("kafka: %s (fatal: no retry can mend it)", text);
+        set_fatal(text);
+        return;
+    }
+    /* Broker down and similar: librdkafka retries by itself.  It reports
+     * each failed connection attempt, so the log is bounded by its own
+     * reconnect backoff (reconnect.backoff.max.ms). */
     pl_warn("kafka: %s: %s", rd_kafka_err2name((rd_kafka_resp_err_t)err),
             reason);
 }
@@ -84,23 +166,45 @@ static int conf_set(rd_kafka_conf_t *conf, const char *key, const char *value,
     return -1;
 }
 
-/* Defaults first, then the user's kafka.* keys, which win. */
-static rd_kafka_conf_t *conf_new(pl_config_t *cfg, const char *const *defs,
-                                 char *errstr, size_t errstr_size)
+/* Defaults first, then the user's kafka.* keys and kafka.<client>.* keys,
+ * which win; the SASL password from sasl.password(.file) when set. */
+static rd_kafka_conf_t *conf_new(pl_config_t *cfg, const char *client,
+                                 const char *const *defs, char *errstr,
+                                 size_t errstr_size)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
+    char *secret = NULL;
+    char max[24];
+
+    snprintf(max, sizeof(max), "%lld",
+             (long long)pl_config_get_int(cfg, "message.max.bytes"));
     if (conf_set(conf, "bootstrap.servers", pl_config_get(cfg, "brokers"),
-                 errstr, errstr_size))
+                 errstr, errstr_size) ||
+        conf_set(conf, "message.max.bytes", max, errstr, errstr_size))
+        goto fail;
+    /* Reconnect to a broker that was away within 2 s rather than 10 (and
+     * tear the client down as quickly: librdkafka waits out a reconnect
+     * backoff when it is destroyed while the brokers are down). */
+    if (conf_set(conf, "reconnect.backoff.max.ms", "2000", errstr,
+                 errstr_size))
         goto fail;
     for (; defs && defs[0]; defs += 2)
         if (conf_set(conf, defs[0], defs[1], errstr, errstr_size))
             goto fail;
-    if (pl_config_kafka_each(cfg, conf_set_cb, conf, errstr, errstr_size))
+    if (pl_config_secret(cfg, "sasl.password", &secret, errstr, errstr_size))
         goto fail;
+    if (*secret && conf_set(conf, "sasl.password", secret, errstr,
+                            errstr_size))
+        goto fail;
+    if (pl_config_kafka_each_for(cfg, client, conf_set_cb, conf, errstr,
+                                 errstr_size))
+        goto fail;
+    free(secret);
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);
     return conf;
 fail:
+    free(secret);
     rd_kafka_conf_destroy(conf);
     return NULL;
 }
@@ -110,6 +214,10 @@ rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
                                                        rd_kafka_resp_err_t,
                                                        rd_kafka_topic_partition_list_t *,
                                                        void *),
+                                  void (*commit_cb)(rd_kafka_t *,
+                                                    rd_kafka_resp_err_t,
+                                                    rd_kafka_topic_partition_list_t *,
+                                                    void *),
                                   void *opaque, char *errstr,
                                   size_t errstr_size)
 {
@@ -124,15 +232,26 @@ rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
                            * is 64 MB) */
                           "queued.max.messages.kbytes", "8192",
                           "queued.min.messages", "2000",
+                          /* a dead worker's partitions move within about
+                           * 10 s (librdkafka's default is 45 s), and a
+                           * rebalance moves only the partitions that
+                           * change owner */
+                          "session.timeout.ms", "10000",
+                          "heartbeat.interval.ms", "2000",
+                          "partition.assignment.strategy",
+                          "cooperative-sticky",
                           NULL};
     char err[512];
     rd_kafka_t *rk;
-    rd_kafka_conf_t *conf = conf_new(cfg, defs, errstr, errstr_size);
+    rd_kafka_conf_t *conf =
+        conf_new(cfg, "consumer", defs, errstr, errstr_size);
 
     if (!conf)
         return NULL;
     if (rebalance_cb)
         rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+    if (commit_cb)
+        rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
     rd_kafka_conf_set_opaque(conf, opaque);
     if (!(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err)))) {
         snprintf(errstr, errstr_size, "kafka consumer: %s", err);
@@ -149,17 +268,15 @@ static void dr_msg_cb(rd_kafka_t *rk, const rd_kafka_message_t *m,
 {
     pl_outmsg_t *om = m->_private;
     (void)opaque;
+    (void)rk;
     if (!om)
         return;
     if (m->err) {
         om->state = -1;
         om->err = m->err;
-        pl_warn("delivery to %s failed: %s", rd_kafka_topic_name(m->rkt),
-                rd_kafka_err2str(m->err));
     } else {
         om->state = 1;
     }
-    (void)rk;
 }
 
 rd_kafka_t *pl_kafka_producer_new(pl_config_t *cfg, char *errstr,
@@ -175,7 +292,8 @@ rd_kafka_t *pl_kafka_producer_new(pl_config_t *cfg, char *errstr,
                           NULL};
     char err[512];
     rd_kafka_t *rk;
-    rd_kafka_conf_t *conf = conf_new(cfg, defs, errstr, errstr_size);
+    rd_kafka_conf_t *conf =
+        conf_new(cfg, "producer", defs, errstr, errstr_size);
 
     if (!conf)
         return NULL;
@@ -368,88 +486,221 @@ int pl_outbox_state(const pl_outbox_t *ob)
     return r;
 }
 
-static int deliver(pl_outbox_t *ob, rd_kafka_t *producer,
-                   const char *(*role_topic)(void *, pl_topic_role_t),
-                   void *opaque, volatile sig_atomic_t *stop,
-                   int64_t backoff_max_ms, bool first)
+bool pl_kafka_permanent_error(rd_kafka_resp_err_t err)
 {
-    int64_t backoff = 100;
+    switch (err) {
+    case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG:
+    case RD_KAFKA_RESP_ERR_INVALID_MSG_SIZE:
+    case RD_KAFKA_RESP_ERR_INVALID_RECORD:
+    case RD_KAFKA_RESP_ERR_RECORD_LIST_TOO_LARGE:
+    case RD_KAFKA_RESP_ERR_TOPIC_EXCEPTION:
+    case RD_KAFKA_RESP_ERR_POLICY_VIOLATION:
+    case RD_KAFKA_RESP_ERR__INVALID_ARG:
+        return true;
+    default:
+        return false;
+    }
+}
+
+static size_t headers_size(const rd_kafka_headers_t *h)
+{
+    size_t n = 0;
+    const char *name;
+    const void *val;
+    size_t len;
+    for (size_t i = 0;
+         h && !rd_kafka_header_get_all(h, i, &name, &val, &len); i++)
+        n += strlen(name) + len + 16;
+    return n;
+}
+
+bool pl_outmsg_has_header(const pl_outmsg_t *m, const char *name)
+{
+    const void *val;
+    size_t len;
+    return m->headers &&
+           !rd_kafka_header_get_last(m->headers, name, &val, &len);
+}
+
+int pl_outmsg_cut(pl_outmsg_t *m, size_t max_bytes)
+{
+    /* what a record costs besides key, value and headers, with room */
+    const size_t overhead = 512;
+    size_t hdr, room;
+
+    if (!m->headers && !(m->headers = rd_kafka_headers_new(4)))
+        return -1;
+    hdr = headers_size(m->headers) + 3 * 64 + 128; /* the headers added */
+    if (m->key_len + m->value_len + hdr + overhead <= max_bytes)
+        return 0;
+    if (!pl_outmsg_has_header(m, "dlq.original.size")) {
+        unsigned char md[SHA256_DIGEST_LENGTH];
+        char hex[2 * SHA256_DIGEST_LENGTH + 1], size[24];
+        SHA256(m->value, m->value_len, md);
+        for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+            snprintf(hex + 2 * i, 3, "%02x", md[i]);
+        snprintf(size, sizeof(size), "%zu", m->value_len);
+        rd_kafka_header_add(m->headers, "dlq.original.size", -1, size, -1);
+        rd_kafka_header_add(m->headers, "dlq.original.sha256", -1, hex, -1);
+        rd_kafka_header_add(m->headers, "dlq.truncated", -1, "true", -1);
+    }
+    hdr = headers_size(m->headers);
+    if (m->key_len + hdr + overhead >= max_bytes) {
+        /* even the key is too large: keep its head, drop the value */
+        m->key_len = max_bytes > hdr + overhead + 64
+                         ? (max_bytes - hdr - overhead) / 2
+                         : 0;
+        m->key[m->key_len] = '\0';
+        m->value_len = 0;
+        return 1;
+    }
+    room = max_bytes - m->key_len - hdr - overhead;
+    if (m->value_len > room)
+        m->value_len = room;
+    return 1;
+}
+
+/* The producer's message.max.bytes. */
+static size_t max_message_bytes(rd_kafka_t *producer)
+{
+    char buf[32];
+    size_t n = sizeof(buf);
+    const rd_kafka_conf_t *conf = rd_kafka_conf(producer);
+    if (conf && rd_kafka_conf_get(conf, "message.max.bytes", buf, &n) ==
+                    RD_KAFKA_CONF_OK)
+        return (size_t)strtoull(buf, NULL, 10);
+    return 1000000;
+}
+
+/* A message the broker will never take (too large, invalid): it is
+ * dead-lettered instead, with the reason in its headers.  A dead letter
+ * that is refused itself is cut down, then to its headers alone; one
+ * refused even so is dropped, loudly.  true when m is to be produced
+ * again (as a dead letter), false when it is given up. */
+static bool divert(pl_outmsg_t *m, rd_kafka_t *producer, const char *topic)
+{
+    char why[512];
+    snprintf(why, sizeof(why), "cannot publish to %s: %s", topic,
+             rd_kafka_err2str(m->err));
+    if (m->role != PL_TOPIC_DLQ) {
+        rd_kafka_headers_t *h = m->headers ? m->headers
+                                           : rd_kafka_headers_new(4);
+        if (!h)
+            return false;
+        m->headers = h;
+        rd_kafka_header_add(h, "dlq.reason", -1, why, -1);
+        rd_kafka_header_add(h, "dlq.original.topic", -1, topic, -1);
+        m->role = PL_TOPIC_DLQ;
+        pl_error("%s; dead-lettering that derived event instead", why);
+        pl_outmsg_cut(m, max_message_bytes(producer));
+        return true;
+    }
+    if (m->value_len) {
+        pl_error("%s; cutting the dead letter down to its headers", why);
+        if (!pl_outmsg_has_header(m, "dlq.original.size"))
+            pl_outmsg_cut(m, 0 + m->key_len + headers_size(m->headers) +
+                                 3 * 64 + 128 + 512 + 1);
+        m->value_len = 0;
+        return true;
+    }
+    pl_error("%s; a dead letter of %zu key bytes and headers alone was "
+             "refused: given up",
+             why, m->key_len);
+    return false;
+}
+
+static int give_up(pl_outbox_t *ob, rd_kafka_t *producer, int r)
+{
+    rd_kafka_purge(producer,
+                   RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
+    drain(ob, producer);
+    return r;
+}
+
+int pl_outbox_deliver_for(pl_outbox_t *ob, rd_kafka_t *producer,
+                          const char *(*role_topic)(void *, pl_topic_role_t),
+                          void *opaque, pl_stop_t *stop,
+                          int64_t backoff_max_ms, int64_t timeout_ms,
+                          bool first)
+{
+    int64_t backoff = 100, start = pl_now_mono_ms(), next_retry = 0;
 
     if (!ob->count)
         return 0;
+    if (first)
+        pl_outbox_produce(ob, producer, role_topic, opaque);
     for (;;) {
         size_t pending = 0, failed = 0;
+        int64_t now;
+        rd_kafka_poll(producer, 10); /* serve delivery reports */
         for (size_t i = 0; i < ob->count; i++) {
             pl_outmsg_t *m = ob->msgs[i];
-            if (!first && m->state != -1)
-                continue;
-            if (produce_one(producer, role_topic(opaque, m->role), m))
-                pl_warn("produce to %s failed: %s",
-                        role_topic(opaque, m->role), rd_kafka_err2str(m->err));
-        }
-        first = false;
-        int64_t stop_deadline = 0;
-        do {
-            rd_kafka_poll(producer, pending ? 10 : 0);
-            pending = failed = 0;
-            for (size_t i = 0; i < ob->count; i++) {
-                pending += ob->msgs[i]->state == 0;
-                failed += ob->msgs[i]->state == -1;
-            }
-            if (*stop && pending) {
-                /* Shutting down: a healthy broker acknowledges within
-                 * moments; past a grace period give up on the batch.
-                 * Purged messages get their delivery reports now, so no
-                 * report can arrive after the outbox is freed. */
-                if (!stop_deadline)
-                    stop_deadline = pl_now_mono_ms() + 10000;
-                else if (pl_now_mono_ms() > stop_deadline) {
-                    rd_kafka_purge(producer, RD_KAFKA_PURGE_F_QUEUE |
-                                                 RD_KAFKA_PURGE_F_INFLIGHT);
-                    drain(ob, producer);
-                    return -1;
+            if (m->state == -1 && pl_kafka_permanent_error(m->err)) {
+                if (divert(m, producer, role_topic(opaque, m->role))) {
+                    if (produce_one(producer, role_topic(opaque, m->role), m))
+                        failed++;
+                    else
+                        pending++;
+                } else {
+                    m->state = 2; /* given up (logged) */
                 }
+                continue;
             }
-        } while (pending && !(*stop && failed));
-        if (!failed)
-            return 0;
-        if (rd_kafka_fatal_error(producer, NULL, 0)) {
+            pending += m->state == 0;
+            failed += m->state == -1;
+        }
+        if (rd_kafka_fatal_error(producer, NULL, 0) ||
+            pl_kafka_fatal(NULL, 0)) {
             char buf[512];
-            rd_kafka_fatal_error(producer, buf, sizeof(buf));
+            if (!pl_kafka_fatal(buf, sizeof(buf)))
+                rd_kafka_fatal_error(producer, buf, sizeof(buf));
             pl_error("producer fatal error: %s", buf);
-            rd_kafka_purge(producer,
-                           RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-            drain(ob, producer);
-            return -2;
+            return give_up(ob, producer, -2);
         }
-        if (*stop) {
-            rd_kafka_purge(producer,
-                           RD_KAFKA_PURGE_F_QUEUE | RD_KAFKA_PURGE_F_INFLIGHT);
-            drain(ob, producer);
-            return -1;
+        if (!pending && !failed)
+            return 0;
+        now = pl_now_mono_ms();
+        if (failed && now >= next_retry) {
+            const char *err = "";
+            for (size_t i = 0; i < ob->count && !*err; i++)
+                if (ob->msgs[i]->state == -1)
+                    err = rd_kafka_err2str(ob->msgs[i]->err);
+            if (next_retry)
+                pl_warn("%zu of %zu messages not delivered (%s); producing "
+                        "them again, next try in %lld ms",
+                        failed, ob->count, err, (long long)backoff);
+            for (size_t i = 0; i < ob->count; i++) {
+                pl_outmsg_t *m = ob->msgs[i];
+                if (m->state == -1)
+                    produce_one(producer, role_topic(opaque, m->role), m);
+            }
+            next_retry = now + backoff;
+            backoff = backoff * 2 > backoff_max_ms ? backoff_max_ms
+                                                   : backoff * 2;
         }
-        pl_warn("%zu of %zu messages not delivered; producing them again in "
-                "%lld ms",
-                failed, ob->count, (long long)backoff);
-        pl_sleep_ms(backoff, stop);
-        backoff = backoff * 2 > backoff_max_ms ? backoff_max_ms : backoff * 2;
+        if (pl_stop_expired(stop)) {
+            pl_warn("shutdown grace over with %zu message(s) undelivered",
+                    pending + failed);
+            return give_up(ob, producer, -1);
+        }
+        if (timeout_ms >= 0 && now - start >= timeout_ms)
+            return 1;
     }
 }
 
 int pl_outbox_deliver(pl_outbox_t *ob, rd_kafka_t *producer,
                       const char *(*role_topic)(void *, pl_topic_role_t),
-                      void *opaque, volatile sig_atomic_t *stop,
-                      int64_t backoff_max_ms)
+                      void *opaque, pl_stop_t *stop, int64_t backoff_max_ms)
 {
-    return deliver(ob, producer, role_topic, opaque, stop, backoff_max_ms,
-                   true);
+    return pl_outbox_deliver_for(ob, producer, role_topic, opaque, stop,
+                                 backoff_max_ms, -1, true);
 }
 
 int pl_outbox_wait(pl_outbox_t *ob, rd_kafka_t *producer,
                    const char *(*role_topic)(void *, pl_topic_role_t),
-                   void *opaque, volatile sig_atomic_t *stop,
-                   int64_t backoff_max_ms)
+                   void *opaque, pl_stop_t *stop, int64_t backoff_max_ms)
 {
-    return deliver(ob, producer, role_topic, opaque, stop, backoff_max_ms,
-                   false);
+    return pl_outbox_deliver_for(ob, producer, role_topic, opaque, stop,
+                                 backoff_max_ms, -1, false);
 }

@@ -13,6 +13,26 @@
 #include <signal.h>
 #include <stdbool.h>
 
+/* A stop request, as the outbox and the sleeps see it: *requested is set
+ * by a signal handler; from the moment a wait first notices it, the wait
+ * goes on for at most grace_ms (then gives up what is undelivered). */
+typedef struct pl_stop_s {
+    volatile sig_atomic_t *requested;
+    int64_t grace_ms;
+    int64_t deadline; /* monotonic ms; 0 until the stop is noticed */
+} pl_stop_t;
+
+/* true once a stop was requested (stop may be NULL: never). */
+bool pl_stop_requested(const pl_stop_t *stop);
+/* true once a stop was requested and its grace is over (starts the grace
+ * the first time it sees the request). */
+bool pl_stop_expired(pl_stop_t *stop);
+
+/* true, with the library's text in buf, once a Kafka client reported an
+ * error no retry can mend: a librdkafka fatal error or failed
+ * authentication (bad credentials).  The worker exits non-zero. */
+bool pl_kafka_fatal(char *buf, size_t size);
+
 /* A consumer in group_id: enable.auto.offset.store=false (offsets are stored
  * by the worker after a message's effects are done), auto commit of stored
  * offsets, auto.offset.reset=earliest.  rebalance_cb may be NULL.  NULL on
@@ -22,6 +42,10 @@ rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
                                                        rd_kafka_resp_err_t,
                                                        rd_kafka_topic_partition_list_t *,
                                                        void *),
+                                  void (*commit_cb)(rd_kafka_t *,
+                                                    rd_kafka_resp_err_t,
+                                                    rd_kafka_topic_partition_list_t *,
+                                                    void *),
                                   void *opaque, char *errstr,
                                   size_t errstr_size);
 
@@ -47,7 +71,8 @@ typedef struct pl_outmsg_s {
     void *value;
     size_t value_len;
     rd_kafka_headers_t *headers; /* owned, may be NULL */
-    int state;                   /* 0 in flight, 1 delivered, -1 failed */
+    int state; /* 0 in flight, 1 delivered, -1 failed, 2 given up (a dead
+                  letter the broker refused even cut down; logged) */
     rd_kafka_resp_err_t err;
 } pl_outmsg_t;
 
@@ -71,13 +96,25 @@ int pl_outbox_unpack(pl_outbox_t *ob, const void *blob, size_t len);
 
 /* Produce every queued message to the topic of its role (role_topic maps a
  * role to a topic name) and wait until all are delivered, producing failed
- * ones again with backoff up to backoff_max_ms.  Returns 0 when all are
- * delivered, -1 when *stop was set first (nothing is lost: the caller
- * stores no offset), -2 on a fatal producer error (the caller exits). */
+ * ones again with backoff up to backoff_max_ms, however long the broker is
+ * away.  A message the broker can never take (too large, invalid) is
+ * dead-lettered instead (see pl_outmsg_cut).  Returns 0 when all are
+ * delivered, -1 when a requested stop's grace ran out first (what is left
+ * is purged; nothing is lost: the caller stores no offset), -2 on a fatal
+ * producer error (the caller exits non-zero). */
 int pl_outbox_deliver(pl_outbox_t *ob, rd_kafka_t *producer,
                       const char *(*role_topic)(void *, pl_topic_role_t),
-                      void *opaque, volatile sig_atomic_t *stop,
-                      int64_t backoff_max_ms);
+                      void *opaque, pl_stop_t *stop, int64_t backoff_max_ms);
+
+/* pl_outbox_deliver() that waits at most timeout_ms (-1: no limit): 1 when
+ * messages are still pending then (call again with first false to go on
+ * waiting; ob must stay alive, delivery reports point into it).  first:
+ * produce every message before waiting. */
+int pl_outbox_deliver_for(pl_outbox_t *ob, rd_kafka_t *producer,
+                          const char *(*role_topic)(void *, pl_topic_role_t),
+                          void *opaque, pl_stop_t *stop,
+                          int64_t backoff_max_ms, int64_t timeout_ms,
+                          bool first);
 
 /* Produce every queued message without waiting (delivery reports mark
  * them later; poll the producer).  A message refused at once is marked
@@ -85,21 +122,33 @@ int pl_outbox_deliver(pl_outbox_t *ob, rd_kafka_t *producer,
 void pl_outbox_produce(pl_outbox_t *ob, rd_kafka_t *producer,
                        const char *(*role_topic)(void *, pl_topic_role_t),
                        void *opaque);
-/* 1 when every message is delivered, 0 while some are in flight, -1 when
- * one failed. */
+/* 1 when every message is delivered (or given up), 0 while some are in
+ * flight, -1 when one failed. */
 int pl_outbox_state(const pl_outbox_t *ob);
 /* pl_outbox_deliver() for an outbox already produced: wait for it,
  * producing failed messages again.  Same returns. */
 int pl_outbox_wait(pl_outbox_t *ob, rd_kafka_t *producer,
                    const char *(*role_topic)(void *, pl_topic_role_t),
-                   void *opaque, volatile sig_atomic_t *stop,
-                   int64_t backoff_max_ms);
+                   void *opaque, pl_stop_t *stop, int64_t backoff_max_ms);
+
+/* true for a produce error that no retry mends for this message (too
+ * large, invalid record, policy violation). */
+bool pl_kafka_permanent_error(rd_kafka_resp_err_t err);
+
+/* Make m fit in max_bytes (key, value, headers and record overhead): when
+ * it does not, add headers dlq.original.size, dlq.original.sha256 (of the
+ * whole value) and dlq.truncated=true, and cut the value (and, if even
+ * that is not enough, the key) down.  0 fits as it was, 1 cut, -1 OOM. */
+int pl_outmsg_cut(pl_outmsg_t *m, size_t max_bytes);
+/* true when m has a header of that name. */
+bool pl_outmsg_has_header(const pl_outmsg_t *m, const char *name);
 
 /* Milliseconds on the monotonic clock. */
 int64_t pl_now_mono_ms(void);
 /* Milliseconds since the epoch. */
 int64_t pl_now_ms(void);
-/* Sleep up to ms, in short steps, returning early when *stop is set. */
-void pl_sleep_ms(int64_t ms, volatile sig_atomic_t *stop);
+/* Sleep up to ms, in short steps, returning early once a stop is
+ * requested (stop may be NULL). */
+void pl_sleep_ms(int64_t ms, const pl_stop_t *stop);
 
 #endif

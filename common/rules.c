@@ -1765,6 +1765,10 @@ static int apply_stage_requested(const pl_rules_t *r, const pl_event_t *ev,
 {
     int from = pl_rules_stage_index(r, next->stage);
     int to = pl_rules_stage_index(r, ev->to_stage);
+    /* Time never runs backwards for a deal: a request older than the
+     * deal's last event moves it as of that last event. */
+    int64_t at = ev->occurred_at > next->last_event_at ? ev->occurred_at
+                                                       : next->last_event_at;
     int64_t secs;
 
     set_stages(out, next->stage, ev->to_stage);
@@ -1795,10 +1799,11 @@ static int apply_stage_requested(const pl_rules_t *r, const pl_event_t *ev,
         return 0;
     if (pl_str_set(&next->stage, r->stages[to].name) < 0)
         return -1;
-    secs = (ev->occurred_at - next->stage_entered_at) / 1000;
+    secs = (at - next->stage_entered_at) / 1000;
     out->seconds_in_previous_stage = secs > 0 ? secs : 0;
     out->stage_changed = true;
-    next->stage_entered_at = ev->occurred_at;
+    if (at > next->stage_entered_at)
+        next->stage_entered_at = at;
     return 0;
 }
 
@@ -2766,10 +2771,12 @@ int pl_rules_apply_lead(const pl_rules_t *r, const pl_lead_state_t *cur,
             goto out_oom;
         return 0;
     }
-    if (out->status_changed)
-        next->status_changed_at = ev->occurred_at;
+    /* Time never runs backwards for a lead: an event older than the lead's
+     * last event takes effect as of that last event. */
     if (ev->occurred_at > next->last_event_at)
         next->last_event_at = ev->occurred_at;
+    if (out->status_changed && next->last_event_at > next->status_changed_at)
+        next->status_changed_at = next->last_event_at;
     return 0;
 
 out_oom:
@@ -2917,11 +2924,12 @@ int pl_rules_deal_alert(const pl_rules_t *r, const pl_deal_state_t *st,
     stale = !strcmp(kind, "stale");
     si = pl_rules_stage_index(r, st->stage);
 
-    /* "<deal_id>|<name>|<due>" */
+    /* CONTRACT: SHA-256 over "<type>\n<deal_id>\n<timer>\n<due ms>";
+     * pl_event_derive_id() hashes "<type>\n<cause>". */
     cause_len = strlen(st->deal_id ? st->deal_id : "") + strlen(name) + 32;
     if (!(cause = malloc(cause_len)))
         return -1;
-    snprintf(cause, cause_len, "%s|%s|%lld", st->deal_id ? st->deal_id : "",
+    snprintf(cause, cause_len, "%s\n%s\n%lld", st->deal_id ? st->deal_id : "",
              name, (long long)due);
     alert->type = stale ? PL_EV_DEAL_STALE : PL_EV_DEAL_CLOSE_REMINDER;
     pl_event_derive_id(alert->type, cause, id);

@@ -129,8 +129,10 @@ typedef struct pl_deal_outcome_s {
      * deal does not exist) and requested stage.  Applied without a stage
      * change: both the current stage. */
     char from_stage[64], to_stage[64];
-    /* when stage_changed: (occurred_at - previous stage_entered_at) / 1000,
-     * never negative; 0 for a new deal */
+    /* when stage_changed: (the time of the change - previous
+     * stage_entered_at) / 1000, never negative; 0 for a new deal.  The time
+     * of a change is the later of the event's occurred_at and the deal's
+     * last_event_at: time never runs backwards for a deal. */
     int64_t seconds_in_previous_stage;
 } pl_deal_outcome_t;
 
@@ -140,6 +142,15 @@ typedef struct pl_deal_outcome_s {
  * deal does not exist).  next must be initialised; its old content is freed
  * and it receives the new state (a copy of cur when rejected).  cur and next
  * must not be the same object.
+ *
+ * A stage request is checked in this order, and the first check that fails
+ * is the reason (CONTRACT): unknown_deal, unknown_stage, already_in_stage,
+ * terminal, not_allowed, missing_field.
+ *
+ * An event older than the deal's last event is applied, but time never runs
+ * backwards: last_event_at and stage_entered_at only move forward (a stage
+ * change takes effect at the later of occurred_at and last_event_at), and
+ * seconds_in_previous_stage is never negative.
  *
  * Returns 0 with *out filled, or -1 on an internal error: OOM, or an event
  * the codec should have refused (not a deal input type, no deal_id,
@@ -289,6 +300,11 @@ int pl_rules_score_lead(const pl_rules_t *r, const pl_event_t *profile,
  * status the engine does not know is treated like nurture (it is scored
  * again), so a damaged lead can recover.
  *
+ * An event older than the lead's last event is applied, but time never
+ * runs backwards: last_event_at only moves forward, and a status change
+ * takes effect (status_changed_at) at the later of occurred_at and the
+ * lead's last_event_at.
+ *
  * Returns 0 with *out filled, or -1 on an internal error: OOM, no lead
  * section in the rules, or an event the codec should have refused (not a
  * lead input type, no lead_id) - then out->message says why and next is
@@ -355,7 +371,9 @@ int pl_rules_deal_timers(const pl_rules_t *r, const pl_deal_state_t *st,
  * worker's clock).  alert must be initialised; its old content is freed.
  * Returns
  *    0  alert holds deal.stale ("stale") or deal.close_reminder (the rest):
- *       event_id = pl_event_derive_id(type, "<deal_id>|<name>|<due>"),
+ *       event_id = pl_event_derive_id(type, "<deal_id>\n<name>\n<due>"),
+ *       i.e. "<type>:" + the first 32 hex digits of SHA-256 over
+ *       "<type>\n<deal_id>\n<timer>\n<due ms>" (CONTRACT);
  *       occurred_at = due; deal_id, stage, owner, amount, currency (USD when
  *       the deal has an amount and no currency); deal.stale: idle_since =
  *       last_event_at, idle_seconds = (now_ms - last_event_at) / 1000 (never

@@ -20,56 +20,163 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <time.h>
 
-/* KEYS: state, applied, history, the timer shard of the entity's slot.
- * ARGV: event_id, expected revision, outcome, dedupe ttl (ms), history entry
- * ("" for none), then n and n field/value pairs of the new state, its new
- * revision "rev" among them (n = 0: rejected, the state stays as it is),
- * then n and n score/member pairs to add to the timer shard, then n and n
- * members to remove from it.
+/* KEYS: state, applied, history, the timer shard of the entity's slot,
+ * applied_order.
+ * ARGV: event_id, expected revision, outcome, dedupe ttl (ms), ttl mode
+ * ("set": the ttl, "max": never shorten the current one), history entry
+ * ("" for none), history_max, applied_max (< 1: no bound), then n and n
+ * field/value pairs of the new state, its new revision "rev" among them
+ * (n = 0: rejected, the state stays as it is), then n and n score/member
+ * pairs to add to the timer shard, then n and n members to remove from it.
  * Returns {0} applied, {1, outcome} duplicate, {2, {field, value...}}
- * conflict. */
+ * conflict, {3, error text} a key of the wrong type or a bad argument.
+ *
+ * Nothing is written before every check has passed (a Lua error half way
+ * would leave the writes before it: Redis does not roll a script back), so
+ * {3} and a script error both mean nothing was written.  The two hashes
+ * are checked by reading them (pcall: a wrong type is an error reply, not
+ * a Lua error), :history and the shard by TYPE when they are to be
+ * written, and :applied_order by being the first write (pcall again).
+ *
+ * Bounds: :history keeps its newest history_max entries (LTRIM after the
+ * RPUSH); :applied_order lists the event_ids of :applied oldest first, and
+ * once it holds more than applied_max the oldest are popped and forgotten
+ * (HDEL): one RPUSH, and in the steady state one LPOP and one HDEL, per
+ * apply.  Both dedupe keys expire together. */
 static const char apply_lua[] =
-    "local prev = redis.call('HGET', KEYS[2], ARGV[1])\n"
+    "local function wrong(k, want)\n"
+    "  return {3, 'WRONGTYPE ' .. k .. ' is a ' ..\n"
+    "             redis.call('TYPE', k)['ok'] .. ', not a ' .. want}\n"
+    "end\n"
+    "local function is(k, want)\n"
+    "  local t = redis.call('TYPE', k)['ok']\n"
+    "  return t == 'none' or t == want\n"
+    "end\n"
+    "local ttl = tonumber(ARGV[4])\n"
+    "local hmax = tonumber(ARGV[7])\n"
+    "local amax = tonumber(ARGV[8])\n"
+    "if not ttl or ttl < 1 or not hmax or not amax then\n"
+    "  return {3, 'ERR bad ttl or limits'}\n"
+    "end\n"
+    "local nset = tonumber(ARGV[9])\n"
+    "local iadd = 10 + 2*nset\n"
+    "local nadd = tonumber(ARGV[iadd])\n"
+    "for j = iadd + 1, iadd + 2*nadd, 2 do\n"
+    "  if not tonumber(ARGV[j]) then\n"
+    "    return {3, 'ERR timer score is not a number: ' .. ARGV[j]}\n"
+    "  end\n"
+    "end\n"
+    "local irem = iadd + 1 + 2*nadd\n"
+    "local nrem = tonumber(ARGV[irem])\n"
+    "local prev = redis.pcall('HGET', KEYS[2], ARGV[1])\n"
+    "if type(prev) == 'table' and prev['err'] then\n"
+    "  return wrong(KEYS[2], 'hash')\n"
+    "end\n"
     "if prev then return {1, prev} end\n"
-    "local rev = redis.call('HGET', KEYS[1], 'rev') or ''\n"
-    "if rev ~= ARGV[2] then\n"
+    "local rev = redis.pcall('HGET', KEYS[1], 'rev')\n"
+    "if type(rev) == 'table' and rev['err'] then\n"
+    "  return wrong(KEYS[1], 'hash')\n"
+    "end\n"
+    "if (rev or '') ~= ARGV[2] then\n"
     "  return {2, redis.call('HGETALL', KEYS[1])}\n"
     "end\n"
-    "local i = 7\n"
-    "local n = tonumber(ARGV[6])\n"
-    "if n > 0 then redis.call('HSET', KEYS[1], unpack(ARGV, i, i + 2*n - 1)) end\n"
-    "i = i + 2*n\n"
-    "n = tonumber(ARGV[i]); i = i + 1\n"
-    "if n > 0 then redis.call('ZADD', KEYS[4], unpack(ARGV, i, i + 2*n - 1)) end\n"
-    "i = i + 2*n\n"
-    "n = tonumber(ARGV[i]); i = i + 1\n"
-    "if n > 0 then redis.call('ZREM', KEYS[4], unpack(ARGV, i, i + n - 1)) end\n"
-    "if ARGV[5] ~= '' then redis.call('RPUSH', KEYS[3], ARGV[5]) end\n"
+    "if ARGV[6] ~= '' and not is(KEYS[3], 'list') then\n"
+    "  return wrong(KEYS[3], 'list')\n"
+    "end\n"
+    "if nadd + nrem > 0 and not is(KEYS[4], 'zset') then\n"
+    "  return wrong(KEYS[4], 'zset')\n"
+    "end\n"
+    "local olen = 0\n"
+    "if amax > 0 then\n"
+    "  olen = redis.pcall('RPUSH', KEYS[5], ARGV[1])\n"
+    "  if type(olen) == 'table' then return wrong(KEYS[5], 'list') end\n"
+    "elseif not is(KEYS[5], 'list') then\n"
+    "  return wrong(KEYS[5], 'list')\n"
+    "end\n"
+    "if nset > 0 then\n"
+    "  redis.call('HSET', KEYS[1], unpack(ARGV, 10, 9 + 2*nset))\n"
+    "end\n"
+    "if nadd > 0 then\n"
+    "  redis.call('ZADD', KEYS[4], unpack(ARGV, iadd + 1, iadd + 2*nadd))\n"
+    "end\n"
+    "if nrem > 0 then\n"
+    "  redis.call('ZREM', KEYS[4], unpack(ARGV, irem + 1, irem + nrem))\n"
+    "end\n"
+    "if ARGV[6] ~= '' then\n"
+    "  local len = redis.call('RPUSH', KEYS[3], ARGV[6])\n"
+    "  if hmax > 0 and len > hmax then\n"
+    "    redis.call('LTRIM', KEYS[3], string.format('%d', -hmax), -1)\n"
+    "  end\n"
+    "end\n"
     "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
-    "redis.call('PEXPIRE', KEYS[2], ARGV[4])\n"
+    "if amax > 0 then\n"
+    "  for j = 1, olen - amax do\n"
+    "    local old = redis.call('LPOP', KEYS[5])\n"
+    "    if old then redis.call('HDEL', KEYS[2], old) end\n"
+    "  end\n"
+    "end\n"
+    "if ARGV[5] == 'max' then\n"
+    "  local cur = redis.call('PTTL', KEYS[2])\n"
+    "  if cur > ttl then ttl = cur end\n"
+    "end\n"
+    "ttl = string.format('%d', ttl)\n"
+    "redis.call('PEXPIRE', KEYS[2], ttl)\n"
+    "if amax > 0 or redis.call('EXISTS', KEYS[5]) == 1 then\n"
+    "  redis.call('PEXPIRE', KEYS[5], ttl)\n"
+    "end\n"
     "return {0}\n";
 
-/* KEYS: timer shards.  ARGV: now (ms), lease until (ms), most per shard.
- * Every member due by now (never claimed, or whose lease ran out) is
- * claimed: its score becomes the lease's end, so no other worker sees it
- * until then.  Returns {shard index, member, ...}. */
-static const char claim_lua[] =
-    "local out = {}\n"
+/* Redis's clock in ms, for the timer scripts (a worker's own clock may be
+ * off by any amount; every claim must agree on one).  replicate_commands:
+ * Redis 3.2-4 need it before a write that follows TIME (5+ always
+ * replicate effects; 7 keeps it as a no-op). */
+#define LUA_NOW                                                              \
+    "if redis.replicate_commands then redis.replicate_commands() end\n"      \
+    "local t = redis.call('TIME')\n"                                         \
+    "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+/* KEYS: timer shards.  ARGV: lease (ms), most per shard.
+ * Every member due by Redis's now (never claimed, or whose lease ran out)
+ * is claimed: its score becomes now + lease, so no other worker sees it
+ * until then.  A shard that is not a sorted set is skipped and reported.
+ * Returns {now, lease end, shard index, member, ...}, a skipped shard as
+ * {-index, error text}. */
+static const char claim_lua[] = LUA_NOW
+    "local lease_end = string.format('%d', now + tonumber(ARGV[1]))\n"
+    "local out = {now, tonumber(lease_end)}\n"
     "for k = 1, #KEYS do\n"
-    "  local due = redis.call('ZRANGEBYSCORE', KEYS[k], '-inf', ARGV[1],\n"
-    "                         'LIMIT', 0, ARGV[3])\n"
-    "  for _, m in ipairs(due) do\n"
-    "    redis.call('ZADD', KEYS[k], ARGV[2], m)\n"
-    "    out[#out + 1] = k\n"
-    "    out[#out + 1] = m\n"
+    "  local due = redis.pcall('ZRANGEBYSCORE', KEYS[k], '-inf',\n"
+    "                          string.format('%d', now), 'LIMIT', 0, ARGV[2])\n"
+    "  if due['err'] then\n"
+    "    out[#out + 1] = -k\n"
+    "    out[#out + 1] = KEYS[k] .. ': ' .. due['err']\n"
+    "  else\n"
+    "    for _, m in ipairs(due) do\n"
+    "      redis.call('ZADD', KEYS[k], lease_end, m)\n"
+    "      out[#out + 1] = k\n"
+    "      out[#out + 1] = m\n"
+    "    end\n"
     "  end\n"
     "end\n"
     "return out\n";
 
+/* KEYS: a timer shard.  ARGV: member, the lease end it was claimed with,
+ * lease (ms).  While that claim still holds (the score is still our lease
+ * end), holds the member until Redis's now + lease and returns that;
+ * else returns 0. */
+static const char extend_lua[] = LUA_NOW
+    "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
+    "if not s or tonumber(s) ~= tonumber(ARGV[2]) then return 0 end\n"
+    "local e = string.format('%d', now + tonumber(ARGV[3]))\n"
+    "redis.call('ZADD', KEYS[1], e, ARGV[1])\n"
+    "return tonumber(e)\n";
+
 /* KEYS: a timer shard.  ARGV: member, the lease end it was claimed with.
  * Removes the member only while that claim still holds (a timer claimed
- * again by another worker after our lease ran out is theirs to finish). */
+ * again by another worker after our lease ran out is theirs to finish).
+ * Returns 1 removed, 0 not ours. */
 static const char complete_lua[] =
     "local s = redis.call('ZSCORE', KEYS[1], ARGV[1])\n"
     "if s and tonumber(s) == tonumber(ARGV[2]) then\n"
@@ -80,13 +187,18 @@ static const char complete_lua[] =
 struct pl_store_s {
     char *host;
     int port;
-    char *password;
+    char *username; /* "" for none */
+    char *password; /* never logged, never in an errstr */
     char *prefix;
+    int64_t history_max, applied_max;
     redisContext *c;
     char apply_sha[41];
     char claim_sha[41];
+    char extend_sha[41];
     char complete_sha[41];
     char **shards; /* PL_SLOTS timer shard names, made on first use */
+    int64_t bad_shard_logged; /* mono_ms() of the last such warning */
+    pl_redis_class_t last_class; /* of command()'s last failure */
 };
 
 /* ---- fields ---- */
@@ -191,6 +303,38 @@ static int fields_from_reply(pl_fields_t *f, const redisReply *r)
 
 /* ---- connection ---- */
 
+/* An error code is the reply's first word; a pre-7 script error wraps the
+ * code of the command that failed in it ("ERR Error running script (call
+ * to f_...): @user_script:1: -OOM command not allowed ..."). */
+static bool error_code_is(const char *text, const char *code)
+{
+    size_t n = strlen(code);
+    return !strncmp(text, code, n) && (text[n] == ' ' || text[n] == '\0');
+}
+
+pl_redis_class_t pl_store_error_class(const char *text)
+{
+    static const char *const retriable[] = {
+        "LOADING",  "BUSY",     "MASTERDOWN", "TRYAGAIN",   "CLUSTERDOWN",
+        "READONLY", "OOM",      "NOREPLICAS", "NOSCRIPT",
+    };
+    static const char *const fatal[] = {"NOAUTH", "WRONGPASS", "NOPERM"};
+    const char *wrapped;
+
+    if (!text)
+        return PL_REDIS_RETRIABLE;
+    if (!strncmp(text, "ERR Error running script", 24) &&
+        (wrapped = strstr(text, ": -")))
+        text = wrapped + 3;
+    for (size_t i = 0; i < sizeof(retriable) / sizeof(*retriable); i++)
+        if (error_code_is(text, retriable[i]))
+            return PL_REDIS_RETRIABLE;
+    for (size_t i = 0; i < sizeof(fatal) / sizeof(*fatal); i++)
+        if (error_code_is(text, fatal[i]))
+            return PL_REDIS_FATAL;
+    return PL_REDIS_PER_KEY;
+}
+
 pl_store_t *pl_store_new(const char *host, int port, const char *password,
                          const char *key_prefix, char *errstr,
                          size_t errstr_size)
@@ -199,7 +343,9 @@ pl_store_t *pl_store_new(const char *host, int port, const char *password,
     if (!s)
         goto oom;
     s->port = port;
-    if (!(s->host = strdup(host)) ||
+    s->history_max = 1000;
+    s->applied_max = 1000;
+    if (!(s->host = strdup(host)) || !(s->username = strdup("")) ||
         !(s->password = strdup(password ? password : "")) ||
         !(s->prefix = strdup(key_prefix ? key_prefix : "")))
         goto oom;
@@ -227,9 +373,29 @@ void pl_store_destroy(pl_store_t *s)
         free(s->shards[i]);
     free(s->shards);
     free(s->host);
+    free(s->username);
+    if (s->password) /* not left behind in freed memory */
+        memset(s->password, 0, strlen(s->password));
     free(s->password);
     free(s->prefix);
     free(s);
+}
+
+int pl_store_set_username(pl_store_t *s, const char *username)
+{
+    char *u = strdup(username ? username : "");
+    if (!u)
+        return -1;
+    free(s->username);
+    s->username = u;
+    return 0;
+}
+
+void pl_store_set_limits(pl_store_t *s, int64_t history_max,
+                         int64_t applied_max)
+{
+    s->history_max = history_max > 0 ? history_max : 0;
+    s->applied_max = applied_max > 0 ? applied_max : 0;
 }
 
 /* Run one command on the connection; the reply must not be an error. */
@@ -240,11 +406,13 @@ static redisReply *command(pl_store_t *s, char *errstr, size_t errstr_size,
     if (!r) {
         snprintf(errstr, errstr_size, "redis %s:%d: %s", s->host, s->port,
                  s->c->errstr);
+        s->last_class = PL_REDIS_RETRIABLE;
         disconnect(s);
         return NULL;
     }
     if (r->type == REDIS_REPLY_ERROR) {
         snprintf(errstr, errstr_size, "redis %s: %s", argv[0], r->str);
+        s->last_class = pl_store_error_class(r->str);
         freeReplyObject(r);
         return NULL;
     }
@@ -261,6 +429,7 @@ static int load_script(pl_store_t *s, const char *body, char sha[41],
         return -1;
     if (r->type != REDIS_REPLY_STRING || r->len != 40) {
         snprintf(errstr, errstr_size, "redis SCRIPT LOAD: unexpected reply");
+        s->last_class = PL_REDIS_RETRIABLE;
         freeReplyObject(r);
         return -1;
     }
@@ -275,16 +444,54 @@ static int load_scripts(pl_store_t *s, char *errstr, size_t errstr_size)
     return load_script(s, apply_lua, s->apply_sha, errstr, errstr_size) ||
                    load_script(s, claim_lua, s->claim_sha, errstr,
                                errstr_size) ||
+                   load_script(s, extend_lua, s->extend_sha, errstr,
+                               errstr_size) ||
                    load_script(s, complete_lua, s->complete_sha, errstr,
                                errstr_size)
                ? -1
                : 0;
 }
 
+/* AUTH [username] password (a user without a password: "", which an ACL
+ * user with nopass accepts).  0, -1 retriable, -2 refused. */
+static int authenticate(pl_store_t *s, char *errstr, size_t errstr_size)
+{
+    const char *argv[3];
+    size_t lens[3], argc = 0;
+    redisReply *r;
+
+    argv[argc] = "AUTH";
+    lens[argc++] = 4;
+    if (*s->username) {
+        argv[argc] = s->username;
+        lens[argc++] = strlen(s->username);
+    }
+    argv[argc] = s->password;
+    lens[argc++] = strlen(s->password);
+    if ((r = command(s, errstr, errstr_size, (int)argc, argv, lens))) {
+        freeReplyObject(r);
+        return 0;
+    }
+    /* Redis never echoes the password, but make sure of it. */
+    if (*s->password && strstr(errstr, s->password))
+        snprintf(errstr, errstr_size, "redis AUTH: refused (the reply "
+                                      "quoted the password, so it is not "
+                                      "shown)");
+    if (!s->c) /* no reply: the connection failed */
+        return -1;
+    /* A refused AUTH ("WRONGPASS", "ERR invalid password", "ERR AUTH
+     * <password> called without any password configured") cannot get
+     * better by retrying; a server still loading, or full, can. */
+    if (s->last_class == PL_REDIS_RETRIABLE ||
+        strstr(errstr, "max number of clients"))
+        return -1;
+    return -2;
+}
+
 int pl_store_connect(pl_store_t *s, char *errstr, size_t errstr_size)
 {
     struct timeval tv = {2, 0};
-    redisReply *r;
+    int r;
 
     if (s->c)
         return 0;
@@ -297,20 +504,19 @@ int pl_store_connect(pl_store_t *s, char *errstr, size_t errstr_size)
     }
     tv.tv_sec = 10; /* a whole pipelined batch must answer within this */
     redisSetTimeout(s->c, tv);
-    if (*s->password) {
-        const char *argv[] = {"AUTH", s->password};
-        size_t lens[] = {4, strlen(s->password)};
-        if (!(r = command(s, errstr, errstr_size, 2, argv, lens))) {
-            disconnect(s);
-            return -1;
-        }
-        freeReplyObject(r);
-    }
+    if ((*s->username || *s->password) &&
+        (r = authenticate(s, errstr, errstr_size)))
+        goto out_disconnect;
     if (load_scripts(s, errstr, errstr_size)) {
-        disconnect(s);
-        return -1;
+        /* NOAUTH (a password is required), NOPERM (the ACL user may not
+         * run scripts): fatal; anything else: wait and retry */
+        r = s->last_class == PL_REDIS_FATAL ? -2 : -1;
+        goto out_disconnect;
     }
     return 0;
+out_disconnect:
+    disconnect(s);
+    return r;
 }
 
 /* ---- keys ---- */
@@ -379,6 +585,7 @@ static int read_replies(pl_store_t *s, redisReply **replies, size_t n,
         if (redisGetReply(s->c, &r) != REDIS_OK || !r) {
             snprintf(errstr, errstr_size, "redis %s:%d: %s", s->host,
                      s->port, s->c->errstr);
+            s->last_class = PL_REDIS_RETRIABLE;
             disconnect(s);
             return -1;
         }
@@ -395,15 +602,40 @@ static void free_replies(redisReply **replies, size_t n)
     free(replies);
 }
 
+/* An error reply r to `what`: errstr = "redis <what>: <Redis's text>" and
+ * its class.  A fatal one drops the connection (the next connect says why
+ * with -2), and so does a READONLY or MASTERDOWN one (we may be talking to
+ * a replica: the next connection may reach the new primary).  Returns -2
+ * fatal, -1 retriable, 1 per key. */
+static int error_reply(pl_store_t *s, const redisReply *r, const char *what,
+                       char *errstr, size_t errstr_size)
+{
+    pl_redis_class_t c = pl_store_error_class(r->str);
+
+    snprintf(errstr, errstr_size, "redis %s: %s", what, r->str);
+    s->last_class = c;
+    if (c == PL_REDIS_FATAL || error_code_is(r->str, "READONLY") ||
+        error_code_is(r->str, "MASTERDOWN"))
+        disconnect(s);
+    return c == PL_REDIS_FATAL ? -2 : c == PL_REDIS_RETRIABLE ? -1 : 1;
+}
+
+/* The return of a call that failed: -2 when the failure was fatal. */
+static int fail_rc(const pl_store_t *s)
+{
+    return s->last_class == PL_REDIS_FATAL ? -2 : -1;
+}
+
 /* Read the replies of a pipeline of n commands.  With `what` set, an error
  * reply fails the whole call ("redis <what>: <error>"); without, the caller
  * looks at each reply.  NULL on failure (errstr set, a broken connection
- * dropped); else free with free_replies(). */
+ * dropped, fail_rc() says -1 or -2); else free with free_replies(). */
 static redisReply **collect(pl_store_t *s, size_t n, const char *what,
                             char *errstr, size_t errstr_size)
 {
     redisReply **replies = calloc(n ? n : 1, sizeof(*replies));
 
+    s->last_class = PL_REDIS_RETRIABLE;
     if (!replies) {
         snprintf(errstr, errstr_size, "out of memory");
         disconnect(s); /* replies are pending */
@@ -415,8 +647,7 @@ static redisReply **collect(pl_store_t *s, size_t n, const char *what,
     }
     for (size_t i = 0; what && i < n; i++) {
         if (replies[i]->type == REDIS_REPLY_ERROR) {
-            snprintf(errstr, errstr_size, "redis %s: %s", what,
-                     replies[i]->str);
+            error_reply(s, replies[i], what, errstr, errstr_size);
             free_replies(replies, n);
             return NULL;
         }
@@ -431,8 +662,8 @@ int pl_store_read(pl_store_t *s, const char *kind, const char *const *ids,
     redisReply **replies;
     int r = 0;
 
-    if (pl_store_connect(s, errstr, errstr_size))
-        return -1;
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        return r;
     for (size_t i = 0; i < n; i++) {
         char *k = key(s, kind, ids[i], "");
         if (!k) {
@@ -443,9 +674,19 @@ int pl_store_read(pl_store_t *s, const char *kind, const char *const *ids,
         redisAppendCommand(s->c, "HGETALL %s", k);
         free(k);
     }
-    if (!(replies = collect(s, n, "HGETALL", errstr, errstr_size)))
-        return -1;
+    if (!(replies = collect(s, n, NULL, errstr, errstr_size)))
+        return fail_rc(s);
     for (size_t i = 0; i < n && !r; i++) {
+        if (replies[i]->type == REDIS_REPLY_ERROR) {
+            if ((r = error_reply(s, replies[i], "HGETALL", errstr,
+                                 errstr_size)) < 0)
+                break;
+            /* one key of the wrong type: that entity reads as unknown,
+             * and applying an event to it fails with this error */
+            pl_warn("%s %s: %s", kind, ids[i], errstr);
+            r = 0;
+            continue;
+        }
         if (fields_from_reply(&out[i], replies[i])) {
             snprintf(errstr, errstr_size, "out of memory");
             r = -1;
@@ -461,6 +702,8 @@ void pl_store_apply_clear(pl_store_apply_t *op)
     op->stored = NULL;
     op->stored_len = 0;
     pl_fields_clear(&op->current);
+    free(op->error);
+    op->error = NULL;
 }
 
 static int append_apply(pl_store_t *s, const pl_store_apply_t *op,
@@ -469,19 +712,25 @@ static int append_apply(pl_store_t *s, const pl_store_apply_t *op,
     size_t nset = op->set ? op->set->count : 0;
     size_t nadd = op->timers_add ? op->timers_add->count : 0;
     size_t nrem = op->timers_remove ? op->timers_remove->count : 0;
-    size_t argc = 4 + 4 + 5 + 3 + 2 * nset + 2 * nadd + nrem, i = 0;
+    size_t argc = 3 + 5 + 8 + 3 + 2 * nset + 2 * nadd + nrem, i = 0;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *lens = malloc(argc * sizeof(*lens));
     char *k_state = key(s, op->kind, op->id, "");
     char *k_applied = key(s, op->kind, op->id, ":applied");
     char *k_history = key(s, op->kind, op->id, ":history");
     char *k_shard = entity_shard(s, op->kind, op->id);
-    char ttl[24], cset[24], cadd[24], crem[24];
+    char *k_order = key(s, op->kind, op->id, ":applied_order");
+    char ttl[24], hmax[24], amax[24], cset[24], cadd[24], crem[24];
     int r = -1;
 
-    if (!argv || !lens || !k_state || !k_applied || !k_history || !k_shard)
+    if (!argv || !lens || !k_state || !k_applied || !k_history ||
+        !k_shard || !k_order)
         goto out;
+    if (op->ttl_ms > 0) /* its own ttl: never shortens the key's */
+        ttl_ms = op->ttl_ms;
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(ttl_ms > 0 ? ttl_ms : 1));
+    snprintf(hmax, sizeof(hmax), "%lld", (long long)s->history_max);
+    snprintf(amax, sizeof(amax), "%lld", (long long)s->applied_max);
     snprintf(cset, sizeof(cset), "%zu", nset);
     snprintf(cadd, sizeof(cadd), "%zu", nadd);
     snprintf(crem, sizeof(crem), "%zu", nrem);
@@ -494,16 +743,20 @@ static int append_apply(pl_store_t *s, const pl_store_apply_t *op,
         ARG("EVAL", 4);
         ARG(apply_lua, sizeof(apply_lua) - 1);
     }
-    ARG("4", 1);
+    ARG("5", 1);
     SARG(k_state);
     SARG(k_applied);
     SARG(k_history);
     SARG(k_shard);
+    SARG(k_order);
     SARG(op->event_id);
     SARG(op->expected_rev ? op->expected_rev : "");
     ARG(op->outcome ? op->outcome : "", op->outcome ? op->outcome_len : 0);
     SARG(ttl);
+    SARG(op->ttl_ms > 0 ? "max" : "set");
     SARG(op->history ? op->history : "");
+    SARG(hmax);
+    SARG(amax);
     SARG(cset);
     for (size_t j = 0; j < nset; j++) {
         SARG(op->set->keys[j]);
@@ -527,18 +780,41 @@ out:
     free(k_applied);
     free(k_history);
     free(k_shard);
+    free(k_order);
     return r;
 }
 
-/* Decode one script reply into op.  0, -1 error, 1 NOSCRIPT. */
-static int take_apply_reply(pl_store_apply_t *op, const redisReply *r,
-                            char *errstr, size_t errstr_size)
+/* op failed on its own: PL_APPLY_FAILED with a copy of Redis's text.
+ * 0 or -1 (OOM). */
+static int apply_failed(pl_store_apply_t *op, const char *text, size_t len)
 {
-    if (r->type == REDIS_REPLY_ERROR) {
-        if (!strncmp(r->str, "NOSCRIPT", 8))
-            return 1;
-        snprintf(errstr, errstr_size, "redis apply script: %s", r->str);
+    op->result = PL_APPLY_FAILED;
+    free(op->error);
+    if (!(op->error = malloc(len + 1)))
         return -1;
+    memcpy(op->error, text, len);
+    op->error[len] = '\0';
+    return 0;
+}
+
+/* Decode one script reply into op.  0 (op has its result), 1 NOSCRIPT (the
+ * call did nothing: send it again with the script's body), -1 retriable,
+ * -2 fatal (errstr set). */
+static int take_apply_reply(pl_store_t *s, pl_store_apply_t *op,
+                            const redisReply *r, char *errstr,
+                            size_t errstr_size)
+{
+    static const char bad_reply[] = "ERR apply script: unexpected reply";
+    int c;
+
+    if (r->type == REDIS_REPLY_ERROR) {
+        if (error_code_is(r->str, "NOSCRIPT"))
+            return 1;
+        if ((c = error_reply(s, r, "apply script", errstr, errstr_size)) < 0)
+            return c;
+        if (apply_failed(op, r->str, r->len))
+            goto oom;
+        return 0;
     }
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         r->element[0]->type != REDIS_REPLY_INTEGER)
@@ -563,10 +839,17 @@ static int take_apply_reply(pl_store_apply_t *op, const redisReply *r,
         if (fields_from_reply(&op->current, r->element[1]))
             goto oom;
         return 0;
+    case 3:
+        if (r->elements < 2 || r->element[1]->type != REDIS_REPLY_STRING)
+            goto bad;
+        if (apply_failed(op, r->element[1]->str, r->element[1]->len))
+            goto oom;
+        return 0;
     }
-bad:
-    snprintf(errstr, errstr_size, "redis apply script: unexpected reply");
-    return -1;
+bad: /* not our script's answer: this op fails, not the batch */
+    if (apply_failed(op, bad_reply, sizeof(bad_reply) - 1))
+        goto oom;
+    return 0;
 oom:
     snprintf(errstr, errstr_size, "out of memory");
     return -1;
@@ -577,21 +860,26 @@ int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
 {
     redisReply **replies = NULL;
     bool noscript = false;
-    int r = -1;
+    int r, t;
 
     if (!n)
         return 0;
-    if (pl_store_connect(s, errstr, errstr_size))
-        return -1;
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        return r;
+    r = -1;
     for (size_t i = 0; i < n; i++)
         if (append_apply(s, &ops[i], dedupe_ttl_ms, true))
             goto oom;
-    if (!(replies = collect(s, n, NULL, errstr, errstr_size)))
+    if (!(replies = collect(s, n, NULL, errstr, errstr_size))) {
+        r = fail_rc(s);
         goto out;
+    }
     for (size_t i = 0; i < n; i++) {
-        int t = take_apply_reply(&ops[i], replies[i], errstr, errstr_size);
-        if (t < 0)
-            goto out;
+        if ((t = take_apply_reply(s, &ops[i], replies[i], errstr,
+                                  errstr_size)) < 0) {
+            r = t;
+            goto out_clear;
+        }
         if (t > 0)
             noscript = true;
     }
@@ -599,24 +887,34 @@ int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
         /* Redis lost its script cache (restart, SCRIPT FLUSH); a NOSCRIPT
          * call did nothing, so send exactly those again with the body. */
         for (size_t i = 0; i < n; i++) {
-            if (replies[i]->type != REDIS_REPLY_ERROR)
+            if (replies[i]->type != REDIS_REPLY_ERROR ||
+                !error_code_is(replies[i]->str, "NOSCRIPT"))
                 continue;
             freeReplyObject(replies[i]);
             replies[i] = NULL;
-            if (append_apply(s, &ops[i], dedupe_ttl_ms, false) ||
-                read_replies(s, &replies[i], 1, errstr, errstr_size))
-                goto out;
-            if (take_apply_reply(&ops[i], replies[i], errstr, errstr_size))
-                goto out;
+            if (append_apply(s, &ops[i], dedupe_ttl_ms, false))
+                goto oom;
+            if (read_replies(s, &replies[i], 1, errstr, errstr_size))
+                goto out_clear;
+            if ((t = take_apply_reply(s, &ops[i], replies[i], errstr,
+                                      errstr_size))) {
+                r = t > 0 ? -1 : t; /* NOSCRIPT for EVAL: cannot be */
+                goto out_clear;
+            }
         }
-        if (load_scripts(s, errstr, errstr_size))
-            goto out;
+        if (load_scripts(s, errstr, errstr_size)) {
+            r = fail_rc(s);
+            goto out_clear;
+        }
     }
     r = 0;
     goto out;
 oom:
     snprintf(errstr, errstr_size, "out of memory");
-    disconnect(s);
+    disconnect(s); /* replies may be pending */
+out_clear:
+    for (size_t i = 0; i < n; i++)
+        pl_store_apply_clear(&ops[i]);
 out:
     if (replies)
         free_replies(replies, n);
@@ -763,40 +1061,49 @@ void pl_store_claims_free(pl_claim_t *claims, size_t n)
     free(claims);
 }
 
-/* A script error reply: reload the scripts when Redis lost them. */
-static void script_error(pl_store_t *s, const redisReply *r, char *errstr,
-                         size_t errstr_size)
+/* Warn about a timer shard that is not a sorted set (someone wrote
+ * another type there): its timers cannot fire until it is repaired.  At
+ * most once a minute, since every scan meets it again. */
+static void bad_shard(pl_store_t *s, const char *text)
 {
-    char err[512];
-    snprintf(errstr, errstr_size, "redis script: %s", r->str);
-    if (!strncmp(r->str, "NOSCRIPT", 8) &&
-        load_scripts(s, err, sizeof(err)))
-        pl_warn("reloading scripts: %s", err);
+    struct timespec ts;
+    int64_t now;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    if (s->bad_shard_logged && now - s->bad_shard_logged < 60000)
+        return;
+    s->bad_shard_logged = now;
+    pl_warn("timer shard skipped: %s (its timers cannot fire until the key "
+            "is a sorted set again)",
+            text);
 }
 
 int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
-                          int64_t now_ms, int64_t lease_until_ms,
-                          int per_shard, pl_claim_t **claims, size_t *n,
-                          char *errstr, size_t errstr_size)
+                          int64_t lease_ms, int per_shard, pl_claim_t **claims,
+                          size_t *n, int64_t *now_ms, char *errstr,
+                          size_t errstr_size)
 {
     size_t calls = 0, cap = 0, count = 0;
     redisReply **replies = NULL;
     pl_claim_t *out = NULL;
-    char now[24], until[24], limit[16];
-    int r = -1;
+    char lease[24], limit[16];
+    bool have_now = false;
+    int r;
 
     *claims = NULL;
     *n = 0;
-    if (pl_store_connect(s, errstr, errstr_size))
-        return -1;
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        return r;
+    r = -1;
     if (shards_per_call < 1)
         shards_per_call = 1;
-    snprintf(now, sizeof(now), "%lld", (long long)now_ms);
-    snprintf(until, sizeof(until), "%lld", (long long)lease_until_ms);
+    snprintf(lease, sizeof(lease), "%lld",
+             (long long)(lease_ms > 0 ? lease_ms : 1));
     snprintf(limit, sizeof(limit), "%d", per_shard);
     for (int slot = from; slot < to; slot += shards_per_call) {
         int k = to - slot < shards_per_call ? to - slot : shards_per_call;
-        size_t argc = 3 + (size_t)k + 3, i = 0;
+        size_t argc = 3 + (size_t)k + 2, i = 0;
         const char **argv = malloc(argc * sizeof(*argv));
         char nk[16];
         int ok = argv && shard_names(s);
@@ -807,8 +1114,7 @@ int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
             argv[i++] = nk;
             for (int j = 0; j < k; j++)
                 argv[i++] = s->shards[slot + j];
-            argv[i++] = now;
-            argv[i++] = until;
+            argv[i++] = lease;
             argv[i++] = limit;
             ok = redisAppendCommandArgv(s->c, (int)argc, argv, NULL) ==
                  REDIS_OK;
@@ -822,15 +1128,44 @@ int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
         calls++;
     }
     if (!(replies = collect(s, calls, NULL, errstr, errstr_size)))
-        return -1;
+        return fail_rc(s);
     for (size_t c = 0; c < calls; c++) {
         const redisReply *rep = replies[c];
-        int base = from + (int)c * shards_per_call;
+        int base = from + (int)c * shards_per_call, e;
         if (rep->type == REDIS_REPLY_ERROR) {
-            script_error(s, rep, errstr, errstr_size);
-            goto out; /* claims made by other calls expire with their lease */
+            if ((e = error_reply(s, rep, "claim script", errstr,
+                                 errstr_size)) < 0) {
+                if (error_code_is(rep->str, "NOSCRIPT") &&
+                    load_scripts(s, errstr, errstr_size))
+                    r = fail_rc(s);
+                else
+                    r = e;
+                goto out; /* claims made by other calls expire with their
+                             lease */
+            }
+            pl_warn("%s (%d timer shards skipped this time)", errstr,
+                    to - base < shards_per_call ? to - base
+                                                : shards_per_call);
+            continue;
         }
-        for (size_t e = 0; e + 1 < rep->elements; e += 2) {
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
+            rep->element[0]->type != REDIS_REPLY_INTEGER ||
+            rep->element[1]->type != REDIS_REPLY_INTEGER) {
+            snprintf(errstr, errstr_size, "redis claim script: unexpected "
+                                          "reply");
+            goto out;
+        }
+        if (!have_now && now_ms)
+            *now_ms = rep->element[0]->integer;
+        have_now = true;
+        for (size_t e2 = 2; e2 + 1 < rep->elements; e2 += 2) {
+            const redisReply *ix = rep->element[e2], *m = rep->element[e2 + 1];
+            if (ix->type != REDIS_REPLY_INTEGER || !m->str)
+                continue;
+            if (ix->integer < 0) { /* not a sorted set: skipped */
+                bad_shard(s, m->str);
+                continue;
+            }
             if (count == cap) {
                 size_t ncap = cap ? cap * 2 : 64;
                 pl_claim_t *nout = realloc(out, ncap * sizeof(*nout));
@@ -839,8 +1174,9 @@ int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
                 out = nout;
                 cap = ncap;
             }
-            out[count].slot = base + (int)rep->element[e]->integer - 1;
-            if (!(out[count].member = strdup(rep->element[e + 1]->str)))
+            out[count].slot = base + (int)ix->integer - 1;
+            out[count].lease_until = rep->element[1]->integer;
+            if (!(out[count].member = strdup(m->str)))
                 goto oom;
             count++;
         }
@@ -859,44 +1195,141 @@ out:
     return r;
 }
 
-int pl_store_complete_timers(pl_store_t *s, const pl_claim_t *claims,
-                             size_t n, int64_t lease_until_ms, char *errstr,
-                             size_t errstr_size)
+/* Append EVALSHA sha 1 <shard> <member> <lease end> [extra] for each claim. */
+static int append_claims(pl_store_t *s, const char *sha,
+                         const pl_claim_t *claims, size_t n, const char *extra)
+{
+    for (size_t i = 0; i < n; i++) {
+        char *shard = pl_store_timer_shard(s, claims[i].slot), until[24];
+        const char *argv[] = {"EVALSHA", sha, "1", shard, claims[i].member,
+                              until, extra};
+        int ok;
+        snprintf(until, sizeof(until), "%lld",
+                 (long long)claims[i].lease_until);
+        ok = shard && redisAppendCommandArgv(s->c, extra ? 7 : 6, argv,
+                                             NULL) == REDIS_OK;
+        free(shard);
+        if (!ok)
+            return -1;
+    }
+    return 0;
+}
+
+/* Run a per-claim script (extend, complete) for n claims in one round trip:
+ * the replies, where a per-key error is left for the caller.  When Redis
+ * lost its scripts, they are loaded again and the calls that met NOSCRIPT
+ * (which did nothing) are sent again.  NULL on failure (errstr set, the
+ * return code in *rc). */
+static redisReply **claims_script(pl_store_t *s, const char *sha,
+                                  const pl_claim_t *claims, size_t n,
+                                  const char *extra, const char *what,
+                                  int *rc, char *errstr, size_t errstr_size)
+{
+    redisReply **replies = NULL;
+    bool noscript = false;
+
+    if ((*rc = pl_store_connect(s, errstr, errstr_size)))
+        return NULL;
+    *rc = -1;
+    if (append_claims(s, sha, claims, n, extra))
+        goto oom;
+    if (!(replies = collect(s, n, NULL, errstr, errstr_size))) {
+        *rc = fail_rc(s);
+        return NULL;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *r = replies[i];
+        int e;
+        if (r->type != REDIS_REPLY_ERROR)
+            continue;
+        if (error_code_is(r->str, "NOSCRIPT")) {
+            noscript = true;
+            continue;
+        }
+        if ((e = error_reply(s, r, what, errstr, errstr_size)) < 0) {
+            *rc = e;
+            goto out_free_replies;
+        }
+    }
+    if (noscript) {
+        if (load_scripts(s, errstr, errstr_size)) {
+            *rc = fail_rc(s);
+            goto out_free_replies;
+        }
+        for (size_t i = 0; i < n; i++) {
+            if (replies[i]->type != REDIS_REPLY_ERROR ||
+                !error_code_is(replies[i]->str, "NOSCRIPT"))
+                continue;
+            freeReplyObject(replies[i]);
+            replies[i] = NULL;
+            if (append_claims(s, sha, &claims[i], 1, extra))
+                goto oom;
+            if (read_replies(s, &replies[i], 1, errstr, errstr_size))
+                goto out_free_replies;
+        }
+    }
+    *rc = 0;
+    return replies;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+    disconnect(s); /* replies may be pending */
+out_free_replies:
+    if (replies)
+        free_replies(replies, n);
+    return NULL;
+}
+
+int pl_store_extend_timers(pl_store_t *s, pl_claim_t *claims, size_t n,
+                           int64_t lease_ms, bool *held, char *errstr,
+                           size_t errstr_size)
 {
     redisReply **replies;
-    char until[24];
-    int r = -1;
+    char lease[24];
+    int rc;
 
     if (!n)
         return 0;
-    if (pl_store_connect(s, errstr, errstr_size))
-        return -1;
-    snprintf(until, sizeof(until), "%lld", (long long)lease_until_ms);
+    snprintf(lease, sizeof(lease), "%lld",
+             (long long)(lease_ms > 0 ? lease_ms : 1));
+    if (!(replies = claims_script(s, s->extend_sha, claims, n, lease,
+                                  "extend script", &rc, errstr, errstr_size)))
+        return rc;
     for (size_t i = 0; i < n; i++) {
-        char *shard = pl_store_timer_shard(s, claims[i].slot);
-        const char *argv[] = {"EVALSHA", s->complete_sha, "1", shard,
-                              claims[i].member, until};
-        int ok = shard && redisAppendCommandArgv(s->c, 6, argv, NULL) ==
-                              REDIS_OK;
-        free(shard);
-        if (!ok) {
-            snprintf(errstr, errstr_size, "out of memory");
-            disconnect(s);
-            return -1;
-        }
+        const redisReply *r = replies[i];
+        held[i] = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+        if (held[i])
+            claims[i].lease_until = r->integer;
+        else if (r->type == REDIS_REPLY_ERROR)
+            pl_warn("extending the claim on timer '%s': %s", claims[i].member,
+                    r->str);
     }
-    if (!(replies = collect(s, n, NULL, errstr, errstr_size)))
-        return -1;
-    for (size_t i = 0; i < n; i++) {
-        if (replies[i]->type == REDIS_REPLY_ERROR) {
-            script_error(s, replies[i], errstr, errstr_size);
-            goto out;
-        }
-    }
-    r = 0;
-out:
     free_replies(replies, n);
-    return r;
+    return 0;
+}
+
+int pl_store_complete_timers(pl_store_t *s, const pl_claim_t *claims,
+                             size_t n, bool *removed, char *errstr,
+                             size_t errstr_size)
+{
+    redisReply **replies;
+    int rc;
+
+    if (!n)
+        return 0;
+    if (!(replies = claims_script(s, s->complete_sha, claims, n, NULL,
+                                  "complete script", &rc, errstr,
+                                  errstr_size)))
+        return rc;
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *r = replies[i];
+        bool done = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
+        if (removed)
+            removed[i] = done;
+        if (r->type == REDIS_REPLY_ERROR)
+            pl_warn("completing timer '%s': %s", claims[i].member, r->str);
+    }
+    free_replies(replies, n);
+    return 0;
 }
 
 int pl_store_schedule_timers(pl_store_t *s, const pl_claim_t *timers,
@@ -905,10 +1338,12 @@ int pl_store_schedule_timers(pl_store_t *s, const pl_claim_t *timers,
 {
     redisReply **replies;
 
+    int r;
+
     if (!n)
         return 0;
-    if (pl_store_connect(s, errstr, errstr_size))
-        return -1;
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        return r;
     for (size_t i = 0; i < n; i++) {
         char *shard = pl_store_timer_shard(s, timers[i].slot);
         if (!shard) {
@@ -921,7 +1356,7 @@ int pl_store_schedule_timers(pl_store_t *s, const pl_claim_t *timers,
         free(shard);
     }
     if (!(replies = collect(s, n, "ZADD", errstr, errstr_size)))
-        return -1;
+        return fail_rc(s);
     free_replies(replies, n);
     return 0;
 }
@@ -931,14 +1366,15 @@ static int list_shards(pl_store_t *s, char **shards, size_t n,
                        pl_fields_t *out, char *errstr, size_t errstr_size)
 {
     redisReply **replies;
-    int r = -1;
+    int r;
 
-    if (pl_store_connect(s, errstr, errstr_size))
-        return -1;
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        return r;
+    r = -1;
     for (size_t i = 0; i < n; i++)
         redisAppendCommand(s->c, "ZRANGE %s 0 -1 WITHSCORES", shards[i]);
     if (!(replies = collect(s, n, "ZRANGE", errstr, errstr_size)))
-        return -1;
+        return fail_rc(s);
     for (size_t i = 0; i < n; i++) {
         if (fields_from_reply(out, replies[i])) {
             snprintf(errstr, errstr_size, "out of memory");

@@ -9,7 +9,13 @@
  *   <prefix>{deal:<id>}:applied   hash: event_id -> the derived events that
  *                                 event produced (packed), expires after
  *                                 dedupe.ttl of quiet
- *   <prefix>{deal:<id>}:history   list: one JSON entry per stage change
+ *   <prefix>{deal:<id>}:applied_order
+ *                                 list: the event_ids of :applied, oldest
+ *                                 first, so the oldest can be forgotten
+ *                                 once there are more than applied_max;
+ *                                 same expiry as :applied
+ *   <prefix>{deal:<id>}:history   list: one JSON entry per stage change,
+ *                                 the newest history_max kept
  * (the same with "lead" for leads), and for timers
  *   <prefix>timers:{<tag>}        sorted set: "<timer>|<due ms>|<deal id>"
  *                                 scored by due time (or, once claimed, by
@@ -24,6 +30,20 @@
  * appends history and records the event_id with its derived events.  The
  * rules engine decides in C; the script makes the decision's write atomic and
  * exactly-once.  Calls take a whole batch and make one round trip.
+ *
+ * Errors have a class (pl_store_error_class): retriable ones (connection,
+ * timeout, LOADING, READONLY...) fail the whole call with -1 and the caller
+ * waits them out; a per-key one (a key of the wrong type, a script error)
+ * fails only its own operation (PL_APPLY_FAILED) and the others keep their
+ * results; a fatal one (bad credentials, missing ACL permissions) makes a
+ * call return -2, and retrying cannot help.  The apply script checks the
+ * type of every key it touches before it writes anything, so an operation
+ * that fails has written nothing.
+ *
+ * Timers take their time from Redis (TIME inside the scripts), never from
+ * the caller's clock: a claim holds a timer until Redis's now + lease, and
+ * the claim's lease end, as written, is what extending and completing it
+ * compare against.
  */
 #ifndef PL_STORE_H
 #define PL_STORE_H
@@ -60,20 +80,61 @@ int pl_fields_get_int(const pl_fields_t *f, const char *k, int64_t *v,
 
 typedef struct pl_store_s pl_store_t;
 
+/* The class of a Redis error reply, by its error code (the first word):
+ *   PL_REDIS_RETRIABLE  the server cannot serve now: LOADING, BUSY,
+ *                       MASTERDOWN, TRYAGAIN, CLUSTERDOWN, READONLY, OOM,
+ *                       NOREPLICAS, NOSCRIPT; wait and try again
+ *   PL_REDIS_FATAL      credentials or permissions: NOAUTH, WRONGPASS,
+ *                       NOPERM; retrying cannot help, stop with the text
+ *   PL_REDIS_PER_KEY    anything else (WRONGTYPE, ERR, a script error): the
+ *                       one command failed, the others are unaffected.
+ * A pre-7 script error ("ERR Error running script ...: -OOM ...") has the
+ * class of the code it wraps.  NULL (no reply at all) is retriable.  Pure;
+ * any thread may call it. */
+typedef enum pl_redis_class_e {
+    PL_REDIS_RETRIABLE,
+    PL_REDIS_PER_KEY,
+    PL_REDIS_FATAL,
+} pl_redis_class_t;
+pl_redis_class_t pl_store_error_class(const char *redis_error_text);
+
 /* A store for the Redis at host:port.  Connects lazily (see
- * pl_store_connect); NULL only on bad arguments or OOM. */
+ * pl_store_connect); NULL only on bad arguments or OOM.  The password is
+ * never logged nor put into an errstr. */
 pl_store_t *pl_store_new(const char *host, int port, const char *password,
                          const char *key_prefix, char *errstr,
                          size_t errstr_size);
 void pl_store_destroy(pl_store_t *s);
 
-/* Connect (if not connected) and load the scripts.  0, or -1 with the
- * hiredis/Redis text in errstr: retriable. */
+/* The ACL user to authenticate as (Redis 6+: AUTH username password, even
+ * with an empty password); NULL or "" (the default): AUTH password, or no
+ * AUTH without a password.
+ * Takes effect at the next connection.  0, or -1 (OOM). */
+int pl_store_set_username(pl_store_t *s, const char *username);
+
+/* Bounds on what one entity keeps, applied by every later apply:
+ * history_max: the newest entries kept in :history (older ones trimmed);
+ * applied_max: the most event_ids remembered in :applied, the oldest
+ * forgotten first.  A value < 1 means no bound.  Defaults (never set):
+ * 1000 and 1000. */
+void pl_store_set_limits(pl_store_t *s, int64_t history_max,
+                         int64_t applied_max);
+
+/* Connect (if not connected) and load the scripts.  0; -1 with the
+ * hiredis/Redis text in errstr: retriable (Redis down, loading...); -2
+ * with Redis's text: fatal (a refused AUTH, a missing ACL permission, a
+ * password Redis asks for and we lack), retrying cannot help. */
 int pl_store_connect(pl_store_t *s, char *errstr, size_t errstr_size);
 
+/* Every call below connects first (pl_store_connect) and returns its -2
+ * when that is fatal, and -2 too for a fatal error reply (NOAUTH, NOPERM)
+ * mid-session; -1 is always retriable. */
+
 /* Read the state hashes of n entities of one kind ("deal", "lead") in one
- * round trip.  out[i] gets the fields (none when the entity is unknown).
- * 0 or -1 (retriable; nothing is written). */
+ * round trip.  out[i] gets the fields (none when the entity is unknown, or
+ * when its key cannot be read as a hash: that per-key error is logged, and
+ * the apply of an event for it fails with the same error).  0, -1
+ * (retriable; nothing is written) or -2 (fatal). */
 int pl_store_read(pl_store_t *s, const char *kind, const char *const *ids,
                   size_t n, pl_fields_t *out, char *errstr,
                   size_t errstr_size);
@@ -82,6 +143,9 @@ typedef enum pl_apply_result_e {
     PL_APPLY_OK = 0,    /* written */
     PL_APPLY_DUPLICATE, /* event_id seen before: stored holds its outcome */
     PL_APPLY_CONFLICT,  /* state moved on: current holds it, nothing written */
+    PL_APPLY_FAILED,    /* a per-key error (a key of the wrong type, a script
+                           error): error holds Redis's text, nothing was
+                           written; applying it again fails the same way */
 } pl_apply_result_t;
 
 typedef struct pl_store_apply_s {
@@ -99,17 +163,28 @@ typedef struct pl_store_apply_s {
     const char *history;      /* entry to append, or NULL */
     const void *outcome;      /* derived events, packed (pl_outbox_pack) */
     size_t outcome_len;
+    int64_t ttl_ms; /* > 0: how long this op's :applied record is kept,
+                       instead of the call's dedupe_ttl_ms (e.g. short for
+                       the rejection of an unknown id); never shortens the
+                       expiry the entity's :applied key already has */
     /* out */
     pl_apply_result_t result;
     void *stored; /* DUPLICATE: malloc'ed outcome stored the first time */
     size_t stored_len;
     pl_fields_t current; /* CONFLICT: the state as it is now */
+    char *error;         /* FAILED: malloc'ed, Redis's error text */
 } pl_store_apply_t;
 
 /* Apply n events in one round trip (one script call each, pipelined), in
- * order.  Fills each op's out fields.  0, or -1 (retriable: some may have
- * been applied; applying the batch again is safe, those come back as
- * DUPLICATE).  Free the out fields with pl_store_apply_clear(). */
+ * order.  Fills each op's out fields.  The :applied record of each op
+ * expires ttl_ms (else dedupe_ttl_ms) after its entity's last apply; the
+ * limits of pl_store_set_limits() are enforced on the way.  0: every op has
+ * its result, some maybe PL_APPLY_FAILED (a per-key error: only that op).
+ * -1: retriable (connection lost, timeout, or a retriable error reply such
+ * as LOADING, READONLY, OOM): some may have been applied; applying the
+ * batch again is safe, those come back as DUPLICATE.  -2: fatal (see
+ * pl_store_connect).  On -1 and -2 the out fields are already cleared.
+ * Free the out fields with pl_store_apply_clear(). */
 int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
                    int64_t dedupe_ttl_ms, char *errstr, size_t errstr_size);
 void pl_store_apply_clear(pl_store_apply_t *op);
@@ -120,25 +195,44 @@ char *pl_store_timer_shard(const pl_store_t *s, int slot);
 /* A due timer claimed by pl_store_claim_timers(). */
 typedef struct pl_claim_s {
     int slot;
-    char *member; /* "<timer>|<due ms>|<deal id>" */
+    char *member;        /* "<timer>|<due ms>|<deal id>" */
+    int64_t lease_until; /* the end of our lease as written in the shard
+                            (Redis time, ms): the timer's score while the
+                            claim is ours */
 } pl_claim_t;
 
-/* Claim every timer due by now_ms in the shards of slots [from, to), at most
- * per_shard from each, holding them until lease_until_ms; shards_per_call
+/* Claim every timer due by Redis's now (TIME, read inside the script) in
+ * the shards of slots [from, to), at most per_shard from each, holding each
+ * until Redis's now + lease_ms (claims[i].lease_until).  shards_per_call
  * shards go in one script call (1 for Redis Cluster), all calls in one
- * round trip.  *claims is malloc'ed (free with pl_store_claims_free).
- * 0 or -1 (retriable). */
+ * round trip.  *now_ms (if not NULL) gets Redis's time of the first call:
+ * the time to judge the claimed timers by.  The caller's clock plays no
+ * part.  *claims is malloc'ed (free with pl_store_claims_free).  A shard
+ * key of the wrong type is skipped (logged).  0, -1 (retriable) or -2
+ * (fatal). */
 int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
-                          int64_t now_ms, int64_t lease_until_ms,
-                          int per_shard, pl_claim_t **claims, size_t *n,
-                          char *errstr, size_t errstr_size);
+                          int64_t lease_ms, int per_shard, pl_claim_t **claims,
+                          size_t *n, int64_t *now_ms, char *errstr,
+                          size_t errstr_size);
 void pl_store_claims_free(pl_claim_t *claims, size_t n);
 
-/* Finish n claimed timers (remove them while our claim holds), one round
- * trip.  0 or -1 (retriable: a timer left claimed fires again once its
- * lease runs out, with the same event id). */
+/* Extend n claims, one round trip: each timer whose score is still our
+ * lease end (claims[i].lease_until) is held until Redis's now + lease_ms,
+ * and claims[i].lease_until becomes that; held[i] says whether the claim
+ * was still ours (false: another worker claimed it after our lease ran out,
+ * or it is gone; lease_until is left as it was).  0, -1 (retriable: held[]
+ * is unset, the leases are as they were) or -2 (fatal). */
+int pl_store_extend_timers(pl_store_t *s, pl_claim_t *claims, size_t n,
+                           int64_t lease_ms, bool *held, char *errstr,
+                           size_t errstr_size);
+
+/* Finish n claimed timers: remove each while its score is still our lease
+ * end (claims[i].lease_until), one round trip.  removed[i] (removed may be
+ * NULL) says whether it was (false: the claim was no longer ours).  0, -1
+ * (retriable: a timer left claimed fires again once its lease runs out,
+ * with the same event id) or -2 (fatal). */
 int pl_store_complete_timers(pl_store_t *s, const pl_claim_t *claims,
-                             size_t n, int64_t lease_until_ms, char *errstr,
+                             size_t n, bool *removed, char *errstr,
                              size_t errstr_size);
 
 /* Schedule n timers (claims[i].member due at dues[i] in claims[i].slot's

@@ -35,12 +35,28 @@
 #include <string.h>
 #include <unistd.h>
 
-static volatile sig_atomic_t run = 1;
+/* Set by SIGTERM/SIGINT: stop polling, finish or give up what is in hand
+ * within shutdown.grace, commit, exit. */
+static volatile sig_atomic_t stop_requested = 0;
 
 static void on_signal(int sig)
 {
     (void)sig;
-    run = 0;
+    stop_requested = 1;
+}
+
+#define RUNNING (!stop_requested)
+
+/* Log at most once per interval per call site: a retry loop may spin for
+ * hours while a service is away, and the log must stay readable. */
+#define LOG_EVERY_MS 5000
+static bool log_due(int64_t *last)
+{
+    int64_t now = pl_now_mono_ms();
+    if (*last && now - *last < LOG_EVERY_MS)
+        return false;
+    *last = now;
+    return true;
 }
 
 /* ---- the cache of entity states, keyed by id ---- */
@@ -50,6 +66,10 @@ typedef struct centry_s {
     char *id;
     void *st; /* kind->state_size bytes */
     char rev[PL_REV_LEN + 1];
+    char *origin; /* "<topic>/<partition>/<offset>" of the message that
+                     created the entity, or NULL */
+    uint64_t round;   /* the decide round that last decided an event of it */
+    size_t last_item; /* ...and that event's index in the batch */
 } centry_t;
 
 #define CACHE_BUCKETS 65536
@@ -75,6 +95,7 @@ static void centry_free(cache_t *c, centry_t *e)
         free(e->st);
     }
     free(e->id);
+    free(e->origin);
     free(e);
     c->count--;
 }
@@ -141,7 +162,7 @@ typedef struct item_s {
 
 typedef struct stats_s {
     uint64_t consumed, applied, rejected, duplicates, dead_letters,
-        conflicts, batches, redis_errors, republished;
+        conflicts, batches, redis_errors, republished, kafka_errors;
     /* the kind's own counters (pl_worker_count) */
     const char *extra_names[4];
     uint64_t extra[4];
@@ -151,6 +172,7 @@ typedef struct stats_s {
 typedef struct inflight_s {
     pl_outbox_t out;
     rd_kafka_topic_partition_list_t *offsets; /* stored once delivered */
+    int64_t applied_at; /* monotonic ms: when Redis acknowledged it */
 } inflight_t;
 
 /* Batches in flight at most: Redis applies the next batch while Kafka
@@ -171,11 +193,25 @@ struct pl_worker_s {
     pl_outbox_t out;     /* what the batch publishes, in order */
     inflight_t inflight[INFLIGHT_MAX];
     size_t ninflight;
+    /* delivered batches whose offsets wait out offsets.store.delay (Redis's
+     * fsync) before they are stored, oldest first */
+    struct durable_s {
+        rd_kafka_topic_partition_list_t *offsets;
+        int64_t applied_at;
+    } *durable;
+    size_t ndurable, durable_cap;
     rd_kafka_message_t *carry; /* polled after a revocation: it starts the
                                   next batch */
     volatile sig_atomic_t revoked; /* a rebalance took partitions away */
     bool paused;
-    int64_t dedupe_ttl_ms, backoff_max_ms;
+    bool in_rebalance; /* inside rebalance_cb: no consumer polls */
+    rd_kafka_resp_err_t commit_err; /* of the last offset commit */
+    pl_stop_t stop;
+    uint64_t round; /* decide rounds (apply_batch decides again after a
+                       conflict) */
+    int64_t dedupe_ttl_ms, unknown_ttl_ms, backoff_max_ms, store_delay_ms;
+    size_t max_message_bytes;
+    int64_t last_kafka_log, last_redis_log;
     size_t cache_max; /* cache.size */
     stats_t stats;
 };
@@ -212,6 +248,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 
     /* Another worker may own these entities now: forget what we know. */
     cache_clear(&w->cache);
+    w->in_rebalance = true;
     if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
         pl_info("assigned %d partition(s)", parts->cnt);
         /* Offsets come from the group's commits (set in the assignment,
@@ -226,7 +263,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         /* Finish the batches in flight first, so their offsets are stored
          * and committed with the revocation: the next owner starts after
          * them instead of publishing their derived events again. */
-        if (w->producer && w->ninflight)
+        if (w->producer)
             reap(w, 0);
         /* Eager protocol: every partition goes and the next assignment
          * fetches from the committed offsets, so the batch in hand is
@@ -241,6 +278,75 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         else
             rd_kafka_assign(rk, NULL);
     }
+    w->in_rebalance = false;
+}
+
+/* The result of every offset commit (auto commit, on revocation, the final
+ * one): a shutdown exits 0 only when the last one succeeded. */
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    worker_t *w = opaque;
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        err = RD_KAFKA_RESP_ERR_NO_ERROR; /* nothing new to commit */
+    for (int i = 0; !err && offsets && i < offsets->cnt; i++)
+        err = offsets->elems[i].err;
+    w->commit_err = err;
+}
+
+/* Shutdown: commit the stored offsets now, waiting at most until the
+ * shutdown grace runs out (Kafka may be down).  0 committed (or nothing to
+ * commit), -1 not. */
+static int commit_final(worker_t *w)
+{
+    rd_kafka_queue_t *q = rd_kafka_queue_new(w->consumer);
+    int64_t deadline = pl_now_mono_ms() + w->stop.grace_ms;
+    rd_kafka_resp_err_t err;
+    int r = -1;
+
+    if (w->stop.deadline && w->stop.deadline > pl_now_mono_ms())
+        deadline = w->stop.deadline;
+    else if (w->stop.deadline)
+        deadline = pl_now_mono_ms() + 1000; /* grace spent: a last try */
+    if (!q)
+        return -1;
+    err = rd_kafka_commit_queue(w->consumer, NULL, q, NULL, NULL);
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET) {
+        r = w->commit_err ? -1 : 0; /* nothing new: as the last one went */
+        goto out;
+    }
+    if (err) {
+        pl_error("committing offsets: %s", rd_kafka_err2str(err));
+        goto out;
+    }
+    while (pl_now_mono_ms() < deadline) {
+        rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+        if (!ev)
+            continue;
+        if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_OFFSET_COMMIT) {
+            const rd_kafka_topic_partition_list_t *offs =
+                rd_kafka_event_topic_partition_list(ev);
+            err = rd_kafka_event_error(ev);
+            if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+                err = RD_KAFKA_RESP_ERR_NO_ERROR;
+            for (int i = 0; !err && offs && i < offs->cnt; i++)
+                err = offs->elems[i].err;
+            rd_kafka_event_destroy(ev);
+            if (err)
+                pl_error("committing offsets: %s", rd_kafka_err2str(err));
+            else
+                w->commit_err = RD_KAFKA_RESP_ERR_NO_ERROR;
+            r = err ? -1 : 0;
+            goto out;
+        }
+        rd_kafka_event_destroy(ev);
+    }
+    pl_error("committing offsets: no answer from Kafka within the "
+             "shutdown grace");
+out:
+    rd_kafka_queue_destroy(q);
+    return r;
 }
 
 static int dead_letter(worker_t *w, const rd_kafka_message_t *m,
@@ -262,10 +368,19 @@ static int dead_letter(worker_t *w, const rd_kafka_message_t *m,
     pl_warn("dead letter %s [%d] @%lld: %s", rd_kafka_topic_name(m->rkt),
             (int)m->partition, (long long)m->offset, reason);
     w->stats.dead_letters++;
-    return pl_outbox_add(&w->out, PL_TOPIC_DLQ, m->key ? m->key : "",
-                         m->key ? m->key_len : 0,
-                         m->payload ? m->payload : "",
-                         m->payload ? m->len : 0, h);
+    if (pl_outbox_add(&w->out, PL_TOPIC_DLQ, m->key ? m->key : "",
+                      m->key ? m->key_len : 0, m->payload ? m->payload : "",
+                      m->payload ? m->len : 0, h))
+        return -1;
+    /* A copy that would be too large to publish (a ~1 MB poison message
+     * plus headers) is cut down, with its original size and SHA-256 in
+     * the headers, so the partition never sticks behind it. */
+    if (pl_outmsg_cut(w->out.msgs[w->out.count - 1], w->max_message_bytes) ==
+        1)
+        pl_warn("dead letter of %zu bytes cut down to fit message.max.bytes "
+                "(%zu)",
+                m->len, w->max_message_bytes);
+    return 0;
 }
 
 /* Take a polled message into the batch: decode it, or dead-letter it. */
@@ -333,11 +448,14 @@ static int wait_out_redis(worker_t *w, const char *err, int64_t *backoff)
     int64_t until;
 
     w->stats.redis_errors++;
-    pl_warn("redis unavailable (%s); retrying in %lld ms", err,
-            (long long)*backoff);
+    if (log_due(&w->last_redis_log))
+        pl_warn("redis unavailable (%s); retrying, next try in %lld ms "
+                "(redis_errors=%llu)",
+                err, (long long)*backoff,
+                (unsigned long long)w->stats.redis_errors);
     set_paused(w, true);
     until = pl_now_mono_ms() + *backoff;
-    while (run && !w->revoked && pl_now_mono_ms() < until) {
+    while (RUNNING && !w->revoked && pl_now_mono_ms() < until) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, 100);
         if (!m)
             continue;
@@ -359,7 +477,7 @@ static int wait_out_redis(worker_t *w, const char *err, int64_t *backoff)
     }
     *backoff = *backoff * 2 > w->backoff_max_ms ? w->backoff_max_ms
                                                  : *backoff * 2;
-    return run && !w->revoked ? 0 : -1;
+    return RUNNING && !w->revoked ? 0 : -1;
 }
 
 /* Make sure the entity of every pending item is in the cache.  0, -1 when
@@ -372,7 +490,7 @@ static int load_states(worker_t *w)
     size_t n = 0;
     int64_t backoff = 100;
     char err[512];
-    int r = -2;
+    int r = -2, sr;
 
     /* Bound the cache; emptied before the lookups so that no entity of this
      * batch can be evicted between its load and its decision. */
@@ -396,10 +514,15 @@ static int load_states(worker_t *w)
     }
     if (!(fields = calloc(n, sizeof(*fields))))
         goto out;
-    while (pl_store_read(w->store, w->kind->entity, ids, n, fields, err,
-                         sizeof(err))) {
+    while ((sr = pl_store_read(w->store, w->kind->entity, ids, n, fields,
+                               err, sizeof(err)))) {
         for (size_t j = 0; j < n; j++)
             pl_fields_clear(&fields[j]);
+        if (sr == -2) {
+            pl_error("redis: %s; exiting", err);
+            r = -3;
+            goto out;
+        }
         if (wait_out_redis(w, err, &backoff)) {
             r = -1;
             goto out;
@@ -430,6 +553,9 @@ static int load_states(worker_t *w)
             continue;
         }
         snprintf(e->rev, sizeof(e->rev), "%s", rev ? rev : "");
+        if ((rev = pl_fields_get(&fields[j], "origin")) &&
+            !(e->origin = strdup(rev)))
+            goto out;
     }
     r = 0;
 out:
@@ -536,7 +662,7 @@ int pl_worker_queue(pl_worker_t *w, pl_outbox_t *ob, pl_topic_role_t role,
                  ev->event_id ? ev->event_id : "", err);
         return -1;
     }
-    r = pl_outbox_add(ob, role, key, strlen(key), val, len, NULL);
+    r = pl_outbox_add(ob, role, key, strlen(key), val, len, NULL) ? -2 : 0;
     free(val);
     return r;
 }
@@ -559,7 +685,7 @@ pl_store_t *pl_worker_store(pl_worker_t *w)
 bool pl_worker_running(const pl_worker_t *w)
 {
     (void)w;
-    return run != 0;
+    return RUNNING;
 }
 
 void pl_worker_count(pl_worker_t *w, const char *name, uint64_t n)
@@ -585,6 +711,33 @@ static void decision_clear(pl_decision_t *d)
     memset(d, 0, sizeof(*d));
 }
 
+/* The origin of a message: "<topic>/<partition>/<offset>". */
+static void msg_origin(const rd_kafka_message_t *m, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s/%d/%lld", rd_kafka_topic_name(m->rkt),
+             (int)m->partition, (long long)m->offset);
+}
+
+/* true when m comes before the message that created the entity, in the
+ * same partition: the entity did not exist when m was first decided. */
+static bool before_origin(const centry_t *e, const rd_kafka_message_t *m)
+{
+    const char *topic = rd_kafka_topic_name(m->rkt), *p;
+    size_t tl = strlen(topic);
+    char *end;
+    long part;
+    long long off;
+
+    if (!e->origin || strncmp(e->origin, topic, tl) || e->origin[tl] != '/')
+        return false;
+    p = e->origin + tl + 1;
+    part = strtol(p, &end, 10);
+    if (*end != '/' || part != m->partition)
+        return false;
+    off = strtoll(end + 1, &end, 10);
+    return !*end && m->offset < off;
+}
+
 /* Decide one item on its entity's cached state, which moves on to the
  * predicted next state.  Fills op.  0, 1 when the item was dead-lettered
  * instead (op unused), or -1 (out of memory: fatal). */
@@ -594,6 +747,8 @@ static int decide(worker_t *w, size_t idx, op_t *op)
     const char *id = w->kind->entity_id(&it->ev);
     centry_t *e = cache_get(&w->cache, id);
     pl_decision_t d;
+    void *st, *tmp = NULL;
+    bool is_new, repeat;
     int r = -1;
 
     memset(&d, 0, sizeof(d));
@@ -601,7 +756,28 @@ static int decide(worker_t *w, size_t idx, op_t *op)
     op->item = idx;
     if (!e)
         goto out; /* load_states() put it there: cannot happen */
-    if (w->kind->decide(w, e->st, &it->ev, &d)) {
+    st = e->st;
+    is_new = !e->rev[0];
+    if (!is_new && before_origin(e, it->msg)) {
+        /* A redelivered event from before the entity was created, whose
+         * record (kept dedupe.unknown.ttl) has expired: it was refused as
+         * unknown then, and is decided on no state again, so its outcome
+         * is the same.  Nothing of it may be written. */
+        if (!(tmp = malloc(w->kind->state_size)))
+            goto out;
+        w->kind->state_init(tmp);
+        st = tmp;
+        is_new = true;
+    }
+    /* The same event_id right behind itself for the same entity in this
+     * round (a producer's duplicate just after its original): the apply
+     * script answers "duplicate" for it, so it must not move the
+     * prediction, or every later event of the entity in this round would
+     * be sent on a revision Redis never reaches (all conflicts).  It goes
+     * undecided: no state, no derived events. */
+    repeat = e->round == w->round && !tmp &&
+             !strcmp(w->items[e->last_item].ev.event_id, it->ev.event_id);
+    if (!repeat && w->kind->decide(w, st, &it->ev, &d)) {
         /* Logged by decide().  Skipping it silently would lose it and
          * retrying would loop: it goes to the dead-letter topic. */
         snprintf(d.poison, sizeof(d.poison),
@@ -609,7 +785,13 @@ static int decide(worker_t *w, size_t idx, op_t *op)
                  w->kind->entity, id, w->kind->program);
         /* the prediction may be half made: read the entity again */
         cache_drop(&w->cache, id);
+        e = NULL;
     }
+    if (tmp && d.applied && !d.poison[0])
+        snprintf(d.poison, sizeof(d.poison),
+                 "%s %s: this event comes before the one that created it "
+                 "(%s) and would change it",
+                 w->kind->entity, id, e->origin);
     if (d.poison[0]) {
         it->done = true;
         r = dead_letter(w, it->msg, d.poison) ? -1 : 1;
@@ -624,6 +806,16 @@ static int decide(worker_t *w, size_t idx, op_t *op)
     memcpy(op->apply.expected_rev_buf, e->rev, sizeof(e->rev));
     op->apply.expected_rev = op->apply.expected_rev_buf;
     if (op->applied) {
+        if (is_new) {
+            /* remember where the entity was born (before_origin) */
+            char origin[300];
+            msg_origin(it->msg, origin, sizeof(origin));
+            if (pl_fields_set(&d.set, "origin", origin))
+                goto out;
+            free(e->origin);
+            if (!(e->origin = strdup(origin)))
+                goto out;
+        }
         pl_store_next_rev(e->rev, it->ev.event_id, op->rev);
         if (pl_fields_set(&d.set, "rev", op->rev))
             goto out;
@@ -640,20 +832,48 @@ static int decide(worker_t *w, size_t idx, op_t *op)
         memset(&d.timers_remove, 0, sizeof(d.timers_remove));
         op->apply.timers_add = &op->timers_add;
         op->apply.timers_remove = &op->timers_remove;
+    } else if (is_new) {
+        /* Refused for an entity that does not exist: only its event_id is
+         * written, and kept a short time (a producer's retry); a replay
+         * after that is decided the same way (before_origin). */
+        op->apply.ttl_ms = w->unknown_ttl_ms;
     }
     op->rejected = d.rejected;
     op->apply.outcome = op->outcome;
     op->apply.outcome_len = op->outcome_len;
+    e->round = w->round; /* for the repeat check above */
+    e->last_item = idx;
     r = 0;
 out:
+    if (tmp) {
+        w->kind->state_clear(tmp);
+        free(tmp);
+    }
     decision_clear(&d);
     return r;
+}
+
+/* True when an op before ops[k] in this round, for the same entity, came
+ * back as a duplicate although decide() had predicted a write for it (its
+ * original was applied in an earlier batch): the prediction for every
+ * later op of the entity was built on it, so their conflicts are ours, not
+ * another writer's. */
+static bool after_mispredicted_duplicate(worker_t *w, const op_t *ops,
+                                         size_t k)
+{
+    const char *id = w->kind->entity_id(&w->items[ops[k].item].ev);
+    for (size_t j = 0; j < k; j++)
+        if (ops[j].applied && ops[j].apply.result == PL_APPLY_DUPLICATE &&
+            !strcmp(w->kind->entity_id(&w->items[ops[j].item].ev), id))
+            return true;
+    return false;
 }
 
 /* Apply every pending item of the batch; fills w->out with what to publish.
  * 0 done; -1 abandoned (shutdown, or the partitions were revoked: nothing
  * is stored, the batch is redelivered); -2 fatal (out of memory: the
- * worker exits, and its successor replays the batch). */
+ * worker exits, and its successor replays the batch); -3 fatal Redis error
+ * (refused credentials: logged; the worker exits non-zero). */
 static int apply_batch(worker_t *w)
 {
     op_t *ops = NULL;
@@ -670,6 +890,7 @@ static int apply_batch(worker_t *w)
         free(ops);
         if (!(ops = calloc(w->nitems ? w->nitems : 1, sizeof(*ops))))
             goto out;
+        w->round++;
         for (size_t i = 0; i < w->nitems; i++) {
             if (w->items[i].done)
                 continue;
@@ -692,6 +913,12 @@ static int apply_batch(worker_t *w)
                                         err, sizeof(err))) != 0) {
                 for (size_t k = 0; k < n; k++)
                     pl_store_apply_clear(&ap[k]);
+                if (ar == -2) {
+                    pl_error("redis: %s; exiting", err);
+                    free(ap);
+                    r = -3;
+                    goto out_ops;
+                }
                 if (wait_out_redis(w, err, &backoff)) {
                     free(ap);
                     r = -1;
@@ -734,9 +961,27 @@ static int apply_batch(worker_t *w)
                 cache_drop(&w->cache, w->kind->entity_id(&it->ev));
                 break;
             case PL_APPLY_CONFLICT:
-                w->stats.conflicts++;
+                /* decided again either way; counted only when another
+                 * writer (or a stale cache) caused it */
+                if (!after_mispredicted_duplicate(w, ops, k))
+                    w->stats.conflicts++;
                 cache_drop(&w->cache, w->kind->entity_id(&it->ev));
                 break;
+            case PL_APPLY_FAILED: {
+                /* A per-key error (a key of the wrong type...): retrying
+                 * cannot mend it and it must not hold up the partition.
+                 * Nothing was written; the event goes to the DLQ. */
+                char why[768];
+                it->done = true;
+                w->stats.redis_errors++;
+                snprintf(why, sizeof(why), "redis refused %s %s: %s",
+                         w->kind->entity, w->kind->entity_id(&it->ev),
+                         op->apply.error ? op->apply.error : "error");
+                cache_drop(&w->cache, w->kind->entity_id(&it->ev));
+                if (dead_letter(w, it->msg, why))
+                    goto out_ops;
+                break;
+            }
             }
         }
         for (size_t k = 0; k < n; k++)
@@ -771,45 +1016,138 @@ static rd_kafka_topic_partition_list_t *batch_offsets(worker_t *w)
     return offs;
 }
 
-/* Pop the oldest batch in flight: store its offsets when it was delivered
- * (ok), then free it. */
-static void inflight_pop(worker_t *w, bool ok)
+/* Store the offsets of delivered batches that Redis has had
+ * offsets.store.delay to make durable (all of them, waiting out the rest of
+ * the delay, when all is set: on revocation and shutdown), oldest first. */
+static void store_durable(worker_t *w, bool all)
+{
+    size_t k = 0;
+    for (; k < w->ndurable; k++) {
+        struct durable_s *d = &w->durable[k];
+        int64_t wait = d->applied_at + w->store_delay_ms - pl_now_mono_ms();
+        rd_kafka_resp_err_t err;
+        if (wait > 0) {
+            if (!all)
+                break;
+            pl_sleep_ms(wait, NULL); /* bounded by offsets.store.delay */
+        }
+        if ((err = rd_kafka_offsets_store(w->consumer, d->offsets)) &&
+            err != RD_KAFKA_RESP_ERR__STATE) /* a partition no longer ours */
+            pl_warn("storing offsets: %s", rd_kafka_err2str(err));
+        rd_kafka_topic_partition_list_destroy(d->offsets);
+    }
+    if (k) {
+        memmove(w->durable, w->durable + k,
+                (w->ndurable - k) * sizeof(*w->durable));
+        w->ndurable -= k;
+    }
+}
+
+/* Pop the oldest batch in flight: when it was delivered (ok), its offsets
+ * go to be stored once durable; then free it.  -1 on OOM (its offsets are
+ * dropped: the batch is redelivered). */
+static int inflight_pop(worker_t *w, bool ok)
 {
     inflight_t *h = &w->inflight[0];
-    rd_kafka_resp_err_t err;
+    int r = 0;
 
-    if (ok && (err = rd_kafka_offsets_store(w->consumer, h->offsets)) &&
-        err != RD_KAFKA_RESP_ERR__STATE) /* a partition no longer ours */
-        pl_warn("storing offsets: %s", rd_kafka_err2str(err));
-    rd_kafka_topic_partition_list_destroy(h->offsets);
+    if (ok && w->ndurable == w->durable_cap) {
+        size_t cap = w->durable_cap ? w->durable_cap * 2 : 64;
+        struct durable_s *d = realloc(w->durable, cap * sizeof(*d));
+        if (d) {
+            w->durable = d;
+            w->durable_cap = cap;
+        }
+    }
+    if (ok && w->ndurable < w->durable_cap) {
+        w->durable[w->ndurable].offsets = h->offsets; /* moved */
+        w->durable[w->ndurable++].applied_at = h->applied_at;
+    } else {
+        r = ok ? -1 : 0;
+        rd_kafka_topic_partition_list_destroy(h->offsets);
+    }
     pl_outbox_reset(&h->out);
     free(h->out.msgs);
     memmove(&w->inflight[0], &w->inflight[1],
             (size_t)(--w->ninflight) * sizeof(*h));
+    store_durable(w, false);
+    return r;
+}
+
+/* While a delivery is awaited for long (a broker outage), stay in the
+ * group: partitions paused, the consumer polled.  A message polled anyway
+ * joins the next batch.  Never from inside the rebalance callback.
+ * 0, or -1 on OOM. */
+static int keepalive(worker_t *w)
+{
+    rd_kafka_message_t *m;
+    if (w->in_rebalance)
+        return 0;
+    set_paused(w, true);
+    if (!(m = rd_kafka_consumer_poll(w->consumer, 0)))
+        return 0;
+    if (w->revoked) {
+        /* eager: what was taken before is fetched again */
+        batch_reset(w);
+        w->revoked = 0;
+    }
+    if (m->err) {
+        if (log_due(&w->last_kafka_log))
+            pl_warn("consumer: %s", rd_kafka_message_errstr(m));
+        rd_kafka_message_destroy(m);
+        return 0;
+    }
+    if (take_message(w, m)) {
+        rd_kafka_message_destroy(m);
+        return -1;
+    }
+    return 0;
 }
 
 /* Reap the batches in flight, oldest first, until at most `keep` remain:
- * a delivered batch has its offsets stored, so offsets always move forward
- * in order; the oldest one not yet delivered is waited for (with retries)
- * only when more than `keep` are in flight.  0, -1 when stopping (the
- * undelivered batches are dropped without storing offsets: they will be
- * redelivered), -2 on a fatal producer error. */
+ * a delivered batch has its offsets stored (once durable), so offsets
+ * always move forward in order; the oldest one not yet delivered is waited
+ * for (however long the broker is away, retrying) only when more than
+ * `keep` are in flight.  keep 0 also stores every durable offset.  0, -1
+ * when a requested stop's grace ran out (the undelivered batches are
+ * dropped without storing offsets: they will be redelivered), -2 on a
+ * fatal producer error or OOM. */
 static int reap(worker_t *w, size_t keep)
 {
     int r = 0;
+    bool waited = false;
 
     if (w->ninflight)
         rd_kafka_poll(w->producer, 0); /* serve delivery reports */
     while (w->ninflight) {
         int st = pl_outbox_state(&w->inflight[0].out);
         if (st == 1) {
-            inflight_pop(w, true);
+            if (inflight_pop(w, true)) {
+                r = -2;
+                break;
+            }
             continue;
         }
         if (w->ninflight <= keep && st == 0)
-            return 0;
-        if ((r = pl_outbox_wait(&w->inflight[0].out, w->producer, role_topic,
-                                w, &run, w->backoff_max_ms)))
+            break;
+        r = pl_outbox_deliver_for(&w->inflight[0].out, w->producer,
+                                  role_topic, w, &w->stop, w->backoff_max_ms,
+                                  500, false);
+        if (r == 1) {
+            /* still waiting: the broker is slow or away */
+            r = 0;
+            if (!waited && log_due(&w->last_kafka_log))
+                pl_warn("waiting for Kafka to acknowledge %zu batch(es); "
+                        "consuming is paused meanwhile",
+                        w->ninflight);
+            waited = true;
+            if (keepalive(w)) {
+                r = -2;
+                break;
+            }
+            continue;
+        }
+        if (r)
             break;
     }
     if (r) {
@@ -817,14 +1155,28 @@ static int reap(worker_t *w, size_t keep)
                 w->ninflight, r == -2 ? "fatal error" : "shutting down");
         while (w->ninflight)
             inflight_pop(w, false);
+        return r;
     }
-    return r;
+    if (waited) {
+        pl_info("Kafka acknowledged the batches in flight; resuming");
+        if (!w->in_rebalance)
+            set_paused(w, false);
+    }
+    store_durable(w, keep == 0);
+    return 0;
 }
 
 int pl_worker_deliver(pl_worker_t *w, pl_outbox_t *ob)
 {
-    return pl_outbox_deliver(ob, w->producer, role_topic, w, &run,
+    return pl_outbox_deliver(ob, w->producer, role_topic, w, &w->stop,
                              w->backoff_max_ms);
+}
+
+int pl_worker_deliver_for(pl_worker_t *w, pl_outbox_t *ob, int64_t timeout_ms,
+                          bool first)
+{
+    return pl_outbox_deliver_for(ob, w->producer, role_topic, w, &w->stop,
+                                 w->backoff_max_ms, timeout_ms, first);
 }
 
 static void log_stats(worker_t *w)
@@ -839,7 +1191,7 @@ static void log_stats(worker_t *w)
                               (unsigned long long)w->stats.extra[i]);
     pl_info("stats: consumed=%llu applied=%llu rejected=%llu duplicates=%llu "
             "dead_letters=%llu conflicts=%llu republished=%llu batches=%llu "
-            "redis_errors=%llu%s",
+            "redis_errors=%llu kafka_errors=%llu%s",
             (unsigned long long)w->stats.consumed,
             (unsigned long long)w->stats.applied,
             (unsigned long long)w->stats.rejected,
@@ -848,7 +1200,8 @@ static void log_stats(worker_t *w)
             (unsigned long long)w->stats.conflicts,
             (unsigned long long)w->stats.republished,
             (unsigned long long)w->stats.batches,
-            (unsigned long long)w->stats.redis_errors, extra);
+            (unsigned long long)w->stats.redis_errors,
+            (unsigned long long)w->stats.kafka_errors, extra);
 }
 
 /* The kind's periodic work (timers), between batches.  0 or -1 (stop). */
@@ -871,13 +1224,18 @@ static int main_loop(worker_t *w)
     int64_t next_stats = pl_now_mono_ms() + stats_ms;
     int64_t next_tick = 0;
 
-    while (run) {
+    while (RUNNING) {
         int64_t deadline = 0;
         int r;
 
         /* 1. Poll a batch. */
         w->revoked = 0;
-        while (run && w->nitems < batch_size) {
+        while (RUNNING && w->nitems < batch_size) {
+            char fatal[512];
+            if (pl_kafka_fatal(fatal, sizeof(fatal))) {
+                pl_error("kafka: %s; exiting", fatal);
+                return -1;
+            }
             int timeout = 100;
             rd_kafka_message_t *m;
             if (w->carry) {
@@ -909,8 +1267,9 @@ static int main_loop(worker_t *w)
                 if (w->nitems)
                     break;
                 /* idle: store the offsets of batches delivered since */
-                if (w->ninflight && (r = reap(w, INFLIGHT_MAX)))
-                    return r == -2 ? -1 : 0;
+                if ((w->ninflight || w->ndurable) &&
+                    (r = reap(w, INFLIGHT_MAX)))
+                    return -1; /* not delivered: exit non-zero */
                 if (maybe_tick(w, &next_tick))
                     return -1;
                 if (stats_ms && pl_now_mono_ms() >= next_stats) {
@@ -920,11 +1279,20 @@ static int main_loop(worker_t *w)
                 continue;
             }
             if (m->err) {
-                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-                    pl_warn("consumer: %s", rd_kafka_message_errstr(m));
+                char fatal[512];
+                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+                    w->stats.kafka_errors++;
+                    if (log_due(&w->last_kafka_log))
+                        pl_warn("consumer: %s (retrying; kafka_errors=%llu)",
+                                rd_kafka_message_errstr(m),
+                                (unsigned long long)w->stats.kafka_errors);
+                }
                 rd_kafka_message_destroy(m);
-                if (rd_kafka_fatal_error(w->consumer, NULL, 0))
+                if (rd_kafka_fatal_error(w->consumer, fatal, sizeof(fatal))) {
+                    pl_error("kafka consumer fatal error: %s; exiting",
+                             fatal);
                     return -1;
+                }
                 continue;
             }
             if (!w->nitems)
@@ -943,16 +1311,17 @@ static int main_loop(worker_t *w)
 
         /* 3 + 4. Decide and apply in Redis. */
         r = w->revoked ? -1 : apply_batch(w);
-        if (r == -2) {
-            pl_error("out of memory applying a batch of %zu; exiting (it "
-                     "will be redelivered)",
-                     w->nitems);
+        if (r == -2 || r == -3) {
+            if (r == -2)
+                pl_error("out of memory applying a batch of %zu; exiting "
+                         "(it will be redelivered)",
+                         w->nitems);
             batch_reset(w);
             return -1;
         }
         if (r || w->revoked) {
             pl_info("batch of %zu abandoned (%s); it will be redelivered",
-                    w->nitems, !run ? "shutting down" : "rebalance");
+                    w->nitems, !RUNNING ? "shutting down" : "rebalance");
             batch_reset(w);
             continue;
         }
@@ -964,12 +1333,13 @@ static int main_loop(worker_t *w)
             return -1;
         }
         pl_outbox_produce(&w->out, w->producer, role_topic, w);
+        w->inflight[w->ninflight].applied_at = pl_now_mono_ms();
         w->inflight[w->ninflight++].out = w->out; /* moved */
         memset(&w->out, 0, sizeof(w->out));
         batch_reset(w);
         /* 6. ...and only once it is delivered are its offsets stored. */
         if ((r = reap(w, INFLIGHT_MAX - 1)))
-            return r == -2 ? -1 : 0;
+            return -1; /* not delivered: exit non-zero */
         if (maybe_tick(w, &next_tick))
             return -1;
         if (stats_ms && pl_now_mono_ms() >= next_stats) {
@@ -985,7 +1355,7 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
     worker_t *w = calloc(1, sizeof(*w));
     char err[1024], host[256];
     const char *redis, *colon, *group;
-    char group_buf[128];
+    char group_buf[128], *password = NULL;
     pl_log_level_t level;
     rd_kafka_topic_partition_list_t *topics;
     rd_kafka_resp_err_t kerr;
@@ -1008,8 +1378,14 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
     pl_log_level_parse(pl_config_get(w->cfg, "log.level"), &level);
     pl_log_set_level(level);
     w->dedupe_ttl_ms = pl_config_get_ms(w->cfg, "dedupe.ttl");
+    w->unknown_ttl_ms = pl_config_get_ms(w->cfg, "dedupe.unknown.ttl");
     w->backoff_max_ms = pl_config_get_ms(w->cfg, "retry.backoff.max");
+    w->store_delay_ms = pl_config_get_ms(w->cfg, "offsets.store.delay");
+    w->max_message_bytes =
+        (size_t)pl_config_get_int(w->cfg, "message.max.bytes");
     w->cache_max = (size_t)pl_config_get_int(w->cfg, "cache.size");
+    w->stop.requested = &stop_requested;
+    w->stop.grace_ms = pl_config_get_ms(w->cfg, "shutdown.grace");
 
     if (!(w->rules = pl_rules_load(pl_config_get(w->cfg, "rules.file"), err,
                                    sizeof(err)))) {
@@ -1029,13 +1405,23 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
     redis = pl_config_get(w->cfg, "redis");
     colon = strrchr(redis, ':');
     snprintf(host, sizeof(host), "%.*s", (int)(colon - redis), redis);
-    if (!(w->store = pl_store_new(host, (int)strtol(colon + 1, NULL, 10),
-                                  pl_config_get(w->cfg, "redis.password"),
-                                  pl_config_get(w->cfg, "key.prefix"), err,
-                                  sizeof(err)))) {
-        pl_error("redis: %s", err);
+    if (pl_config_secret(w->cfg, "redis.password", &password, err,
+                         sizeof(err))) {
+        pl_error("%s", err);
         goto out;
     }
+    w->store = pl_store_new(host, (int)strtol(colon + 1, NULL, 10), password,
+                            pl_config_get(w->cfg, "key.prefix"), err,
+                            sizeof(err));
+    free(password);
+    if (!w->store ||
+        pl_store_set_username(w->store,
+                              pl_config_get(w->cfg, "redis.username"))) {
+        pl_error("redis: %s", w->store ? "out of memory" : err);
+        goto out;
+    }
+    pl_store_set_limits(w->store, pl_config_get_int(w->cfg, "history.max"),
+                        pl_config_get_int(w->cfg, "dedupe.max"));
     group = pl_config_get(w->cfg, "group.id");
     if (!*group) {
         snprintf(group_buf, sizeof(group_buf), "%spipeline-%s",
@@ -1046,21 +1432,40 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
         group = group_buf;
     }
     if (!(w->producer = pl_kafka_producer_new(w->cfg, err, sizeof(err))) ||
-        !(w->consumer = pl_kafka_consumer_new(w->cfg, group, rebalance_cb, w,
+        !(w->consumer = pl_kafka_consumer_new(w->cfg, group, rebalance_cb,
+                                              commit_cb, w,
                                               err, sizeof(err)))) {
         pl_error("%s", err);
         goto out;
     }
 
+    /* Signals first: a stop requested while Redis is down is honoured. */
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
     /* Redis must answer before we join the group; wait it out. */
-    for (int64_t backoff = 100; pl_store_connect(w->store, err, sizeof(err));
+    for (int64_t backoff = 100;;
          backoff = backoff * 2 > w->backoff_max_ms ? w->backoff_max_ms
                                                    : backoff * 2) {
-        pl_warn("redis unavailable (%s); retrying in %lld ms", err,
-                (long long)backoff);
-        pl_sleep_ms(backoff, &run);
-        if (!run)
+        int cr = pl_store_connect(w->store, err, sizeof(err));
+        if (!cr)
+            break;
+        if (cr == -2) {
+            pl_error("redis: %s (fatal: check redis.username and "
+                     "redis.password)",
+                     err);
             goto out;
+        }
+        w->stats.redis_errors++;
+        if (log_due(&w->last_redis_log))
+            pl_warn("redis unavailable (%s); retrying, next try in %lld ms "
+                    "(redis_errors=%llu)",
+                    err, (long long)backoff,
+                    (unsigned long long)w->stats.redis_errors);
+        pl_sleep_ms(backoff, &w->stop);
+        if (!RUNNING) {
+            rc = 0; /* nothing was consumed: nothing to commit */
+            goto out;
+        }
     }
 
     topics = rd_kafka_topic_partition_list_new(1);
@@ -1075,8 +1480,6 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
                  rd_kafka_err2str(kerr));
         goto out;
     }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
     pl_info("consuming %s as group %s; redis %s, key prefix '%s'",
             pl_config_topic(w->cfg, kind->input_topic), group, redis,
             pl_config_get(w->cfg, "key.prefix"));
@@ -1084,7 +1487,6 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
     rc = main_loop(w) ? 1 : 0;
 
     pl_info("shutting down");
-    log_stats(w);
 out:
     if (w) {
         batch_reset(w);
@@ -1092,13 +1494,45 @@ out:
             rd_kafka_message_destroy(w->carry);
         free(w->items);
         free(w->out.msgs);
-        if (w->producer && w->consumer)
-            reap(w, 0); /* deliver what is in flight, store its offsets */
-        if (w->consumer) {
-            rd_kafka_consumer_close(w->consumer); /* commits, leaves group */
+        /* deliver what is in flight (within shutdown.grace), store its
+         * offsets once durable: exit 0 only when all of it was */
+        if (w->producer && w->consumer && reap(w, 0) && rc == 0) {
+            pl_error("exiting with undelivered derived events (they will "
+                     "be published again by the next owner)");
+            rc = 1;
+        }
+        while (w->ndurable) /* not stored (an error path) */
+            rd_kafka_topic_partition_list_destroy(
+                w->durable[--w->ndurable].offsets);
+        free(w->durable);
+        if (w->consumer && commit_final(w) == 0) {
+            rd_kafka_resp_err_t cerr;
+            /* commits what the revocation stores, leaves the group */
+            if ((cerr = rd_kafka_consumer_close(w->consumer)) && rc == 0) {
+                pl_error("closing the consumer: %s", rd_kafka_err2str(cerr));
+                rc = 1;
+            }
+            if (w->commit_err && rc == 0) {
+                pl_error("the last offset commit failed: %s",
+                         rd_kafka_err2str(w->commit_err));
+                rc = 1;
+            }
             rd_kafka_destroy(w->consumer);
             w->consumer = NULL;
+        } else if (w->consumer) {
+            /* Kafka cannot take the commit (down): do not wait for it in
+             * a close that could hang; the uncommitted events are
+             * redelivered to the next owner (duplicates, same ids). */
+            if (rc == 0)
+                pl_error("exiting without committing: the events since "
+                         "the last commit will be redelivered");
+            rc = 1;
+            rd_kafka_destroy_flags(w->consumer,
+                                   RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+            w->consumer = NULL;
         }
+        if (w->cfg)
+            log_stats(w);
         if (w->producer) {
             rd_kafka_flush(w->producer, 10000);
             rd_kafka_destroy(w->producer);

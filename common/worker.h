@@ -72,11 +72,20 @@ pl_config_t *pl_worker_config(pl_worker_t *w);
 pl_store_t *pl_worker_store(pl_worker_t *w);
 
 /* For tick(): produce ob's messages and wait for delivery (as a batch's
- * derived events are).  0, -1 when the worker is stopping (not all were
- * delivered), -2 on a fatal producer error. */
+ * derived events are), however long Kafka is away.  0, -1 when the worker
+ * is stopping and its shutdown.grace ran out (not all were delivered), -2
+ * on a fatal producer error. */
 int pl_worker_deliver(pl_worker_t *w, pl_outbox_t *ob);
+/* For tick(): pl_worker_deliver() that waits at most timeout_ms (first:
+ * produce ob's messages before waiting).  0 all delivered, 1 some still
+ * pending after timeout_ms (call again with first false; ob must stay
+ * alive), -1 the worker is stopping and its grace ran out (what was not
+ * delivered is purged), -2 fatal producer error. */
+int pl_worker_deliver_for(pl_worker_t *w, pl_outbox_t *ob, int64_t timeout_ms,
+                          bool first);
 /* Encode ev and queue it on ob for the topic of role, keyed by key.
- * 0 or -1 (the error is logged). */
+ * 0, -1 when ev cannot be encoded (logged; the caller drops it), -2 on
+ * out of memory. */
 int pl_worker_queue(pl_worker_t *w, pl_outbox_t *ob, pl_topic_role_t role,
                     const char *key, const pl_event_t *ev);
 /* For tick(): true while the worker should go on. */

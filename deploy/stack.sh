@@ -12,7 +12,33 @@
 #   deploy/stack.sh env       print export lines: eval "$(deploy/stack.sh env)"
 #   deploy/stack.sh topics    list the broker's topics
 #
+# One service at a time (SERVICE is kafka or redis; the other is not touched):
+#
+#   deploy/stack.sh start SERVICE     start it (or reuse it); kafka: and create topics
+#   deploy/stack.sh stop SERVICE      stop it cleanly (kafka: SIGTERM, controlled
+#                                     shutdown; redis: SHUTDOWN, AOF flushed)
+#   deploy/stack.sh restart SERVICE   stop, then start
+#   deploy/stack.sh kill SERVICE      SIGKILL it (fault tests); 'start' brings it
+#                                     back on its files (kafka log, redis AOF)
+#   deploy/stack.sh status SERVICE    exit 0 only if it runs
+#
 # Every command is idempotent and works from any directory.
+#
+# Redis persists to an append-only file under $PL_STACK_DIR/redis
+# (appendonlydir/), so a restart, clean or after SIGKILL, comes back with the
+# data. PL_REDIS_FSYNC sets appendfsync: always (fsync before each reply:
+# nothing acknowledged is lost, even by an OS crash), everysec (the default:
+# a crash of the redis process loses nothing, since the AOF is write()n before
+# the reply; an OS or power crash loses up to about 1-2 s of writes) or no
+# (the OS flushes when it likes: an OS crash may lose ~30 s).
+#
+# Settings (environment): PL_STACK_DIR (default .stack), PL_KAFKA_PORT
+# (19092), PL_KAFKA_CONTROLLER_PORT (19093), PL_REDIS_PORT (16379),
+# PL_REDIS_FSYNC (everysec), PL_PARTITIONS (6), PL_TOPIC_PREFIX,
+# PL_STACK_TIMEOUT (90 s), PL_KAFKA_HEAP (512m), PL_KAFKA_LIBS (a folder of
+# Kafka jars to use instead of $PL_STACK_DIR/kafka/libs). A stack in another
+# dir reuses the jars of the main .stack/ when those are there (a symlink),
+# so a private stack for a test downloads nothing.
 set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
@@ -27,6 +53,8 @@ TOPIC_PREFIX=${PL_TOPIC_PREFIX:-}
 PARTITIONS=${PL_PARTITIONS:-6}
 TIMEOUT=${PL_STACK_TIMEOUT:-90}
 KAFKA_HEAP=${PL_KAFKA_HEAP:-512m}
+REDIS_FSYNC=${PL_REDIS_FSYNC:-everysec}
+MAIN_LIBS_DIR=$REPO_DIR/.stack/kafka/libs
 
 HOST=127.0.0.1
 TOPICS=(sales.leads sales.deals sales.pipeline sales.alerts sales.dlq)
@@ -55,10 +83,14 @@ check_settings() {
 		[[ $value =~ ^[1-9][0-9]*$ ]] ||
 			die "$name must be a positive integer, got '$value'"
 	done
+	case $REDIS_FSYNC in
+	always | everysec | no) ;;
+	*) die "PL_REDIS_FSYNC must be always, everysec or no, got '$REDIS_FSYNC'" ;;
+	esac
 	mkdir -p -- "$STACK_DIR"
 	STACK_DIR=$(cd -- "$STACK_DIR" && pwd)
 	KAFKA_DIR=$STACK_DIR/kafka
-	LIBS_DIR=$KAFKA_DIR/libs
+	LIBS_DIR=${PL_KAFKA_LIBS:-$KAFKA_DIR/libs}
 	DATA_DIR=$KAFKA_DIR/data
 	KAFKA_PID=$KAFKA_DIR/kafka.pid
 	KAFKA_CONF=$STACK_DIR/server.properties
@@ -117,6 +149,17 @@ fetch_jars() {
 	[[ -n $version ]] || die "no <kafka.version> in $KAFKA_SRC/pom.xml"
 	marker=$LIBS_DIR/.kafka-$version
 	[[ -f $marker ]] && return 0
+	[[ -n ${PL_KAFKA_LIBS:-} ]] &&
+		die "PL_KAFKA_LIBS=$PL_KAFKA_LIBS holds no Kafka $version jars (no .kafka-$version marker)"
+
+	# Another stack dir: share the main stack's jars rather than fetch them.
+	if [[ -f $MAIN_LIBS_DIR/.kafka-$version && $LIBS_DIR != "$MAIN_LIBS_DIR" ]]; then
+		log "using the Kafka $version jars of $MAIN_LIBS_DIR"
+		mkdir -p -- "$KAFKA_DIR"
+		rm -rf -- "$LIBS_DIR"
+		ln -s -- "$MAIN_LIBS_DIR" "$LIBS_DIR"
+		return 0
+	fi
 
 	log "fetching Kafka $version jars with Maven into $LIBS_DIR"
 	tmp=$KAFKA_DIR/libs.tmp
@@ -195,16 +238,26 @@ redis_ping() {
 start_redis() {
 	if redis_ping; then
 		log "redis already answers on $HOST:$REDIS_PORT"
+		if [[ $(redis-cli -h "$HOST" -p "$REDIS_PORT" config get appendonly 2>/dev/null |
+			tail -n 1) == no ]]; then
+			log "warning: this redis does not persist (appendonly no: started" \
+				"by an older stack.sh?); 'deploy/stack.sh restart redis' fixes" \
+				"that, losing what it holds now"
+		fi
 		return 0
 	fi
 	port_open "$REDIS_PORT" &&
 		die "port $REDIS_PORT is taken by something that is not Redis (set PL_REDIS_PORT)"
 	mkdir -p -- "$REDIS_DIR"
 	rm -f -- "$REDIS_PID"
-	log "starting redis-server on $HOST:$REDIS_PORT"
+	log "starting redis-server on $HOST:$REDIS_PORT (aof: $REDIS_DIR/appendonlydir, appendfsync $REDIS_FSYNC)"
+	# Persistence is the append-only file alone (no RDB snapshots): it is
+	# loaded on start, and rewritten in the background as it grows.
 	redis-server --bind "$HOST" --port "$REDIS_PORT" --daemonize yes \
 		--supervised no --pidfile "$REDIS_PID" --dir "$REDIS_DIR" \
-		--logfile "$REDIS_DIR/redis.log" --save '' --appendonly no 9>&- ||
+		--logfile "$REDIS_DIR/redis.log" --save '' \
+		--appendonly yes --appendfsync "$REDIS_FSYNC" \
+		--appenddirname appendonlydir --aof-use-rdb-preamble yes 9>&- ||
 		{
 			show_log_tail "$REDIS_DIR/redis.log"
 			die "redis-server did not start"
@@ -226,7 +279,8 @@ stop_redis() {
 	local i
 	if redis_ping; then
 		log "stopping redis on $HOST:$REDIS_PORT"
-		redis-cli -h "$HOST" -p "$REDIS_PORT" shutdown nosave >/dev/null 2>&1 || true
+		# SHUTDOWN flushes and fsyncs the AOF (there are no RDB save points).
+		redis-cli -h "$HOST" -p "$REDIS_PORT" shutdown >/dev/null 2>&1 || true
 		for ((i = 0; i < 100; i++)); do
 			redis_ping || break
 			sleep 0.1
@@ -236,6 +290,24 @@ stop_redis() {
 		log "redis does not answer; killing pid $(<"$REDIS_PID")"
 		kill -KILL "$(<"$REDIS_PID")" 2>/dev/null || true
 	fi
+	rm -f -- "$REDIS_PID"
+}
+
+# SIGKILL, for fault tests: no AOF flush beyond what appendfsync gives.
+kill_redis() {
+	local pid i
+	if ! pid_alive "$REDIS_PID" redis-server; then
+		log "redis is not running (no live pid in $REDIS_PID)"
+		return 0
+	fi
+	pid=$(<"$REDIS_PID")
+	log "killing redis (pid $pid) with SIGKILL"
+	kill -KILL "$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$pid" 2>/dev/null && die "redis pid $pid survived SIGKILL"
 	rm -f -- "$REDIS_PID"
 }
 
@@ -284,10 +356,12 @@ EOF
 format_storage() {
 	local id_file=$KAFKA_DIR/cluster.id id
 	[[ -f $DATA_DIR/meta.properties ]] && return 0
-	if [[ ! -s $id_file ]]; then
-		# A Kafka Uuid: 16 random bytes, URL-safe base64 without padding.
+	# A Kafka Uuid: 16 random bytes, URL-safe base64 without padding; not
+	# starting with '-', which the storage tool would take for an option
+	# (Kafka's own Uuid.randomUuid() avoids those too).
+	while [[ ! -s $id_file || $(<"$id_file") == -* ]]; do
 		head -c 16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=\n' >"$id_file"
-	fi
+	done
 	id=$(<"$id_file")
 	log "formatting KRaft storage in $DATA_DIR (cluster $id)"
 	mkdir -p -- "$DATA_DIR"
@@ -330,7 +404,9 @@ start_kafka() {
 wait_kafka() {
 	local deadline=$((SECONDS + TIMEOUT))
 	until port_open "$KAFKA_PORT"; do
-		if ! kafka_running; then
+		# (a /proc/PID/cmdline read can come back empty while setsid and
+		# nohup exec the JVM: look twice before calling it dead)
+		if ! kafka_running && { sleep 0.5; ! kafka_running; }; then
 			show_kafka_log
 			die "kafka exited during start-up"
 		fi
@@ -377,6 +453,20 @@ stop_kafka() {
 	rm -f -- "$KAFKA_PID"
 }
 
+kill_kafka() {
+	local pid
+	if ! kafka_running; then
+		log "kafka is not running"
+		rm -f -- "$KAFKA_PID"
+		return 0
+	fi
+	pid=$(<"$KAFKA_PID")
+	log "killing kafka (pid $pid) with SIGKILL"
+	kill -KILL "$pid" 2>/dev/null || true
+	while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+	rm -f -- "$KAFKA_PID"
+}
+
 # ---------------------------------------------------------------- commands
 
 cmd_start() {
@@ -396,25 +486,60 @@ cmd_stop() {
 	stop_redis
 }
 
-cmd_status() {
-	local rc=0
+# One service: start|stop|restart|kill|status kafka|redis.
+cmd_service() {
+	local action=$1 service=$2
+	case $action in
+	start)
+		if [[ $service == kafka ]]; then
+			cmd_install
+			start_kafka
+			wait_kafka
+			create_topics
+			log "kafka bootstrap: $HOST:$KAFKA_PORT (data: $DATA_DIR)"
+		else
+			install_packages
+			start_redis
+			wait_redis
+			log "redis:           $HOST:$REDIS_PORT"
+		fi
+		;;
+	stop) "stop_$service" ;;
+	kill) "kill_$service" ;;
+	restart)
+		"stop_$service"
+		cmd_service start "$service"
+		;;
+	esac
+}
+
+status_kafka() {
 	if kafka_running; then
 		if port_open "$KAFKA_PORT"; then
 			log "kafka: running, pid $(<"$KAFKA_PID"), bootstrap $HOST:$KAFKA_PORT"
 		else
 			log "kafka: starting, pid $(<"$KAFKA_PID"), port $KAFKA_PORT not open yet"
-			rc=3
+			return 3
 		fi
 	else
 		log "kafka: not running"
-		rc=3
+		return 3
 	fi
+}
+
+status_redis() {
 	if redis_ping; then
 		log "redis: running, $HOST:$REDIS_PORT"
 	else
 		log "redis: not running"
-		rc=3
+		return 3
 	fi
+}
+
+cmd_status() {
+	local rc=0
+	status_kafka || rc=3
+	status_redis || rc=3
 	return "$rc"
 }
 
@@ -440,7 +565,31 @@ usage() {
 }
 
 main() {
-	local cmd=${1:-}
+	local cmd=${1:-} service=${2:-}
+	if [[ -n $service ]]; then
+		case $cmd:$service in
+		start:kafka | start:redis | stop:kafka | stop:redis | \
+			restart:kafka | restart:redis | kill:kafka | kill:redis | \
+			status:kafka | status:redis) ;;
+		*)
+			usage >&2
+			printf 'stack: error: unknown command or service: %s\n' "$*" >&2
+			return 2
+			;;
+		esac
+		(($# == 2)) || {
+			usage >&2
+			return 2
+		}
+		check_settings
+		if [[ $cmd == status ]]; then
+			"status_$service"
+			return
+		fi
+		take_lock
+		cmd_service "$cmd" "$service"
+		return
+	fi
 	case $cmd in
 	env)
 		cmd_env

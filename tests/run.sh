@@ -2,14 +2,22 @@
 # The test command (README "Quick start"; .ci/run calls exactly this).
 #
 # Installs whatever is missing (deploy/stack.sh install), starts the local
-# stack (a real Kafka broker and a real Redis on loopback), builds, and runs
-# every test through ctest: the unit tests and the integration tests, first
-# in a normal build (build/), then again under AddressSanitizer and
-# UndefinedBehaviorSanitizer (build-asan/).
+# stack (a real Kafka broker and a real Redis on loopback), builds, and runs:
+#   1. build/ (RelWithDebInfo, GCC): every ctest test, unit and integration;
+#   2. the chaos test, short variant (tests/chaos/run.sh --short), on a
+#      private stack of its own;
+#   3. build-release/ (Release, GCC) and build-clang/ (Debug, clang): must
+#      build warning-free (-Werror); the release build runs the unit tests;
+#   4. the libFuzzer harnesses, each for a short time (tests/fuzz/run.sh);
+#   5. build-asan/ (Debug, AddressSanitizer + UndefinedBehaviorSanitizer):
+#      every ctest test again.
 #
-#   tests/run.sh            both builds
-#   tests/run.sh --quick    the normal build only
+#   tests/run.sh            all of it
+#   tests/run.sh --quick    1 only
 #   tests/run.sh -L unit    extra arguments go to ctest (here: unit only)
+#
+# Longer runs have their own commands: tests/chaos/run.sh (full chaos run),
+# tests/fuzz/run.sh SECONDS, tests/bench/run.sh.
 set -euo pipefail
 
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -28,22 +36,44 @@ deploy/stack.sh start
 eval "$(deploy/stack.sh env)"
 export PL_BROKERS PL_REDIS
 
+t0=$(date +%s)
+step() { echo "== [$(($(date +%s) - t0)) s] $*"; }
+
+build() {
+    local dir=$1
+    shift
+    step "$dir: build"
+    cmake -S . -B "$dir" "$@" >/dev/null
+    cmake --build "$dir" -j "$(nproc)"
+}
+
 suite() {
     local dir=$1
     shift
-    echo "== $dir: build"
-    cmake -S . -B "$dir" "$@" >/dev/null
-    cmake --build "$dir" -j "$(nproc)"
-    echo "== $dir: ctest"
+    build "$dir" "$@"
+    step "$dir: ctest"
     ctest --test-dir "$dir" --output-on-failure --timeout 900 \
         ${ctest_args[@]+"${ctest_args[@]}"}
 }
 
 suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
+if [ "$quick" = 0 ] && [ ${#ctest_args[@]} = 0 ]; then
+    step "chaos (short)"
+    PL_BUILD_DIR=$root/build tests/chaos/run.sh --short
+
+    command -v clang >/dev/null 2>&1 || deploy/stack.sh install >/dev/null
+    build build-release -DCMAKE_BUILD_TYPE=Release
+    step "build-release: unit tests"
+    ctest --test-dir build-release --output-on-failure -L unit
+    CC=clang build build-clang -DCMAKE_BUILD_TYPE=Debug
+
+    step "fuzz (short)"
+    tests/fuzz/run.sh "${PL_FUZZ_SECONDS:-15}"
+fi
 if [ "$quick" = 0 ]; then
     export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     suite build-asan -DCMAKE_BUILD_TYPE=Debug -DPL_SANITIZE=ON
 fi
-echo "All test suites passed. The local stack is still running" \
+step "all test suites passed. The local stack is still running" \
     "(deploy/stack.sh stop)."

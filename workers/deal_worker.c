@@ -7,8 +7,9 @@
  * deal.transition_rejected to topic.pipeline.  The same atomic Redis step
  * that writes a deal (re)schedules its timers (stale, closing_soon, overdue,
  * contract_not_sent); between batches the worker claims due timers with a
- * lease, checks each against the deal as it is now, publishes deal.stale or
- * deal.close_reminder to topic.alerts and only after delivery completes the
+ * lease (on Redis's clock), checks each against the deal as it is now,
+ * publishes deal.stale or deal.close_reminder to topic.alerts, extending the
+ * lease while the delivery takes, and only after delivery completes the
  * timer.  The consume / apply / publish / commit loop is the shared runtime
  * in common/worker.c; this file is what is particular to deals.
  */
@@ -173,20 +174,86 @@ static int parse_member(char *m, char **name, int64_t *due, char **deal_id)
 #define TIMER_SLICES 16
 static int timer_cursor; /* the next slice's first slot */
 
+/* Extend the leases of the claims not yet known lost (one round trip),
+ * marking and logging those another worker has taken.  0, or -1 on a fatal
+ * Redis error (the worker stops). */
+static int extend_leases(pl_store_t *store, pl_claim_t *claims, bool *lost,
+                         bool *held, size_t n, int64_t lease_ms)
+{
+    char err[512];
+    int r = pl_store_extend_timers(store, claims, n, lease_ms, held, err,
+                                   sizeof(err));
+    if (r == -2) {
+        pl_error("redis: %s; exiting", err);
+        return -1;
+    }
+    if (r) { /* the leases run on; the completion tells what is still ours */
+        pl_warn("extending the leases of %zu due timers: %s (trying again)",
+                n, err);
+        return 0;
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (held[i] || lost[i])
+            continue;
+        lost[i] = true;
+        pl_warn("timer '%s': our claim ran out while its alert was being "
+                "delivered and another worker holds it now; leaving it to "
+                "that worker",
+                claims[i].member);
+    }
+    return 0;
+}
+
+/* Wait for ob's delivery, extending our leases every third of a lease so no
+ * other worker claims the timers while their alerts are in flight; started
+ * is when the leases began (monotonic ms, taken before the claim).  The
+ * pl_worker_deliver_for() returns: 0 delivered, -1 stopping (the claims
+ * expire and fire again), -2 fatal.  -3 when extending met a fatal Redis
+ * error. */
+static int deliver_holding_leases(pl_worker_t *w, pl_outbox_t *ob,
+                                  pl_claim_t *claims, bool *lost, bool *held,
+                                  size_t n, int64_t lease_ms, int64_t started)
+{
+    int64_t step = lease_ms / 3 > 0 ? lease_ms / 3 : 1;
+    int64_t next = started + step;
+    bool first = true;
+
+    for (;;) {
+        int64_t now = pl_now_mono_ms();
+        int r;
+        if (now >= next) {
+            if (extend_leases(pl_worker_store(w), claims, lost, held, n,
+                              lease_ms))
+                return -3;
+            now = pl_now_mono_ms();
+            next = now + step;
+        }
+        r = pl_worker_deliver_for(w, ob, next - now, first);
+        first = false;
+        if (r != 1)
+            return r;
+    }
+}
+
 /* Claim the due timers, check each against its deal as stored now, publish
  * the alerts that still hold, and only after delivery complete the timers.
- * A worker that dies in between leaves its claims to expire: another fires
- * them with the same event ids. */
+ * Time is Redis's (the claim's TIME), not this machine's.  While the alerts
+ * are delivered the leases are extended, so a slow delivery does not let
+ * another worker fire the same timers; a claim found lost is not completed
+ * (its new holder completes it).  A timer whose alert cannot be encoded is
+ * completed with a warning: it could never fire, and retrying it would
+ * only crash-loop.  A worker that dies in between leaves its claims to
+ * expire: another fires them with the same event ids. */
 static int fire_timers(pl_worker_t *w)
 {
     int from = timer_cursor, to = from + PL_SLOTS / TIMER_SLICES;
     pl_config_t *cfg = pl_worker_config(w);
     pl_store_t *store = pl_worker_store(w);
     const pl_rules_t *rules = pl_worker_rules(w);
-    int64_t now = pl_now_ms();
-    int64_t until = now + pl_config_get_ms(cfg, "timers.lease");
+    int64_t lease = pl_config_get_ms(cfg, "timers.lease");
+    int64_t started = pl_now_mono_ms(), now = 0;
     pl_claim_t *claims = NULL;
-    size_t n = 0, fired = 0, skipped = 0;
+    size_t n = 0, fired = 0, skipped = 0, dropped = 0, lostn = 0, ndone = 0;
     char **names = NULL, **ids = NULL;
     int64_t *dues = NULL;
     pl_fields_t *states = NULL;
@@ -194,15 +261,21 @@ static int fire_timers(pl_worker_t *w)
     pl_claim_t *again = NULL; /* stale timers that repeat (stale_repeat) */
     int64_t *again_due = NULL;
     size_t nagain = 0;
+    bool *lost = NULL, *held = NULL, *removed = NULL;
+    pl_claim_t *done = NULL; /* claims still ours, to complete (shallow) */
     char err[512];
-    int r = 0;
+    int r = 0, cr;
 
     timer_cursor = to % PL_SLOTS;
-    if (pl_store_claim_timers(
-            store, from, to,
-            (int)pl_config_get_int(cfg, "timers.shards.per.call"), now, until,
-            (int)pl_config_get_int(cfg, "timers.per.shard"), &claims, &n, err,
-            sizeof(err))) {
+    cr = pl_store_claim_timers(
+        store, from, to, (int)pl_config_get_int(cfg, "timers.shards.per.call"),
+        lease, (int)pl_config_get_int(cfg, "timers.per.shard"), &claims, &n,
+        &now, err, sizeof(err));
+    if (cr == -2) {
+        pl_error("redis: %s; exiting", err);
+        return -1;
+    }
+    if (cr) {
         pl_warn("claiming due timers: %s (trying again later)", err);
         return 0;
     }
@@ -214,7 +287,12 @@ static int fire_timers(pl_worker_t *w)
     states = calloc(n, sizeof(*states));
     again = calloc(n, sizeof(*again));
     again_due = calloc(n, sizeof(*again_due));
-    if (!names || !ids || !dues || !states || !again || !again_due)
+    lost = calloc(n, sizeof(*lost));
+    held = calloc(n, sizeof(*held));
+    removed = calloc(n, sizeof(*removed));
+    done = calloc(n, sizeof(*done));
+    if (!names || !ids || !dues || !states || !again || !again_due ||
+        !lost || !held || !removed || !done)
         goto oom;
     for (size_t i = 0; i < n; i++) {
         char *copy = strdup(claims[i].member);
@@ -228,8 +306,13 @@ static int fire_timers(pl_worker_t *w)
             continue;
         }
     }
-    if (pl_store_read(store, "deal", (const char *const *)ids, n, states, err,
-                      sizeof(err))) {
+    if ((cr = pl_store_read(store, "deal", (const char *const *)ids, n,
+                            states, err, sizeof(err)))) {
+        if (cr == -2) {
+            pl_error("redis: %s; exiting", err);
+            r = -1;
+            goto out;
+        }
         pl_warn("reading deals of due timers: %s (their claims expire and "
                 "they fire later)",
                 err);
@@ -239,7 +322,7 @@ static int fire_timers(pl_worker_t *w)
         pl_deal_state_t st;
         pl_event_t alert;
         char rev[PL_REV_LEN + 1];
-        int a = 1;
+        int a = 1, q;
 
         if (!names[i])
             continue;
@@ -248,18 +331,35 @@ static int fire_timers(pl_worker_t *w)
         if (pl_deal_from_fields(&states[i], &st, rev) == 0)
             a = pl_rules_deal_alert(rules, &st, names[i], dues[i], now,
                                     &alert);
+        if (a == 0 &&
+            (q = pl_worker_queue(w, &ob, PL_TOPIC_ALERTS, ids[i], &alert))) {
+            pl_event_clear(&alert);
+            pl_deal_state_clear(&st);
+            if (q != -1)
+                goto oom;
+            /* the alert cannot be encoded (a date the contract cannot
+             * carry, say): it never will be, so the timer is completed
+             * without one rather than retried forever */
+            pl_warn("timer '%s': its alert cannot be published (see the "
+                    "encoding error above); completing the timer without "
+                    "an alert",
+                    claims[i].member);
+            dropped++;
+            continue;
+        }
         if (a == 0) {
             int64_t next;
-            if (pl_worker_queue(w, &ob, PL_TOPIC_ALERTS, ids[i], &alert))
-                goto oom; /* logged */
             fired++;
             if (pl_rules_timer_next(rules, &st, names[i], dues[i], now,
                                     &next)) {
                 pl_timer_t t;
                 snprintf(t.name, sizeof(t.name), "%s", names[i]);
                 t.due = next;
-                if (!(again[nagain].member = timer_member(&t, ids[i])))
+                if (!(again[nagain].member = timer_member(&t, ids[i]))) {
+                    pl_event_clear(&alert);
+                    pl_deal_state_clear(&st);
                     goto oom;
+                }
                 again[nagain].slot = claims[i].slot;
                 again_due[nagain++] = next;
             }
@@ -269,26 +369,53 @@ static int fire_timers(pl_worker_t *w)
         pl_event_clear(&alert);
         pl_deal_state_clear(&st);
     }
-    switch (pl_worker_deliver(w, &ob)) {
+    switch (deliver_holding_leases(w, &ob, claims, lost, held, n, lease,
+                                   started)) {
     case 0:
         break;
     case -2:
+    case -3:
         r = -1;
         /* fall through */
     default:
         goto out; /* not delivered: the claims expire, they fire again */
     }
-    if (pl_store_complete_timers(store, claims, n, until, err, sizeof(err)))
+    for (size_t i = 0; i < n; i++)
+        if (!lost[i])
+            done[ndone++] = claims[i];
+        else
+            lostn++;
+    cr = pl_store_complete_timers(store, done, ndone, removed, err,
+                                  sizeof(err));
+    if (cr == -2) {
+        pl_error("redis: %s; exiting", err);
+        r = -1;
+        goto out;
+    }
+    if (cr) {
         pl_warn("completing fired timers: %s (they fire again once their "
                 "lease ends, with the same event ids)",
                 err);
-    else if (pl_store_schedule_timers(store, again, again_due, nagain, err,
-                                      sizeof(err)))
-        pl_warn("scheduling repeated stale alerts: %s (the deal's next event "
-                "schedules its timers again)",
-                err);
+    } else {
+        for (size_t i = 0; i < ndone; i++)
+            if (!removed[i]) {
+                lostn++;
+                pl_warn("timer '%s': our claim ran out before it was "
+                        "completed; another worker may fire it again",
+                        done[i].member);
+            }
+        if (pl_store_schedule_timers(store, again, again_due, nagain, err,
+                                     sizeof(err)))
+            pl_warn("scheduling repeated stale alerts: %s (the deal's next "
+                    "event schedules its timers again)",
+                    err);
+    }
     pl_worker_count(w, "alerts", fired);
     pl_worker_count(w, "timers_skipped", skipped);
+    if (dropped)
+        pl_worker_count(w, "timers_dropped", dropped);
+    if (lostn)
+        pl_worker_count(w, "timers_lost", lostn);
     goto out;
 oom:
     pl_error("out of memory firing timers");
@@ -304,6 +431,10 @@ out:
     free(ids);
     free(dues);
     free(states);
+    free(lost);
+    free(held);
+    free(removed);
+    free(done); /* shallow copies of claims */
     pl_outbox_reset(&ob);
     free(ob.msgs);
     pl_store_claims_free(claims, n);

@@ -69,6 +69,7 @@ static int decide(pl_worker_t *w, void *st, const pl_event_t *ev,
             goto out;
     }
     d->applied = oc.verdict == PL_LEAD_APPLIED;
+    d->rejected = oc.verdict == PL_LEAD_REJECTED;
     if (d->applied) {
         if (pl_lead_to_fields(&next, &d->set) ||
             (oc.status_changed &&

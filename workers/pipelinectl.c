@@ -285,6 +285,24 @@ static void pl_ctl_kafka_error_cb(rd_kafka_t *rk, int err, const char *reason,
 }
 
 /*
+ * librdkafka reports an error twice: as a log line (level 3, LOG_ERR, e.g.
+ * "FAIL ... Connect to ... failed") and as an error event for the error
+ * callback, with the same text.  Without a log callback of our own its
+ * default one printed the first to stderr and pl_ctl_kafka_error_cb the
+ * second, so every error showed twice.  The error callback is the one that
+ * reports (it also sees errors that are not logged, such as
+ * _ALL_BROKERS_DOWN); the log callback prints only warnings and below (and
+ * -X debug=... output) in librdkafka's own format.
+ */
+static void pl_ctl_kafka_log_cb(const rd_kafka_t *rk, int level,
+                                const char *fac, const char *buf)
+{
+    if (level <= 3)
+        return; /* reported by pl_ctl_kafka_error_cb */
+    fprintf(stderr, "%%%d|%s|%s| %s\n", level, fac, rd_kafka_name(rk), buf);
+}
+
+/*
  * A librdkafka configuration: bootstrap.servers, then the command's own
  * defaults (NULL-terminated key, value pairs), then every -X (so the user
  * wins).  NULL after reporting the key and librdkafka's text.
@@ -326,6 +344,7 @@ static rd_kafka_conf_t *pl_ctl_kafka_conf(const pl_ctl_opts_t *o,
         }
     }
     rd_kafka_conf_set_error_cb(conf, pl_ctl_kafka_error_cb);
+    rd_kafka_conf_set_log_cb(conf, pl_ctl_kafka_log_cb);
     return conf;
 
 out_destroy_conf:
@@ -397,18 +416,6 @@ static const char *pl_ctl_event_key(const pl_event_t *ev)
     return ev->deal_id;
 }
 
-static bool pl_ctl_skip_line(const char *line, size_t len)
-{
-    size_t i;
-
-    for (i = 0; i < len; i++) {
-        if (line[i] == ' ' || line[i] == '\t' || line[i] == '\r')
-            continue;
-        return line[i] == '#';
-    }
-    return true; /* blank */
-}
-
 /*
  * Read and check every line of in.  Fills p; returns the number of bad
  * lines (each reported), or -1 on a read or memory error.
@@ -432,11 +439,7 @@ static long pl_ctl_produce_read(const pl_ctl_opts_t *o, pl_codec_t *codec,
         const char *key;
 
         lineno++;
-        if (len > 0 && line[len - 1] == '\n')
-            len--;
-        if (len > 0 && line[len - 1] == '\r')
-            len--;
-        if (pl_ctl_skip_line(line, len))
+        if (pl_codec_line_skip(line, &len))
             continue;
 
         if (o->raw && o->base64) {
@@ -474,16 +477,10 @@ static long pl_ctl_produce_read(const pl_ctl_opts_t *o, pl_codec_t *codec,
             continue;
         }
 
+        /* the same function the fuzzer drives (tests/fuzz/) */
         pl_event_init(&ev);
-        if (pl_codec_decode(codec, line, len, &ev, errstr, sizeof(errstr)) !=
-            0) {
-            pl_ctl_err("line %lu: %s", lineno, errstr);
-            bad++;
-            pl_event_clear(&ev);
-            continue;
-        }
-        if (pl_codec_encode(codec, &ev, &out, &out_len, errstr,
-                            sizeof(errstr)) != 0) {
+        if (pl_codec_encode_line(codec, line, len, &ev, &out, &out_len,
+                                 errstr, sizeof(errstr)) != 0) {
             pl_ctl_err("line %lu: %s", lineno, errstr);
             bad++;
             pl_event_clear(&ev);

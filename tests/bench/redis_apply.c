@@ -257,6 +257,10 @@ int main(int argc, char **argv)
             case PL_APPLY_CONFLICT:
                 conflict++;
                 break;
+            case PL_APPLY_FAILED:
+                bench_die(prog, "apply of %s: %s", ids[j],
+                          ops[j].error ? ops[j].error : "failed");
+                break;
             }
             pl_store_apply_clear(&ops[j]);
             pl_fields_clear(&sets[j]);

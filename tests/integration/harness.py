@@ -40,12 +40,16 @@ def ensure_stack():
 class Env:
     """One isolated namespace: topic prefix, key prefix, workers."""
 
-    def __init__(self, name, partitions=3):
+    def __init__(self, name, partitions=3, brokers=None, redis=None):
+        """brokers and redis default to the local stack ($PL_BROKERS,
+        $PL_REDIS); a PrivateStack's .brokers and .redis point the CLI and
+        the workers at it instead."""
         tag = "%s-%s" % (name, uuid.uuid4().hex[:8])
         self.topic_prefix = "t-%s." % tag
         self.key_prefix = "t-%s:" % tag
         self.name = name
-        self.redis = REDIS
+        self.brokers = brokers or BROKERS
+        self.redis = redis or REDIS
         self.workers = []
         os.makedirs(LOGS, exist_ok=True)
         self.ctl("topics", "create", "--partitions", str(partitions),
@@ -54,7 +58,7 @@ class Env:
 
     # ---- CLI ----
     def ctl(self, *args, input=None, check=True, timeout=120):
-        cmd = [CTL, "--brokers", BROKERS, "--redis", self.redis,
+        cmd = [CTL, "--brokers", self.brokers, "--redis", self.redis,
                "--topic-prefix", self.topic_prefix,
                "--key-prefix", self.key_prefix] + list(args)
         p = subprocess.run(cmd, input=input, capture_output=True,
@@ -129,7 +133,8 @@ class Env:
         log = open(os.path.join(LOGS, "%s-%s-%d.log" % (
             self.name, program, len(self.workers))), "ab")
         cmd = [os.path.join(BUILD, program),
-               "--set", "brokers=" + BROKERS, "--set", "redis=" + self.redis,
+               "--set", "brokers=" + self.brokers,
+               "--set", "redis=" + self.redis,
                "--set", "topic.prefix=" + self.topic_prefix,
                "--set", "key.prefix=" + self.key_prefix,
                "--set", "stats.interval=5s"] + list(extra)
@@ -222,6 +227,81 @@ class PrivateRedis:
     def close(self):
         if self.proc and self.proc.poll() is None:
             self.kill()
+
+
+class PrivateStack:
+    """A Kafka broker and a Redis of the test's own, run by deploy/stack.sh
+    with their own folder (under the build dir) and free ports, for tests
+    that stop, kill or restart services: the shared local stack is never
+    touched.  Redis persists to its AOF (appendfsync `fsync`), so kill() and
+    start("redis") bring it back with its data.  The Kafka jars are shared
+    with the main .stack/ (a symlink), nothing is downloaded."""
+
+    def __init__(self, name, partitions=6, fsync="everysec"):
+        self.name = name
+        self.dir = os.path.join(BUILD, "stack-%s" % name)
+        self.kafka_port = free_port()
+        self.controller_port = free_port()
+        self.redis_port = free_port()
+        while self.controller_port == self.kafka_port:
+            self.controller_port = free_port()
+        os.makedirs(LOGS, exist_ok=True)
+        self.log_path = os.path.join(LOGS, "stack-%s.log" % name)
+        self.environ = dict(
+            os.environ, PL_STACK_DIR=self.dir,
+            PL_KAFKA_PORT=str(self.kafka_port),
+            PL_KAFKA_CONTROLLER_PORT=str(self.controller_port),
+            PL_REDIS_PORT=str(self.redis_port), PL_REDIS_FSYNC=fsync,
+            PL_PARTITIONS=str(partitions))
+        self.environ.pop("PL_TOPIC_PREFIX", None)
+
+    @property
+    def brokers(self):
+        return "127.0.0.1:%d" % self.kafka_port
+
+    @property
+    def redis(self):
+        return "127.0.0.1:%d" % self.redis_port
+
+    def stack(self, *args, check=True):
+        """deploy/stack.sh ARGS on this stack; its output goes to the log."""
+        with open(self.log_path, "ab") as log:
+            log.write(("== stack.sh %s at %s\n" % (
+                " ".join(args), time.strftime("%H:%M:%S"))).encode())
+            log.flush()
+            p = subprocess.run(
+                [os.path.join(SOURCE, "deploy", "stack.sh")] + list(args),
+                env=self.environ, stdout=log, stderr=subprocess.STDOUT)
+        if check and p.returncode != 0:
+            raise AssertionError("stack.sh %s failed (%d); log %s:\n%s" % (
+                " ".join(args), p.returncode, self.log_path,
+                open(self.log_path).read()[-3000:]))
+        return p.returncode
+
+    def start(self, service=None):
+        if not service:
+            # for a shell trap that must stop this stack: `. DIR/.env`
+            os.makedirs(self.dir, exist_ok=True)
+            with open(os.path.join(self.dir, ".env"), "w") as f:
+                for k in ("PL_STACK_DIR", "PL_KAFKA_PORT",
+                          "PL_KAFKA_CONTROLLER_PORT", "PL_REDIS_PORT"):
+                    f.write("%s=%s\n" % (k, self.environ[k]))
+        self.stack("start", *([service] if service else []))
+
+    def stop(self, service=None):
+        self.stack("stop", *([service] if service else []))
+
+    def kill(self, service):
+        self.stack("kill", service)
+
+    def restart(self, service):
+        self.stack("restart", service)
+
+    def destroy(self):
+        """Stop both services and delete the stack's folder."""
+        import shutil
+        if self.stack("reset", check=False) == 0:
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 _seq = [0]

@@ -336,14 +336,16 @@ class Rebalances(IntegrationCase):
         events, final, derived = model_stream(800, uuid.uuid4().hex[:6])
         first = env.start_worker("deal_worker", ["--set", "batch.size=50"])
         producer = env.produce_in_background("sales.deals",
-                                             interleave(events), chunks=60)
+                                             interleave(events), chunks=150)
         env.wait_for("sales.pipeline", lambda m: len(m) >= 1, timeout=90)
         env.start_worker("deal_worker", ["--set", "batch.size=50"])
         time.sleep(1)
         env.start_worker("deal_worker", ["--set", "batch.size=50"])
         time.sleep(1)
-        env.stop_worker(first)  # leaves the group mid-stream
+        # leaves the group mid-stream (a clean stop takes a few seconds:
+        # the last offsets wait out offsets.store.delay)
         self.assertTrue(producer.is_alive(), "the stream ended too soon")
+        env.stop_worker(first)
         producer.join()
         check_model(self, env, final, derived)
 

@@ -7,6 +7,7 @@ import datetime
 import json
 import os
 import signal
+import subprocess
 import time
 import uuid
 
@@ -41,6 +42,26 @@ OVERDUE_AT = T0 + 12
 OVERDUE_AFTER = int(OVERDUE_AT - midnight(0))  # after yesterday ended
 
 
+def redis_cli(env, *args):
+    """One command on the test's Redis, through redis-cli (raw output)."""
+    host, port = env.redis.rsplit(":", 1)
+    p = subprocess.run(["redis-cli", "--raw", "-h", host, "-p", port] +
+                       [str(a) for a in args], capture_output=True,
+                       text=True, timeout=30, check=True)
+    return p.stdout
+
+
+def timer_shard_of(env, deal_id):
+    """The timer shard (key) that holds a member of deal_id."""
+    keys = redis_cli(env, "--scan", "--pattern",
+                     env.key_prefix + "timers:*").split()
+    for k in keys:
+        members = redis_cli(env, "ZRANGE", k, 0, -1).split("\n")
+        if any(m.endswith("|" + deal_id) for m in members):
+            return k
+    raise AssertionError("no timer shard holds a timer of %s" % deal_id)
+
+
 def rules_file(stale_repeat="0s"):
     text = open(os.path.join(SOURCE, "deploy", "rules", "default.yaml")).read()
     deal = text[:text.index("\nalerts:")]
@@ -66,6 +87,16 @@ alerts:
     path = os.path.join(LOGS, "rules-timers-%d-%s.yaml" % (os.getpid(),
                                                           stale_repeat))
     open(path, "w").write(deal + "\n" + alerts + lead)
+    return path
+
+
+def rules_file_alerts(name, alerts):
+    """The rules of rules_file() with another alerts: section."""
+    text = open(rules_file()).read()
+    i = text.index("\nalerts:")
+    j = text.index("\nlead:")
+    path = os.path.join(LOGS, "rules-timers-%d-%s.yaml" % (os.getpid(), name))
+    open(path, "w").write(text[:i] + "\n" + alerts + text[j:])
     return path
 
 
@@ -282,6 +313,37 @@ class TwoWorkers(FourWorkers):
     workers = 2
 
 
+def crc16(data):
+    """CRC16/XMODEM, as Redis Cluster hashes keys to slots."""
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc
+
+
+assert crc16(b"123456789") == 0x31C3
+
+
+def same_slice_deals(n, tag):
+    """n deal ids whose keys (hash tag {deal:ID}) fall in one slice of the
+    timer shards (the worker scans a sixteenth of the 16384 slots per
+    tick), so one claim takes all their timers."""
+    ids, want = [], None
+    i = 0
+    while len(ids) < n:
+        d = "TL-%s-%d" % (tag, i)
+        i += 1
+        part = crc16(("deal:" + d).encode()) % 16384 // 1024
+        if want is None:
+            want = part
+        if part == want:
+            ids.append(d)
+    return ids
+
+
 class KilledWhileHoldingLeases(TimerCase):
     workers = 0
     timer_args = ("--set", "timers.interval=200ms",
@@ -292,10 +354,22 @@ class KilledWhileHoldingLeases(TimerCase):
             "timers").stdout.decode().splitlines()) if "claimed_until" in t]
 
     def test_no_alert_is_lost(self):
-        deals, events = old_deals(1000, uuid.uuid4().hex[:6])
-        self.env.produce("sales.deals", events)
+        # 1000 idle deals in one slice of the timer shards, applied by a
+        # worker that fires nothing, so that one claim takes them all
+        deals = same_slice_deals(1000, uuid.uuid4().hex[:6])
+        idle = iso(time.time() - 3600)
+        self.env.produce("sales.deals", [ev("deal.created", deal_id=d,
+                                            occurred_at=idle) for d in deals])
+        c = self.env.start_worker("deal_worker", (
+            "--set", "rules.file=" + self.rules, "--set", "timers.interval=0"))
+        deadline = time.time() + 60
+        while time.time() < deadline and len(
+                self.env.ctl("timers").stdout.splitlines()) < len(deals):
+            time.sleep(0.3)
+        self.env.stop_worker(c)
         # Worker A claims the due timers but cannot deliver their alerts
-        # (its alerts topic does not exist), so it holds the leases...
+        # (its alerts topic does not exist), so it holds the leases,
+        # extending them while it waits...
         a = self.env.start_worker("deal_worker", self.worker_args + (
             "--set", "topic.alerts=sales.alerts-missing"))
         deadline = time.time() + 60
@@ -317,6 +391,125 @@ class KilledWhileHoldingLeases(TimerCase):
         while self.env.ctl("timers").stdout.strip() and time.time() < deadline:
             time.sleep(0.5)
         self.assertEqual(self.env.ctl("timers").stdout.strip(), b"")
+
+
+class AlertThatCannotBeEncoded(TimerCase):
+    """A timer whose alert cannot be encoded (a close date of 0000-01-01
+    puts closing_soon@7d in the year -1, which no RFC 3339 timestamp can
+    carry) is completed with a warning; the worker goes on firing the
+    others.  Before, it exited 1 ("out of memory"), the claim expired, and
+    every deal worker after it died the same way."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.rules = rules_file_alerts("no-overdue", """
+alerts:
+  stale_repeat: 0s
+  closing_soon: [7d]
+  overdue_after:
+  contract_not_sent:
+""")
+        cls.worker_args = ("--set", "rules.file=" + cls.rules) + \
+            cls.timer_args
+        IntegrationCase.setUpClass.__func__(cls)
+
+    def test_completed_logged_and_the_worker_goes_on(self):
+        env = self.env
+        bad, ok = did(), did()
+        env.produce("sales.deals", [self.now_event(
+            "deal.created", deal_id=bad, amount=100,
+            expected_close_date=day(300), stage="proposal")])
+        deadline = time.time() + 30
+        while time.time() < deadline and not (
+                env.deal(bad) and env.deal(bad)["timers"]):
+            time.sleep(0.2)
+        # The deal as an older release (or a hand edit) may have stored it:
+        # closing on 0000-01-01, its closing_soon@7d due in the year -1.
+        state_key = "%s{deal:%s}" % (env.key_prefix, bad)
+        redis_cli(env, "HSET", state_key, "expected_close_date", "0000-01-01")
+        due = -62167219200000 - 7 * 86400000
+        member = "closing_soon@7d|%d|%s" % (due, bad)
+        shard = timer_shard_of(env, bad)
+        redis_cli(env, "ZADD", shard, due, member)
+
+        # the worker completes it, and stays up ...
+        deadline = time.time() + 30
+        while time.time() < deadline and \
+                redis_cli(env, "ZSCORE", shard, member).strip():
+            env.check_workers()
+            time.sleep(0.2)
+        self.assertEqual(redis_cli(env, "ZSCORE", shard, member).strip(), "")
+        time.sleep(1)
+        env.check_workers()
+        self.assertIsNone(env.workers[0].poll(), "the worker must go on")
+        log = open(env.workers[0].log_path).read()
+        self.assertIn("timer '%s': its alert cannot be published" % member,
+                      log)
+        # ... and still fires timers that are fine
+        env.produce("sales.deals", [self.now_event("deal.created",
+                                                   deal_id=ok)])
+        msgs = env.wait_for("sales.alerts", lambda m: alerts_for(m, ok),
+                            timeout=30)
+        self.assertEqual([a["type"] for a in alerts_for(msgs, ok)],
+                         ["deal.stale"])
+        self.assertEqual(alerts_for(msgs, bad, kind="closing_soon"), [])
+        self.assertIsNone(env.workers[0].poll())
+
+
+class LeaseHeldWhileDelivering(TimerCase):
+    """A slow delivery holds its timers: worker A claims them but cannot
+    deliver their alerts for four leases (its alerts topic does not exist
+    yet), so it keeps extending its leases; worker B, sweeping every shard
+    meanwhile, must not claim and publish them too.  Before, A's leases ran
+    out after timers.lease, B claimed them, and both published every
+    alert."""
+    workers = 0
+    timer_args = ("--set", "timers.interval=200ms",
+                  "--set", "timers.lease=2s")
+
+    def claimed(self):
+        return [t for t in (json.loads(l) for l in self.env.ctl(
+            "timers").stdout.decode().splitlines()) if "claimed_until" in t]
+
+    def test_one_alert_per_timer(self):
+        env = self.env
+        late = ("--set", "topic.alerts=sales.alerts-late")
+        deals = same_slice_deals(20, uuid.uuid4().hex[:6])
+        idle = iso(time.time() - 3600)  # stale at once, and only stale
+        env.produce("sales.deals", [ev("deal.created", deal_id=d,
+                                       occurred_at=idle) for d in deals])
+        # applied by a worker that fires nothing (timers.interval=0)...
+        c = env.start_worker("deal_worker", ("--set", "rules.file=" +
+                                             self.rules, "--set",
+                                             "timers.interval=0"))
+        deadline = time.time() + 60
+        while time.time() < deadline and \
+                len(env.ctl("timers").stdout.splitlines()) < len(deals):
+            time.sleep(0.3)
+        env.stop_worker(c)
+        # ... then claimed, all at once, by A, which cannot deliver yet
+        a = env.start_worker("deal_worker", self.worker_args + late)
+        deadline = time.time() + 60
+        while len(self.claimed()) < len(deals) and time.time() < deadline:
+            time.sleep(0.2)
+        self.assertEqual(len(self.claimed()), len(deals))
+        b = env.start_worker("deal_worker", self.worker_args + late)
+        time.sleep(8)  # four leases: every first claim has run out
+        self.assertIsNone(a.poll())
+        self.assertIsNone(b.poll())
+        env.ctl("topics", "create", "--partitions", "3", "sales.alerts-late")
+        msgs = env.wait_for(
+            "sales.alerts-late",
+            lambda m: {x["deal_id"] for x in m} >= set(deals), timeout=120)
+        time.sleep(3)  # a second publication would show up now
+        msgs = env.tail("sales.alerts-late")
+        self.assertEqual(sorted(m["deal_id"] for m in msgs), sorted(deals))
+        self.assertEqual(len({m["event_id"] for m in msgs}), len(deals))
+        deadline = time.time() + 30
+        while env.ctl("timers").stdout.strip() and time.time() < deadline:
+            time.sleep(0.5)
+        self.assertEqual(env.ctl("timers").stdout.strip(), b"")
+        self.assertIsNone(a.poll())
 
 
 if __name__ == "__main__":

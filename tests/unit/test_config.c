@@ -623,6 +623,130 @@ static void test_topic_prefix(void **state)
     pl_config_destroy(cfg);
 }
 
+/* Every duration has a minimum and a maximum (issue 12: dedupe.ttl=0
+ * turned dedupe off, timers.lease=0 re-claimed on every tick, a huge lease
+ * overflowed now + lease). */
+static void test_duration_bounds(void **state)
+{
+    static const struct {
+        const char *key, *env, *low, *high, *ok_low, *ok_high;
+    } b[] = {
+        {"dedupe.ttl", "PL_DEDUPE_TTL", "0", "366d", "1h", "365d"},
+        {"dedupe.ttl", "PL_DEDUPE_TTL", "59m", "9223372036854775807ms",
+         "60m", "30d"},
+        {"timers.lease", "PL_TIMERS_LEASE", "0", "2h", "1s", "1h"},
+        {"timers.lease", "PL_TIMERS_LEASE", "999ms",
+         "106751991167d", "1000ms", "30s"},
+        {"retry.backoff.max", "PL_RETRY_BACKOFF_MAX", "0", "6m", "100ms",
+         "5m"},
+        {"timers.interval", "PL_TIMERS_INTERVAL", "50ms", "2h", "0", "1h"},
+        {"stats.interval", "PL_STATS_INTERVAL", "500ms", "2d", "0", "1d"},
+        {"shutdown.grace", "PL_SHUTDOWN_GRACE", "0", "11m", "1s", "10m"},
+        {"offsets.store.delay", "PL_OFFSETS_STORE_DELAY", "61s", "2m", "0",
+         "1m"},
+        {"dedupe.unknown.ttl", "PL_DEDUPE_UNKNOWN_TTL", "0", "31d", "1m",
+         "30d"},
+    };
+    (void)state;
+    for (size_t i = 0; i < sizeof(b) / sizeof(b[0]); i++) {
+        pl_config_t *cfg = pl_config_new();
+        char err[512] = "";
+        assert_int_equal(
+            pl_config_set(cfg, b[i].key, b[i].low, err, sizeof(err)), -1);
+        /* the message names the key and says the range */
+        if (!strstr(err, b[i].key) || !strstr(err, b[i].env) ||
+            !strstr(err, " to "))
+            fail_msg("%s=%s: %s", b[i].key, b[i].low, err);
+        assert_int_equal(
+            pl_config_set(cfg, b[i].key, b[i].high, err, sizeof(err)), -1);
+        pl_config_destroy(cfg);
+        expect_good(b[i].key, b[i].ok_low);
+        expect_good(b[i].key, b[i].ok_high);
+    }
+}
+
+/* kafka.consumer.* reaches only the consumer and kafka.producer.* only the
+ * producer (consumer-only settings made CONFWARN noise in the producer);
+ * kafka.* reaches both, and the scoped keys come after it (they win). */
+static void test_kafka_scoped(void **state)
+{
+    pl_config_t *cfg = pl_config_new();
+    collected_t c = {.fail_at = -1};
+    char err[512];
+    (void)state;
+    set_ok(cfg, "kafka.consumer.session.timeout.ms", "6000");
+    set_ok(cfg, "kafka.acks", "all");
+    set_ok(cfg, "kafka.producer.linger.ms", "5");
+    set_ok(cfg, "kafka.producer.acks", "1");
+
+    assert_int_equal(pl_config_kafka_each(cfg, collect, &c, err, sizeof(err)),
+                     0);
+    assert_int_equal(c.n, 1);
+    expect_collected(&c, 0, "acks", "all");
+
+    memset(&c, 0, sizeof(c));
+    c.fail_at = -1;
+    assert_int_equal(pl_config_kafka_each_for(cfg, "consumer", collect, &c,
+                                              err, sizeof(err)),
+                     0);
+    assert_int_equal(c.n, 2);
+    expect_collected(&c, 0, "acks", "all");
+    expect_collected(&c, 1, "session.timeout.ms", "6000");
+
+    memset(&c, 0, sizeof(c));
+    c.fail_at = -1;
+    assert_int_equal(pl_config_kafka_each_for(cfg, "producer", collect, &c,
+                                              err, sizeof(err)),
+                     0);
+    assert_int_equal(c.n, 3);
+    expect_collected(&c, 0, "acks", "all");
+    expect_collected(&c, 1, "linger.ms", "5");
+    expect_collected(&c, 2, "acks", "1");
+    pl_config_destroy(cfg);
+}
+
+/* Secrets come from the value, or from the first line of <key>.file,
+ * which wins; an unreadable file names the key. */
+static void test_secret(void **state)
+{
+    pl_config_t *cfg = pl_config_new();
+    char err[512] = "", *v = NULL, path[] = "/tmp/pl-secret-XXXXXX";
+    int fd;
+    (void)state;
+
+    assert_int_equal(pl_config_secret(cfg, "redis.password", &v, err,
+                                      sizeof(err)),
+                     0);
+    assert_string_equal(v, "");
+    free(v);
+    set_ok(cfg, "redis.password", "inline");
+    assert_int_equal(pl_config_secret(cfg, "redis.password", &v, err,
+                                      sizeof(err)),
+                     0);
+    assert_string_equal(v, "inline");
+    free(v);
+
+    fd = mkstemp(path);
+    assert_true(fd >= 0);
+    assert_int_equal(write(fd, "from-file\nsecond line\n", 22), 22);
+    close(fd);
+    set_ok(cfg, "redis.password.file", path);
+    assert_int_equal(pl_config_secret(cfg, "redis.password", &v, err,
+                                      sizeof(err)),
+                     0);
+    assert_string_equal(v, "from-file");
+    free(v);
+    unlink(path);
+    assert_int_equal(pl_config_secret(cfg, "redis.password", &v, err,
+                                      sizeof(err)),
+                     -1);
+    assert_null(v);
+    assert_non_null(strstr(err, "redis.password.file"));
+    /* the secret itself is never in a message */
+    assert_null(strstr(err, "inline"));
+    pl_config_destroy(cfg);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -631,6 +755,9 @@ int main(void)
         cmocka_unit_test(test_set_int),
         cmocka_unit_test(test_set_int_value_used),
         cmocka_unit_test(test_set_duration),
+        cmocka_unit_test(test_duration_bounds),
+        cmocka_unit_test(test_kafka_scoped),
+        cmocka_unit_test(test_secret),
         cmocka_unit_test(test_set_log_level),
         cmocka_unit_test(test_set_hostport),
         cmocka_unit_test(test_set_strings),

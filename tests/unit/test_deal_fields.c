@@ -13,7 +13,9 @@
  * PL_SOURCE_DIR (environment, set by ctest; else the compile definition).
  */
 #include <jansson.h>
+#include <openssl/evp.h>
 
+#include "codec.h"
 #include "deal.h"
 #include "store.h"
 #include "testutil.h"
@@ -374,7 +376,9 @@ static void test_derived_stage_changed(void **state)
             pl_event_t d2, ev2;
             full_state(&c2);
             assert_int_equal(pl_str_set(&c2.stage, moves[i].from), 0);
-            c2.stage_entered_at = T0;
+            /* in stage since T0, nothing since (an older last event would
+             * make the request below an out-of-order one) */
+            c2.stage_entered_at = c2.last_event_at = T0;
             make_event(&ev2, PL_EV_DEAL_STAGE_REQUESTED, "evt-p", T0 + SEC);
             assert_int_equal(pl_str_set(&ev2.to_stage, moves[i].to), 0);
             assert_int_equal(pl_str_set(&ev2.reason, "budget"), 0);
@@ -577,6 +581,159 @@ static void test_hash_and_ids(void **state)
     }
 }
 
+/* ---- CONTRACT, precision: derived ids and seconds_in_previous_stage ---- */
+
+/* "<type>:" + the first 32 hex digits of SHA-256 over text, computed here
+ * with OpenSSL directly, not with the code under test. */
+static void contract_id(const char *type, const char *text, char *out,
+                        size_t size)
+{
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int mdlen = 0;
+    size_t n;
+
+    assert_int_equal(EVP_Digest(text, strlen(text), md, &mdlen, EVP_sha256(),
+                                NULL),
+                     1);
+    assert_true(mdlen >= 16);
+    n = (size_t)snprintf(out, size, "%s:", type);
+    for (unsigned int i = 0; i < 16; i++)
+        n += (size_t)snprintf(out + n, size - n, "%02x", md[i]);
+}
+
+static void test_contract_derived_ids(void **state)
+{
+    pl_deal_state_t cur, next, st;
+    pl_deal_outcome_t out;
+    pl_event_t ev, d, alert;
+    pl_timer_t t[PL_TIMERS_MAX];
+    char want[PL_EVENT_ID_MAX + 64], text[1024];
+    int n;
+    (void)state;
+
+    /* a stage change: over "deal.stage_changed\n<caused_by>" */
+    scoping_state(&cur);
+    make_event(&ev, PL_EV_DEAL_STAGE_REQUESTED, "req-42", T0 + 60 * SEC);
+    assert_int_equal(pl_str_set(&ev.to_stage, "proposal"), 0);
+    decide(&cur, &ev, &next, &out, &d);
+    assert_int_equal(d.type, PL_EV_DEAL_STAGE_CHANGED);
+    contract_id("deal.stage_changed", "deal.stage_changed\nreq-42", want,
+                sizeof(want));
+    assert_string_equal(d.event_id, want);
+    pl_event_clear(&d);
+    pl_event_clear(&ev);
+    pl_deal_state_clear(&next);
+
+    /* a rejection: over "deal.transition_rejected\n<caused_by>" */
+    make_event(&ev, PL_EV_DEAL_STAGE_REQUESTED, "req-43", T0 + 60 * SEC);
+    assert_int_equal(pl_str_set(&ev.to_stage, "won"), 0);
+    decide(&cur, &ev, &next, &out, &d);
+    assert_int_equal(d.type, PL_EV_DEAL_TRANSITION_REJECTED);
+    contract_id("deal.transition_rejected",
+                "deal.transition_rejected\nreq-43", want, sizeof(want));
+    assert_string_equal(d.event_id, want);
+    pl_event_clear(&d);
+    pl_event_clear(&ev);
+    pl_deal_state_clear(&next);
+    pl_deal_state_clear(&cur);
+
+    /* timers: over "<type>\n<deal_id>\n<timer>\n<due ms>", for the stale
+     * alert and a close reminder of the same deal */
+    full_state(&st); /* negotiation, close date 2024-02-29 */
+    n = pl_rules_deal_timers(rules, &st, t);
+    assert_true(n >= 2);
+    for (int i = 0; i < n; i++) {
+        const char *type =
+            strcmp(t[i].name, "stale") ? "deal.close_reminder" : "deal.stale";
+        pl_event_init(&alert);
+        assert_int_equal(pl_rules_deal_alert(rules, &st, t[i].name, t[i].due,
+                                             t[i].due, &alert),
+                         0);
+        snprintf(text, sizeof(text), "%s\nD-1\n%s\n%lld", type, t[i].name,
+                 (long long)t[i].due);
+        contract_id(type, text, want, sizeof(want));
+        if (strcmp(alert.event_id, want))
+            fail_msg("timer %s due %lld: id %s, contract says %s", t[i].name,
+                     (long long)t[i].due, alert.event_id, want);
+        pl_event_clear(&alert);
+    }
+    /* pinned: deal D-1's stale timer due at T0 */
+    st.last_event_at = T0 - 10 * 86400 * SEC; /* negotiation: stale 10d */
+    pl_event_init(&alert);
+    assert_int_equal(pl_rules_deal_alert(rules, &st, "stale", T0, T0, &alert),
+                     0);
+    contract_id("deal.stale", "deal.stale\nD-1\nstale\n1700000000000", want,
+                sizeof(want));
+    assert_string_equal(alert.event_id, want);
+    pl_event_clear(&alert);
+    pl_deal_state_clear(&st);
+}
+
+/* A new deal's deal.stage_changed carries seconds_in_previous_stage 0, in
+ * the JSON form and in Avro alike (not absent). */
+static void test_new_deal_seconds_zero_json_and_avro(void **state)
+{
+    char dir[4096], err[512] = "";
+    pl_codec_t *c;
+    pl_deal_state_t next;
+    pl_deal_outcome_t out;
+    pl_event_t ev, d, back;
+    void *buf = NULL;
+    size_t len = 0;
+    char *js;
+    json_t *o;
+    json_error_t jerr;
+    (void)state;
+
+    source_path(dir, sizeof(dir), "schemas");
+    if (!(c = pl_codec_new(dir, err, sizeof(err))))
+        fail_msg("codec: %s", err);
+    make_event(&ev, PL_EV_DEAL_CREATED, "evt-new", T0);
+    decide(NULL, &ev, &next, &out, &d);
+    assert_int_equal(d.type, PL_EV_DEAL_STAGE_CHANGED);
+    assert_string_equal(d.from_stage, "");
+    assert_true(d.present & PL_F_SECONDS_IN_PREVIOUS_STAGE);
+    assert_int_equal(d.seconds_in_previous_stage, 0);
+
+    /* JSON: "seconds_in_previous_stage": 0 */
+    js = pl_codec_to_json(c, &d);
+    assert_non_null(js);
+    o = json_loads(js, 0, &jerr);
+    if (!o)
+        fail_msg("not JSON: %s (%s)", js, jerr.text);
+    if (!json_is_integer(json_object_get(o, "seconds_in_previous_stage")))
+        fail_msg("JSON form without seconds_in_previous_stage 0: %s", js);
+    assert_int_equal(
+        json_integer_value(json_object_get(o, "seconds_in_previous_stage")),
+        0);
+    json_decref(o);
+
+    /* Avro: encoded as 0 (the union's long branch), decoded back as
+     * present and 0 */
+    if (pl_codec_encode(c, &d, &buf, &len, err, sizeof(err)))
+        fail_msg("encode: %s", err);
+    assert_int_equal(((unsigned char *)buf)[0], PL_WIRE_MAGIC);
+    pl_event_init(&back);
+    if (pl_codec_decode(c, buf, len, &back, err, sizeof(err)))
+        fail_msg("decode: %s", err);
+    assert_int_equal(back.type, PL_EV_DEAL_STAGE_CHANGED);
+    assert_true(back.present & PL_F_SECONDS_IN_PREVIOUS_STAGE);
+    assert_int_equal(back.seconds_in_previous_stage, 0);
+    /* and the JSON of the decoded Avro event says the same */
+    free(js);
+    js = pl_codec_to_json(c, &back);
+    assert_non_null(js);
+    assert_non_null(strstr(js, "\"seconds_in_previous_stage\":0"));
+
+    free(js);
+    free(buf);
+    pl_event_clear(&back);
+    pl_event_clear(&d);
+    pl_event_clear(&ev);
+    pl_deal_state_clear(&next);
+    pl_codec_destroy(c);
+}
+
 static void test_next_rev_chain(void **state)
 {
     char r1[PL_REV_LEN + 1], r2[PL_REV_LEN + 1], r3[PL_REV_LEN + 1],
@@ -620,6 +777,8 @@ int main(void)
         cmocka_unit_test(test_derived_applied_update),
         cmocka_unit_test(test_hash_and_ids),
         cmocka_unit_test(test_next_rev_chain),
+        cmocka_unit_test(test_contract_derived_ids),
+        cmocka_unit_test(test_new_deal_seconds_zero_json_and_avro),
     };
     return cmocka_run_group_tests(tests, setup_global_rules,
                                   teardown_global_rules);

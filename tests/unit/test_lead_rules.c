@@ -903,6 +903,71 @@ static void test_update_merges(void **state)
     pl_lead_state_clear(&st);
 }
 
+/* CONTRACT, precision: an event older than the lead's last event is
+ * applied, but time never runs backwards - the status change takes effect
+ * at the lead's last event, and last_event_at stays. */
+static void test_out_of_order_status_change(void **state)
+{
+    const pl_rules_t *r = *state;
+    pl_lead_state_t st;
+    pl_lead_outcome_t out;
+    pl_event_t ev;
+
+    pl_lead_state_init(&st);
+    /* 15 + 15 = 30: nurture at T0 */
+    create_lead(r, &st, &out, "L1", T0, "employees=40",
+                "technologies=hubspot", NULL);
+    assert_string_equal(st.status, "nurture");
+    pl_lead_outcome_clear(&out);
+
+    /* an update at T0 + 100 s that changes no status */
+    lead_ev(&ev, PL_EV_LEAD_UPDATED, "L1", T0 + 100 * SEC, "company=Acme",
+            NULL);
+    step(r, &st, &ev, &out);
+    pl_event_clear(&ev);
+    assert_false(out.status_changed);
+    assert_int_equal(st.status_changed_at, T0);
+    assert_int_equal(st.last_event_at, T0 + 100 * SEC);
+    pl_lead_outcome_clear(&out);
+
+    /* an update stamped T0 + 40 s arrives after it and moves the lead to
+     * mql (+25: 55): applied, as of T0 + 100 s */
+    lead_ev(&ev, PL_EV_LEAD_UPDATED, "L1", T0 + 40 * SEC, "industry=banking",
+            NULL);
+    step(r, &st, &ev, &out);
+    pl_event_clear(&ev);
+    assert_int_equal(out.verdict, PL_LEAD_APPLIED);
+    assert_true(out.status_changed);
+    assert_string_equal(out.to_status, "mql");
+    assert_string_equal(st.status, "mql");
+    assert_int_equal(st.status_changed_at, T0 + 100 * SEC);
+    assert_int_equal(st.last_event_at, T0 + 100 * SEC);
+    pl_lead_outcome_clear(&out);
+
+    /* accepted, stamped even before the lead was created: sal, and the
+     * time in mql is 0, not negative */
+    lead_ev(&ev, PL_EV_LEAD_ACCEPTED, "L1", T0 - 3600 * SEC, "owner=ann",
+            NULL);
+    step(r, &st, &ev, &out);
+    pl_event_clear(&ev);
+    assert_true(out.status_changed);
+    assert_string_equal(st.status, "sal");
+    assert_int_equal(st.status_changed_at, T0 + 100 * SEC);
+    assert_int_equal(st.last_event_at, T0 + 100 * SEC);
+    assert_int_equal(st.created_at, T0);
+    pl_lead_outcome_clear(&out);
+
+    /* in order again: from the event's own time */
+    lead_ev(&ev, PL_EV_LEAD_CONVERTED, "L1", T0 + 160 * SEC, NULL);
+    step(r, &st, &ev, &out);
+    pl_event_clear(&ev);
+    assert_true(out.status_changed);
+    assert_int_equal(st.status_changed_at, T0 + 160 * SEC);
+    assert_int_equal(st.last_event_at, T0 + 160 * SEC);
+    pl_lead_outcome_clear(&out);
+    pl_lead_state_clear(&st);
+}
+
 /* sal and sql are never downgraded by scoring; a disqualifying match still
  * disqualifies sal, not sql. */
 static void test_no_downgrade(void **state)
@@ -1286,6 +1351,7 @@ int main(void)
         cmocka_unit_test(test_rejected_from_open),
         cmocka_unit_test(test_every_rejection),
         cmocka_unit_test(test_update_merges),
+        cmocka_unit_test(test_out_of_order_status_change),
         cmocka_unit_test(test_no_downgrade),
         cmocka_unit_test(test_unknown_stored_status),
         cmocka_unit_test(test_long_text_in_reasons),

@@ -474,11 +474,19 @@ static void rig_start(rig_t *g, const char *run, const char *timeout_ms)
     g->rk = mock_producer(timeout_ms, &g->t, &g->mc);
 }
 
-static int rig_deliver(rig_t *g, volatile sig_atomic_t *stop,
+/* Deliver with a stop flag whose grace is grace_ms. */
+static int rig_deliver_grace(rig_t *g, volatile sig_atomic_t *flag,
+                             int64_t grace_ms, int64_t backoff_max_ms)
+{
+    pl_stop_t stop = {flag, grace_ms, 0};
+    return pl_outbox_deliver(&g->ob, g->rk, role_topic, &g->t, &stop,
+                             backoff_max_ms);
+}
+
+static int rig_deliver(rig_t *g, volatile sig_atomic_t *flag,
                        int64_t backoff_max_ms)
 {
-    return pl_outbox_deliver(&g->ob, g->rk, role_topic, &g->t, stop,
-                             backoff_max_ms);
+    return rig_deliver_grace(g, flag, 0, backoff_max_ms);
 }
 
 static void rig_stop(rig_t *g)
@@ -662,6 +670,114 @@ static void test_deliver_stop_while_retrying(void **state)
     rig_stop(&g);
 }
 
+/* SIGTERM while the broker is down: deliver waits the grace out, not
+ * less (the broker may come back) and not much more, then gives up. */
+static void test_deliver_grace_while_broker_down(void **state)
+{
+    rig_t g;
+    volatile sig_atomic_t stop = 1;
+    int64_t t0, took;
+    (void)state;
+
+    rig_start(&g, "grace", "0");
+    {
+        const struct rd_kafka_metadata *md = NULL;
+        assert_int_equal(rd_kafka_metadata(g.rk, 1, NULL, &md, 5000), 0);
+        rd_kafka_metadata_destroy(md);
+    }
+    assert_int_equal(rd_kafka_mock_broker_set_down(g.mc, 1), 0);
+    add_defs(&g.ob, 0, N_DEFS);
+    t0 = pl_now_mono_ms();
+    assert_int_equal(rig_deliver_grace(&g, &stop, 1500, 200), -1);
+    took = pl_now_mono_ms() - t0;
+    if (took < 1500 || took > 6000)
+        fail_msg("gave up after %lld ms with a grace of 1500 ms",
+                 (long long)took);
+    for (size_t i = 0; i < g.ob.count; i++)
+        assert_int_not_equal(g.ob.msgs[i]->state, 0);
+    assert_int_equal(rd_kafka_outq_len(g.rk), 0);
+    rig_stop(&g);
+}
+
+/* Without a stop, an outage longer than any timeout is waited out: with
+ * message.timeout.ms=0 (the workers' setting) nothing fails and deliver
+ * does not return while the broker is down (it used to give up after
+ * 10 s and the worker exited 0). */
+static void test_deliver_waits_without_stop(void **state)
+{
+    rig_t g;
+    volatile sig_atomic_t stop = 0;
+    pl_stop_t st = {&stop, 0, 0};
+    (void)state;
+
+    rig_start(&g, "wait", "0");
+    {
+        const struct rd_kafka_metadata *md = NULL;
+        assert_int_equal(rd_kafka_metadata(g.rk, 1, NULL, &md, 5000), 0);
+        rd_kafka_metadata_destroy(md);
+    }
+    assert_int_equal(rd_kafka_mock_broker_set_down(g.mc, 1), 0);
+    add_defs(&g.ob, 0, N_DEFS);
+    /* still pending after 2 s, asked twice */
+    assert_int_equal(pl_outbox_deliver_for(&g.ob, g.rk, role_topic, &g.t,
+                                           &st, 200, 1000, true),
+                     1);
+    assert_int_equal(pl_outbox_deliver_for(&g.ob, g.rk, role_topic, &g.t,
+                                           &st, 200, 1000, false),
+                     1);
+    assert_int_equal(rd_kafka_mock_broker_set_up(g.mc, 1), 0);
+    assert_int_equal(pl_outbox_deliver_for(&g.ob, g.rk, role_topic, &g.t,
+                                           &st, 200, -1, false),
+                     0);
+    expect_all_delivered(&g.ob);
+    expect_all_topics(g.mc, &g.t, 1);
+    rig_stop(&g);
+}
+
+static const char *header(const pl_outmsg_t *m, const char *name)
+{
+    const void *v;
+    size_t len;
+    if (!m->headers || rd_kafka_header_get_last(m->headers, name, &v, &len))
+        return NULL;
+    return v;
+}
+
+/* A message larger than message.max.bytes can never be published: a
+ * derived event becomes a dead letter, cut down, with the original size
+ * and SHA-256 in its headers; a dead letter is cut down.  Both are
+ * delivered and deliver returns (the partition is not stuck). */
+static void test_deliver_too_large_is_cut(void **state)
+{
+    rig_t g;
+    volatile sig_atomic_t stop = 0;
+    static char big[1500000];
+    (void)state;
+
+    memset(big, 'x', sizeof(big));
+    rig_start(&g, "big", "10000");
+    assert_int_equal(pl_outbox_add(&g.ob, PL_TOPIC_PIPELINE, "k", 1, big,
+                                   sizeof(big), NULL), 0);
+    assert_int_equal(pl_outbox_add(&g.ob, PL_TOPIC_DLQ, "k", 1, big,
+                                   sizeof(big), NULL), 0);
+    assert_int_equal(rig_deliver(&g, &stop, 200), 0);
+    for (size_t i = 0; i < 2; i++) {
+        const pl_outmsg_t *m = g.ob.msgs[i];
+        assert_int_equal(m->state, 1);
+        assert_int_equal(m->role, PL_TOPIC_DLQ);
+        assert_true(m->value_len < 1000000);
+        assert_non_null(header(m, "dlq.original.size"));
+        assert_string_equal(header(m, "dlq.original.size"), "1500000");
+        /* sha256 of 1500000 'x' */
+        assert_string_equal(
+            header(m, "dlq.original.sha256"),
+            "090ed0fd008b4645311999f03ee2867f4b79a0cba06dfa87258a328a315643f7");
+    }
+    assert_string_equal(header(g.ob.msgs[0], "dlq.original.topic"),
+                        g.t.pipeline);
+    rig_stop(&g);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -675,6 +791,9 @@ int main(void)
         cmocka_unit_test(test_deliver_survives_broker_down),
         cmocka_unit_test(test_deliver_stop_on_permanent_failure),
         cmocka_unit_test(test_deliver_stop_while_retrying),
+        cmocka_unit_test(test_deliver_grace_while_broker_down),
+        cmocka_unit_test(test_deliver_waits_without_stop),
+        cmocka_unit_test(test_deliver_too_large_is_cut),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -468,15 +468,196 @@ static void test_seconds_in_previous_stage(void **state)
     assert_int_equal(pl_deal_state_copy(&cur, &next), 0);
     pl_event_clear(&ev);
 
-    /* an event that arrives late: stage time never negative, and
-     * last_event_at does not go back */
+    /* an event that arrives late: stage time never negative, and neither
+     * the stage start nor last_event_at goes back (CONTRACT, precision:
+     * "stage start times ... use the later of the two") */
     ev_request(&ev, "D-1", "lost", "no budget", T0 + 10 * SEC);
     apply(r, &cur, &ev, &next, &out);
     assert_true(out.stage_changed);
     assert_int_equal(out.seconds_in_previous_stage, 0);
-    assert_int_equal(next.stage_entered_at, T0 + 10 * SEC);
+    assert_int_equal(next.stage_entered_at, T0 + 90 * SEC + 900);
     assert_int_equal(next.last_event_at, T0 + 90 * SEC + 900);
     pl_event_clear(&ev);
+
+    pl_deal_state_clear(&cur);
+    pl_deal_state_clear(&next);
+}
+
+/* ------------------------------------------------------------------------ */
+/* CONTRACT, precision: the order of the checks on a stage request          */
+
+/* A request that fails two adjacent checks reports the earlier one. */
+static void test_check_order(void **state)
+{
+    const pl_rules_t *r = *state;
+    static const struct {
+        const char *stage; /* stored stage; NULL: the deal does not exist */
+        bool bare;         /* no amount, no close date, no activities */
+        const char *to, *reason;
+        const char *code;  /* the earlier check */
+        const char *also;  /* the later check it also fails */
+    } cases[] = {
+        /* unknown_deal before unknown_stage */
+        {NULL, false, "prposal", NULL, "unknown_deal", "unknown_stage"},
+        /* unknown_stage before already_in_stage: a deal left in a stage
+         * the rules no longer define, asked to stay there */
+        {"legacy", false, "legacy", NULL, "unknown_stage",
+         "already_in_stage"},
+        /* already_in_stage before terminal */
+        {"won", false, "won", NULL, "already_in_stage", "terminal"},
+        /* terminal before not_allowed */
+        {"won", false, "qualification", NULL, "terminal", "not_allowed"},
+        {"won", false, "lost", "x", "terminal", "not_allowed"},
+        /* not_allowed before missing_field */
+        {"scoping", true, "closing", NULL, "not_allowed", "missing_field"},
+        {"qualification", true, "won", NULL, "not_allowed",
+         "missing_field"},
+        {"lost", false, "lost", NULL, "already_in_stage", "missing_field"},
+        /* and each later check alone, so the pairs above are real */
+        {"legacy", false, "scoping", NULL, NULL, NULL},
+        {"scoping", true, "proposal", NULL, "missing_field", NULL},
+        {"negotiation", false, "won", NULL, "not_allowed", NULL},
+        {"closing", true, "won", NULL, "missing_field", NULL},
+        {"won", false, "closing", NULL, "terminal", "not_allowed"},
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        pl_deal_state_t cur, next;
+        pl_deal_outcome_t out;
+        pl_event_t ev;
+
+        if (cases[i].stage) {
+            qualified_deal(&cur, cases[i].stage, T0);
+            if (cases[i].bare) {
+                cur.has_amount = cur.has_close_date = false;
+                cur.amount = 0;
+                cur.activities = 0;
+            }
+        } else {
+            pl_deal_state_init(&cur);
+        }
+        pl_deal_state_init(&next);
+        ev_request(&ev, "D-1", cases[i].to, cases[i].reason, T0 + SEC);
+        apply(r, &cur, &ev, &next, &out);
+        if (!cases[i].code) {
+            if (out.verdict != PL_DEAL_APPLIED)
+                fail_msg("case %zu: %s -> %s: expected applied, got %s", i,
+                         cases[i].stage, cases[i].to, out.reason_code);
+        } else {
+            if (out.verdict != PL_DEAL_REJECTED ||
+                strcmp(out.reason_code, cases[i].code))
+                fail_msg("case %zu: %s -> %s: expected %s (before %s), "
+                         "got %s",
+                         i, cases[i].stage ? cases[i].stage : "(none)",
+                         cases[i].to, cases[i].code,
+                         cases[i].also ? cases[i].also : "-",
+                         out.verdict == PL_DEAL_REJECTED ? out.reason_code
+                                                         : "applied");
+            assert_false(out.stage_changed);
+            assert_deal_state_equal(&next, &cur);
+        }
+        pl_event_clear(&ev);
+        pl_deal_state_clear(&next);
+        pl_deal_state_clear(&cur);
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* CONTRACT, precision: time never runs backwards                           */
+
+/* Events that arrive out of order are applied, but the stage start, the
+ * idle period and every duration only move forward. */
+static void test_out_of_order_events(void **state)
+{
+    const pl_rules_t *r = *state;
+    pl_deal_state_t cur, next;
+    pl_deal_outcome_t out;
+    pl_event_t ev, alert;
+    pl_timer_t t[PL_TIMERS_MAX];
+    int n, k;
+
+    pl_deal_state_init(&cur);
+    pl_deal_state_init(&next);
+    ev_base(&ev, PL_EV_DEAL_CREATED, "D-1", T0);
+    ev_amount(&ev, 100);
+    ev_close_date(&ev, 19700);
+    apply(r, &cur, &ev, &next, &out);
+    assert_int_equal(out.verdict, PL_DEAL_APPLIED);
+    assert_int_equal(pl_deal_state_copy(&cur, &next), 0);
+    pl_event_clear(&ev);
+
+    /* a call at T0 + 100 s: the deal's last event */
+    ev_activity(&ev, "D-1", "call", T0 + 100 * SEC);
+    apply(r, &cur, &ev, &next, &out);
+    assert_int_equal(next.last_event_at, T0 + 100 * SEC);
+    assert_int_equal(next.stage_entered_at, T0);
+    assert_int_equal(pl_deal_state_copy(&cur, &next), 0);
+    pl_event_clear(&ev);
+
+    /* a move to scoping stamped T0 + 40 s arrives after it: applied, as of
+     * the deal's last event (T0 + 100 s), not before it */
+    ev_request(&ev, "D-1", "scoping", NULL, T0 + 40 * SEC);
+    apply(r, &cur, &ev, &next, &out);
+    assert_int_equal(out.verdict, PL_DEAL_APPLIED);
+    assert_true(out.stage_changed);
+    assert_string_equal(next.stage, "scoping");
+    assert_int_equal(out.seconds_in_previous_stage, 100);
+    assert_int_equal(next.stage_entered_at, T0 + 100 * SEC);
+    assert_int_equal(next.last_event_at, T0 + 100 * SEC);
+    assert_int_equal(pl_deal_state_copy(&cur, &next), 0);
+    pl_event_clear(&ev);
+
+    /* an update older than everything: applied, no time goes back */
+    ev_base(&ev, PL_EV_DEAL_UPDATED, "D-1", T0 - 3600 * SEC);
+    ev_amount(&ev, 250);
+    apply(r, &cur, &ev, &next, &out);
+    assert_int_equal(out.verdict, PL_DEAL_APPLIED);
+    assert_int_equal(next.amount, 250 * PL_AMOUNT_SCALE);
+    assert_int_equal(next.stage_entered_at, T0 + 100 * SEC);
+    assert_int_equal(next.last_event_at, T0 + 100 * SEC);
+    assert_int_equal(pl_deal_state_copy(&cur, &next), 0);
+    pl_event_clear(&ev);
+
+    /* a move out of scoping stamped before the deal entered it: 0 s in
+     * scoping, never negative, and the new stage starts no earlier */
+    ev_request(&ev, "D-1", "proposal", NULL, T0 + 10 * SEC);
+    apply(r, &cur, &ev, &next, &out);
+    assert_true(out.stage_changed);
+    assert_int_equal(out.seconds_in_previous_stage, 0);
+    assert_int_equal(next.stage_entered_at, T0 + 100 * SEC);
+    assert_int_equal(next.last_event_at, T0 + 100 * SEC);
+    assert_int_equal(pl_deal_state_copy(&cur, &next), 0);
+    pl_event_clear(&ev);
+
+    /* the next event in order measures from there */
+    ev_request(&ev, "D-1", "negotiation", NULL, T0 + 160 * SEC);
+    apply(r, &cur, &ev, &next, &out);
+    assert_true(out.stage_changed);
+    assert_int_equal(out.seconds_in_previous_stage, 60);
+    assert_int_equal(next.stage_entered_at, T0 + 160 * SEC);
+    assert_int_equal(next.last_event_at, T0 + 160 * SEC);
+    assert_int_equal(pl_deal_state_copy(&cur, &next), 0);
+    pl_event_clear(&ev);
+
+    /* a late activity does not start an earlier idle period: the stale
+     * timer stays at last_event_at + stale_after, and the alert's idle
+     * time is never negative */
+    ev_activity(&ev, "D-1", "email", T0 + 5 * SEC);
+    apply(r, &cur, &ev, &next, &out);
+    assert_int_equal(next.last_event_at, T0 + 160 * SEC);
+    pl_event_clear(&ev);
+    n = pl_rules_deal_timers(r, &next, t);
+    for (k = 0; k < n && strcmp(t[k].name, "stale"); k++)
+        ;
+    assert_true(k < n);
+    assert_int_equal(t[k].due, T0 + 160 * SEC + 10 * DAY);
+    pl_event_init(&alert);
+    assert_int_equal(pl_rules_deal_alert(r, &next, "stale", t[k].due,
+                                         t[k].due, &alert),
+                     0);
+    assert_int_equal(alert.idle_since, T0 + 160 * SEC);
+    assert_int_equal(alert.idle_seconds, 10 * 86400);
+    pl_event_clear(&alert);
 
     pl_deal_state_clear(&cur);
     pl_deal_state_clear(&next);
@@ -833,6 +1014,8 @@ int main(void)
         cmocka_unit_test(test_requirements),
         cmocka_unit_test(test_reopen_lost_and_won_is_final),
         cmocka_unit_test(test_seconds_in_previous_stage),
+        cmocka_unit_test(test_check_order),
+        cmocka_unit_test(test_out_of_order_events),
         cmocka_unit_test(test_updated_merges_present_fields),
         cmocka_unit_test(test_unknown_deal),
         cmocka_unit_test(test_every_reason_code),

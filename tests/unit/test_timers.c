@@ -10,9 +10,24 @@
  * through PL_SOURCE_DIR (environment, set by ctest, else the compile-time
  * definition); seconds-scale rules are inline, and the broken alerts files
  * are in tests/unit/rules/.
+ *
+ * The second group is the timers' and the apply script's side in Redis
+ * (common/store.c): claims that take their time from Redis, leases that are
+ * extended or lost, per-key errors that fail one op and write nothing, the
+ * bounds on :history and :applied, and refused credentials.  It needs a
+ * real Redis, so it runs only when PL_TEST_REDIS names one (host:port);
+ * tests/integration/test_store_errors.py runs it so, against the local
+ * stack (and PL_TEST_REDIS_ACL: a private Redis with ACL users).  Its keys
+ * carry a prefix of their own, deleted afterwards.
  */
 #include "codec.h"
+#include "store.h"
 #include "testutil.h"
+
+#include <hiredis/hiredis.h>
+#include <openssl/sha.h>
+#include <time.h>
+#include <unistd.h>
 
 #define SEC 1000LL
 #define HOUR (3600LL * SEC)
@@ -482,9 +497,20 @@ static void test_alert_ids(void **state)
     alert_ok(r, &st, "closing_soon@7d", day - 7 * DAY, day, &a);
     alert_ok(r, &st, "closing_soon@7d", day - 7 * DAY, day + HOUR, &b);
     assert_string_equal(a.event_id, b.event_id); /* a redelivery */
-    snprintf(cause, sizeof(cause), "D1|closing_soon@7d|%lld",
+    /* CONTRACT: "<type>:" + the first 32 hex digits of SHA-256 over
+     * "<type>\n<deal_id>\n<timer>\n<due ms>" */
+    snprintf(cause, sizeof(cause),
+             "deal.close_reminder\nD1\nclosing_soon@7d\n%lld",
              (long long)(day - 7 * DAY));
-    pl_event_derive_id(PL_EV_DEAL_CLOSE_REMINDER, cause, expected);
+    {
+        unsigned char md[SHA256_DIGEST_LENGTH];
+        size_t n = (size_t)snprintf(expected, sizeof(expected),
+                                    "deal.close_reminder:");
+        SHA256((const unsigned char *)cause, strlen(cause), md);
+        for (size_t i = 0; i < 16; i++)
+            n += (size_t)snprintf(expected + n, sizeof(expected) - n, "%02x",
+                                  md[i]);
+    }
     assert_string_equal(a.event_id, expected);
     assert_true(!strncmp(a.event_id, "deal.close_reminder:", 20));
 
@@ -867,6 +893,699 @@ static void test_bad_alert_text(void **state)
     }
 }
 
+/* ---------------------------------------------------------------------- */
+/* Error classes (no Redis needed)                                        */
+
+static void test_error_classes(void **state)
+{
+    static const struct {
+        const char *text;
+        pl_redis_class_t want;
+    } cases[] = {
+        {"LOADING Redis is loading the dataset in memory", PL_REDIS_RETRIABLE},
+        {"BUSY Redis is busy running a script.", PL_REDIS_RETRIABLE},
+        {"MASTERDOWN Link with MASTER is down", PL_REDIS_RETRIABLE},
+        {"TRYAGAIN Multiple keys request during rehashing", PL_REDIS_RETRIABLE},
+        {"CLUSTERDOWN The cluster is down", PL_REDIS_RETRIABLE},
+        {"READONLY You can't write against a read only replica.",
+         PL_REDIS_RETRIABLE},
+        {"OOM command not allowed when used memory > 'maxmemory'.",
+         PL_REDIS_RETRIABLE},
+        {"NOREPLICAS Not enough good replicas to write.", PL_REDIS_RETRIABLE},
+        {"NOSCRIPT No matching script. Please use EVAL.", PL_REDIS_RETRIABLE},
+        {"ERR Error running script (call to f_0123): @user_script:1: "
+         "@user_script: 1: -OOM command not allowed when used memory > "
+         "'maxmemory'.",
+         PL_REDIS_RETRIABLE},
+        {NULL, PL_REDIS_RETRIABLE},
+        {"NOAUTH Authentication required.", PL_REDIS_FATAL},
+        {"WRONGPASS invalid username-password pair or user is disabled.",
+         PL_REDIS_FATAL},
+        {"NOPERM this user has no permissions to run the 'evalsha' command",
+         PL_REDIS_FATAL},
+        {"WRONGTYPE Operation against a key holding the wrong kind of value",
+         PL_REDIS_PER_KEY},
+        {"WRONGTYPE p{deal:X}:history is a string, not a list",
+         PL_REDIS_PER_KEY},
+        {"ERR user_script:1: Script attempted to access nonexistent global "
+         "variable 'x' script: 0123, on @user_script:1.",
+         PL_REDIS_PER_KEY},
+        {"ERR value is not a valid float", PL_REDIS_PER_KEY},
+        /* a code is a whole word */
+        {"BUSYKEY Target key name already exists.", PL_REDIS_PER_KEY},
+        {"OOMPH", PL_REDIS_PER_KEY},
+        {"", PL_REDIS_PER_KEY},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++)
+        if (pl_store_error_class(cases[i].text) != cases[i].want)
+            fail_msg("'%s': class %d, want %d",
+                     cases[i].text ? cases[i].text : "(null)",
+                     (int)pl_store_error_class(cases[i].text),
+                     (int)cases[i].want);
+}
+
+/* ---------------------------------------------------------------------- */
+/* The store against a real Redis (PL_TEST_REDIS)                         */
+
+static char redis_host[256];
+static int redis_port;
+static char key_prefix[80];
+static redisContext *raw; /* our own connection, to arrange and look */
+
+static void parse_addr(const char *addr, char *host, size_t host_size,
+                       int *port)
+{
+    const char *colon = strrchr(addr, ':');
+    assert_non_null(colon);
+    snprintf(host, host_size, "%.*s", (int)(colon - addr), addr);
+    *port = (int)strtol(colon + 1, NULL, 10);
+}
+
+static redisReply *rcmd(const char *fmt, ...)
+{
+    va_list ap;
+    redisReply *r;
+
+    va_start(ap, fmt);
+    r = redisvCommand(raw, fmt, ap);
+    va_end(ap);
+    if (!r)
+        fail_msg("redis: %s", raw->errstr);
+    return r;
+}
+
+static long long rint_cmd(const char *fmt, ...)
+{
+    va_list ap;
+    redisReply *r;
+    long long v;
+
+    va_start(ap, fmt);
+    r = redisvCommand(raw, fmt, ap);
+    va_end(ap);
+    if (!r || r->type != REDIS_REPLY_INTEGER)
+        fail_msg("redis %s: not an integer reply (%s)", fmt,
+                 r && r->str ? r->str : raw->errstr);
+    v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+/* ZSCORE as an integer; -1 when the member is not there. */
+static long long zscore(const char *shard, const char *member)
+{
+    redisReply *r = rcmd("ZSCORE %s %s", shard, member);
+    long long v = r->type == REDIS_REPLY_STRING ? strtoll(r->str, NULL, 10)
+                                                : -1;
+    freeReplyObject(r);
+    return v;
+}
+
+/* Redis's clock in ms. */
+static int64_t redis_now(void)
+{
+    redisReply *r = rcmd("TIME");
+    int64_t ms;
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    ms = strtoll(r->element[0]->str, NULL, 10) * 1000 +
+         strtoll(r->element[1]->str, NULL, 10) / 1000;
+    freeReplyObject(r);
+    return ms;
+}
+
+/* "<prefix>{deal:<id>}<suffix>" */
+static void entity_key(char *buf, size_t size, const char *id,
+                       const char *suffix)
+{
+    snprintf(buf, size, "%s{deal:%s}%s", key_prefix, id, suffix);
+}
+
+static pl_store_t *store_open(void)
+{
+    char err[512] = "";
+    pl_store_t *s = pl_store_new(redis_host, redis_port, "", key_prefix, err,
+                                 sizeof(err));
+    if (!s)
+        fail_msg("pl_store_new: %s", err);
+    if (pl_store_connect(s, err, sizeof(err)))
+        fail_msg("pl_store_connect: %s", err);
+    return s;
+}
+
+static int setup_redis(void **state)
+{
+    const char *addr = getenv("PL_TEST_REDIS");
+    struct timeval tv = {5, 0};
+
+    (void)state;
+    parse_addr(addr, redis_host, sizeof(redis_host), &redis_port);
+    raw = redisConnectWithTimeout(redis_host, redis_port, tv);
+    if (!raw || raw->err) {
+        fprintf(stderr, "redis %s: %s\n", addr,
+                raw ? raw->errstr : "no context");
+        return -1;
+    }
+    snprintf(key_prefix, sizeof(key_prefix), "t-store-%ld-%lld:",
+             (long)getpid(), (long long)time(NULL));
+    return 0;
+}
+
+/* Delete our keys (only those with our prefix: other runs share Redis). */
+static int teardown_redis(void **state)
+{
+    char cursor[32] = "0";
+
+    (void)state;
+    do {
+        redisReply *r = redisCommand(raw, "SCAN %s MATCH %s* COUNT 1000",
+                                     cursor, key_prefix);
+        if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2)
+            break;
+        snprintf(cursor, sizeof(cursor), "%s", r->element[0]->str);
+        for (size_t i = 0; i < r->element[1]->elements; i++) {
+            redisReply *d = redisCommand(raw, "DEL %s",
+                                         r->element[1]->element[i]->str);
+            if (d)
+                freeReplyObject(d);
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0"));
+    redisFree(raw);
+    raw = NULL;
+    return 0;
+}
+
+/* A claim takes "now" from Redis (TIME in the script) and holds each due
+ * timer until Redis's now + lease: the caller passes no clock, so a worker
+ * whose clock is a minute behind (or ahead) claims exactly the same timers,
+ * with the same lease end, as one whose clock is right. */
+static void test_claim_uses_redis_time(void **state)
+{
+    pl_store_t *s = store_open();
+    char *shard = pl_store_timer_shard(s, 7), err[512] = "";
+    char due_m[64], later_m[64];
+    pl_claim_t *claims = NULL, *again = NULL;
+    size_t n = 0, n2 = 0;
+    int64_t t = redis_now(), before, after, now = 0;
+
+    (void)state;
+    snprintf(due_m, sizeof(due_m), "stale|%lld|D-due", (long long)(t - 1000));
+    snprintf(later_m, sizeof(later_m), "stale|%lld|D-later",
+             (long long)(t + 60000));
+    freeReplyObject(rcmd("ZADD %s %lld %s %lld %s", shard,
+                         (long long)(t - 1000), due_m, (long long)(t + 60000),
+                         later_m));
+
+    before = redis_now();
+    assert_int_equal(pl_store_claim_timers(s, 7, 8, 1, 5000, 100, &claims, &n,
+                                           &now, err, sizeof(err)),
+                     0);
+    after = redis_now();
+    /* only the timer due by Redis's now: not the one due in a minute */
+    assert_int_equal(n, 1);
+    assert_string_equal(claims[0].member, due_m);
+    assert_int_equal(claims[0].slot, 7);
+    assert_in_range(now, before, after);
+    assert_int_equal(claims[0].lease_until, now + 5000);
+    assert_int_equal(zscore(shard, due_m), claims[0].lease_until);
+    assert_int_equal(zscore(shard, later_m), t + 60000);
+
+    /* held: nobody claims it again before the lease ends */
+    assert_int_equal(pl_store_claim_timers(s, 0, 16, 16, 5000, 100, &again,
+                                           &n2, NULL, err, sizeof(err)),
+                     0);
+    assert_int_equal(n2, 0);
+
+    pl_store_claims_free(again, n2);
+    pl_store_claims_free(claims, n);
+    free(shard);
+    pl_store_destroy(s);
+}
+
+/* Extending a claim moves its lease end to Redis's now + lease while the
+ * claim is ours; once another worker has claimed the timer (our lease ran
+ * out), extending and completing report it lost and change nothing. */
+static void test_extend_and_lose_claims(void **state)
+{
+    pl_store_t *a = store_open(), *b = store_open();
+    char *shard = pl_store_timer_shard(a, 9), err[512] = "";
+    char m1[64], m2[64];
+    pl_claim_t *ca = NULL, *cb = NULL;
+    size_t na = 0, nb = 0;
+    bool held[2] = {false, false}, removed[2] = {true, true};
+    int64_t t = redis_now(), first_end, before, now = 0;
+
+    (void)state;
+    snprintf(m1, sizeof(m1), "stale|%lld|D-kept", (long long)(t - 10));
+    snprintf(m2, sizeof(m2), "stale|%lld|D-lost", (long long)(t - 5));
+    freeReplyObject(rcmd("ZADD %s %lld %s", shard, (long long)(t - 10), m1));
+
+    /* a claims m1 with a short lease and extends it */
+    assert_int_equal(pl_store_claim_timers(a, 9, 10, 1, 300, 100, &ca, &na,
+                                           &now, err, sizeof(err)),
+                     0);
+    assert_int_equal(na, 1);
+    first_end = ca[0].lease_until;
+    assert_int_equal(first_end, now + 300);
+    before = redis_now();
+    assert_int_equal(pl_store_extend_timers(a, ca, 1, 20000, held, err,
+                                            sizeof(err)),
+                     0);
+    assert_true(held[0]);
+    assert_in_range(ca[0].lease_until, before + 20000, redis_now() + 20000);
+    assert_int_equal(zscore(shard, m1), ca[0].lease_until);
+    /* past the first lease end, b still cannot claim it */
+    usleep(400 * 1000);
+    assert_int_equal(pl_store_claim_timers(b, 9, 10, 1, 20000, 100, &cb, &nb,
+                                           NULL, err, sizeof(err)),
+                     0);
+    assert_int_equal(nb, 0);
+    pl_store_claims_free(cb, nb);
+    cb = NULL;
+
+    /* a claims m2 with a lease that runs out; b claims it after that */
+    pl_store_claims_free(ca, na);
+    ca = NULL;
+    freeReplyObject(rcmd("ZADD %s %lld %s", shard, (long long)(t - 5), m2));
+    assert_int_equal(pl_store_claim_timers(a, 9, 10, 1, 1, 100, &ca, &na,
+                                           NULL, err, sizeof(err)),
+                     0);
+    assert_int_equal(na, 1);
+    assert_string_equal(ca[0].member, m2);
+    usleep(50 * 1000);
+    assert_int_equal(pl_store_claim_timers(b, 9, 10, 1, 20000, 100, &cb, &nb,
+                                           NULL, err, sizeof(err)),
+                     0);
+    assert_int_equal(nb, 1);
+    assert_string_equal(cb[0].member, m2);
+    first_end = ca[0].lease_until;
+    assert_int_equal(pl_store_extend_timers(a, ca, 1, 20000, held, err,
+                                            sizeof(err)),
+                     0);
+    assert_false(held[0]);
+    assert_int_equal(ca[0].lease_until, first_end); /* unchanged */
+    assert_int_equal(zscore(shard, m2), cb[0].lease_until); /* b's */
+    assert_int_equal(pl_store_complete_timers(a, ca, 1, removed, err,
+                                              sizeof(err)),
+                     0);
+    assert_false(removed[0]);
+    assert_int_equal(zscore(shard, m2), cb[0].lease_until);
+    /* b completes it; and m1, still a's after extending, is a's to finish */
+    assert_int_equal(pl_store_complete_timers(b, cb, 1, removed, err,
+                                              sizeof(err)),
+                     0);
+    assert_true(removed[0]);
+    assert_int_equal(zscore(shard, m2), -1);
+    assert_int_not_equal(zscore(shard, m1), -1);
+
+    pl_store_claims_free(ca, na);
+    pl_store_claims_free(cb, nb);
+    free(shard);
+    pl_store_destroy(a);
+    pl_store_destroy(b);
+}
+
+/* A new deal's apply op: state {rev, stage}, a history entry and a timer. */
+typedef struct apply_case_s {
+    pl_store_apply_t op;
+    pl_fields_t set, timers;
+    char rev[PL_REV_LEN + 1];
+    char member[96];
+} apply_case_t;
+
+static void apply_case(apply_case_t *c, const char *id, const char *event_id,
+                       const char *prev_rev, const char *score)
+{
+    memset(c, 0, sizeof(*c));
+    pl_store_next_rev(prev_rev, event_id, c->rev);
+    assert_int_equal(pl_fields_set(&c->set, "rev", c->rev), 0);
+    assert_int_equal(pl_fields_set(&c->set, "stage", "qualification"), 0);
+    snprintf(c->member, sizeof(c->member), "stale|%s|%s", score, id);
+    assert_int_equal(pl_fields_set(&c->timers, c->member, score), 0);
+    c->op.kind = "deal";
+    c->op.id = id;
+    c->op.event_id = event_id;
+    c->op.expected_rev = prev_rev;
+    c->op.set = &c->set;
+    c->op.timers_add = &c->timers;
+    c->op.history = "{\"to\":\"qualification\"}";
+    c->op.outcome = "out";
+    c->op.outcome_len = 3;
+}
+
+static void apply_case_clear(apply_case_t *c)
+{
+    pl_store_apply_clear(&c->op);
+    pl_fields_clear(&c->set);
+    pl_fields_clear(&c->timers);
+}
+
+/* Does the entity have any key, or a member in its timer shard? */
+static bool written(pl_store_t *s, const char *id, const char *member)
+{
+    static const char *const suffixes[] = {"", ":applied", ":history",
+                                           ":applied_order"};
+    pl_fields_t timers = {0};
+    char k[256], err[512];
+    bool any = false;
+
+    for (size_t i = 0; i < 4; i++) {
+        redisReply *r;
+        entity_key(k, sizeof(k), id, suffixes[i]);
+        r = rcmd("TYPE %s", k);
+        /* a key we planted with another type is not a write of ours */
+        if (strcmp(r->str, "none") && !strcmp(r->str, i == 0 || i == 1
+                                                           ? "hash"
+                                                           : "list"))
+            any = true;
+        freeReplyObject(r);
+    }
+    if (pl_store_entity_timers(s, "deal", id, &timers, err, sizeof(err)) ==
+            0 &&
+        pl_fields_get(&timers, member))
+        any = true;
+    pl_fields_clear(&timers);
+    return any;
+}
+
+/* One key of the wrong type (or an argument the script refuses) fails only
+ * its own op, with Redis's text, and writes nothing; the rest of the batch
+ * is applied.  Before: the whole call failed as "retriable", for ever. */
+static void test_apply_per_key_errors(void **state)
+{
+    static const struct {
+        const char *suffix; /* key planted with the wrong type */
+        const char *plant;  /* the command (key appended) */
+        const char *words;
+    } cases[] = {
+        {"", "RPUSH %s x", "is a list, not a hash"},
+        {":applied", "SET %s x", "is a string, not a hash"},
+        {":history", "SET %s x", "is a string, not a list"},
+        {":applied_order", "HSET %s f v", "is a hash, not a list"},
+        {NULL, NULL, "timer score is not a number"},
+    };
+    pl_store_t *s = store_open();
+    char err[512] = "";
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(*cases); i++) {
+        apply_case_t c[3];
+        pl_store_apply_t ops[3];
+        char bad[64], good1[64], good2[64], k[256];
+
+        snprintf(bad, sizeof(bad), "WT-bad-%zu", i);
+        snprintf(good1, sizeof(good1), "WT-good1-%zu", i);
+        snprintf(good2, sizeof(good2), "WT-good2-%zu", i);
+        apply_case(&c[0], good1, "e-g1", "", "1700000000000");
+        apply_case(&c[1], bad, "e-bad", "",
+                   cases[i].suffix ? "1700000000000" : "soon");
+        apply_case(&c[2], good2, "e-g2", "", "1700000000000");
+        if (cases[i].suffix) {
+            entity_key(k, sizeof(k), bad, cases[i].suffix);
+            freeReplyObject(rcmd(cases[i].plant, k));
+        }
+        for (size_t j = 0; j < 3; j++)
+            ops[j] = c[j].op;
+        if (pl_store_apply(s, ops, 3, 60000, err, sizeof(err)))
+            fail_msg("case %zu: the call failed: %s", i, err);
+        assert_int_equal(ops[0].result, PL_APPLY_OK);
+        assert_int_equal(ops[2].result, PL_APPLY_OK);
+        if (ops[1].result != PL_APPLY_FAILED)
+            fail_msg("case %zu: result %d, want FAILED", i,
+                     (int)ops[1].result);
+        assert_non_null(ops[1].error);
+        if (!strstr(ops[1].error, cases[i].words))
+            fail_msg("case %zu: '%s' not in '%s'", i, cases[i].words,
+                     ops[1].error);
+        if (cases[i].suffix) {
+            if (strncmp(ops[1].error, "WRONGTYPE ", 10) ||
+                !strstr(ops[1].error, k))
+                fail_msg("case %zu: '%s' does not name %s", i, ops[1].error,
+                         k);
+            assert_int_equal(pl_store_error_class(ops[1].error),
+                             PL_REDIS_PER_KEY);
+        }
+        if (written(s, bad, c[1].member))
+            fail_msg("case %zu: the failed op wrote something", i);
+        assert_true(written(s, good1, c[0].member));
+        assert_true(written(s, good2, c[2].member));
+        for (size_t j = 0; j < 3; j++) {
+            c[j].op = ops[j];
+            apply_case_clear(&c[j]);
+        }
+    }
+    pl_store_destroy(s);
+}
+
+/* A chain of n events on deal id, each with a history entry "h<i>", as one
+ * pipelined call; every op must come back with want. */
+static void apply_chain(pl_store_t *s, const char *id, int from, int n,
+                        char rev[PL_REV_LEN + 1], pl_apply_result_t want)
+{
+    pl_store_apply_t *ops = calloc((size_t)n, sizeof(*ops));
+    pl_fields_t *sets = calloc((size_t)n, sizeof(*sets));
+    char (*eids)[32] = calloc((size_t)n, sizeof(*eids));
+    char (*hist)[32] = calloc((size_t)n, sizeof(*hist));
+    char (*revs)[PL_REV_LEN + 1] = calloc((size_t)n + 1, sizeof(*revs));
+    char err[512] = "";
+
+    assert_true(ops && sets && eids && hist && revs);
+    snprintf(revs[0], sizeof(revs[0]), "%s", rev);
+    for (int i = 0; i < n; i++) {
+        snprintf(eids[i], sizeof(eids[i]), "e%d", from + i);
+        snprintf(hist[i], sizeof(hist[i]), "h%d", from + i);
+        pl_store_next_rev(revs[i], eids[i], revs[i + 1]);
+        assert_int_equal(pl_fields_set(&sets[i], "rev", revs[i + 1]), 0);
+        ops[i].kind = "deal";
+        ops[i].id = id;
+        ops[i].event_id = eids[i];
+        ops[i].expected_rev = revs[i];
+        ops[i].set = &sets[i];
+        ops[i].history = hist[i];
+        ops[i].outcome = "o";
+        ops[i].outcome_len = 1;
+    }
+    if (pl_store_apply(s, ops, (size_t)n, 3600000, err, sizeof(err)))
+        fail_msg("apply: %s", err);
+    for (int i = 0; i < n; i++) {
+        if (ops[i].result != want)
+            fail_msg("op %d: result %d, want %d (%s)", i, (int)ops[i].result,
+                     (int)want, ops[i].error ? ops[i].error : "");
+        pl_store_apply_clear(&ops[i]);
+        pl_fields_clear(&sets[i]);
+    }
+    if (want == PL_APPLY_OK)
+        snprintf(rev, PL_REV_LEN + 1, "%s", revs[n]);
+    free(ops);
+    free(sets);
+    free(eids);
+    free(hist);
+    free(revs);
+}
+
+/* The elements of a list key, joined with ',' */
+static void list_of(const char *k, char *buf, size_t size)
+{
+    redisReply *r = rcmd("LRANGE %s 0 -1", k);
+    size_t len = 0;
+
+    buf[0] = '\0';
+    for (size_t i = 0; i < r->elements && len < size; i++)
+        len += (size_t)snprintf(buf + len, size - len, "%s%s", i ? "," : "",
+                                r->element[i]->str);
+    freeReplyObject(r);
+}
+
+/* :history keeps the newest history_max entries; :applied remembers the
+ * newest applied_max event ids (oldest forgotten first, through the
+ * :applied_order list, which expires with it); defaults 1000 and 1000. */
+static void test_history_and_applied_bounds(void **state)
+{
+    pl_store_t *s = store_open();
+    char rev[PL_REV_LEN + 1] = "", k[256], buf[512];
+
+    (void)state;
+    pl_store_set_limits(s, 3, 4);
+    apply_chain(s, "LIM", 0, 10, rev, PL_APPLY_OK);
+    entity_key(k, sizeof(k), "LIM", ":history");
+    list_of(k, buf, sizeof(buf));
+    assert_string_equal(buf, "h7,h8,h9");
+    entity_key(k, sizeof(k), "LIM", ":applied_order");
+    list_of(k, buf, sizeof(buf));
+    assert_string_equal(buf, "e6,e7,e8,e9");
+    assert_in_range(rint_cmd("PTTL %s", k), 3500000, 3600000);
+    entity_key(k, sizeof(k), "LIM", ":applied");
+    assert_int_equal(rint_cmd("HLEN %s", k), 4);
+    assert_int_equal(rint_cmd("HEXISTS %s e6", k), 1);
+    assert_int_equal(rint_cmd("HEXISTS %s e5", k), 0);
+    assert_in_range(rint_cmd("PTTL %s", k), 3500000, 3600000);
+    /* a remembered id is a duplicate; a forgotten one is new again */
+    {
+        char old_rev[PL_REV_LEN + 1] = "";
+        apply_chain(s, "LIM", 9, 1, old_rev, PL_APPLY_DUPLICATE);
+    }
+    apply_chain(s, "LIM", 0, 1, rev, PL_APPLY_OK);
+    assert_int_equal(rint_cmd("HLEN %s", k), 4);
+    assert_int_equal(rint_cmd("HEXISTS %s e0", k), 1);
+    assert_int_equal(rint_cmd("HEXISTS %s e6", k), 0);
+
+    /* the defaults */
+    pl_store_destroy(s);
+    s = store_open();
+    rev[0] = '\0';
+    apply_chain(s, "DEF", 0, 1005, rev, PL_APPLY_OK);
+    entity_key(k, sizeof(k), "DEF", ":history");
+    assert_int_equal(rint_cmd("LLEN %s", k), 1000);
+    entity_key(k, sizeof(k), "DEF", ":applied");
+    assert_int_equal(rint_cmd("HLEN %s", k), 1000);
+    assert_int_equal(rint_cmd("HEXISTS %s e4", k), 0);
+    assert_int_equal(rint_cmd("HEXISTS %s e5", k), 1);
+    pl_store_destroy(s);
+}
+
+/* A rejection (set NULL) with its own ttl_ms */
+static void reject(pl_store_t *s, const char *id, const char *event_id,
+                   const char *rev, int64_t ttl_ms)
+{
+    pl_store_apply_t op;
+    char err[512] = "";
+
+    memset(&op, 0, sizeof(op));
+    op.kind = "deal";
+    op.id = id;
+    op.event_id = event_id;
+    op.expected_rev = rev;
+    op.outcome = "rejected";
+    op.outcome_len = 8;
+    op.ttl_ms = ttl_ms;
+    if (pl_store_apply(s, &op, 1, 30LL * DAY, err, sizeof(err)))
+        fail_msg("apply: %s", err);
+    assert_int_equal(op.result, PL_APPLY_OK);
+    pl_store_apply_clear(&op);
+}
+
+/* ttl_ms overrides the call's dedupe ttl for one op, but never shortens
+ * the expiry an entity's :applied key already has. */
+static void test_ttl_override(void **state)
+{
+    pl_store_t *s = store_open();
+    char rev[PL_REV_LEN + 1] = "", k[256], ko[256];
+
+    (void)state;
+    /* an unknown id's rejection: a short-lived record only */
+    reject(s, "GHOST", "e-ghost", "", 2000);
+    entity_key(k, sizeof(k), "GHOST", ":applied");
+    entity_key(ko, sizeof(ko), "GHOST", ":applied_order");
+    assert_in_range(rint_cmd("PTTL %s", k), 1, 2000);
+    assert_in_range(rint_cmd("PTTL %s", ko), 1, 2000);
+    entity_key(ko, sizeof(ko), "GHOST", "");
+    assert_int_equal(rint_cmd("EXISTS %s", ko), 0);
+
+    /* an entity that exists keeps its long expiry */
+    apply_chain(s, "REAL", 0, 1, rev, PL_APPLY_OK); /* ttl 1 h */
+    reject(s, "REAL", "e-refused", rev, 2000);
+    entity_key(k, sizeof(k), "REAL", ":applied");
+    entity_key(ko, sizeof(ko), "REAL", ":applied_order");
+    assert_in_range(rint_cmd("PTTL %s", k), 3500000, 3600000);
+    assert_in_range(rint_cmd("PTTL %s", ko), 3500000, 3600000);
+    assert_int_equal(rint_cmd("HEXISTS %s e-refused", k), 1);
+
+    /* and a short one grows when the entity is then written */
+    reject(s, "LATE", "e-early", "", 2000);
+    rev[0] = '\0';
+    apply_chain(s, "LATE", 0, 1, rev, PL_APPLY_OK);
+    entity_key(k, sizeof(k), "LATE", ":applied");
+    assert_in_range(rint_cmd("PTTL %s", k), 3500000, 3600000);
+    pl_store_destroy(s);
+}
+
+/* Refused credentials are fatal (-2), with Redis's text and never the
+ * password; Redis unreachable is retriable (-1). */
+static void test_connect_errors(void **state)
+{
+    const char *pw = "pw-never-shown-4711";
+    char err[512];
+    pl_store_t *s;
+
+    (void)state;
+    /* the stack's Redis has no password: AUTH is refused */
+    s = pl_store_new(redis_host, redis_port, pw, key_prefix, err, sizeof(err));
+    assert_non_null(s);
+    err[0] = '\0';
+    assert_int_equal(pl_store_connect(s, err, sizeof(err)), -2);
+    assert_true(*err);
+    assert_null(strstr(err, pw));
+    /* so is an unknown ACL user */
+    assert_int_equal(pl_store_set_username(s, "pl-no-such-user"), 0);
+    err[0] = '\0';
+    assert_int_equal(pl_store_connect(s, err, sizeof(err)), -2);
+    assert_non_null(strstr(err, "WRONGPASS"));
+    assert_null(strstr(err, pw));
+    pl_store_destroy(s);
+
+    /* nobody listening: retriable */
+    s = pl_store_new("127.0.0.1", 1, pw, key_prefix, err, sizeof(err));
+    assert_non_null(s);
+    assert_int_equal(pl_store_connect(s, err, sizeof(err)), -1);
+    assert_null(strstr(err, pw));
+    pl_store_destroy(s);
+}
+
+/* Against a Redis with ACL users (PL_TEST_REDIS_ACL, made by
+ * test_store_errors.py: the default user off, "app" with every right and
+ * password app-pass, "reader" with read commands only, password
+ * reader-pass). */
+static void test_acl_users(void **state)
+{
+    const char *addr = getenv("PL_TEST_REDIS_ACL");
+    char host[256], err[512];
+    int port;
+    pl_store_t *s;
+    const char *ids[] = {"X"};
+    pl_fields_t f = {0};
+
+    (void)state;
+    if (!addr || !*addr)
+        skip();
+    parse_addr(addr, host, sizeof(host), &port);
+
+    s = pl_store_new(host, port, "app-pass", key_prefix, err, sizeof(err));
+    assert_non_null(s);
+    /* no user: the default user is off */
+    err[0] = '\0';
+    assert_int_equal(pl_store_connect(s, err, sizeof(err)), -2);
+    assert_null(strstr(err, "app-pass"));
+    /* the right user and password */
+    assert_int_equal(pl_store_set_username(s, "app"), 0);
+    if (pl_store_connect(s, err, sizeof(err)))
+        fail_msg("connect as app: %s", err);
+    assert_int_equal(pl_store_read(s, "deal", ids, 1, &f, err, sizeof(err)),
+                     0);
+    pl_fields_clear(&f);
+    pl_store_destroy(s);
+
+    /* a wrong password */
+    s = pl_store_new(host, port, "not-app-pass", key_prefix, err,
+                     sizeof(err));
+    assert_int_equal(pl_store_set_username(s, "app"), 0);
+    err[0] = '\0';
+    assert_int_equal(pl_store_connect(s, err, sizeof(err)), -2);
+    assert_non_null(strstr(err, "WRONGPASS"));
+    assert_null(strstr(err, "not-app-pass"));
+    pl_store_destroy(s);
+
+    /* a user without the rights to run the scripts */
+    s = pl_store_new(host, port, "reader-pass", key_prefix, err,
+                     sizeof(err));
+    assert_int_equal(pl_store_set_username(s, "reader"), 0);
+    err[0] = '\0';
+    assert_int_equal(pl_store_connect(s, err, sizeof(err)), -2);
+    assert_non_null(strstr(err, "NOPERM"));
+    pl_store_destroy(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -895,7 +1614,25 @@ int main(void)
         cmocka_unit_test(test_alerts_defaults_and_off),
         cmocka_unit_test(test_bad_alert_files),
         cmocka_unit_test(test_bad_alert_text),
+        cmocka_unit_test(test_error_classes),
     };
+    const struct CMUnitTest store_tests[] = {
+        cmocka_unit_test(test_claim_uses_redis_time),
+        cmocka_unit_test(test_extend_and_lose_claims),
+        cmocka_unit_test(test_apply_per_key_errors),
+        cmocka_unit_test(test_history_and_applied_bounds),
+        cmocka_unit_test(test_ttl_override),
+        cmocka_unit_test(test_connect_errors),
+        cmocka_unit_test(test_acl_users),
+    };
+    int failed = cmocka_run_group_tests(tests, NULL, NULL);
+    const char *redis = getenv("PL_TEST_REDIS");
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    if (!redis || !*redis) {
+        printf("store tests not run: PL_TEST_REDIS is not set "
+               "(tests/integration/test_store_errors.py runs them)\n");
+        return failed;
+    }
+    return failed + cmocka_run_group_tests_name("store (Redis)", store_tests,
+                                                setup_redis, teardown_redis);
 }
