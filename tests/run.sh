@@ -6,9 +6,9 @@
 #   1. build/ (RelWithDebInfo, GCC): every ctest test, unit and integration;
 #   2. the chaos test, short variant (tests/chaos/run.sh --short), on a
 #      private stack of its own;
-#   3. build-release/ (Release, GCC) and build-clang/ (Debug, clang): must
+#   3. the libFuzzer harnesses, each for a short time (tests/fuzz/run.sh);
+#   4. build-release/ (Release, GCC) and build-clang/ (Debug, clang): must
 #      build warning-free (-Werror); the release build runs the unit tests;
-#   4. the libFuzzer harnesses, each for a short time (tests/fuzz/run.sh);
 #   5. build-asan/ (Debug, AddressSanitizer + UndefinedBehaviorSanitizer):
 #      every ctest test again.
 #
@@ -61,14 +61,14 @@ if [ "$quick" = 0 ] && [ ${#ctest_args[@]} = 0 ]; then
     step "chaos (short)"
     PL_BUILD_DIR=$root/build tests/chaos/run.sh --short
 
-    command -v clang >/dev/null 2>&1 || deploy/stack.sh install >/dev/null
+    # (installs clang from Debian when it is missing)
+    step "fuzz (short)"
+    tests/fuzz/run.sh "${PL_FUZZ_SECONDS:-15}"
+
     build build-release -DCMAKE_BUILD_TYPE=Release
     step "build-release: unit tests"
     ctest --test-dir build-release --output-on-failure -L unit
     CC=clang build build-clang -DCMAKE_BUILD_TYPE=Debug
-
-    step "fuzz (short)"
-    tests/fuzz/run.sh "${PL_FUZZ_SECONDS:-15}"
 fi
 if [ "$quick" = 0 ]; then
     export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1

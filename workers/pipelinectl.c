@@ -65,7 +65,6 @@ enum {
 typedef struct pl_ctl_opts_s {
     const char *brokers;
     const char *redis;
-    const char *redis_password;
     const char *key_prefix;
     const char *topic_prefix;
     const char *schemas_dir;
@@ -196,7 +195,10 @@ static void pl_ctl_usage(FILE *fp)
         "                          [$PL_BROKERS, " PL_CTL_DEFAULT_BROKERS "]\n"
         "  -r, --redis HOST:PORT   Redis [$PL_REDIS, " PL_CTL_DEFAULT_REDIS
         "]\n"
-        "                          (password: $PL_REDIS_PASSWORD)\n"
+        "                          (ACL user: $PL_REDIS_USERNAME; password:\n"
+        "                          $PL_REDIS_PASSWORD or the first line of\n"
+        "                          the file $PL_REDIS_PASSWORD_FILE; Kafka\n"
+        "                          SASL: $PL_SASL_PASSWORD(_FILE))\n"
         "      --key-prefix P      Redis key prefix [$PL_KEY_PREFIX, \"\"]\n"
         "      --topic-prefix P    Prepended to every TOPIC\n"
         "                          [$PL_TOPIC_PREFIX, \"\"]\n"
@@ -303,6 +305,44 @@ static void pl_ctl_kafka_log_cb(const rd_kafka_t *rk, int level,
 }
 
 /*
+ * A secret from the environment: the first line of the file named by
+ * $<env>_FILE when that is set (it wins), else $<env>, else "".  malloc'ed;
+ * NULL after reporting an unreadable file (never its content).
+ */
+static char *pl_ctl_secret(const char *env)
+{
+    char fenv[64], line[4096];
+    const char *path;
+    FILE *fp;
+    size_t n;
+    char *out;
+
+    snprintf(fenv, sizeof(fenv), "%s_FILE", env);
+    path = getenv(fenv);
+    if (!path || !*path) {
+        const char *v = getenv(env);
+        out = strdup(v ? v : "");
+        goto out_check;
+    }
+    if (!(fp = fopen(path, "r"))) {
+        pl_ctl_err("$%s: cannot read %s: %s", fenv, path, strerror(errno));
+        return NULL;
+    }
+    if (!fgets(line, sizeof(line), fp))
+        line[0] = '\0';
+    fclose(fp);
+    n = strlen(line);
+    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
+        line[--n] = '\0';
+    out = strdup(line);
+    memset(line, 0, sizeof(line));
+out_check:
+    if (!out)
+        pl_ctl_err("out of memory");
+    return out;
+}
+
+/*
  * A librdkafka configuration: bootstrap.servers, then the command's own
  * defaults (NULL-terminated key, value pairs), then every -X (so the user
  * wins).  NULL after reporting the key and librdkafka's text.
@@ -311,7 +351,7 @@ static rd_kafka_conf_t *pl_ctl_kafka_conf(const pl_ctl_opts_t *o,
                                           const char *const *defaults)
 {
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
-    char lerr[512];
+    char lerr[512], *secret;
     size_t i;
 
     if (rd_kafka_conf_set(conf, "bootstrap.servers", o->brokers, lerr,
@@ -319,6 +359,16 @@ static rd_kafka_conf_t *pl_ctl_kafka_conf(const pl_ctl_opts_t *o,
         pl_ctl_err("--brokers %s: %s", o->brokers, lerr);
         goto out_destroy_conf;
     }
+    /* the SASL password from $PL_SASL_PASSWORD(_FILE); -X still wins */
+    if (!(secret = pl_ctl_secret("PL_SASL_PASSWORD")))
+        goto out_destroy_conf;
+    if (*secret && rd_kafka_conf_set(conf, "sasl.password", secret, lerr,
+                                     sizeof(lerr)) != RD_KAFKA_CONF_OK) {
+        pl_ctl_err("$PL_SASL_PASSWORD: %s", lerr);
+        free(secret);
+        goto out_destroy_conf;
+    }
+    free(secret);
     for (i = 0; defaults && defaults[i]; i += 2) {
         if (rd_kafka_conf_set(conf, defaults[i], defaults[i + 1], lerr,
                               sizeof(lerr)) != RD_KAFKA_CONF_OK) {
@@ -1315,7 +1365,7 @@ out_free_topics:
 static pl_store_t *pl_ctl_store_open(const pl_ctl_opts_t *o, int *rc)
 {
     pl_store_t *store;
-    char *host = NULL;
+    char *host = NULL, *password;
     char errstr[512];
     int port;
 
@@ -1325,11 +1375,21 @@ static pl_store_t *pl_ctl_store_open(const pl_ctl_opts_t *o, int *rc)
         return NULL;
     }
     *rc = PL_CTL_EXIT_ERROR;
-    store = pl_store_new(host, port, o->redis_password, o->key_prefix, errstr,
+    if (!(password = pl_ctl_secret("PL_REDIS_PASSWORD"))) {
+        free(host);
+        return NULL;
+    }
+    store = pl_store_new(host, port, password, o->key_prefix, errstr,
                          sizeof(errstr));
+    free(password);
     free(host);
     if (!store) {
         pl_ctl_err("redis %s: %s", o->redis, errstr);
+        return NULL;
+    }
+    if (pl_store_set_username(store, pl_ctl_env("PL_REDIS_USERNAME", ""))) {
+        pl_ctl_err("out of memory");
+        pl_store_destroy(store);
         return NULL;
     }
     if (pl_store_connect(store, errstr, sizeof(errstr)) != 0) {
@@ -1516,7 +1576,6 @@ static int pl_ctl_parse_args(pl_ctl_opts_t *o, int argc, char **argv)
 
     o->brokers = pl_ctl_env("PL_BROKERS", PL_CTL_DEFAULT_BROKERS);
     o->redis = pl_ctl_env("PL_REDIS", PL_CTL_DEFAULT_REDIS);
-    o->redis_password = pl_ctl_env("PL_REDIS_PASSWORD", "");
     o->key_prefix = pl_ctl_env("PL_KEY_PREFIX", "");
     o->topic_prefix = pl_ctl_env("PL_TOPIC_PREFIX", "");
     o->schemas_dir = pl_ctl_env("PL_SCHEMAS_DIR", PL_CTL_DEFAULT_SCHEMAS);
