@@ -16,7 +16,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum { T_STRING, T_INT, T_DURATION, T_LOGLEVEL, T_HOSTPORT } ktype_t;
+typedef enum {
+    T_STRING,
+    T_INT,
+    T_DURATION,
+    T_LOGLEVEL,
+    T_LOGFORMAT,
+    T_HOSTPORT
+} ktype_t;
 
 typedef struct setting_s {
     const char *key;
@@ -114,6 +121,12 @@ static const setting_t settings[] = {
      1 * DAY, "How often a worker logs its counters (0: never)"},
     {"log.level", "PL_LOG_LEVEL", T_LOGLEVEL, "info", 0, 0,
      "debug, info, warn or error"},
+    {"log.format", "PL_LOG_FORMAT", T_LOGFORMAT, "text", 0, 0,
+     "text, or json: one JSON object per line, for log shippers"},
+    {"metrics.port", "PL_METRICS_PORT", T_INT, "0", 0, 65535,
+     "Port of the HTTP endpoint with /metrics, /healthz and /readyz (0: off)"},
+    {"metrics.bind", "PL_METRICS_BIND", T_STRING, "0.0.0.0", 0, 0,
+     "Address the metrics endpoint listens on"},
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -287,6 +300,14 @@ static int validate(const setting_t *st, const char *value, char *errstr,
             snprintf(errstr, errstr_size,
                      "config key '%s' (%s): expected debug, info, warn or "
                      "error, got '%s'",
+                     st->key, st->env, value);
+            return -1;
+        }
+        return 0;
+    case T_LOGFORMAT:
+        if (strcmp(value, "text") && strcmp(value, "json")) {
+            snprintf(errstr, errstr_size,
+                     "config key '%s' (%s): expected text or json, got '%s'",
                      st->key, st->env, value);
             return -1;
         }

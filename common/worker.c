@@ -24,6 +24,7 @@
 #include "config.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "rules.h"
 #include "store.h"
 #include "worker.h"
@@ -173,6 +174,7 @@ typedef struct inflight_s {
     pl_outbox_t out;
     rd_kafka_topic_partition_list_t *offsets; /* stored once delivered */
     int64_t applied_at; /* monotonic ms: when Redis acknowledged it */
+    double produced_at; /* pl_metrics_clock(): when it was produced */
 } inflight_t;
 
 /* Batches in flight at most: Redis applies the next batch while Kafka
@@ -214,6 +216,7 @@ struct pl_worker_s {
     int64_t last_kafka_log, last_redis_log;
     size_t cache_max; /* cache.size */
     stats_t stats;
+    pl_metrics_t *metrics; /* metrics.port set: /metrics, probes; else NULL */
 };
 
 typedef struct pl_worker_s worker_t;
@@ -258,6 +261,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         else
             rd_kafka_assign(rk, parts);
         w->paused = false;
+        pl_metrics_set_joined(w->metrics, true); /* even with nothing */
     } else {
         pl_info("revoked %d partition(s)", parts->cnt);
         /* Finish the batches in flight first, so their offsets are stored
@@ -277,6 +281,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_incremental_unassign(rk, parts);
         else
             rd_kafka_assign(rk, NULL);
+    }
+    if (w->metrics) {
+        rd_kafka_topic_partition_list_t *now = NULL;
+        if (!rd_kafka_assignment(rk, &now)) {
+            pl_metrics_set(w->metrics, PL_G_ASSIGNED_PARTITIONS, now->cnt);
+            rd_kafka_topic_partition_list_destroy(now);
+        }
     }
     w->in_rebalance = false;
 }
@@ -365,9 +376,10 @@ static int dead_letter(worker_t *w, const rd_kafka_message_t *m,
     rd_kafka_header_add(h, "dlq.source.offset", -1, off, -1);
     rd_kafka_header_add(h, "dlq.worker", -1, w->kind->program, -1);
     rd_kafka_header_add(h, "dlq.at", -1, at, -1);
-    pl_warn("dead letter %s [%d] @%lld: %s", rd_kafka_topic_name(m->rkt),
-            (int)m->partition, (long long)m->offset, reason);
+    pl_log_ctx(PL_LOG_WARN, rd_kafka_topic_name(m->rkt), (int)m->partition,
+               (long long)m->offset, NULL, "dead letter: %s", reason);
     w->stats.dead_letters++;
+    pl_metrics_inc(w->metrics, PL_M_DEAD_LETTERS, 1);
     if (pl_outbox_add(&w->out, PL_TOPIC_DLQ, m->key ? m->key : "",
                       m->key ? m->key_len : 0, m->payload ? m->payload : "",
                       m->payload ? m->len : 0, h))
@@ -402,6 +414,7 @@ static int take_message(worker_t *w, rd_kafka_message_t *m)
     it->msg = m;
     pl_event_init(&it->ev);
     w->stats.consumed++;
+    pl_metrics_inc(w->metrics, PL_M_CONSUMED, 1);
     if (pl_codec_decode(w->codec, m->payload, m->payload ? m->len : 0,
                         &it->ev, err, sizeof(err)) == 0) {
         if (it->ev.type >= w->kind->first_type &&
@@ -448,6 +461,8 @@ static int wait_out_redis(worker_t *w, const char *err, int64_t *backoff)
     int64_t until;
 
     w->stats.redis_errors++;
+    pl_metrics_inc(w->metrics, PL_M_REDIS_ERRORS, 1);
+    pl_metrics_redis_failed(w->metrics, err);
     if (log_due(&w->last_redis_log))
         pl_warn("redis unavailable (%s); retrying, next try in %lld ms "
                 "(redis_errors=%llu)",
@@ -457,6 +472,7 @@ static int wait_out_redis(worker_t *w, const char *err, int64_t *backoff)
     until = pl_now_mono_ms() + *backoff;
     while (RUNNING && !w->revoked && pl_now_mono_ms() < until) {
         rd_kafka_message_t *m = rd_kafka_consumer_poll(w->consumer, 100);
+        pl_metrics_heartbeat(w->metrics); /* waiting is alive */
         if (!m)
             continue;
         if (m->err) {
@@ -528,6 +544,7 @@ static int load_states(worker_t *w)
             goto out;
         }
     }
+    pl_metrics_redis_ok(w->metrics);
     for (size_t j = 0; j < n; j++) {
         centry_t *e = cache_put(&w->cache, ids[j]);
         const char *rev = pl_fields_get(&fields[j], "rev");
@@ -613,6 +630,7 @@ static int publish_outcome(worker_t *w, const rd_kafka_message_t *m,
         if (hl != (size_t)n || memcmp(stored, src, hl))
             return 0; /* a producer's duplicate: it changes nothing */
         w->stats.republished++;
+        pl_metrics_inc(w->metrics, PL_M_REPUBLISHED, 1);
     }
     return pl_outbox_unpack(&w->out, nl + 1, len - hl - 1);
 }
@@ -690,6 +708,7 @@ bool pl_worker_running(const pl_worker_t *w)
 
 void pl_worker_count(pl_worker_t *w, const char *name, uint64_t n)
 {
+    pl_metrics_inc_named(w->metrics, name, n);
     for (int i = 0; i < 4; i++) {
         if (!w->stats.extra_names[i] || !strcmp(w->stats.extra_names[i],
                                                 name)) {
@@ -904,6 +923,7 @@ static int apply_batch(worker_t *w)
             break;
         {
             pl_store_apply_t *ap = malloc(n * sizeof(*ap));
+            double t0 = pl_metrics_clock();
             int ar;
             if (!ap)
                 goto out_ops;
@@ -924,7 +944,11 @@ static int apply_batch(worker_t *w)
                     r = -1;
                     goto out_ops;
                 }
+                t0 = pl_metrics_clock(); /* the next try's round trip */
             }
+            pl_metrics_observe(w->metrics, PL_H_REDIS_APPLY,
+                               pl_metrics_clock() - t0);
+            pl_metrics_redis_ok(w->metrics);
             for (size_t k = 0; k < n; k++)
                 ops[k].apply = ap[k];
             free(ap);
@@ -940,6 +964,8 @@ static int apply_batch(worker_t *w)
                     w->stats.rejected++;
                 else
                     w->stats.applied++;
+                pl_metrics_inc(w->metrics,
+                               op->rejected ? PL_M_REJECTED : PL_M_APPLIED, 1);
                 if (publish_outcome(w, it->msg, op->outcome, op->outcome_len,
                                     false))
                     goto out_ops;
@@ -947,6 +973,7 @@ static int apply_batch(worker_t *w)
             case PL_APPLY_DUPLICATE:
                 it->done = true;
                 w->stats.duplicates++;
+                pl_metrics_inc(w->metrics, PL_M_DUPLICATES, 1);
                 if (publish_outcome(w, it->msg, op->apply.stored,
                                     op->apply.stored_len, true)) {
                     char why[512];
@@ -963,8 +990,10 @@ static int apply_batch(worker_t *w)
             case PL_APPLY_CONFLICT:
                 /* decided again either way; counted only when another
                  * writer (or a stale cache) caused it */
-                if (!after_mispredicted_duplicate(w, ops, k))
+                if (!after_mispredicted_duplicate(w, ops, k)) {
                     w->stats.conflicts++;
+                    pl_metrics_inc(w->metrics, PL_M_CONFLICTS, 1);
+                }
                 cache_drop(&w->cache, w->kind->entity_id(&it->ev));
                 break;
             case PL_APPLY_FAILED: {
@@ -974,6 +1003,7 @@ static int apply_batch(worker_t *w)
                 char why[768];
                 it->done = true;
                 w->stats.redis_errors++;
+                pl_metrics_inc(w->metrics, PL_M_REDIS_ERRORS, 1);
                 snprintf(why, sizeof(why), "redis refused %s %s: %s",
                          w->kind->entity, w->kind->entity_id(&it->ev),
                          op->apply.error ? op->apply.error : "error");
@@ -1122,6 +1152,9 @@ static int reap(worker_t *w, size_t keep)
     while (w->ninflight) {
         int st = pl_outbox_state(&w->inflight[0].out);
         if (st == 1) {
+            pl_metrics_observe(w->metrics, PL_H_PRODUCE_DELIVERY,
+                               pl_metrics_clock() -
+                                   w->inflight[0].produced_at);
             if (inflight_pop(w, true)) {
                 r = -2;
                 break;
@@ -1141,6 +1174,7 @@ static int reap(worker_t *w, size_t keep)
                         "consuming is paused meanwhile",
                         w->ninflight);
             waited = true;
+            pl_metrics_heartbeat(w->metrics); /* waiting is alive */
             if (keepalive(w)) {
                 r = -2;
                 break;
@@ -1204,6 +1238,35 @@ static void log_stats(worker_t *w)
             (unsigned long long)w->stats.kafka_errors, extra);
 }
 
+/* Metrics, each time the loop goes round: alive, and the gauges the loop
+ * owns.  A few relaxed stores; nothing when metrics are off. */
+static void metrics_round(worker_t *w)
+{
+    if (!w->metrics)
+        return;
+    pl_metrics_heartbeat(w->metrics);
+    pl_metrics_set(w->metrics, PL_G_INFLIGHT_BATCHES, (int64_t)w->ninflight);
+    pl_metrics_set(w->metrics, PL_G_CACHE_ENTRIES, (int64_t)w->cache.count);
+}
+
+/* librdkafka's statistics (statistics.interval.ms, set when metrics are
+ * on), served from the consumer poll on the loop's thread: the consumer
+ * lag per partition. */
+__attribute__((unused)) /* until pl_kafka_consumer_new() registers it */
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
+{
+    worker_t *w = opaque;
+    (void)rk;
+    if (pl_metrics_consumer_stats(w->metrics, json, len))
+        pl_warn("librdkafka statistics: not JSON; consumer lag not updated");
+    return 0; /* librdkafka frees json */
+}
+
+pl_metrics_t *pl_worker_metrics(pl_worker_t *w)
+{
+    return w->metrics;
+}
+
 /* The kind's periodic work (timers), between batches.  0 or -1 (stop). */
 static int maybe_tick(worker_t *w, int64_t *next_tick)
 {
@@ -1252,6 +1315,7 @@ static int main_loop(worker_t *w)
                 }
                 m = rd_kafka_consumer_poll(w->consumer, timeout);
             }
+            metrics_round(w);
             if (w->revoked) {
                 /* Eager rebalance: what was polled before it is fetched
                  * again from the committed offsets by the new assignment
@@ -1282,6 +1346,7 @@ static int main_loop(worker_t *w)
                 char fatal[512];
                 if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
                     w->stats.kafka_errors++;
+                    pl_metrics_inc(w->metrics, PL_M_KAFKA_ERRORS, 1);
                     if (log_due(&w->last_kafka_log))
                         pl_warn("consumer: %s (retrying; kafka_errors=%llu)",
                                 rd_kafka_message_errstr(m),
@@ -1308,6 +1373,8 @@ static int main_loop(worker_t *w)
         if (!w->nitems)
             continue;
         w->stats.batches++;
+        pl_metrics_inc(w->metrics, PL_M_BATCHES, 1);
+        pl_metrics_observe(w->metrics, PL_H_BATCH_SIZE, (double)w->nitems);
 
         /* 3 + 4. Decide and apply in Redis. */
         r = w->revoked ? -1 : apply_batch(w);
@@ -1334,6 +1401,7 @@ static int main_loop(worker_t *w)
         }
         pl_outbox_produce(&w->out, w->producer, role_topic, w);
         w->inflight[w->ninflight].applied_at = pl_now_mono_ms();
+        w->inflight[w->ninflight].produced_at = pl_metrics_clock();
         w->inflight[w->ninflight++].out = w->out; /* moved */
         memset(&w->out, 0, sizeof(w->out));
         batch_reset(w);
@@ -1350,6 +1418,46 @@ static int main_loop(worker_t *w)
     return 0;
 }
 
+/* kafka.consumer.statistics.interval.ms already set by the user? */
+static int find_stats_interval(void *opaque, const char *key,
+                               const char *value, char *errstr,
+                               size_t errstr_size)
+{
+    (void)value;
+    (void)errstr;
+    (void)errstr_size;
+    if (!strcmp(key, "statistics.interval.ms"))
+        *(bool *)opaque = true;
+    return 0;
+}
+
+/* metrics.port is set: the registry, librdkafka's statistics for the
+ * consumer lag (every 5 s unless kafka.consumer.statistics.interval.ms
+ * says otherwise), and the HTTP endpoint.  0, or -1 with errstr naming the
+ * key. */
+static int metrics_start(worker_t *w, char *errstr, size_t errstr_size)
+{
+    bool set = false;
+    if (!(w->metrics = pl_metrics_new(w->kind->entity, w->kind->tick))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    if (pl_config_kafka_each_for(w->cfg, "consumer", find_stats_interval,
+                                 &set, errstr, errstr_size) ||
+        (!set && pl_config_set(w->cfg,
+                               "kafka.consumer.statistics.interval.ms",
+                               "5000", errstr, errstr_size)))
+        return -1;
+    if (pl_metrics_serve(w->metrics, pl_config_get(w->cfg, "metrics.bind"),
+                         (int)pl_config_get_int(w->cfg, "metrics.port"),
+                         errstr, errstr_size))
+        return -1;
+    pl_info("metrics on http://%s:%lld/metrics (and /healthz, /readyz)",
+            pl_config_get(w->cfg, "metrics.bind"),
+            (long long)pl_config_get_int(w->cfg, "metrics.port"));
+    return 0;
+}
+
 int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
 {
     worker_t *w = calloc(1, sizeof(*w));
@@ -1362,6 +1470,12 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
     int rc = 1;
 
     pl_log_set_component(kind->program);
+    if (argc == 2 && !strcmp(argv[1], "--metrics-names")) {
+        /* what /metrics exports (the dashboard's test reads it) */
+        pl_metrics_print_names(stdout, kind->tick != NULL);
+        free(w);
+        return 0;
+    }
     if (w) {
         w->kind = kind;
         w->cache.kind = kind;
@@ -1377,6 +1491,7 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
     }
     pl_log_level_parse(pl_config_get(w->cfg, "log.level"), &level);
     pl_log_set_level(level);
+    pl_log_set_format(pl_config_get(w->cfg, "log.format"));
     w->dedupe_ttl_ms = pl_config_get_ms(w->cfg, "dedupe.ttl");
     w->unknown_ttl_ms = pl_config_get_ms(w->cfg, "dedupe.unknown.ttl");
     w->backoff_max_ms = pl_config_get_ms(w->cfg, "retry.backoff.max");
@@ -1386,6 +1501,11 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
     w->cache_max = (size_t)pl_config_get_int(w->cfg, "cache.size");
     w->stop.requested = &stop_requested;
     w->stop.grace_ms = pl_config_get_ms(w->cfg, "shutdown.grace");
+    if (pl_config_get_int(w->cfg, "metrics.port") > 0 &&
+        metrics_start(w, err, sizeof(err))) {
+        pl_error("%s", err);
+        goto out;
+    }
 
     if (!(w->rules = pl_rules_load(pl_config_get(w->cfg, "rules.file"), err,
                                    sizeof(err)))) {
@@ -1447,8 +1567,12 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
          backoff = backoff * 2 > w->backoff_max_ms ? w->backoff_max_ms
                                                    : backoff * 2) {
         int cr = pl_store_connect(w->store, err, sizeof(err));
-        if (!cr)
+        pl_metrics_heartbeat(w->metrics);
+        if (!cr) {
+            pl_metrics_redis_ok(w->metrics);
             break;
+        }
+        pl_metrics_redis_failed(w->metrics, err);
         if (cr == -2) {
             pl_error("redis: %s (fatal: check redis.username and "
                      "redis.password)",
@@ -1456,6 +1580,7 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
             goto out;
         }
         w->stats.redis_errors++;
+        pl_metrics_inc(w->metrics, PL_M_REDIS_ERRORS, 1);
         if (log_due(&w->last_redis_log))
             pl_warn("redis unavailable (%s); retrying, next try in %lld ms "
                     "(redis_errors=%llu)",
@@ -1539,6 +1664,7 @@ out:
             w->producer = NULL;
         }
         cache_clear(&w->cache);
+        pl_metrics_destroy(w->metrics); /* stops the endpoint */
         pl_store_destroy(w->store);
         pl_codec_destroy(w->codec);
         pl_rules_destroy(w->rules);

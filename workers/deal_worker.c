@@ -17,6 +17,7 @@
 #include "deal.h"
 #include "kafka.h"
 #include "log.h"
+#include "metrics.h"
 #include "slots.h"
 #include "worker.h"
 
@@ -229,6 +230,7 @@ static int deliver_holding_leases(pl_worker_t *w, pl_outbox_t *ob,
             next = now + step;
         }
         r = pl_worker_deliver_for(w, ob, next - now, first);
+        pl_metrics_heartbeat(pl_worker_metrics(w)); /* waiting is alive */
         first = false;
         if (r != 1)
             return r;
@@ -263,6 +265,9 @@ static int fire_timers(pl_worker_t *w)
     size_t nagain = 0;
     bool *lost = NULL, *held = NULL, *removed = NULL;
     pl_claim_t *done = NULL; /* claims still ours, to complete (shallow) */
+    pl_metrics_t *metrics = pl_worker_metrics(w);
+    int64_t *alert_due = NULL, claimed_at; /* for the due-to-alert delay */
+    size_t nalert = 0;
     char err[512];
     int r = 0, cr;
 
@@ -271,16 +276,20 @@ static int fire_timers(pl_worker_t *w)
         store, from, to, (int)pl_config_get_int(cfg, "timers.shards.per.call"),
         lease, (int)pl_config_get_int(cfg, "timers.per.shard"), &claims, &n,
         &now, err, sizeof(err));
+    claimed_at = pl_now_mono_ms();
     if (cr == -2) {
         pl_error("redis: %s; exiting", err);
         return -1;
     }
     if (cr) {
+        pl_metrics_redis_failed(metrics, err);
         pl_warn("claiming due timers: %s (trying again later)", err);
         return 0;
     }
+    pl_metrics_redis_ok(metrics);
     if (!n)
         return 0;
+    pl_metrics_set(metrics, PL_G_PENDING_TIMERS, (int64_t)n);
     names = calloc(n, sizeof(*names));
     ids = calloc(n, sizeof(*ids));
     dues = calloc(n, sizeof(*dues));
@@ -291,8 +300,9 @@ static int fire_timers(pl_worker_t *w)
     held = calloc(n, sizeof(*held));
     removed = calloc(n, sizeof(*removed));
     done = calloc(n, sizeof(*done));
+    alert_due = calloc(n, sizeof(*alert_due));
     if (!names || !ids || !dues || !states || !again || !again_due ||
-        !lost || !held || !removed || !done)
+        !lost || !held || !removed || !done || !alert_due)
         goto oom;
     for (size_t i = 0; i < n; i++) {
         char *copy = strdup(claims[i].member);
@@ -350,6 +360,7 @@ static int fire_timers(pl_worker_t *w)
         if (a == 0) {
             int64_t next;
             fired++;
+            alert_due[nalert++] = dues[i];
             if (pl_rules_timer_next(rules, &st, names[i], dues[i], now,
                                     &next)) {
                 pl_timer_t t;
@@ -380,6 +391,12 @@ static int fire_timers(pl_worker_t *w)
     default:
         goto out; /* not delivered: the claims expire, they fire again */
     }
+    /* delivered now: Redis's clock at the claim plus the time since */
+    for (size_t i = 0; i < nalert; i++)
+        pl_metrics_observe(metrics, PL_H_TIMER_ALERT_DELAY,
+                           (double)(now + pl_now_mono_ms() - claimed_at -
+                                    alert_due[i]) /
+                               1000.0);
     for (size_t i = 0; i < n; i++)
         if (!lost[i])
             done[ndone++] = claims[i];
@@ -435,6 +452,8 @@ out:
     free(held);
     free(removed);
     free(done); /* shallow copies of claims */
+    free(alert_due);
+    pl_metrics_set(metrics, PL_G_PENDING_TIMERS, 0);
     pl_outbox_reset(&ob);
     free(ob.msgs);
     pl_store_claims_free(claims, n);

@@ -1,8 +1,8 @@
 /*
  * pipelinectl.c - the operator's and the tests' command-line tool.
  *
- * One program with a few subcommands that speak the contract
- * (../shared/CONTRACT.md) to the real services:
+ * One program with a few subcommands that speak the event contract
+ * (docs/EVENTS.md) to the real services:
  *
  *   produce   JSON lines -> validated -> Confluent-framed Avro -> a topic,
  *             with an idempotent producer; all or nothing on bad input
@@ -11,11 +11,15 @@
  *   topics    create (and delete) topics with the librdkafka admin API
  *   deal      a deal's state and history as stored in Redis
  *   lead      a lead's state and history as stored in Redis
+ *   lag       committed offset, end offset and lag per partition of the
+ *             worker groups (or of any group on any topic)
  *
  * It uses the same codec and store as the workers, so what it accepts and
  * prints is exactly what the workers accept and publish.  tail assigns the
  * partitions itself and never commits offsets: it leaves no trace in any
- * consumer group and can run next to the workers.
+ * consumer group and can run next to the workers.  lag reads a group's
+ * committed offsets without joining it (no subscribe, no assign), so it
+ * never causes a rebalance of the workers.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -48,6 +52,8 @@
 #define PL_CTL_DEFAULT_REDIS   "127.0.0.1:16379"
 #define PL_CTL_DEFAULT_SCHEMAS PL_SOURCE_DIR "/schemas"
 #define PL_CTL_DEFAULT_DLQ     "sales.dlq"
+#define PL_CTL_DEFAULT_DEALS   "sales.deals"
+#define PL_CTL_DEFAULT_LEADS   "sales.leads"
 #define PL_CTL_ADMIN_TIMEOUT_MS   30000
 #define PL_CTL_METADATA_TIMEOUT_MS 10000
 #define PL_CTL_POLL_MS            200
@@ -60,7 +66,9 @@ enum {
     PL_CTL_FOR_PRODUCE = 1u << 0,
     PL_CTL_FOR_TAIL = 1u << 1,
     PL_CTL_FOR_TOPICS = 1u << 2,
+    PL_CTL_FOR_LAG = 1u << 3,
 };
+#define PL_CTL_FOR_COUNT 4
 
 typedef struct pl_ctl_opts_s {
     const char *brokers;
@@ -87,9 +95,13 @@ typedef struct pl_ctl_opts_s {
     /* topics create */
     int partitions;
     int replication;
+    /* lag */
+    const char *group; /* --group, used as given (no prefix) */
+    const char *topic; /* --topic, unprefixed */
+    bool json;
 
     unsigned used;      /* PL_CTL_FOR_* of the options given */
-    const char *used_name[3]; /* one option name per PL_CTL_FOR_* bit */
+    const char *used_name[PL_CTL_FOR_COUNT]; /* one option name per bit */
 } pl_ctl_opts_t;
 
 static volatile sig_atomic_t pl_ctl_stop = 0;
@@ -189,6 +201,23 @@ static void pl_ctl_usage(FILE *fp)
         "                          {\"deal_id\",\"timer\",\"kind\",\"due_at\"}\n"
         "                          (+ \"claimed_until\" while a worker holds\n"
         "                          it).\n"
+        "  lag                     Consumer lag per partition: the group's\n"
+        "                          committed offset, the partition's end\n"
+        "                          (high watermark) and end - committed (from\n"
+        "                          the low watermark when nothing is\n"
+        "                          committed, shown as \"-\").  By default\n"
+        "                          the two worker groups: <prefix>pipeline-\n"
+        "                          deal-worker on sales.deals ($PL_TOPIC_DEALS)\n"
+        "                          and <prefix>pipeline-lead-worker on\n"
+        "                          sales.leads ($PL_TOPIC_LEADS).  Reads the\n"
+        "                          offsets without joining the group.  Exit 0\n"
+        "                          whatever the lag.\n"
+        "      --group G           Only group G (as given, no prefix) ...\n"
+        "      --topic T           ... on topic T (both or neither).\n"
+        "      --json              One JSON line per partition:\n"
+        "                          {\"group\",\"topic\",\"partition\",\n"
+        "                          \"committed\",\"low\",\"end\",\"lag\"}\n"
+        "                          (committed null when none).\n"
         "\n"
         "Options (before or after the command; \"--\" ends them):\n"
         "  -b, --brokers LIST      Kafka bootstrap servers\n"
@@ -1517,6 +1546,319 @@ out:
     return rc;
 }
 
+/* -------------------------------------------------------------------- lag */
+
+typedef struct pl_ctl_lag_row_s {
+    const char *group;
+    const char *topic;
+    int32_t partition;
+    int64_t committed; /* < 0: nothing committed */
+    int64_t low, high;
+    int64_t lag;
+} pl_ctl_lag_row_t;
+
+typedef struct pl_ctl_lag_rows_s {
+    pl_ctl_lag_row_t *rows;
+    size_t count, cap;
+} pl_ctl_lag_rows_t;
+
+static int pl_ctl_lag_row_add(pl_ctl_lag_rows_t *r, const pl_ctl_lag_row_t *row)
+{
+    if (r->count == r->cap) {
+        size_t ncap = r->cap ? r->cap * 2 : 32;
+        pl_ctl_lag_row_t *n = realloc(r->rows, ncap * sizeof(*n));
+
+        if (!n)
+            return -1;
+        r->rows = n;
+        r->cap = ncap;
+    }
+    r->rows[r->count++] = *row;
+    return 0;
+}
+
+/* The transient errors of a partition whose leader is not known yet. */
+static bool pl_ctl_err_is_transient(rd_kafka_resp_err_t err)
+{
+    return err == RD_KAFKA_RESP_ERR_NOT_LEADER_FOR_PARTITION ||
+           err == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+           err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+           err == RD_KAFKA_RESP_ERR_COORDINATOR_LOAD_IN_PROGRESS ||
+           err == RD_KAFKA_RESP_ERR_COORDINATOR_NOT_AVAILABLE ||
+           err == RD_KAFKA_RESP_ERR_NOT_COORDINATOR;
+}
+
+/*
+ * One group on one topic: a consumer handle with the group's id that never
+ * subscribes nor assigns (so the group's members see nothing), the topic's
+ * partitions from the metadata, their committed offsets (one
+ * OffsetFetch) and their watermarks.  Appends one row per partition to
+ * rows.  0, or PL_CTL_EXIT_* after reporting.
+ */
+static int pl_ctl_lag_group(const pl_ctl_opts_t *o, const char *group,
+                            const char *topic, pl_ctl_lag_rows_t *rows)
+{
+    const char *defaults[] = {
+        "group.id", group,
+        "enable.auto.commit", "false",
+        "enable.auto.offset.store", "false",
+        "client.id", "pipelinectl-lag",
+        NULL,
+    };
+    rd_kafka_conf_t *conf;
+    rd_kafka_t *rk = NULL;
+    rd_kafka_topic_t *rkt = NULL;
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_topic_partition_list_t *parts = NULL;
+    rd_kafka_resp_err_t err;
+    char errstr[512];
+    int i, tries, rc = PL_CTL_EXIT_ERROR;
+
+    conf = pl_ctl_kafka_conf(o, defaults);
+    if (!conf)
+        return PL_CTL_EXIT_USAGE;
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        pl_ctl_err("cannot create consumer: %s", errstr);
+        rd_kafka_conf_destroy(conf);
+        return PL_CTL_EXIT_ERROR;
+    }
+    conf = NULL; /* owned by rk now */
+
+    rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (!rkt) {
+        pl_ctl_err("topic %s: %s", topic,
+                   rd_kafka_err2str(rd_kafka_last_error()));
+        goto out_destroy_rk;
+    }
+    err = rd_kafka_metadata(rk, 0, rkt, &md, PL_CTL_METADATA_TIMEOUT_MS);
+    if (err) {
+        pl_ctl_err("metadata for %s from %s: %s", topic, o->brokers,
+                   rd_kafka_err2str(err));
+        goto out_destroy_rkt;
+    }
+    if (md->topic_cnt != 1 || md->topics[0].err ||
+        md->topics[0].partition_cnt == 0) {
+        err = md->topic_cnt == 1 ? md->topics[0].err
+                                 : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+        if (!err)
+            err = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+        pl_ctl_err("topic %s: %s", topic, rd_kafka_err2str(err));
+        goto out_free_metadata;
+    }
+
+    parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
+    if (!parts) {
+        pl_ctl_err("out of memory");
+        goto out_free_metadata;
+    }
+    for (i = 0; i < md->topics[0].partition_cnt; i++)
+        rd_kafka_topic_partition_list_add(parts, topic,
+                                          md->topics[0].partitions[i].id);
+
+    /* Committed offsets: works without a subscription or an assignment.
+     * Right after the group's first commit the coordinator may still be
+     * loading: retry what the broker calls transient. */
+    for (tries = 0;; tries++) {
+        err = rd_kafka_committed(rk, parts, PL_CTL_METADATA_TIMEOUT_MS);
+        if (tries >= 25 || !pl_ctl_err_is_transient(err) || pl_ctl_stop)
+            break;
+        usleep(200 * 1000);
+    }
+    if (err) {
+        pl_ctl_err("committed offsets of group %s on %s: %s", group, topic,
+                   rd_kafka_err2str(err));
+        goto out_free_parts;
+    }
+
+    for (i = 0; i < parts->cnt; i++) {
+        const rd_kafka_topic_partition_t *p = &parts->elems[i];
+        pl_ctl_lag_row_t row = {group, topic, p->partition, p->offset, 0, 0,
+                                0};
+
+        if (p->err) {
+            pl_ctl_err("committed offset of group %s on %s [%" PRId32
+                       "]: %s",
+                       group, topic, p->partition, rd_kafka_err2str(p->err));
+            goto out_free_parts;
+        }
+        for (tries = 0;; tries++) {
+            err = rd_kafka_query_watermark_offsets(
+                rk, topic, p->partition, &row.low, &row.high,
+                PL_CTL_METADATA_TIMEOUT_MS);
+            if (tries >= 50 || !pl_ctl_err_is_transient(err) || pl_ctl_stop)
+                break;
+            usleep(200 * 1000);
+        }
+        if (err) {
+            pl_ctl_err("end offsets of %s [%" PRId32 "]: %s", topic,
+                       p->partition, rd_kafka_err2str(err));
+            goto out_free_parts;
+        }
+        /* Nothing committed (RD_KAFKA_OFFSET_INVALID): everything still
+         * in the partition is to be read. */
+        row.lag = row.high - (row.committed >= 0 ? row.committed : row.low);
+        if (row.lag < 0)
+            row.lag = 0; /* a commit past the end (truncated log) */
+        if (pl_ctl_lag_row_add(rows, &row) != 0) {
+            pl_ctl_err("out of memory");
+            goto out_free_parts;
+        }
+    }
+    rc = PL_CTL_EXIT_OK;
+
+out_free_parts:
+    rd_kafka_topic_partition_list_destroy(parts);
+out_free_metadata:
+    rd_kafka_metadata_destroy(md);
+out_destroy_rkt:
+    rd_kafka_topic_destroy(rkt);
+out_destroy_rk:
+    rd_kafka_destroy(rk); /* never joined: nothing to leave */
+    return rc;
+}
+
+/* The numeric cells of a row (2..5: partition, committed, end, lag). */
+static void pl_ctl_lag_cells(const pl_ctl_lag_row_t *row, char cells[6][32])
+{
+    snprintf(cells[2], sizeof(cells[2]), "%" PRId32, row->partition);
+    if (row->committed >= 0)
+        snprintf(cells[3], sizeof(cells[3]), "%" PRId64, row->committed);
+    else
+        snprintf(cells[3], sizeof(cells[3]), "-");
+    snprintf(cells[4], sizeof(cells[4]), "%" PRId64, row->high);
+    snprintf(cells[5], sizeof(cells[5]), "%" PRId64, row->lag);
+}
+
+/* Column widths, then one aligned line per row. */
+static void pl_ctl_lag_print_table(const pl_ctl_lag_rows_t *r)
+{
+    static const char *const head[] = {"GROUP", "TOPIC", "PARTITION",
+                                       "COMMITTED", "END", "LAG"};
+    char cells[6][32];
+    int w[6];
+    size_t i;
+    int c;
+
+    for (c = 0; c < 6; c++)
+        w[c] = (int)strlen(head[c]);
+    for (i = 0; i < r->count; i++) {
+        const pl_ctl_lag_row_t *row = &r->rows[i];
+
+        if ((int)strlen(row->group) > w[0])
+            w[0] = (int)strlen(row->group);
+        if ((int)strlen(row->topic) > w[1])
+            w[1] = (int)strlen(row->topic);
+    }
+    for (i = 0; i < r->count; i++) {
+        const pl_ctl_lag_row_t *row = &r->rows[i];
+
+        pl_ctl_lag_cells(row, cells);
+        for (c = 2; c < 6; c++)
+            if ((int)strlen(cells[c]) > w[c])
+                w[c] = (int)strlen(cells[c]);
+    }
+    /* text columns left-aligned, numbers right-aligned */
+    printf("%-*s  %-*s  %*s  %*s  %*s  %*s\n", w[0], head[0], w[1], head[1],
+           w[2], head[2], w[3], head[3], w[4], head[4], w[5], head[5]);
+    for (i = 0; i < r->count; i++) {
+        const pl_ctl_lag_row_t *row = &r->rows[i];
+
+        pl_ctl_lag_cells(row, cells);
+        printf("%-*s  %-*s  %*s  %*s  %*s  %*s\n", w[0], row->group, w[1],
+               row->topic, w[2], cells[2], w[3], cells[3], w[4], cells[4],
+               w[5], cells[5]);
+    }
+}
+
+static void pl_ctl_lag_print_json(const pl_ctl_lag_rows_t *r)
+{
+    size_t i;
+
+    for (i = 0; i < r->count; i++) {
+        const pl_ctl_lag_row_t *row = &r->rows[i];
+
+        fputs("{\"group\":", stdout);
+        pl_ctl_print_json_string(row->group);
+        fputs(",\"topic\":", stdout);
+        pl_ctl_print_json_string(row->topic);
+        printf(",\"partition\":%" PRId32 ",\"committed\":", row->partition);
+        if (row->committed >= 0)
+            printf("%" PRId64, row->committed);
+        else
+            fputs("null", stdout);
+        printf(",\"low\":%" PRId64 ",\"end\":%" PRId64 ",\"lag\":%" PRId64
+               "}\n",
+               row->low, row->high, row->lag);
+    }
+}
+
+/* `lag`: the worker groups' (or --group's) lag per partition. */
+static int pl_ctl_cmd_lag(const pl_ctl_opts_t *o, int argc, char **argv)
+{
+    pl_ctl_lag_rows_t rows = {0};
+    char *groups[2] = {NULL, NULL}, *topics[2] = {NULL, NULL};
+    size_t n, i;
+    int rc = PL_CTL_EXIT_ERROR;
+
+    (void)argv;
+    if (argc != 0 || (!o->group != !o->topic)) {
+        pl_ctl_err("usage: pipelinectl lag [--group G --topic T] [--json]");
+        return PL_CTL_EXIT_USAGE;
+    }
+    if (o->group) {
+        n = 1;
+        groups[0] = strdup(o->group);
+        topics[0] = pl_ctl_topic(o, o->topic);
+    } else {
+        /* as pl_worker_main names them: <topic.prefix>pipeline-<program>
+         * with '_' as '-' */
+        static const char *const kinds[2] = {"deal", "lead"};
+        const char *inputs[2] = {
+            pl_ctl_env("PL_TOPIC_DEALS", PL_CTL_DEFAULT_DEALS),
+            pl_ctl_env("PL_TOPIC_LEADS", PL_CTL_DEFAULT_LEADS),
+        };
+
+        n = 2;
+        for (i = 0; i < n; i++) {
+            size_t len = strlen(o->topic_prefix) + 32;
+
+            groups[i] = malloc(len);
+            if (groups[i])
+                snprintf(groups[i], len, "%spipeline-%s-worker",
+                         o->topic_prefix, kinds[i]);
+            topics[i] = pl_ctl_topic(o, inputs[i]);
+        }
+    }
+    for (i = 0; i < n; i++) {
+        if (!groups[i] || !topics[i]) {
+            pl_ctl_err("out of memory");
+            goto out_free;
+        }
+    }
+    for (i = 0; i < n; i++) {
+        rc = pl_ctl_lag_group(o, groups[i], topics[i], &rows);
+        if (rc != PL_CTL_EXIT_OK)
+            goto out_free;
+    }
+    if (o->json)
+        pl_ctl_lag_print_json(&rows);
+    else
+        pl_ctl_lag_print_table(&rows);
+    if (fflush(stdout) != 0) {
+        pl_ctl_err("stdout: %s", strerror(errno));
+        rc = PL_CTL_EXIT_ERROR;
+    }
+
+out_free:
+    for (i = 0; i < 2; i++) {
+        free(groups[i]);
+        free(topics[i]);
+    }
+    free(rows.rows);
+    return rc;
+}
+
 /* ------------------------------------------------------------------- main */
 
 enum {
@@ -1534,6 +1876,9 @@ enum {
     PL_CTL_OPT_META,
     PL_CTL_OPT_PARTITIONS,
     PL_CTL_OPT_REPLICATION,
+    PL_CTL_OPT_GROUP,
+    PL_CTL_OPT_TOPIC,
+    PL_CTL_OPT_JSON,
 };
 
 static const struct option pl_ctl_long_opts[] = {
@@ -1554,14 +1899,18 @@ static const struct option pl_ctl_long_opts[] = {
     {"meta", no_argument, NULL, PL_CTL_OPT_META},
     {"partitions", required_argument, NULL, PL_CTL_OPT_PARTITIONS},
     {"replication", required_argument, NULL, PL_CTL_OPT_REPLICATION},
+    {"group", required_argument, NULL, PL_CTL_OPT_GROUP},
+    {"topic", required_argument, NULL, PL_CTL_OPT_TOPIC},
+    {"json", no_argument, NULL, PL_CTL_OPT_JSON},
     {NULL, 0, NULL, 0},
 };
 
 static void pl_ctl_used(pl_ctl_opts_t *o, unsigned which, const char *name)
 {
-    int bit = which == PL_CTL_FOR_PRODUCE ? 0
-              : which == PL_CTL_FOR_TAIL  ? 1
-                                          : 2;
+    int bit = which == PL_CTL_FOR_PRODUCE  ? 0
+              : which == PL_CTL_FOR_TAIL   ? 1
+              : which == PL_CTL_FOR_TOPICS ? 2
+                                           : 3;
 
     o->used |= which;
     o->used_name[bit] = name;
@@ -1689,6 +2038,26 @@ static int pl_ctl_parse_args(pl_ctl_opts_t *o, int argc, char **argv)
             o->replication = (int)v;
             pl_ctl_used(o, PL_CTL_FOR_TOPICS, "replication");
             break;
+        case PL_CTL_OPT_GROUP:
+            if (!*optarg) {
+                pl_ctl_err("--group: needs a non-empty value");
+                return PL_CTL_EXIT_USAGE;
+            }
+            o->group = optarg;
+            pl_ctl_used(o, PL_CTL_FOR_LAG, "group");
+            break;
+        case PL_CTL_OPT_TOPIC:
+            if (!*optarg) {
+                pl_ctl_err("--topic: needs a non-empty value");
+                return PL_CTL_EXIT_USAGE;
+            }
+            o->topic = optarg;
+            pl_ctl_used(o, PL_CTL_FOR_LAG, "topic");
+            break;
+        case PL_CTL_OPT_JSON:
+            o->json = true;
+            pl_ctl_used(o, PL_CTL_FOR_LAG, "json");
+            break;
         case ':':
             pl_ctl_err("%s: needs a value", argv[optind - 1]);
             return PL_CTL_EXIT_USAGE;
@@ -1721,11 +2090,12 @@ int main(int argc, char **argv)
     allowed = strcmp(cmd, "produce") == 0  ? PL_CTL_FOR_PRODUCE
               : strcmp(cmd, "tail") == 0   ? PL_CTL_FOR_TAIL
               : strcmp(cmd, "topics") == 0 ? PL_CTL_FOR_TOPICS
+              : strcmp(cmd, "lag") == 0    ? PL_CTL_FOR_LAG
                                            : 0;
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < PL_CTL_FOR_COUNT; i++) {
         if ((o.used & (1u << i)) && !(allowed & (1u << i))) {
-            static const char *const owner[] = {"produce", "tail",
-                                                "topics create"};
+            static const char *const owner[PL_CTL_FOR_COUNT] = {
+                "produce", "tail", "topics create", "lag"};
 
             pl_ctl_err("--%s applies only to '%s'", o.used_name[i],
                        owner[i]);
@@ -1750,6 +2120,8 @@ int main(int argc, char **argv)
         rc = pl_ctl_cmd_topics(&o, argc, argv);
     } else if (strcmp(cmd, "timers") == 0) {
         rc = pl_ctl_cmd_timers(&o, argc, argv);
+    } else if (strcmp(cmd, "lag") == 0) {
+        rc = pl_ctl_cmd_lag(&o, argc, argv);
     } else if (strcmp(cmd, "deal") == 0 || strcmp(cmd, "lead") == 0) {
         rc = pl_ctl_cmd_entity(&o, cmd, argc, argv);
     } else {

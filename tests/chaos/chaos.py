@@ -67,6 +67,7 @@ class Chaos:
         self.producer_done = threading.Event()
         self.faults_done = threading.Event()
         self.errors = []
+        self.closing = False     # set once the run ends: start nothing more
 
     # ------------------------------------------------------------ workers
     def worker_args(self, program):
@@ -74,14 +75,17 @@ class Chaos:
                 "--set", "batch.size=100",
                 "--set", "rules.file=" + os.path.join(
                     harness.SOURCE, "deploy", "rules", "seconds.yaml"),
-                "-X", "session.timeout.ms=%d" % SESSION_TIMEOUT_MS,
-                "-X", "heartbeat.interval.ms=1000"]
+                "--set", "kafka.consumer.session.timeout.ms=%d"
+                % SESSION_TIMEOUT_MS,
+                "--set", "kafka.consumer.heartbeat.interval.ms=1000"]
         if program == "deal_worker":
             args += ["--set", "timers.interval=1s",
                      "--set", "timers.lease=10s"]
         return args
 
     def start_slot(self, slot):
+        if self.closing:
+            return None
         program = slot.rsplit("-", 1)[0]
         p = self.env.start_worker(program, self.worker_args(program))
         p.slot = slot
@@ -94,6 +98,8 @@ class Chaos:
         README: exit 0 only for a requested shutdown); it is recorded and
         started again so the rest of the run still tells us something."""
         with self.lock:
+            if self.closing:
+                return
             for slot, p in list(self.workers.items()):
                 if p.poll() is None or p.pid in self.expected_exit:
                     continue
@@ -107,6 +113,8 @@ class Chaos:
 
     def kill_worker(self):
         with self.lock:
+            if self.closing:
+                return
             slots = [s for s, p in self.workers.items()
                      if p.poll() is None and s not in self.stopped]
             if not slots:
@@ -538,6 +546,8 @@ class Chaos:
     def close(self):
         """SIGTERM every worker (each must exit 0), then the stack."""
         errors = []
+        with self.lock:
+            self.closing = True
         if self.env:
             with self.lock:
                 for p in self.workers.values():
