@@ -58,9 +58,13 @@ MAIN_LIBS_DIR=$REPO_DIR/.stack/kafka/libs
 
 HOST=127.0.0.1
 TOPICS=(sales.leads sales.deals sales.pipeline sales.alerts sales.dlq)
+# clang: the fuzz harnesses and the clang build; prometheus: promtool, which
+# the metrics test checks /metrics with; systemd: systemd-analyze, which the
+# unit files are verified with.
 APT_PACKAGES=(cmake gcc make pkg-config librdkafka-dev libavro-dev
 	libhiredis-dev libyaml-dev libjansson-dev libcmocka-dev libssl-dev
-	python3 redis-server redis-tools maven)
+	libmicrohttpd-dev python3 redis-server redis-tools maven clang
+	prometheus systemd)
 JDK_PACKAGE=default-jdk-headless
 
 log() { printf 'stack: %s\n' "$*"; }
