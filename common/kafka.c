@@ -218,6 +218,8 @@ rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
                                                     rd_kafka_resp_err_t,
                                                     rd_kafka_topic_partition_list_t *,
                                                     void *),
+                                  int (*stats_cb)(rd_kafka_t *, char *,
+                                                  size_t, void *),
                                   void *opaque, char *errstr,
                                   size_t errstr_size)
 {
@@ -233,13 +235,14 @@ rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
                           "queued.max.messages.kbytes", "8192",
                           "queued.min.messages", "2000",
                           /* a dead worker's partitions move within about
-                           * 10 s (librdkafka's default is 45 s), and a
-                           * rebalance moves only the partitions that
-                           * change owner */
+                           * 10 s (librdkafka's default is 45 s).  The
+                           * assignor stays librdkafka's default (eager
+                           * range,roundrobin): cooperative-sticky aborts
+                           * in Debian's librdkafka 2.0.2 when a consumer
+                           * is closed before its first assignment
+                           * (librdkafka #4312, fixed in 2.3.0). */
                           "session.timeout.ms", "10000",
                           "heartbeat.interval.ms", "2000",
-                          "partition.assignment.strategy",
-                          "cooperative-sticky",
                           NULL};
     char err[512];
     rd_kafka_t *rk;
@@ -252,6 +255,8 @@ rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
         rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
     if (commit_cb)
         rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
+    if (stats_cb)
+        rd_kafka_conf_set_stats_cb(conf, stats_cb);
     rd_kafka_conf_set_opaque(conf, opaque);
     if (!(rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, sizeof(err)))) {
         snprintf(errstr, errstr_size, "kafka consumer: %s", err);

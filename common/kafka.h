@@ -35,7 +35,9 @@ bool pl_kafka_fatal(char *buf, size_t size);
 
 /* A consumer in group_id: enable.auto.offset.store=false (offsets are stored
  * by the worker after a message's effects are done), auto commit of stored
- * offsets, auto.offset.reset=earliest.  rebalance_cb may be NULL.  NULL on
+ * offsets, auto.offset.reset=earliest.  rebalance_cb, commit_cb and
+ * stats_cb (librdkafka's statistics, when statistics.interval.ms is set)
+ * may be NULL.  NULL on
  * error with the key named in errstr. */
 rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
                                   void (*rebalance_cb)(rd_kafka_t *,
@@ -46,6 +48,8 @@ rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
                                                     rd_kafka_resp_err_t,
                                                     rd_kafka_topic_partition_list_t *,
                                                     void *),
+                                  int (*stats_cb)(rd_kafka_t *, char *,
+                                                  size_t, void *),
                                   void *opaque, char *errstr,
                                   size_t errstr_size);
 

@@ -1252,7 +1252,6 @@ static void metrics_round(worker_t *w)
 /* librdkafka's statistics (statistics.interval.ms, set when metrics are
  * on), served from the consumer poll on the loop's thread: the consumer
  * lag per partition. */
-__attribute__((unused)) /* until pl_kafka_consumer_new() registers it */
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
     worker_t *w = opaque;
@@ -1552,9 +1551,9 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
         group = group_buf;
     }
     if (!(w->producer = pl_kafka_producer_new(w->cfg, err, sizeof(err))) ||
-        !(w->consumer = pl_kafka_consumer_new(w->cfg, group, rebalance_cb,
-                                              commit_cb, w,
-                                              err, sizeof(err)))) {
+        !(w->consumer = pl_kafka_consumer_new(
+              w->cfg, group, rebalance_cb, commit_cb,
+              w->metrics ? stats_cb : NULL, w, err, sizeof(err)))) {
         pl_error("%s", err);
         goto out;
     }
