@@ -13,6 +13,13 @@
  *
  * Hot path: the schemas are parsed once in pl_codec_new(); each type keeps
  * its Avro generic value, reader and writer and reuses them per message.
+ *
+ * Schema ids come from schemas/ids.tsv, or from a schema registry
+ * (pl_codec_use_lookup; common/registry.c fills it).  With a registry, an
+ * id not seen before is looked up once: its writer schema must be one of
+ * ours (same record name, same fields), and the id joins the table of
+ * accepted ids; an id the registry does not know, or whose schema is not
+ * ours, is remembered as bad, so the message costs no second request.
  */
 #include "codec.h"
 
@@ -948,11 +955,23 @@ typedef struct id_entry_s {
     pl_event_type_t type;
 } id_entry_t;
 
+/* An id the registry refused (unknown, or a schema that is not ours), with
+ * the reason its messages are dead-lettered with. */
+#define BAD_IDS_MAX 64
+typedef struct bad_id_s {
+    int32_t id;
+    char why[200];
+} bad_id_t;
+
 struct pl_codec_s {
     slot_t slots[PL_EV__COUNT];
     id_entry_t *ids; /* every id accepted on decode */
     size_t nids;
     size_t ids_cap;
+    pl_codec_lookup_fn lookup; /* NULL: ids.tsv only */
+    void *lookup_opaque;
+    bad_id_t bad[BAD_IDS_MAX]; /* ring of refused ids */
+    size_t nbad, bad_next;
 };
 
 static int add_id(pl_codec_t *c, int32_t id, pl_event_type_t type)
@@ -1336,6 +1355,16 @@ int32_t pl_codec_schema_id(const pl_codec_t *c, pl_event_type_t type)
     return c->slots[type].id;
 }
 
+void pl_codec_use_lookup(pl_codec_t *c, pl_codec_lookup_fn fn, void *opaque)
+{
+    c->nids = 0; /* forget ids.tsv: its numbers mean nothing to a registry */
+    for (int t = 0; t < PL_EV__COUNT; t++)
+        c->slots[t].id = -1;
+    c->nbad = c->bad_next = 0;
+    c->lookup = fn;
+    c->lookup_opaque = opaque;
+}
+
 int pl_codec_set_schema_id(pl_codec_t *c, pl_event_type_t type, int32_t id)
 {
     if (!c || !type_known(type) || id < 0)
@@ -1375,6 +1404,135 @@ const char *pl_codec_record_name(pl_event_type_t type)
         [PL_EV_DEAL_CLOSE_REMINDER] = PL_NAMESPACE ".DealCloseReminder",
     };
     return type_known(type) ? full[type] : NULL;
+}
+
+/* ---------------------------------------------------------------------- */
+/* Ids from a schema registry                                             */
+/* ---------------------------------------------------------------------- */
+
+static const char *bad_reason(const pl_codec_t *c, int32_t id)
+{
+    for (size_t i = 0; i < c->nbad; i++)
+        if (c->bad[i].id == id)
+            return c->bad[i].why;
+    return NULL;
+}
+
+static void remember_bad(pl_codec_t *c, int32_t id, const char *why)
+{
+    bad_id_t *b = &c->bad[c->bad_next];
+    b->id = id;
+    snprintf(b->why, sizeof(b->why), "%s", why);
+    c->bad_next = (c->bad_next + 1) % BAD_IDS_MAX;
+    if (c->nbad < BAD_IDS_MAX)
+        c->nbad++;
+}
+
+/*
+ * Is text (the writer schema of id) one of ours?  It must parse with
+ * libavro-c, be a record named like one of the contract's, and have exactly
+ * that type's fields (so the codec's reader reads its bytes).  Returns the
+ * type, or PL_EV_UNKNOWN with errstr saying why not.
+ */
+static pl_event_type_t type_of_writer_schema(const pl_codec_t *c, int32_t id,
+                                             const char *text, char *errstr,
+                                             size_t n)
+{
+    avro_schema_t schema = NULL;
+    pl_event_type_t type = PL_EV_UNKNOWN;
+    char full[256], where[64];
+    size_t len = strlen(text);
+
+    if (avro_schema_from_json_length(text, len, &schema)) {
+        fail(errstr, n, "schema id %ld: invalid Avro schema: %s", (long)id,
+             avro_strerror());
+        return PL_EV_UNKNOWN;
+    }
+    if (!is_avro_record(schema)) {
+        fail(errstr, n, "schema id %ld is a %s, not a record", (long)id,
+             avro_schema_type_name(schema));
+        goto out_decref;
+    }
+    const char *ns = avro_schema_namespace(schema);
+    snprintf(full, sizeof(full), "%s%s%s", ns ? ns : "", ns ? "." : "",
+             avro_schema_name(schema));
+    for (int t = PL_EV_UNKNOWN + 1; t < PL_EV__COUNT; t++) {
+        if (!strcmp(full, pl_codec_record_name(t))) {
+            type = t;
+            break;
+        }
+    }
+    if (type == PL_EV_UNKNOWN) {
+        fail(errstr, n, "schema id %ld is record %s, not an event of the "
+                        "contract",
+             (long)id, full);
+        goto out_decref;
+    }
+    snprintf(where, sizeof(where), "schema id %ld", (long)id);
+    if (check_schema_json(where, text, len, type, errstr, n) < 0) {
+        type = PL_EV_UNKNOWN;
+        goto out_decref;
+    }
+    if (!avro_schema_equal(schema, c->slots[type].schema)) {
+        fail(errstr, n, "schema id %ld: %s differs from this build's "
+                        "schemas/%s",
+             (long)id, full, pl_event_type_name(type));
+        type = PL_EV_UNKNOWN;
+    }
+
+out_decref:
+    avro_schema_decref(schema);
+    return type;
+}
+
+/*
+ * The type of an id not in the table: ask the registry (once per id).
+ * Returns the type; PL_EV_UNKNOWN with *retry false for a poison message
+ * (errstr says why, and the id is remembered as bad), or with *retry true
+ * when the registry could not be asked now.
+ */
+static pl_event_type_t look_up_id(pl_codec_t *c, int32_t id, bool *retry,
+                                  char *errstr, size_t n)
+{
+    char why[200];
+    char *text = NULL;
+    const char *known_bad;
+    pl_event_type_t type = PL_EV_UNKNOWN;
+
+    *retry = false;
+    if (!c->lookup) {
+        fail(errstr, n, "unknown schema id %ld", (long)id);
+        return PL_EV_UNKNOWN;
+    }
+    if ((known_bad = bad_reason(c, id))) {
+        fail(errstr, n, "%s", known_bad);
+        return PL_EV_UNKNOWN;
+    }
+    switch (c->lookup(c->lookup_opaque, id, &text, why, sizeof(why))) {
+    case PL_CODEC_LOOKUP_OK:
+        break;
+    case PL_CODEC_LOOKUP_RETRY:
+        *retry = true;
+        fail(errstr, n, "schema id %ld: %s", (long)id, why);
+        return PL_EV_UNKNOWN;
+    case PL_CODEC_LOOKUP_UNKNOWN:
+    default:
+        fail(errstr, n, "unknown schema id %ld: %s", (long)id, why);
+        remember_bad(c, id, errstr);
+        return PL_EV_UNKNOWN;
+    }
+    type = type_of_writer_schema(c, id, text, errstr, n);
+    free(text);
+    if (type == PL_EV_UNKNOWN) {
+        remember_bad(c, id, errstr);
+        return PL_EV_UNKNOWN;
+    }
+    if (add_id(c, id, type) < 0) {
+        *retry = true; /* out of memory: not the message's fault */
+        fail(errstr, n, "schema id %ld: out of memory", (long)id);
+        return PL_EV_UNKNOWN;
+    }
+    return type;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1615,8 +1773,12 @@ static int decode_avro(pl_codec_t *c, const unsigned char *buf, size_t len,
                            ((uint32_t)buf[2] << 16) |
                            ((uint32_t)buf[3] << 8) | (uint32_t)buf[4]);
     pl_event_type_t type = type_of_id(c, id);
-    if (type == PL_EV_UNKNOWN)
-        return fail(errstr, n, "unknown schema id %ld", (long)id);
+    if (type == PL_EV_UNKNOWN) {
+        bool retry;
+        type = look_up_id(c, id, &retry, errstr, n);
+        if (type == PL_EV_UNKNOWN)
+            return retry ? PL_CODEC_RETRY : -1;
+    }
     slot_t *s = &c->slots[type];
     const type_spec_t *ts = &types[type];
     const char *body = (const char *)buf + PL_WIRE_HEADER_LEN;
@@ -1726,6 +1888,10 @@ int pl_codec_encode(pl_codec_t *c, const pl_event_t *ev, void **out,
         return -1;
     slot_t *s = &c->slots[ev->type];
     const type_spec_t *ts = &types[ev->type];
+    if (s->id < 0)
+        return fail(errstr, errstr_size,
+                    "%s: no schema id (its schema was not registered)",
+                    pl_event_type_name(ev->type));
 
     avro_value_reset(&s->value);
     for (size_t i = 0; i < ts->nfields; i++) {

@@ -6,7 +6,8 @@
  * big-endian schema id, then the Avro body) or, on input topics, a JSON
  * object of the contract's JSON form.  The schemas are the .avsc files in
  * schemas/, found through schemas/ids.tsv; they are read once, when the codec
- * is built, and checked against the codec's field tables.
+ * is built, and checked against the codec's field tables.  With a schema
+ * registry (pl_codec_use_lookup), the ids are the registry's instead.
  *
  * A pl_codec_t reuses Avro values between calls: use one codec per thread.
  * pl_codec_validate(), pl_codec_to_json() and the helpers below touch no
@@ -56,7 +57,14 @@ void pl_codec_destroy(pl_codec_t *c);
  * (and the limit) where there is one.  Any error is a poison message: the
  * same bytes always fail the same way.  An event that decodes always
  * encodes (pl_codec_encode checks only pl_codec_validate, a subset).
+ *
+ * With a schema registry, an Avro message whose id is new costs one lookup
+ * (the answer is cached, a refusal too); then -1 is a poison message as
+ * above (the registry does not know the id, or its schema is not one of
+ * ours), and PL_CODEC_RETRY means the registry could not be asked now: the
+ * message is not at fault, so it must not be dead-lettered; retry later.
  */
+#define PL_CODEC_RETRY (-2)
 int pl_codec_decode(pl_codec_t *c, const void *buf, size_t len,
                     pl_event_t *ev, char *errstr, size_t errstr_size);
 
@@ -114,7 +122,8 @@ int pl_codec_encode_line(pl_codec_t *c, const char *line, size_t len,
                          pl_event_t *ev, void **out, size_t *out_len,
                          char *errstr, size_t errstr_size);
 
-/* The schema id used to encode type, or -1 for an unknown type. */
+/* The schema id used to encode type, or -1 for an unknown type (or one not
+ * registered yet, with a registry). */
 int32_t pl_codec_schema_id(const pl_codec_t *c, pl_event_type_t type);
 
 /*
@@ -123,6 +132,36 @@ int32_t pl_codec_schema_id(const pl_codec_t *c, pl_event_type_t type);
  * when type is unknown, id is negative or id already names another type.
  */
 int pl_codec_set_schema_id(pl_codec_t *c, pl_event_type_t type, int32_t id);
+
+/*
+ * Schema ids from a schema registry.  A lookup function fetches the writer
+ * schema of an id: PL_CODEC_LOOKUP_OK with *schema_json a malloc'ed Avro
+ * schema (the codec frees it), PL_CODEC_LOOKUP_UNKNOWN when the id does not
+ * exist (its messages are poison), PL_CODEC_LOOKUP_RETRY when it cannot say
+ * now (unreachable, timeout, server error); errstr says why.
+ */
+typedef enum pl_codec_lookup_e {
+    PL_CODEC_LOOKUP_OK,
+    PL_CODEC_LOOKUP_UNKNOWN,
+    PL_CODEC_LOOKUP_RETRY,
+} pl_codec_lookup_t;
+typedef pl_codec_lookup_t (*pl_codec_lookup_fn)(void *opaque, int32_t id,
+                                                char **schema_json,
+                                                char *errstr,
+                                                size_t errstr_size);
+
+/*
+ * Take the schema ids from a registry from now on: the ids of ids.tsv are
+ * forgotten (the registry numbers schemas its own way, so a fixed id would
+ * be misread), no type has an id to encode with until
+ * pl_codec_set_schema_id() gives it the registered one, and an unknown id
+ * met on decode is looked up through fn(opaque, ...), once: a schema that is
+ * one of ours (the record name of a contract type, the same fields) adds the
+ * id to the table; a refusal is remembered (the last 64), so its messages
+ * cost no further request.  Call before decoding; fn runs in the decoding
+ * thread.
+ */
+void pl_codec_use_lookup(pl_codec_t *c, pl_codec_lookup_fn fn, void *opaque);
 
 /* The .avsc text of type's schema (NUL-terminated, owned by the codec), for
  * registering it with a schema registry; NULL for an unknown type. */

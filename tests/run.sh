@@ -52,8 +52,10 @@ suite() {
     shift
     build "$dir" "$@"
     step "$dir: ctest"
+    # two at a time: the tests wait on real services far more than they
+    # compute, and each has its own topics, keys (and private stacks)
     ctest --test-dir "$dir" --output-on-failure --timeout 900 \
-        ${ctest_args[@]+"${ctest_args[@]}"}
+        -j "${PL_CTEST_JOBS:-2}" ${ctest_args[@]+"${ctest_args[@]}"}
 }
 
 suite build -DCMAKE_BUILD_TYPE=RelWithDebInfo
