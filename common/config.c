@@ -123,6 +123,16 @@ static const setting_t settings[] = {
      "debug, info, warn or error"},
     {"log.format", "PL_LOG_FORMAT", T_LOGFORMAT, "text", 0, 0,
      "text, or json: one JSON object per line, for log shippers"},
+    {"schema.registry.url", "PL_SCHEMA_REGISTRY_URL", T_STRING, "", 0, 0,
+     "Base URL of a schema registry's Confluent API, e.g. "
+     "http://127.0.0.1:18081/apis/ccompat/v7 (empty: schema ids from "
+     "schemas/ids.tsv)"},
+    {"schema.registry.timeout", "PL_SCHEMA_REGISTRY_TIMEOUT", T_DURATION,
+     "5s", 100, 5 * MIN, "Time limit of one request to the schema registry"},
+    {"schema.registry.retry", "PL_SCHEMA_REGISTRY_RETRY", T_DURATION, "30s",
+     0, 1 * HOUR,
+     "How long start-up retries a schema registry it cannot reach before "
+     "it gives up"},
     {"metrics.port", "PL_METRICS_PORT", T_INT, "0", 0, 65535,
      "Port of the HTTP endpoint with /metrics, /healthz and /readyz (0: off)"},
     {"metrics.bind", "PL_METRICS_BIND", T_STRING, "0.0.0.0", 0, 0,

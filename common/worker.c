@@ -21,6 +21,7 @@
  * published again with the same ids.
  */
 #include "codec.h"
+#include "registry.h"
 #include "config.h"
 #include "kafka.h"
 #include "log.h"
@@ -185,6 +186,7 @@ struct pl_worker_s {
     const pl_worker_kind_t *kind;
     pl_config_t *cfg;
     pl_codec_t *codec;
+    pl_registry_t *registry; /* schema.registry.url set; else NULL */
     pl_rules_t *rules;
     pl_store_t *store;
     rd_kafka_t *consumer;
@@ -213,7 +215,7 @@ struct pl_worker_s {
                        conflict) */
     int64_t dedupe_ttl_ms, unknown_ttl_ms, backoff_max_ms, store_delay_ms;
     size_t max_message_bytes;
-    int64_t last_kafka_log, last_redis_log;
+    int64_t last_kafka_log, last_redis_log, last_registry_log;
     size_t cache_max; /* cache.size */
     stats_t stats;
     pl_metrics_t *metrics; /* metrics.port set: /metrics, probes; else NULL */
@@ -413,10 +415,27 @@ static int take_message(worker_t *w, rd_kafka_message_t *m)
     memset(it, 0, sizeof(*it));
     it->msg = m;
     pl_event_init(&it->ev);
+    int rc;
+    int64_t backoff = 100;
+    while ((rc = pl_codec_decode(w->codec, m->payload,
+                                 m->payload ? m->len : 0, &it->ev, err,
+                                 sizeof(err))) == PL_CODEC_RETRY) {
+        /* The schema registry cannot resolve the message's schema id now:
+         * the message is not at fault, so it is neither dead-lettered nor
+         * passed; wait for the registry (the batch waits too). */
+        if (log_due(&w->last_registry_log))
+            pl_warn("%s (retrying)", err);
+        if (!RUNNING) {
+            w->nitems--; /* not taken: its offset is not stored */
+            return -2;
+        }
+        pl_sleep_ms(backoff, &w->stop);
+        backoff = backoff * 2 > w->backoff_max_ms ? w->backoff_max_ms
+                                                  : backoff * 2;
+    }
     w->stats.consumed++;
     pl_metrics_inc(w->metrics, PL_M_CONSUMED, 1);
-    if (pl_codec_decode(w->codec, m->payload, m->payload ? m->len : 0,
-                        &it->ev, err, sizeof(err)) == 0) {
+    if (rc == 0) {
         if (it->ev.type >= w->kind->first_type &&
             it->ev.type <= w->kind->last_type)
             return 0;
@@ -1363,8 +1382,10 @@ static int main_loop(worker_t *w)
                 deadline = pl_now_mono_ms() + wait_ms;
             /* (the revocation check above ran after this poll) */
             /* 2. Decode, or dead-letter. */
-            if (take_message(w, m)) {
+            if ((r = take_message(w, m))) {
                 rd_kafka_message_destroy(m);
+                if (r == -2)
+                    break; /* stopping: redelivered to the next owner */
                 pl_error("out of memory");
                 return -1;
             }
@@ -1521,6 +1542,24 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
         pl_error("schemas: %s", err);
         goto out;
     }
+    if (*pl_config_get(w->cfg, "schema.registry.url")) {
+        /* Every contract type: the derived events this worker writes, and
+         * its inputs, whose ids are then known without a lookup. */
+        if (!(w->registry = pl_registry_new(
+                  pl_config_get(w->cfg, "schema.registry.url"),
+                  (long)pl_config_get_ms(w->cfg, "schema.registry.timeout"),
+                  err, sizeof(err))) ||
+            pl_registry_attach(
+                w->registry, w->codec, NULL, 0,
+                pl_config_get_ms(w->cfg, "schema.registry.retry"), err,
+                sizeof(err))) {
+            pl_error("schema.registry.url: %s", err);
+            goto out;
+        }
+        pl_info("schema registry %s: schemas registered (subjects by "
+                "record name), ids from the registry",
+                pl_registry_url(w->registry));
+    }
     redis = pl_config_get(w->cfg, "redis");
     colon = strrchr(redis, ':');
     snprintf(host, sizeof(host), "%.*s", (int)(colon - redis), redis);
@@ -1666,6 +1705,7 @@ out:
         pl_metrics_destroy(w->metrics); /* stops the endpoint */
         pl_store_destroy(w->store);
         pl_codec_destroy(w->codec);
+        pl_registry_destroy(w->registry);
         pl_rules_destroy(w->rules);
         pl_config_destroy(w->cfg);
         free(w);

@@ -63,7 +63,8 @@ TOPICS=(sales.leads sales.deals sales.pipeline sales.alerts sales.dlq)
 # unit files are verified with.
 APT_PACKAGES=(cmake gcc make pkg-config librdkafka-dev libavro-dev
 	libhiredis-dev libyaml-dev libjansson-dev libcmocka-dev libssl-dev
-	libmicrohttpd-dev python3 redis-server redis-tools maven clang
+	libmicrohttpd-dev libcurl4-openssl-dev python3 redis-server redis-tools
+	maven clang
 	prometheus systemd)
 JDK_PACKAGE=default-jdk-headless
 

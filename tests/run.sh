@@ -34,6 +34,9 @@ done
 
 deploy/stack.sh start
 eval "$(deploy/stack.sh env)"
+# the schema registry its test runs (Apicurio, built once from Maven Central
+# and cached in .stack/registry and ~/.m2)
+deploy/registry/registry.sh install
 export PL_BROKERS PL_REDIS
 
 t0=$(date +%s)

@@ -40,6 +40,7 @@
 #include <openssl/evp.h>
 
 #include "codec.h"
+#include "registry.h"
 #include "event.h"
 #include "slots.h"
 #include "store.h"
@@ -76,6 +77,7 @@ typedef struct pl_ctl_opts_s {
     const char *key_prefix;
     const char *topic_prefix;
     const char *schemas_dir;
+    const char *registry_url; /* --registry: "" to use ids.tsv */
     const char *dlq_topic; /* unprefixed name of the dead-letter topic */
     char **kafka_props;    /* "key=value", pointers into argv */
     size_t kafka_prop_count;
@@ -233,6 +235,11 @@ static void pl_ctl_usage(FILE *fp)
         "                          [$PL_TOPIC_PREFIX, \"\"]\n"
         "      --schemas DIR       Avro schemas [$PL_SCHEMAS_DIR,\n"
         "                          " PL_CTL_DEFAULT_SCHEMAS "]\n"
+        "      --registry URL      Schema registry (Confluent API, e.g.\n"
+        "                          http://127.0.0.1:18081/apis/ccompat/v7):\n"
+        "                          produce registers the schemas and writes\n"
+        "                          its ids, tail resolves ids through it\n"
+        "                          [$PL_SCHEMA_REGISTRY_URL, \"\": ids.tsv]\n"
         "  -X KEY=VALUE            Any librdkafka property (repeatable; wins\n"
         "                          over pipelinectl's own settings)\n"
         "  -h, --help              This text\n"
@@ -496,6 +503,40 @@ static const char *pl_ctl_event_key(const pl_event_t *ev)
 }
 
 /*
+ * --registry / $PL_SCHEMA_REGISTRY_URL: a writer (produce) registers every
+ * schema and encodes with the registry's ids; a reader (tail) only
+ * resolves ids through it.  *out is the client (NULL without a registry).
+ * 0, or -1 (reported).
+ */
+static int pl_ctl_registry(const pl_ctl_opts_t *o, pl_codec_t *codec,
+                           bool writer, pl_registry_t **out)
+{
+    char errstr[512];
+    pl_registry_t *r;
+
+    *out = NULL;
+    if (!o->registry_url || !*o->registry_url)
+        return 0;
+    r = pl_registry_new(o->registry_url, 0, errstr, sizeof(errstr));
+    if (!r) {
+        pl_ctl_err("--registry: %s", errstr);
+        return -1;
+    }
+    if (writer) {
+        if (pl_registry_attach(r, codec, NULL, 0, 10000, errstr,
+                               sizeof(errstr))) {
+            pl_ctl_err("--registry: %s", errstr);
+            pl_registry_destroy(r);
+            return -1;
+        }
+    } else {
+        pl_registry_use(r, codec);
+    }
+    *out = r;
+    return 0;
+}
+
+/*
  * Read and check every line of in.  Fills p; returns the number of bad
  * lines (each reported), or -1 on a read or memory error.
  */
@@ -633,6 +674,7 @@ static int pl_ctl_cmd_produce(const pl_ctl_opts_t *o, int argc, char **argv)
     };
     pl_ctl_produce_t p = {0};
     pl_codec_t *codec = NULL;
+    pl_registry_t *registry = NULL;
     rd_kafka_conf_t *conf = NULL;
     rd_kafka_t *rk = NULL;
     FILE *in = stdin;
@@ -666,6 +708,8 @@ static int pl_ctl_cmd_produce(const pl_ctl_opts_t *o, int argc, char **argv)
             pl_ctl_err("schemas in %s: %s", o->schemas_dir, errstr);
             goto out_close_in;
         }
+        if (pl_ctl_registry(o, codec, true, &registry))
+            goto out_free_records;
     }
 
     /* Everything is checked before anything is produced. */
@@ -755,6 +799,7 @@ static int pl_ctl_cmd_produce(const pl_ctl_opts_t *o, int argc, char **argv)
 out_free_records:
     pl_ctl_produce_clear(&p);
     pl_codec_destroy(codec);
+    pl_registry_destroy(registry);
 out_close_in:
     if (in != stdin)
         fclose(in);
@@ -1010,6 +1055,7 @@ static int pl_ctl_cmd_tail(const pl_ctl_opts_t *o, int argc, char **argv)
         NULL,
     };
     pl_ctl_tail_t t = {0};
+    pl_registry_t *registry = NULL;
     rd_kafka_conf_t *conf = NULL;
     rd_kafka_t *rk = NULL;
     rd_kafka_topic_t *rkt = NULL;
@@ -1041,6 +1087,8 @@ static int pl_ctl_cmd_tail(const pl_ctl_opts_t *o, int argc, char **argv)
         pl_ctl_err("schemas in %s: %s", o->schemas_dir, errstr);
         goto out_free_topic;
     }
+    if (pl_ctl_registry(o, t.codec, false, &registry))
+        goto out_destroy_codec;
 
     conf = pl_ctl_kafka_conf(o, defaults);
     if (!conf) {
@@ -1210,6 +1258,7 @@ out_destroy_rk:
     rd_kafka_destroy(rk);
 out_destroy_codec:
     pl_codec_destroy(t.codec);
+    pl_registry_destroy(registry);
 out_free_topic:
     free(topic);
     return rc;
@@ -1865,6 +1914,7 @@ enum {
     PL_CTL_OPT_KEY_PREFIX = 256,
     PL_CTL_OPT_TOPIC_PREFIX,
     PL_CTL_OPT_SCHEMAS,
+    PL_CTL_OPT_REGISTRY,
     PL_CTL_OPT_RAW,
     PL_CTL_OPT_BASE64,
     PL_CTL_OPT_KEY,
@@ -1887,6 +1937,7 @@ static const struct option pl_ctl_long_opts[] = {
     {"key-prefix", required_argument, NULL, PL_CTL_OPT_KEY_PREFIX},
     {"topic-prefix", required_argument, NULL, PL_CTL_OPT_TOPIC_PREFIX},
     {"schemas", required_argument, NULL, PL_CTL_OPT_SCHEMAS},
+    {"registry", required_argument, NULL, PL_CTL_OPT_REGISTRY},
     {"help", no_argument, NULL, 'h'},
     {"raw", no_argument, NULL, PL_CTL_OPT_RAW},
     {"base64", no_argument, NULL, PL_CTL_OPT_BASE64},
@@ -1928,6 +1979,7 @@ static int pl_ctl_parse_args(pl_ctl_opts_t *o, int argc, char **argv)
     o->key_prefix = pl_ctl_env("PL_KEY_PREFIX", "");
     o->topic_prefix = pl_ctl_env("PL_TOPIC_PREFIX", "");
     o->schemas_dir = pl_ctl_env("PL_SCHEMAS_DIR", PL_CTL_DEFAULT_SCHEMAS);
+    o->registry_url = pl_ctl_env("PL_SCHEMA_REGISTRY_URL", "");
     o->dlq_topic = pl_ctl_env("PL_TOPIC_DLQ", PL_CTL_DEFAULT_DLQ);
     o->partitions = 1;
     o->replication = 1;
@@ -1957,6 +2009,9 @@ static int pl_ctl_parse_args(pl_ctl_opts_t *o, int argc, char **argv)
             break;
         case PL_CTL_OPT_SCHEMAS:
             o->schemas_dir = optarg;
+            break;
+        case PL_CTL_OPT_REGISTRY:
+            o->registry_url = optarg;
             break;
         case 'X':
             if (!strchr(optarg, '=') || optarg[0] == '=') {
