@@ -38,7 +38,8 @@ typedef struct buf_s {
 struct pl_registry_s {
     CURL *curl;
     struct curl_slist *headers;
-    char *url; /* without a trailing '/' */
+    char *url;   /* without a trailing '/' */
+    char *shown; /* url with any user:password@ replaced: for messages */
     long timeout_ms;
     char curl_err[CURL_ERROR_SIZE];
 };
@@ -74,6 +75,30 @@ static size_t on_data(char *ptr, size_t size, size_t nmemb, void *opaque)
     return add;
 }
 
+/* url with the user information (user:password@) of its authority
+ * replaced by "***@", for messages: a secret is never logged.  malloc'ed,
+ * NULL on OOM. */
+static char *redact(const char *url)
+{
+    const char *auth = strstr(url, "://"), *at, *end;
+    size_t n;
+    char *out;
+
+    if (!auth)
+        return strdup(url);
+    auth += 3;
+    end = auth + strcspn(auth, "/?#");
+    for (at = end; at > auth && at[-1] != '@'; at--)
+        ;
+    if (at == auth)
+        return strdup(url);
+    n = (size_t)(auth - url) + 4 + strlen(at);
+    if (!(out = malloc(n + 1)))
+        return NULL;
+    snprintf(out, n + 1, "%.*s***@%s", (int)(auth - url), url, at);
+    return out;
+}
+
 pl_registry_t *pl_registry_new(const char *url, long timeout_ms,
                                char *errstr, size_t errstr_size)
 {
@@ -81,8 +106,8 @@ pl_registry_t *pl_registry_new(const char *url, long timeout_ms,
     size_t len;
 
     if (!url || (strncmp(url, "http://", 7) && strncmp(url, "https://", 8))) {
-        fail(errstr, errstr_size, "'%s': expected an http:// or https:// URL",
-             url ? url : "");
+        /* (not quoted: it may hold a password) */
+        fail(errstr, errstr_size, "expected an http:// or https:// URL");
         return NULL;
     }
     len = strlen(url);
@@ -101,7 +126,8 @@ pl_registry_t *pl_registry_new(const char *url, long timeout_ms,
         goto out_global;
     }
     r->timeout_ms = timeout_ms > 0 ? timeout_ms : PL_REGISTRY_TIMEOUT_MS;
-    if (!(r->url = strndup(url, len)) || !(r->curl = curl_easy_init())) {
+    if (!(r->url = strndup(url, len)) || !(r->shown = redact(r->url)) ||
+        !(r->curl = curl_easy_init())) {
         fail(errstr, errstr_size, "out of memory");
         goto out_destroy;
     }
@@ -136,13 +162,14 @@ void pl_registry_destroy(pl_registry_t *r)
         curl_easy_cleanup(r->curl);
     curl_slist_free_all(r->headers);
     free(r->url);
+    free(r->shown);
     free(r);
     curl_global_cleanup();
 }
 
 const char *pl_registry_url(const pl_registry_t *r)
 {
-    return r->url;
+    return r->shown;
 }
 
 const char *pl_registry_subject(pl_event_type_t type)
@@ -354,7 +381,7 @@ static pl_codec_lookup_t codec_lookup(void *opaque, int32_t id,
     case PL_REGISTRY_RETRY:
     case PL_REGISTRY_FATAL:
     default:
-        fail(errstr, errstr_size, "schema registry %s: %s", r->url, why);
+        fail(errstr, errstr_size, "schema registry %s: %s", r->shown, why);
         return PL_CODEC_LOOKUP_RETRY;
     }
 }
@@ -412,7 +439,7 @@ int pl_registry_attach(pl_registry_t *r, pl_codec_t *codec,
         }
         if (res != PL_REGISTRY_OK) {
             fail(errstr, errstr_size,
-                 "%s: registering subject %s: %s (%s)", r->url, subject,
+                 "%s: registering subject %s: %s (%s)", r->shown, subject,
                  why,
                  res == PL_REGISTRY_RETRY ? "unreachable: gave up retrying"
                                           : "refused");
@@ -426,7 +453,7 @@ int pl_registry_attach(pl_registry_t *r, pl_codec_t *codec,
         if (pl_codec_set_schema_id(codec, t, ids[t]) < 0) {
             fail(errstr, errstr_size,
                  "%s: the registry gave id %ld to %s and to another type",
-                 r->url, (long)ids[t], pl_registry_subject(t));
+                 r->shown, (long)ids[t], pl_registry_subject(t));
             return -1;
         }
     }
