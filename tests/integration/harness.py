@@ -106,7 +106,15 @@ class Env:
         deadline = time.time() + timeout
         msgs = []
         while time.time() < deadline:
-            msgs = self.tail(topic, meta=meta)
+            try:
+                msgs = self.tail(topic, meta=meta)
+            except AssertionError as e:
+                # a topic created a moment ago on a broker that has just
+                # started may not be in its metadata yet: poll again
+                if "Unknown topic or partition" not in str(e):
+                    raise
+                time.sleep(0.3)
+                continue
             if predicate(msgs):
                 return msgs
             self.check_workers()
