@@ -1019,6 +1019,69 @@ static void pl_ctl_tail_mark(pl_ctl_tail_t *t, int32_t partition,
     }
 }
 
+/*
+ * A consumer handle made from o and defaults (never subscribed: the caller
+ * assigns, or only asks), the topic handle and the topic's metadata, which
+ * must name at least one partition.  0 with *rk, *rkt and *md set (free
+ * them with pl_ctl_topic_close), or PL_CTL_EXIT_* after reporting.
+ */
+static int pl_ctl_topic_open(const pl_ctl_opts_t *o,
+                             const char *const *defaults, const char *topic,
+                             rd_kafka_t **rkp, rd_kafka_topic_t **rktp,
+                             const rd_kafka_metadata_t **mdp)
+{
+    rd_kafka_conf_t *conf = pl_ctl_kafka_conf(o, defaults);
+    rd_kafka_t *rk;
+    rd_kafka_topic_t *rkt;
+    const rd_kafka_metadata_t *md = NULL;
+    rd_kafka_resp_err_t err;
+    char errstr[512];
+
+    if (!conf)
+        return PL_CTL_EXIT_USAGE;
+    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
+    if (!rk) {
+        pl_ctl_err("cannot create consumer: %s", errstr);
+        rd_kafka_conf_destroy(conf);
+        return PL_CTL_EXIT_ERROR;
+    }
+    conf = NULL; /* owned by rk now */
+
+    rkt = rd_kafka_topic_new(rk, topic, NULL);
+    if (!rkt) {
+        pl_ctl_err("topic %s: %s", topic,
+                   rd_kafka_err2str(rd_kafka_last_error()));
+        goto out_destroy_rk;
+    }
+    err = rd_kafka_metadata(rk, 0, rkt, &md, PL_CTL_METADATA_TIMEOUT_MS);
+    if (err) {
+        pl_ctl_err("metadata for %s from %s: %s", topic, o->brokers,
+                   rd_kafka_err2str(err));
+        goto out_destroy_rkt;
+    }
+    if (md->topic_cnt != 1 || md->topics[0].err ||
+        md->topics[0].partition_cnt == 0) {
+        err = md->topic_cnt == 1 ? md->topics[0].err
+                                 : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+        if (!err)
+            err = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
+        pl_ctl_err("topic %s: %s", topic, rd_kafka_err2str(err));
+        goto out_free_metadata;
+    }
+    *rkp = rk;
+    *rktp = rkt;
+    *mdp = md;
+    return 0;
+
+out_free_metadata:
+    rd_kafka_metadata_destroy(md);
+out_destroy_rkt:
+    rd_kafka_topic_destroy(rkt);
+out_destroy_rk:
+    rd_kafka_destroy(rk);
+    return PL_CTL_EXIT_ERROR;
+}
+
 /* Is a consumer error about the topic itself (no point going on)? */
 static bool pl_ctl_tail_error_is_fatal(rd_kafka_resp_err_t err)
 {
@@ -1056,7 +1119,6 @@ static int pl_ctl_cmd_tail(const pl_ctl_opts_t *o, int argc, char **argv)
     };
     pl_ctl_tail_t t = {0};
     pl_registry_t *registry = NULL;
-    rd_kafka_conf_t *conf = NULL;
     rd_kafka_t *rk = NULL;
     rd_kafka_topic_t *rkt = NULL;
     const rd_kafka_metadata_t *md = NULL;
@@ -1090,40 +1152,9 @@ static int pl_ctl_cmd_tail(const pl_ctl_opts_t *o, int argc, char **argv)
     if (pl_ctl_registry(o, t.codec, false, &registry))
         goto out_destroy_codec;
 
-    conf = pl_ctl_kafka_conf(o, defaults);
-    if (!conf) {
-        rc = PL_CTL_EXIT_USAGE;
+    if ((rc = pl_ctl_topic_open(o, defaults, topic, &rk, &rkt, &md)))
         goto out_destroy_codec;
-    }
-    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        pl_ctl_err("cannot create consumer: %s", errstr);
-        rd_kafka_conf_destroy(conf);
-        goto out_destroy_codec;
-    }
-    conf = NULL; /* owned by rk now */
-
-    rkt = rd_kafka_topic_new(rk, topic, NULL);
-    if (!rkt) {
-        pl_ctl_err("topic %s: %s", topic,
-                   rd_kafka_err2str(rd_kafka_last_error()));
-        goto out_destroy_rk;
-    }
-    err = rd_kafka_metadata(rk, 0, rkt, &md, PL_CTL_METADATA_TIMEOUT_MS);
-    if (err) {
-        pl_ctl_err("metadata for %s from %s: %s", topic, o->brokers,
-                   rd_kafka_err2str(err));
-        goto out_destroy_rkt;
-    }
-    if (md->topic_cnt != 1 || md->topics[0].err ||
-        md->topics[0].partition_cnt == 0) {
-        err = md->topic_cnt == 1 ? md->topics[0].err
-                                 : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
-        if (!err)
-            err = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
-        pl_ctl_err("topic %s: %s", topic, rd_kafka_err2str(err));
-        goto out_free_metadata;
-    }
+    rc = PL_CTL_EXIT_ERROR;
 
     t.part_count = md->topics[0].partition_cnt;
     t.parts = calloc((size_t)t.part_count, sizeof(*t.parts));
@@ -1250,11 +1281,8 @@ out_free_parts:
     if (assignment)
         rd_kafka_topic_partition_list_destroy(assignment);
     free(t.parts);
-out_free_metadata:
     rd_kafka_metadata_destroy(md);
-out_destroy_rkt:
     rd_kafka_topic_destroy(rkt);
-out_destroy_rk:
     rd_kafka_destroy(rk);
 out_destroy_codec:
     pl_codec_destroy(t.codec);
@@ -1654,47 +1682,16 @@ static int pl_ctl_lag_group(const pl_ctl_opts_t *o, const char *group,
         "client.id", "pipelinectl-lag",
         NULL,
     };
-    rd_kafka_conf_t *conf;
     rd_kafka_t *rk = NULL;
     rd_kafka_topic_t *rkt = NULL;
     const rd_kafka_metadata_t *md = NULL;
     rd_kafka_topic_partition_list_t *parts = NULL;
     rd_kafka_resp_err_t err;
-    char errstr[512];
     int i, tries, rc = PL_CTL_EXIT_ERROR;
 
-    conf = pl_ctl_kafka_conf(o, defaults);
-    if (!conf)
-        return PL_CTL_EXIT_USAGE;
-    rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, sizeof(errstr));
-    if (!rk) {
-        pl_ctl_err("cannot create consumer: %s", errstr);
-        rd_kafka_conf_destroy(conf);
-        return PL_CTL_EXIT_ERROR;
-    }
-    conf = NULL; /* owned by rk now */
-
-    rkt = rd_kafka_topic_new(rk, topic, NULL);
-    if (!rkt) {
-        pl_ctl_err("topic %s: %s", topic,
-                   rd_kafka_err2str(rd_kafka_last_error()));
-        goto out_destroy_rk;
-    }
-    err = rd_kafka_metadata(rk, 0, rkt, &md, PL_CTL_METADATA_TIMEOUT_MS);
-    if (err) {
-        pl_ctl_err("metadata for %s from %s: %s", topic, o->brokers,
-                   rd_kafka_err2str(err));
-        goto out_destroy_rkt;
-    }
-    if (md->topic_cnt != 1 || md->topics[0].err ||
-        md->topics[0].partition_cnt == 0) {
-        err = md->topic_cnt == 1 ? md->topics[0].err
-                                 : RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
-        if (!err)
-            err = RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART;
-        pl_ctl_err("topic %s: %s", topic, rd_kafka_err2str(err));
-        goto out_free_metadata;
-    }
+    if ((rc = pl_ctl_topic_open(o, defaults, topic, &rk, &rkt, &md)))
+        return rc;
+    rc = PL_CTL_EXIT_ERROR;
 
     parts = rd_kafka_topic_partition_list_new(md->topics[0].partition_cnt);
     if (!parts) {
@@ -1760,9 +1757,7 @@ out_free_parts:
     rd_kafka_topic_partition_list_destroy(parts);
 out_free_metadata:
     rd_kafka_metadata_destroy(md);
-out_destroy_rkt:
     rd_kafka_topic_destroy(rkt);
-out_destroy_rk:
     rd_kafka_destroy(rk); /* never joined: nothing to leave */
     return rc;
 }
