@@ -209,7 +209,6 @@ struct pl_worker_s {
     volatile sig_atomic_t revoked; /* a rebalance took partitions away */
     bool paused;
     bool in_rebalance; /* inside rebalance_cb: no consumer polls */
-    rd_kafka_resp_err_t commit_err; /* of the last offset commit */
     pl_stop_t stop;
     uint64_t round; /* decide rounds (apply_batch decides again after a
                        conflict) */
@@ -249,7 +248,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
     worker_t *w = opaque;
-    bool coop = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+    /* (NULL while the consumer is closing) */
+    const char *proto = rd_kafka_rebalance_protocol(rk);
+    bool coop = proto && !strcmp(proto, "COOPERATIVE");
 
     /* Another worker may own these entities now: forget what we know. */
     cache_clear(&w->cache);
@@ -294,8 +295,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     w->in_rebalance = false;
 }
 
-/* The result of every offset commit (auto commit, on revocation, the final
- * one): a shutdown exits 0 only when the last one succeeded. */
+/* The result of every offset commit (auto commit, on revocation): a
+ * failed one is counted as a Kafka error (librdkafka logs it, and retries
+ * with the next commit; the final commit decides the exit status). */
 static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque)
 {
@@ -305,7 +307,8 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         err = RD_KAFKA_RESP_ERR_NO_ERROR; /* nothing new to commit */
     for (int i = 0; !err && offsets && i < offsets->cnt; i++)
         err = offsets->elems[i].err;
-    w->commit_err = err;
+    if (err)
+        w->stats.kafka_errors++;
 }
 
 /* Shutdown: commit the stored offsets now, waiting at most until the
@@ -326,7 +329,10 @@ static int commit_final(worker_t *w)
         return -1;
     err = rd_kafka_commit_queue(w->consumer, NULL, q, NULL, NULL);
     if (err == RD_KAFKA_RESP_ERR__NO_OFFSET) {
-        r = w->commit_err ? -1 : 0; /* nothing new: as the last one went */
+        /* every offset stored for our partitions is committed already (a
+         * failed earlier commit would leave stored != committed, and be
+         * sent again here) */
+        r = 0;
         goto out;
     }
     if (err) {
@@ -348,8 +354,6 @@ static int commit_final(worker_t *w)
             rd_kafka_event_destroy(ev);
             if (err)
                 pl_error("committing offsets: %s", rd_kafka_err2str(err));
-            else
-                w->commit_err = RD_KAFKA_RESP_ERR_NO_ERROR;
             r = err ? -1 : 0;
             goto out;
         }
@@ -1673,11 +1677,6 @@ out:
             /* commits what the revocation stores, leaves the group */
             if ((cerr = rd_kafka_consumer_close(w->consumer)) && rc == 0) {
                 pl_error("closing the consumer: %s", rd_kafka_err2str(cerr));
-                rc = 1;
-            }
-            if (w->commit_err && rc == 0) {
-                pl_error("the last offset commit failed: %s",
-                         rd_kafka_err2str(w->commit_err));
                 rc = 1;
             }
             rd_kafka_destroy(w->consumer);
