@@ -22,6 +22,10 @@
 #                                     back on its files (kafka log, redis AOF)
 #   deploy/stack.sh status SERVICE    exit 0 only if it runs
 #
+# The schema registry (Apicurio Registry 2.4.2, deploy/registry/registry.sh):
+#
+#   deploy/stack.sh registry install|start|stop|status|url
+#
 # Every command is idempotent and works from any directory.
 #
 # Redis persists to an append-only file under $PL_STACK_DIR/redis
@@ -571,6 +575,12 @@ usage() {
 
 main() {
 	local cmd=${1:-} service=${2:-}
+	if [[ $cmd == registry ]]; then
+		# the schema registry (Apicurio, built from Maven Central): its own
+		# script, behind the stack's command
+		shift
+		exec "$SCRIPT_DIR/registry/registry.sh" "$@"
+	fi
 	if [[ -n $service ]]; then
 		case $cmd:$service in
 		start:kafka | start:redis | stop:kafka | stop:redis | \
