@@ -585,26 +585,17 @@ int pl_config_kafka_each(const pl_config_t *cfg,
                                     errstr_size);
 }
 
-int pl_config_secret(const pl_config_t *cfg, const char *key, char **out,
-                     char *errstr, size_t errstr_size)
+int pl_config_read_secret_file(const char *path, char **out, char *errstr,
+                               size_t errstr_size)
 {
-    char fkey[64], line[4096];
-    const char *path;
+    char line[4096];
     FILE *fp;
     size_t n;
 
     *out = NULL;
-    snprintf(fkey, sizeof(fkey), "%s.file", key);
-    path = pl_config_get(cfg, fkey);
-    if (!path || !*path) {
-        const char *v = pl_config_get(cfg, key);
-        if (!(*out = strdup(v ? v : "")))
-            goto oom;
-        return 0;
-    }
     if (!(fp = fopen(path, "r"))) {
-        snprintf(errstr, errstr_size, "config key '%s': cannot read %s: %s",
-                 fkey, path, strerror(errno));
+        snprintf(errstr, errstr_size, "cannot read %s: %s", path,
+                 strerror(errno));
         return -1;
     }
     if (!fgets(line, sizeof(line), fp))
@@ -614,13 +605,36 @@ int pl_config_secret(const pl_config_t *cfg, const char *key, char **out,
     while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
         line[--n] = '\0';
     *out = strdup(line);
-    memset(line, 0, sizeof(line));
-    if (!*out)
-        goto oom;
+    memset(line, 0, sizeof(line)); /* not left behind on the stack */
+    if (!*out) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
     return 0;
-oom:
-    snprintf(errstr, errstr_size, "out of memory");
-    return -1;
+}
+
+int pl_config_secret(const pl_config_t *cfg, const char *key, char **out,
+                     char *errstr, size_t errstr_size)
+{
+    char fkey[64], err[512];
+    const char *path, *v;
+
+    *out = NULL;
+    snprintf(fkey, sizeof(fkey), "%s.file", key);
+    path = pl_config_get(cfg, fkey);
+    if (path && *path) {
+        if (pl_config_read_secret_file(path, out, err, sizeof(err))) {
+            snprintf(errstr, errstr_size, "config key '%s': %s", fkey, err);
+            return -1;
+        }
+        return 0;
+    }
+    v = pl_config_get(cfg, key);
+    if (!(*out = strdup(v ? v : ""))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    return 0;
 }
 
 void pl_config_print_table(FILE *fp)

@@ -65,6 +65,12 @@ int pl_config_kafka_each_for(const pl_config_t *cfg, const char *client,
                                        size_t errstr_size),
                              void *opaque, char *errstr, size_t errstr_size);
 
+/* The first line of the file at path (its line end stripped), malloc'ed
+ * in *out: a password file.  0, or -1 with errstr naming the file (never
+ * its content). */
+int pl_config_read_secret_file(const char *path, char **out, char *errstr,
+                               size_t errstr_size);
+
 /* A secret setting ("redis.password", "sasl.password"): the first line of
  * the file named by "<key>.file" when that is set, else the key's value.
  * *out is malloc'ed (may be "").  0, or -1 with errstr naming the key. */

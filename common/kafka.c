@@ -528,28 +528,38 @@ bool pl_outmsg_has_header(const pl_outmsg_t *m, const char *name)
            !rd_kafka_header_get_last(m->headers, name, &val, &len);
 }
 
+/* Record in m's headers what its whole value was (size, SHA-256) and that
+ * it is being cut, once.  0 or -1 (OOM). */
+static int mark_cut(pl_outmsg_t *m)
+{
+    unsigned char md[SHA256_DIGEST_LENGTH];
+    char hex[2 * SHA256_DIGEST_LENGTH + 1], size[24];
+
+    if (!m->headers && !(m->headers = rd_kafka_headers_new(4)))
+        return -1;
+    if (pl_outmsg_has_header(m, "dlq.original.size"))
+        return 0;
+    SHA256(m->value, m->value_len, md);
+    for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
+        snprintf(hex + 2 * i, 3, "%02x", md[i]);
+    snprintf(size, sizeof(size), "%zu", m->value_len);
+    rd_kafka_header_add(m->headers, "dlq.original.size", -1, size, -1);
+    rd_kafka_header_add(m->headers, "dlq.original.sha256", -1, hex, -1);
+    rd_kafka_header_add(m->headers, "dlq.truncated", -1, "true", -1);
+    return 0;
+}
+
 int pl_outmsg_cut(pl_outmsg_t *m, size_t max_bytes)
 {
     /* what a record costs besides key, value and headers, with room */
     const size_t overhead = 512;
-    size_t hdr, room;
+    /* room for the three headers mark_cut() adds */
+    size_t hdr = headers_size(m->headers) + 3 * 64 + 128, room;
 
-    if (!m->headers && !(m->headers = rd_kafka_headers_new(4)))
-        return -1;
-    hdr = headers_size(m->headers) + 3 * 64 + 128; /* the headers added */
     if (m->key_len + m->value_len + hdr + overhead <= max_bytes)
         return 0;
-    if (!pl_outmsg_has_header(m, "dlq.original.size")) {
-        unsigned char md[SHA256_DIGEST_LENGTH];
-        char hex[2 * SHA256_DIGEST_LENGTH + 1], size[24];
-        SHA256(m->value, m->value_len, md);
-        for (int i = 0; i < SHA256_DIGEST_LENGTH; i++)
-            snprintf(hex + 2 * i, 3, "%02x", md[i]);
-        snprintf(size, sizeof(size), "%zu", m->value_len);
-        rd_kafka_header_add(m->headers, "dlq.original.size", -1, size, -1);
-        rd_kafka_header_add(m->headers, "dlq.original.sha256", -1, hex, -1);
-        rd_kafka_header_add(m->headers, "dlq.truncated", -1, "true", -1);
-    }
+    if (mark_cut(m))
+        return -1;
     hdr = headers_size(m->headers);
     if (m->key_len + hdr + overhead >= max_bytes) {
         /* even the key is too large: keep its head, drop the value */
@@ -603,9 +613,8 @@ static bool divert(pl_outmsg_t *m, rd_kafka_t *producer, const char *topic)
     }
     if (m->value_len) {
         pl_error("%s; cutting the dead letter down to its headers", why);
-        if (!pl_outmsg_has_header(m, "dlq.original.size"))
-            pl_outmsg_cut(m, 0 + m->key_len + headers_size(m->headers) +
-                                 3 * 64 + 128 + 512 + 1);
+        if (mark_cut(m))
+            return false;
         m->value_len = 0;
         return true;
     }

@@ -40,6 +40,7 @@
 #include <openssl/evp.h>
 
 #include "codec.h"
+#include "config.h"
 #include "registry.h"
 #include "event.h"
 #include "slots.h"
@@ -347,33 +348,21 @@ static void pl_ctl_kafka_log_cb(const rd_kafka_t *rk, int level,
  */
 static char *pl_ctl_secret(const char *env)
 {
-    char fenv[64], line[4096];
-    const char *path;
-    FILE *fp;
-    size_t n;
+    char fenv[64], err[512];
+    const char *path, *v;
     char *out;
 
     snprintf(fenv, sizeof(fenv), "%s_FILE", env);
     path = getenv(fenv);
-    if (!path || !*path) {
-        const char *v = getenv(env);
-        out = strdup(v ? v : "");
-        goto out_check;
+    if (path && *path) {
+        if (pl_config_read_secret_file(path, &out, err, sizeof(err))) {
+            pl_ctl_err("$%s: %s", fenv, err);
+            return NULL;
+        }
+        return out;
     }
-    if (!(fp = fopen(path, "r"))) {
-        pl_ctl_err("$%s: cannot read %s: %s", fenv, path, strerror(errno));
-        return NULL;
-    }
-    if (!fgets(line, sizeof(line), fp))
-        line[0] = '\0';
-    fclose(fp);
-    n = strlen(line);
-    while (n && (line[n - 1] == '\n' || line[n - 1] == '\r'))
-        line[--n] = '\0';
-    out = strdup(line);
-    memset(line, 0, sizeof(line));
-out_check:
-    if (!out)
+    v = getenv(env);
+    if (!(out = strdup(v ? v : "")))
         pl_ctl_err("out of memory");
     return out;
 }
