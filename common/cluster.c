@@ -46,6 +46,8 @@ typedef struct {
     int port;
     char addr[272]; /* "host:port" */
     redisContext *ctx;
+    bool wrote;     /* answered a command since the last pl_cluster_wait */
+    int wrote_slot; /* the slot of the last such command */
 } node_t;
 
 struct pl_cluster {
@@ -54,7 +56,7 @@ struct pl_cluster {
     int16_t slots[PL_SLOTS]; /* node index, -1: nobody */
     bool is_cluster;
     char *username, *password;
-    struct timeval tv;
+    struct timeval tv, connect_tv;
     int tries, max_backoff_ms;
     pl_cluster_stats_t stats;
     char last_err[256];
@@ -139,6 +141,13 @@ static int node_index(pl_cluster_t *c, const char *host, int port)
     return (int)c->n_nodes++;
 }
 
+static bool err_is(const redisReply *r, const char *prefix)
+{
+    size_t n = strlen(prefix);
+    return r->len >= n && !memcmp(r->str, prefix, n) &&
+           (r->len == n || r->str[n] == ' ');
+}
+
 static void node_drop(node_t *n)
 {
     if (n->ctx) {
@@ -155,7 +164,7 @@ static int node_connect(pl_cluster_t *c, int i)
     int rc = -1;
     if (n->ctx)
         return 0;
-    n->ctx = redisConnectWithTimeout(n->host, n->port, c->tv);
+    n->ctx = redisConnectWithTimeout(n->host, n->port, c->connect_tv);
     if (!n->ctx || n->ctx->err) {
         set_err(c->last_err, sizeof(c->last_err), "%s: %s", n->addr,
                 n->ctx ? n->ctx->errstr : "out of memory");
@@ -166,11 +175,15 @@ static int node_connect(pl_cluster_t *c, int i)
                 n->ctx->errstr);
         goto out_drop;
     }
-    if (c->password) {
+    if (c->password || c->username) {
+        /* AUTH [user] password; a user without a password sends "" (an
+         * ACL user with nopass takes any) */
+        const char *argv[3] = {"AUTH"};
+        int argc = 1;
         if (c->username)
-            r = redisCommand(n->ctx, "AUTH %s %s", c->username, c->password);
-        else
-            r = redisCommand(n->ctx, "AUTH %s", c->password);
+            argv[argc++] = c->username;
+        argv[argc++] = c->password ? c->password : "";
+        r = redisCommandArgv(n->ctx, argc, argv, NULL);
         if (!r) {
             set_err(c->last_err, sizeof(c->last_err), "%s: AUTH: %s",
                     n->addr, n->ctx->errstr);
@@ -179,7 +192,11 @@ static int node_connect(pl_cluster_t *c, int i)
         if (r->type == REDIS_REPLY_ERROR) {
             set_err(c->last_err, sizeof(c->last_err), "%s: AUTH: %s",
                     n->addr, r->str);
-            rc = -2;
+            /* a server still loading, or full, may take it later; a
+             * refused AUTH cannot get better */
+            if (!err_is(r, "LOADING") &&
+                !strstr(r->str, "max number of clients"))
+                rc = -2;
             goto out_free_reply;
         }
         freeReplyObject(r);
@@ -269,9 +286,15 @@ int pl_cluster_refresh(pl_cluster_t *c, char *errstr, size_t errstr_size)
 
 pl_cluster_t *pl_cluster_new(const char *seeds, const char *username,
                              const char *password, int timeout_ms,
-                             char *errstr, size_t errstr_size)
+                             pl_cluster_rc_t *rc, char *errstr,
+                             size_t errstr_size)
 {
     pl_cluster_t *c;
+    pl_cluster_rc_t rc_buf;
+
+    if (!rc)
+        rc = &rc_buf;
+    *rc = PL_CLUSTER_FATAL;
     size_t n_seeds;
     const char *s = seeds, *comma;
     if (!seeds || !*seeds || timeout_ms <= 0) {
@@ -285,6 +308,7 @@ pl_cluster_t *pl_cluster_new(const char *seeds, const char *username,
         c->slots[i] = -1;
     c->tv.tv_sec = timeout_ms / 1000;
     c->tv.tv_usec = (timeout_ms % 1000) * 1000;
+    c->connect_tv = c->tv;
     c->tries = DEFAULT_TRIES;
     c->max_backoff_ms = DEFAULT_MAX_BACKOFF_MS;
     if ((username && *username && !(c->username = strdup(username))) ||
@@ -310,12 +334,12 @@ pl_cluster_t *pl_cluster_new(const char *seeds, const char *username,
     n_seeds = c->n_nodes;
     for (size_t i = 0; i < n_seeds; i++) {
         redisReply *r;
-        int rc = node_connect(c, (int)i);
-        if (rc == -2) {
+        int rc_node = node_connect(c, (int)i);
+        if (rc_node == -2) {
             set_err(errstr, errstr_size, "cluster: %s", c->last_err);
             goto out_destroy;
         }
-        if (rc != 0)
+        if (rc_node != 0)
             continue;
         r = redisCommand(c->nodes[i].ctx, "INFO cluster");
         if (!r) {
@@ -336,14 +360,19 @@ pl_cluster_t *pl_cluster_new(const char *seeds, const char *username,
         if (!c->is_cluster) {
             for (size_t k = 0; k < PL_SLOTS; k++)
                 c->slots[k] = (int16_t)i;
+            *rc = PL_CLUSTER_OK;
             return c;
         }
-        if (pl_cluster_refresh(c, errstr, errstr_size) != 0)
+        if (pl_cluster_refresh(c, errstr, errstr_size) != 0) {
+            *rc = PL_CLUSTER_RETRY;
             goto out_destroy;
+        }
+        *rc = PL_CLUSTER_OK;
         return c;
     }
     set_err(errstr, errstr_size, "cluster: no seed answers (last: %s)",
             c->last_err);
+    *rc = PL_CLUSTER_RETRY;
     goto out_destroy;
 
 out_oom:
@@ -374,6 +403,32 @@ void pl_cluster_set_retries(pl_cluster_t *c, int tries, int max_backoff_ms)
 {
     c->tries = tries > 0 ? tries : 1;
     c->max_backoff_ms = max_backoff_ms > 0 ? max_backoff_ms : 0;
+}
+
+void pl_cluster_set_connect_timeout(pl_cluster_t *c, int timeout_ms)
+{
+    if (timeout_ms > 0) {
+        c->connect_tv.tv_sec = timeout_ms / 1000;
+        c->connect_tv.tv_usec = (timeout_ms % 1000) * 1000;
+    }
+}
+
+size_t pl_cluster_masters(const pl_cluster_t *c, int *slots, size_t max)
+{
+    size_t n = 0;
+    for (int s = 0; s < PL_SLOTS; s++) {
+        bool seen = false;
+        if (c->slots[s] < 0)
+            continue;
+        for (size_t k = 0; k < n && !seen; k++)
+            seen = c->slots[slots[k]] == c->slots[s];
+        if (!seen && n < max)
+            slots[n++] = s;
+        /* skip the rest of this node's range at once */
+        while (s + 1 < PL_SLOTS && c->slots[s + 1] == c->slots[s])
+            s++;
+    }
+    return n;
 }
 
 int pl_cluster_slot(const char *key, size_t len)
@@ -467,13 +522,6 @@ const redisReply *pl_cluster_pipeline_reply(const pl_cluster_pipeline_t *p,
                                             size_t i)
 {
     return i < p->n ? p->cmds[i].reply : NULL;
-}
-
-static bool err_is(const redisReply *r, const char *prefix)
-{
-    size_t n = strlen(prefix);
-    return r->len >= n && !memcmp(r->str, prefix, n) &&
-           (r->len == n || r->str[n] == ' ');
 }
 
 /* "MOVED 3999 127.0.0.1:6381" / "ASK ...": the node it names, or -1.  An
@@ -592,6 +640,8 @@ static int exec_round(pl_cluster_pipeline_t *p, bool *refresh, bool *wait)
             r = v;
             if (r->type != REDIS_REPLY_ERROR) {
                 cmd->reply = r;
+                c->nodes[n].wrote = true;
+                c->nodes[n].wrote_slot = cmd->slot;
             } else if (err_is(r, "MOVED")) {
                 int to = redirect_node(c, r, (int)n);
                 c->stats.moved++;
@@ -614,6 +664,8 @@ static int exec_round(pl_cluster_pipeline_t *p, bool *refresh, bool *wait)
                 freeReplyObject(r);
             } else {
                 cmd->reply = r; /* the command's own error: the caller's */
+                c->nodes[n].wrote = true;
+                c->nodes[n].wrote_slot = cmd->slot;
             }
         }
     }
@@ -659,4 +711,72 @@ pl_cluster_rc_t pl_cluster_exec(pl_cluster_pipeline_t *p, char *errstr,
                 ;
         }
     }
+}
+
+/* ------------------------------------------------------------------- WAIT */
+
+pl_cluster_rc_t pl_cluster_wait(pl_cluster_t *c, const char *fence_prefix,
+                                int replicas, int timeout_ms, char *errstr,
+                                size_t errstr_size)
+{
+    pl_cluster_rc_t rc = PL_CLUSTER_OK;
+    for (size_t i = 0; i < c->n_nodes; i++) {
+        node_t *n = &c->nodes[i];
+        char key[512], px[24];
+        void *v1 = NULL, *v2 = NULL;
+        redisReply *set, *wait;
+        if (!n->wrote || rc != PL_CLUSTER_OK)
+            continue;
+        if (!n->ctx) {
+            /* what it wrote went with its connection: WAIT on a new one
+             * would not cover it */
+            set_err(errstr, errstr_size, "WAIT: %s: the connection that "
+                    "wrote was lost", n->addr);
+            rc = PL_CLUSTER_RETRY;
+            continue;
+        }
+        snprintf(key, sizeof(key), "%swait:{%s}", fence_prefix,
+                 pl_slot_tag(n->wrote_slot));
+        snprintf(px, sizeof(px), "%d", timeout_ms > 0 ? timeout_ms : 0);
+        /* The fence: a write of ours after everything this connection
+         * wrote, so WAIT covers the node's earlier writes even when the
+         * commands were answered without writing (an apply found to be a
+         * duplicate). */
+        if (redisAppendCommand(n->ctx, "SET %s 1 PX 60000", key) !=
+                REDIS_OK ||
+            redisAppendCommand(n->ctx, "WAIT %d %s", replicas, px) !=
+                REDIS_OK ||
+            redisGetReply(n->ctx, &v1) != REDIS_OK ||
+            redisGetReply(n->ctx, &v2) != REDIS_OK) {
+            set_err(errstr, errstr_size, "WAIT: %s: %s", n->addr,
+                    n->ctx->errstr[0] ? n->ctx->errstr : "out of memory");
+            if (v1)
+                freeReplyObject(v1);
+            node_drop(n);
+            rc = PL_CLUSTER_RETRY;
+            continue;
+        }
+        set = v1;
+        wait = v2;
+        if (set->type == REDIS_REPLY_ERROR) {
+            set_err(errstr, errstr_size, "WAIT: %s: fence: %s", n->addr,
+                    set->str);
+            rc = PL_CLUSTER_RETRY;
+        } else if (wait->type != REDIS_REPLY_INTEGER) {
+            set_err(errstr, errstr_size, "WAIT: %s: %s", n->addr,
+                    wait->type == REDIS_REPLY_ERROR ? wait->str
+                                                    : "unexpected reply");
+            rc = PL_CLUSTER_RETRY;
+        } else if (wait->integer < replicas) {
+            set_err(errstr, errstr_size,
+                    "WAIT: %s: %lld of %d replicas acknowledged within %d ms",
+                    n->addr, wait->integer, replicas, timeout_ms);
+            rc = PL_CLUSTER_RETRY;
+        }
+        freeReplyObject(set);
+        freeReplyObject(wait);
+    }
+    for (size_t i = 0; i < c->n_nodes; i++)
+        c->nodes[i].wrote = false;
+    return rc;
 }

@@ -47,12 +47,16 @@ typedef struct {
 
 /* Connects to the first reachable of the comma-separated `seeds`
  * ("host:port,host:port"), authenticates (username may be NULL or "" for
- * the default user; password NULL or "" for none), detects a cluster and
- * loads its slot map.  timeout_ms bounds each connect and each reply.
- * Returns NULL with errstr filled if no seed answers. */
+ * the default user; password NULL or "" for none: with neither, no AUTH),
+ * detects a cluster and loads its slot map.  timeout_ms bounds each connect
+ * and each reply.  Returns NULL with errstr filled and *rc (may be NULL)
+ * saying why: PL_CLUSTER_RETRY no seed answers (or none gave a slot map),
+ * PL_CLUSTER_FATAL a bad seed list, AUTH refused, or an error reply to
+ * INFO (e.g. NOPERM). */
 pl_cluster_t *pl_cluster_new(const char *seeds, const char *username,
                              const char *password, int timeout_ms,
-                             char *errstr, size_t errstr_size);
+                             pl_cluster_rc_t *rc, char *errstr,
+                             size_t errstr_size);
 
 /* Closes every node connection.  NULL does nothing. */
 void pl_cluster_destroy(pl_cluster_t *c);
@@ -65,6 +69,13 @@ bool pl_cluster_is_cluster(const pl_cluster_t *c);
  * Defaults: 16 and 1000 (about 12 s: longer than a failover with the
  * local cluster's 2 s node timeout). */
 void pl_cluster_set_retries(pl_cluster_t *c, int tries, int max_backoff_ms);
+
+/* A connect timeout other than the reply timeout of pl_cluster_new. */
+void pl_cluster_set_connect_timeout(pl_cluster_t *c, int timeout_ms);
+
+/* One slot of each master in the slot map (at most max), so that a command
+ * can be sent to every master (SCRIPT LOAD).  Returns how many. */
+size_t pl_cluster_masters(const pl_cluster_t *c, int *slots, size_t max);
 
 /* Reloads the slot map from any reachable node.  0 or -1 (errstr). */
 int pl_cluster_refresh(pl_cluster_t *c, char *errstr, size_t errstr_size);
@@ -107,5 +118,19 @@ pl_cluster_rc_t pl_cluster_exec(pl_cluster_pipeline_t *p, char *errstr,
  * the pipeline: valid until reset or destroy. */
 const redisReply *pl_cluster_pipeline_reply(const pl_cluster_pipeline_t *p,
                                             size_t i);
+
+/* Waits until `replicas` replicas of every node that answered a command
+ * since the last call have acknowledged what this client wrote there, at
+ * most timeout_ms per node (0: forever).  Each such node first gets a
+ * fence write (SET <fence_prefix>wait:{<tag>} 1 PX 60000, in a slot that
+ * node answered for), so the wait also covers writes that reached the node
+ * by another connection before (e.g. an apply found to be a duplicate).
+ * PL_CLUSTER_OK; PL_CLUSTER_RETRY (errstr) if fewer acknowledged, or a
+ * node's connection was lost since it answered: the writes may be lost
+ * with a failover, so redo them and wait again.  Every node is forgotten
+ * either way. */
+pl_cluster_rc_t pl_cluster_wait(pl_cluster_t *c, const char *fence_prefix,
+                                int replicas, int timeout_ms, char *errstr,
+                                size_t errstr_size);
 
 #endif

@@ -22,7 +22,7 @@ typedef enum {
     T_DURATION,
     T_LOGLEVEL,
     T_LOGFORMAT,
-    T_HOSTPORT
+    T_HOSTLIST
 } ktype_t;
 
 typedef struct setting_s {
@@ -45,8 +45,16 @@ typedef struct setting_s {
 static const setting_t settings[] = {
     {"brokers", "PL_BROKERS", T_STRING, "127.0.0.1:19092", 0, 0,
      "Kafka bootstrap servers (host:port,...)"},
-    {"redis", "PL_REDIS", T_HOSTPORT, "127.0.0.1:16379", 0, 0,
-     "Redis server as host:port"},
+    {"redis.nodes", "PL_REDIS", T_HOSTLIST, "127.0.0.1:16379", 0, 0,
+     "Redis as host:port, or a comma list of seeds: a single server, or "
+     "any nodes of a Redis Cluster (detected); 'redis' is an old name"},
+    {"redis.wait.replicas", "PL_REDIS_WAIT_REPLICAS", T_INT, "0", 0, 16,
+     "Before a batch counts as applied, WAIT until this many replicas of "
+     "each master it wrote to have it (0: no WAIT)"},
+    {"redis.wait.timeout", "PL_REDIS_WAIT_TIMEOUT", T_DURATION, "1s", 10,
+     1 * MIN,
+     "How long one WAIT may take; fewer replicas by then: the batch is "
+     "retried"},
     {"redis.username", "PL_REDIS_USERNAME", T_STRING, "", 0, 0,
      "Redis ACL user name (empty: the default user)"},
     {"redis.password", "PL_REDIS_PASSWORD", T_STRING, "", 0, 0,
@@ -162,6 +170,8 @@ struct pl_config_s {
 
 static int find(const char *key)
 {
+    if (!strcmp(key, "redis")) /* the old name */
+        key = "redis.nodes";
     for (size_t i = 0; i < N_SETTINGS; i++)
         if (!strcmp(settings[i].key, key))
             return (int)i;
@@ -322,14 +332,36 @@ static int validate(const setting_t *st, const char *value, char *errstr,
             return -1;
         }
         return 0;
-    case T_HOSTPORT:
-        colon = strrchr(value, ':');
-        if (!colon || colon == value || !parse_int(colon + 1, &v) || v < 1 ||
-            v > 65535) {
-            snprintf(errstr, errstr_size,
-                     "config key '%s' (%s): expected host:port, got '%s'",
-                     st->key, st->env, value);
-            return -1;
+    case T_HOSTLIST:
+        for (const char *p = value;; p = colon + 1) {
+            const char *comma = strchr(p, ','), *c = NULL;
+            size_t len = comma ? (size_t)(comma - p) : strlen(p);
+            char port[8];
+            bool blank = false;
+            for (size_t i = 0; i < len; i++) {
+                if (p[i] == ':')
+                    c = p + i;
+                blank = blank || p[i] == ' ' || p[i] == '\t';
+            }
+            if (!c || c == p || blank || len - (size_t)(c - p) - 1 == 0 ||
+                len - (size_t)(c - p) - 1 >= sizeof(port)) {
+                c = NULL;
+            } else {
+                snprintf(port, sizeof(port), "%.*s",
+                         (int)(len - (size_t)(c - p) - 1), c + 1);
+                if (!parse_int(port, &v) || v < 1 || v > 65535)
+                    c = NULL;
+            }
+            if (!c) {
+                snprintf(errstr, errstr_size,
+                         "config key '%s' (%s): expected host:port or a "
+                         "comma list of them, got '%s'",
+                         st->key, st->env, value);
+                return -1;
+            }
+            if (!comma)
+                break;
+            colon = comma;
         }
         return 0;
     }

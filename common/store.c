@@ -1,13 +1,18 @@
 /*
  * store.c - Redis state of leads and deals (see store.h for the key layout).
  *
- * One synchronous hiredis context, used by one thread.  Every call pipelines
- * its commands (redisAppendCommandArgv) and then reads every reply, so a
- * batch costs one round trip.  A failed context is never reused: on any I/O
- * or protocol error it is freed and the next call reconnects.
+ * Talks to Redis through the cluster client (cluster.c), used by one thread:
+ * against a single Redis every command goes to it, against a Redis Cluster
+ * each command goes to the master of its slot.  Every command touches one
+ * slot (one entity's hash tag, or one timer shard).  Every call fills one
+ * pipeline and runs it, so a batch costs one round trip (per node).  A
+ * node's failed connection is never reused (cluster.c); a fatal error, or a
+ * READONLY / MASTERDOWN reply (we may be talking to a replica), drops the
+ * whole client at the next call, which then starts again from the seeds.
  */
 #include "store.h"
 
+#include "cluster.h"
 #include "codec.h"
 #include "event.h"
 #include "log.h"
@@ -184,14 +189,21 @@ static const char complete_lua[] =
     "end\n"
     "return 0\n";
 
+/* How long one connect may take, and one pipeline's replies. */
+#define CONNECT_TIMEOUT_MS 2000
+#define REPLY_TIMEOUT_MS 10000
+
 struct pl_store_s {
-    char *host;
-    int port;
+    char *nodes;    /* the seeds, "host:port,host:port" */
     char *username; /* "" for none */
     char *password; /* never logged, never in an errstr */
     char *prefix;
     int64_t history_max, applied_max;
-    redisContext *c;
+    int wait_replicas;      /* > 0: WAIT after each apply batch */
+    int64_t wait_timeout_ms;
+    pl_cluster_t *cl;       /* NULL: not connected */
+    pl_cluster_pipeline_t *p;
+    bool drop;              /* drop the client at the next call */
     char apply_sha[41];
     char claim_sha[41];
     char extend_sha[41];
@@ -339,13 +351,23 @@ pl_store_t *pl_store_new(const char *host, int port, const char *password,
                          const char *key_prefix, char *errstr,
                          size_t errstr_size)
 {
+    char addr[300];
+
+    snprintf(addr, sizeof(addr), "%s:%d", host, port);
+    return pl_store_new_nodes(addr, password, key_prefix, errstr,
+                              errstr_size);
+}
+
+pl_store_t *pl_store_new_nodes(const char *nodes, const char *password,
+                               const char *key_prefix, char *errstr,
+                               size_t errstr_size)
+{
     pl_store_t *s = calloc(1, sizeof(*s));
     if (!s)
         goto oom;
-    s->port = port;
     s->history_max = 1000;
     s->applied_max = 1000;
-    if (!(s->host = strdup(host)) || !(s->username = strdup("")) ||
+    if (!(s->nodes = strdup(nodes)) || !(s->username = strdup("")) ||
         !(s->password = strdup(password ? password : "")) ||
         !(s->prefix = strdup(key_prefix ? key_prefix : "")))
         goto oom;
@@ -358,10 +380,11 @@ oom:
 
 static void disconnect(pl_store_t *s)
 {
-    if (s->c) {
-        redisFree(s->c);
-        s->c = NULL;
-    }
+    pl_cluster_pipeline_destroy(s->p);
+    s->p = NULL;
+    pl_cluster_destroy(s->cl);
+    s->cl = NULL;
+    s->drop = false;
 }
 
 void pl_store_destroy(pl_store_t *s)
@@ -372,7 +395,7 @@ void pl_store_destroy(pl_store_t *s)
     for (int i = 0; s->shards && i < PL_SLOTS; i++)
         free(s->shards[i]);
     free(s->shards);
-    free(s->host);
+    free(s->nodes);
     free(s->username);
     if (s->password) /* not left behind in freed memory */
         memset(s->password, 0, strlen(s->password));
@@ -398,119 +421,190 @@ void pl_store_set_limits(pl_store_t *s, int64_t history_max,
     s->applied_max = applied_max > 0 ? applied_max : 0;
 }
 
-/* Run one command on the connection; the reply must not be an error. */
-static redisReply *command(pl_store_t *s, char *errstr, size_t errstr_size,
-                           int argc, const char **argv, const size_t *lens)
+void pl_store_set_wait(pl_store_t *s, int replicas, int64_t timeout_ms)
 {
-    redisReply *r = redisCommandArgv(s->c, argc, argv, lens);
-    if (!r) {
-        snprintf(errstr, errstr_size, "redis %s:%d: %s", s->host, s->port,
-                 s->c->errstr);
-        s->last_class = PL_REDIS_RETRIABLE;
-        disconnect(s);
-        return NULL;
-    }
-    if (r->type == REDIS_REPLY_ERROR) {
-        snprintf(errstr, errstr_size, "redis %s: %s", argv[0], r->str);
-        s->last_class = pl_store_error_class(r->str);
-        freeReplyObject(r);
-        return NULL;
-    }
-    return r;
+    s->wait_replicas = replicas > 0 ? replicas : 0;
+    s->wait_timeout_ms = timeout_ms > 0 ? timeout_ms : 0;
 }
 
-static int load_script(pl_store_t *s, const char *body, char sha[41],
+bool pl_store_is_cluster(const pl_store_t *s)
+{
+    return s->cl && pl_cluster_is_cluster(s->cl);
+}
+
+/* ---- pipelines ---- */
+
+/* A new round of commands (the previous replies are freed). */
+static void begin(pl_store_t *s)
+{
+    pl_cluster_pipeline_reset(s->p);
+}
+
+/* Adds a command whose keys are all in `slot`.  0, or -1 (OOM). */
+static int add(pl_store_t *s, int slot, int argc, const char **argv,
+               const size_t *lens)
+{
+    return pl_cluster_pipeline_add(s->p, slot, argc, argv, lens);
+}
+
+/* Adds a command whose keys share argv[key_index]'s slot. */
+static int add_keyed(pl_store_t *s, int key_index, int argc,
+                     const char **argv, const size_t *lens)
+{
+    return pl_cluster_pipeline_add_keyed(s->p, key_index, argc, argv, lens);
+}
+
+static const redisReply *reply(const pl_store_t *s, size_t i)
+{
+    return pl_cluster_pipeline_reply(s->p, i);
+}
+
+/* An error reply r to `what`: errstr = "redis <what>: <Redis's text>" and
+ * its class.  A fatal one drops the client (the next connect says why
+ * with -2), and so does a READONLY or MASTERDOWN one (we may be talking to
+ * a replica: the next connection may reach the new primary), at the next
+ * call (the caller may still be reading replies).  Returns -2 fatal, -1
+ * retriable, 1 per key. */
+static int error_reply(pl_store_t *s, const redisReply *r, const char *what,
                        char *errstr, size_t errstr_size)
 {
-    const char *argv[] = {"SCRIPT", "LOAD", body};
-    size_t lens[] = {6, 4, strlen(body)};
-    redisReply *r = command(s, errstr, errstr_size, 3, argv, lens);
-    if (!r)
-        return -1;
-    if (r->type != REDIS_REPLY_STRING || r->len != 40) {
-        snprintf(errstr, errstr_size, "redis SCRIPT LOAD: unexpected reply");
-        s->last_class = PL_REDIS_RETRIABLE;
-        freeReplyObject(r);
-        return -1;
+    pl_redis_class_t c = pl_store_error_class(r->str);
+
+    snprintf(errstr, errstr_size, "redis %s: %s", what, r->str);
+    s->last_class = c;
+    if (c == PL_REDIS_FATAL || error_code_is(r->str, "READONLY") ||
+        error_code_is(r->str, "MASTERDOWN"))
+        s->drop = true;
+    return c == PL_REDIS_FATAL ? -2 : c == PL_REDIS_RETRIABLE ? -1 : 1;
+}
+
+/* The return of a call that failed: -2 when the failure was fatal. */
+static int fail_rc(const pl_store_t *s)
+{
+    return s->last_class == PL_REDIS_FATAL ? -2 : -1;
+}
+
+/* Runs the pipeline.  With `what` set, an error reply fails the whole call
+ * ("redis <what>: <error>"); without, the caller looks at each reply.
+ * 0, or -1 / -2 (errstr set, last_class says which). */
+static int run(pl_store_t *s, const char *what, char *errstr,
+               size_t errstr_size)
+{
+    char err[400];
+    size_t n = pl_cluster_pipeline_count(s->p);
+
+    s->last_class = PL_REDIS_RETRIABLE;
+    switch (pl_cluster_exec(s->p, err, sizeof(err))) {
+    case PL_CLUSTER_OK:
+        break;
+    case PL_CLUSTER_FATAL:
+        s->last_class = PL_REDIS_FATAL;
+        s->drop = true;
+        /* fall through */
+    default:
+        snprintf(errstr, errstr_size, "redis %s: %s", s->nodes, err);
+        return fail_rc(s);
     }
-    memcpy(sha, r->str, 40);
-    sha[40] = '\0';
-    freeReplyObject(r);
+    for (size_t i = 0; what && i < n; i++) {
+        const redisReply *r = reply(s, i);
+        if (r->type == REDIS_REPLY_ERROR)
+            return error_reply(s, r, what, errstr, errstr_size) == -2 ? -2
+                                                                      : -1;
+    }
     return 0;
+}
+
+/* The scripts, loaded on every master: the SHAs of the apply, claim,
+ * extend and complete scripts.  A master that lost them (a restart, a
+ * replica promoted) answers NOSCRIPT; the call is then sent again with the
+ * script's body (EVAL), which also caches it there. */
+static const struct {
+    const char *body;
+    size_t offset; /* of its sha in pl_store_t */
+} scripts[] = {
+    {apply_lua, offsetof(pl_store_t, apply_sha)},
+    {claim_lua, offsetof(pl_store_t, claim_sha)},
+    {extend_lua, offsetof(pl_store_t, extend_sha)},
+    {complete_lua, offsetof(pl_store_t, complete_sha)},
+};
+#define N_SCRIPTS (sizeof(scripts) / sizeof(*scripts))
+
+static const char *script_body(const pl_store_t *s, const char *sha)
+{
+    for (size_t i = 0; i < N_SCRIPTS; i++)
+        if (!strcmp((const char *)s + scripts[i].offset, sha))
+            return scripts[i].body;
+    return NULL;
 }
 
 static int load_scripts(pl_store_t *s, char *errstr, size_t errstr_size)
 {
-    return load_script(s, apply_lua, s->apply_sha, errstr, errstr_size) ||
-                   load_script(s, claim_lua, s->claim_sha, errstr,
-                               errstr_size) ||
-                   load_script(s, extend_lua, s->extend_sha, errstr,
-                               errstr_size) ||
-                   load_script(s, complete_lua, s->complete_sha, errstr,
-                               errstr_size)
-               ? -1
-               : 0;
-}
+    int masters[PL_SLOTS > 1024 ? 1024 : PL_SLOTS];
+    size_t n = pl_cluster_masters(s->cl, masters,
+                                  sizeof(masters) / sizeof(*masters));
+    int r;
 
-/* AUTH [username] password (a user without a password: "", which an ACL
- * user with nopass accepts).  0, -1 retriable, -2 refused. */
-static int authenticate(pl_store_t *s, char *errstr, size_t errstr_size)
-{
-    const char *argv[3];
-    size_t lens[3], argc = 0;
-    redisReply *r;
-
-    argv[argc] = "AUTH";
-    lens[argc++] = 4;
-    if (*s->username) {
-        argv[argc] = s->username;
-        lens[argc++] = strlen(s->username);
+    begin(s);
+    for (size_t m = 0; m < n; m++) {
+        for (size_t i = 0; i < N_SCRIPTS; i++) {
+            const char *argv[] = {"SCRIPT", "LOAD", scripts[i].body};
+            if (add(s, masters[m], 3, argv, NULL)) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return -1;
+            }
+        }
     }
-    argv[argc] = s->password;
-    lens[argc++] = strlen(s->password);
-    if ((r = command(s, errstr, errstr_size, (int)argc, argv, lens))) {
-        freeReplyObject(r);
-        return 0;
+    if ((r = run(s, "SCRIPT LOAD", errstr, errstr_size)))
+        return r;
+    for (size_t i = 0; i < N_SCRIPTS; i++) {
+        const redisReply *rep = reply(s, i);
+        char *sha = (char *)s + scripts[i].offset;
+        if (rep->type != REDIS_REPLY_STRING || rep->len != 40) {
+            snprintf(errstr, errstr_size,
+                     "redis SCRIPT LOAD: unexpected reply");
+            s->last_class = PL_REDIS_RETRIABLE;
+            return -1;
+        }
+        memcpy(sha, rep->str, 40);
+        sha[40] = '\0';
     }
-    /* Redis never echoes the password, but make sure of it. */
-    if (*s->password && strstr(errstr, s->password))
-        snprintf(errstr, errstr_size, "redis AUTH: refused (the reply "
-                                      "quoted the password, so it is not "
-                                      "shown)");
-    if (!s->c) /* no reply: the connection failed */
-        return -1;
-    /* A refused AUTH ("WRONGPASS", "ERR invalid password", "ERR AUTH
-     * <password> called without any password configured") cannot get
-     * better by retrying; a server still loading, or full, can. */
-    if (s->last_class == PL_REDIS_RETRIABLE ||
-        strstr(errstr, "max number of clients"))
-        return -1;
-    return -2;
+    return 0;
 }
 
 int pl_store_connect(pl_store_t *s, char *errstr, size_t errstr_size)
 {
-    struct timeval tv = {2, 0};
+    pl_cluster_rc_t rc;
+    char err[400];
     int r;
 
-    if (s->c)
-        return 0;
-    s->c = redisConnectWithTimeout(s->host, s->port, tv);
-    if (!s->c || s->c->err) {
-        snprintf(errstr, errstr_size, "redis %s:%d: %s", s->host, s->port,
-                 s->c ? s->c->errstr : "cannot allocate a context");
+    if (s->drop)
         disconnect(s);
-        return -1;
+    if (s->cl)
+        return 0;
+    s->cl = pl_cluster_new(s->nodes, s->username, s->password,
+                           REPLY_TIMEOUT_MS, &rc, err, sizeof(err));
+    if (!s->cl) {
+        snprintf(errstr, errstr_size, "redis %s: %s", s->nodes, err);
+        /* Redis never echoes a password, but make sure of it. */
+        if (*s->password && strstr(errstr, s->password))
+            snprintf(errstr, errstr_size,
+                     "redis %s: AUTH refused (the reply quoted the "
+                     "password, so it is not shown)",
+                     s->nodes);
+        return rc == PL_CLUSTER_FATAL ? -2 : -1;
     }
-    tv.tv_sec = 10; /* a whole pipelined batch must answer within this */
-    redisSetTimeout(s->c, tv);
-    if ((*s->username || *s->password) &&
-        (r = authenticate(s, errstr, errstr_size)))
+    pl_cluster_set_connect_timeout(s->cl, CONNECT_TIMEOUT_MS);
+    /* A few quick rounds inside one call (a redirect, a node that just
+     * went); an outage is waited out by the caller, which backs off. */
+    pl_cluster_set_retries(s->cl, 3, 200);
+    if (!(s->p = pl_cluster_pipeline_new(s->cl))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        r = -1;
         goto out_disconnect;
-    if (load_scripts(s, errstr, errstr_size)) {
+    }
+    if ((r = load_scripts(s, errstr, errstr_size))) {
         /* NOAUTH (a password is required), NOPERM (the ACL user may not
          * run scripts): fatal; anything else: wait and retry */
-        r = s->last_class == PL_REDIS_FATAL ? -2 : -1;
         goto out_disconnect;
     }
     return 0;
@@ -562,123 +656,52 @@ static bool shard_names(pl_store_t *s)
     return true;
 }
 
+/* The hash slot of an entity (its tag's). */
+static int entity_slot(const char *kind, const char *id)
+{
+    size_t n = strlen(kind) + strlen(id) + 4;
+    char *tag = malloc(n);
+    int slot;
+    if (!tag)
+        return -1;
+    snprintf(tag, n, "{%s:%s}", kind, id);
+    slot = pl_slot_of(tag, strlen(tag));
+    free(tag);
+    return slot;
+}
+
 /* The timer shard of an entity: the one in its own slot. */
 static char *entity_shard(const pl_store_t *s, const char *kind,
                           const char *id)
 {
-    size_t n = strlen(kind) + strlen(id) + 4;
-    char *tag = malloc(n), *k;
-    if (!tag)
-        return NULL;
-    snprintf(tag, n, "{%s:%s}", kind, id);
-    k = pl_store_timer_shard(s, pl_slot_of(tag, strlen(tag)));
-    free(tag);
-    return k;
+    int slot = entity_slot(kind, id);
+    return slot < 0 ? NULL : pl_store_timer_shard(s, slot);
 }
-
-/* Read every pending reply of a pipeline of n commands into replies[]. */
-static int read_replies(pl_store_t *s, redisReply **replies, size_t n,
-                        char *errstr, size_t errstr_size)
-{
-    for (size_t i = 0; i < n; i++) {
-        void *r = NULL;
-        if (redisGetReply(s->c, &r) != REDIS_OK || !r) {
-            snprintf(errstr, errstr_size, "redis %s:%d: %s", s->host,
-                     s->port, s->c->errstr);
-            s->last_class = PL_REDIS_RETRIABLE;
-            disconnect(s);
-            return -1;
-        }
-        replies[i] = r;
-    }
-    return 0;
-}
-
-static void free_replies(redisReply **replies, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        if (replies[i])
-            freeReplyObject(replies[i]);
-    free(replies);
-}
-
-/* An error reply r to `what`: errstr = "redis <what>: <Redis's text>" and
- * its class.  A fatal one drops the connection (the next connect says why
- * with -2), and so does a READONLY or MASTERDOWN one (we may be talking to
- * a replica: the next connection may reach the new primary).  Returns -2
- * fatal, -1 retriable, 1 per key. */
-static int error_reply(pl_store_t *s, const redisReply *r, const char *what,
-                       char *errstr, size_t errstr_size)
-{
-    pl_redis_class_t c = pl_store_error_class(r->str);
-
-    snprintf(errstr, errstr_size, "redis %s: %s", what, r->str);
-    s->last_class = c;
-    if (c == PL_REDIS_FATAL || error_code_is(r->str, "READONLY") ||
-        error_code_is(r->str, "MASTERDOWN"))
-        disconnect(s);
-    return c == PL_REDIS_FATAL ? -2 : c == PL_REDIS_RETRIABLE ? -1 : 1;
-}
-
-/* The return of a call that failed: -2 when the failure was fatal. */
-static int fail_rc(const pl_store_t *s)
-{
-    return s->last_class == PL_REDIS_FATAL ? -2 : -1;
-}
-
-/* Read the replies of a pipeline of n commands.  With `what` set, an error
- * reply fails the whole call ("redis <what>: <error>"); without, the caller
- * looks at each reply.  NULL on failure (errstr set, a broken connection
- * dropped, fail_rc() says -1 or -2); else free with free_replies(). */
-static redisReply **collect(pl_store_t *s, size_t n, const char *what,
-                            char *errstr, size_t errstr_size)
-{
-    redisReply **replies = calloc(n ? n : 1, sizeof(*replies));
-
-    s->last_class = PL_REDIS_RETRIABLE;
-    if (!replies) {
-        snprintf(errstr, errstr_size, "out of memory");
-        disconnect(s); /* replies are pending */
-        return NULL;
-    }
-    if (read_replies(s, replies, n, errstr, errstr_size)) {
-        free_replies(replies, n);
-        return NULL;
-    }
-    for (size_t i = 0; what && i < n; i++) {
-        if (replies[i]->type == REDIS_REPLY_ERROR) {
-            error_reply(s, replies[i], what, errstr, errstr_size);
-            free_replies(replies, n);
-            return NULL;
-        }
-    }
-    return replies;
-}
-
 int pl_store_read(pl_store_t *s, const char *kind, const char *const *ids,
                   size_t n, pl_fields_t *out, char *errstr,
                   size_t errstr_size)
 {
-    redisReply **replies;
     int r = 0;
 
     if ((r = pl_store_connect(s, errstr, errstr_size)))
         return r;
+    begin(s);
     for (size_t i = 0; i < n; i++) {
         char *k = key(s, kind, ids[i], "");
-        if (!k) {
+        const char *argv[] = {"HGETALL", k};
+        if (!k || add_keyed(s, 1, 2, argv, NULL)) {
+            free(k);
             snprintf(errstr, errstr_size, "out of memory");
-            disconnect(s); /* replies are pending */
             return -1;
         }
-        redisAppendCommand(s->c, "HGETALL %s", k);
         free(k);
     }
-    if (!(replies = collect(s, n, NULL, errstr, errstr_size)))
-        return fail_rc(s);
+    if ((r = run(s, NULL, errstr, errstr_size)))
+        return r;
     for (size_t i = 0; i < n && !r; i++) {
-        if (replies[i]->type == REDIS_REPLY_ERROR) {
-            if ((r = error_reply(s, replies[i], "HGETALL", errstr,
+        const redisReply *rep = reply(s, i);
+        if (rep->type == REDIS_REPLY_ERROR) {
+            if ((r = error_reply(s, rep, "HGETALL", errstr,
                                  errstr_size)) < 0)
                 break;
             /* one key of the wrong type: that entity reads as unknown,
@@ -687,12 +710,11 @@ int pl_store_read(pl_store_t *s, const char *kind, const char *const *ids,
             r = 0;
             continue;
         }
-        if (fields_from_reply(&out[i], replies[i])) {
+        if (fields_from_reply(&out[i], rep)) {
             snprintf(errstr, errstr_size, "out of memory");
             r = -1;
         }
     }
-    free_replies(replies, n);
     return r;
 }
 
@@ -706,8 +728,8 @@ void pl_store_apply_clear(pl_store_apply_t *op)
     op->error = NULL;
 }
 
-static int append_apply(pl_store_t *s, const pl_store_apply_t *op,
-                        int64_t ttl_ms, bool by_sha)
+static int add_apply(pl_store_t *s, const pl_store_apply_t *op,
+                     int64_t ttl_ms, bool by_sha)
 {
     size_t nset = op->set ? op->set->count : 0;
     size_t nadd = op->timers_add ? op->timers_add->count : 0;
@@ -772,7 +794,7 @@ static int append_apply(pl_store_t *s, const pl_store_apply_t *op,
         SARG(op->timers_remove->items[j]);
 #undef SARG
 #undef ARG
-    r = redisAppendCommandArgv(s->c, (int)i, argv, lens) == REDIS_OK ? 0 : -1;
+    r = add_keyed(s, 3, (int)i, argv, lens);
 out:
     free(argv);
     free(lens);
@@ -855,69 +877,84 @@ oom:
     return -1;
 }
 
+/* WAIT for s->wait_replicas replicas of every node the batch wrote to. */
+static int wait_replicas(pl_store_t *s, char *errstr, size_t errstr_size)
+{
+    char err[400];
+
+    if (pl_cluster_wait(s->cl, s->prefix, s->wait_replicas,
+                        (int)s->wait_timeout_ms, err,
+                        sizeof(err)) == PL_CLUSTER_OK)
+        return 0;
+    snprintf(errstr, errstr_size, "redis.wait.replicas=%d: %s",
+             s->wait_replicas, err);
+    s->last_class = PL_REDIS_RETRIABLE;
+    return -1;
+}
+
 int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
                    int64_t dedupe_ttl_ms, char *errstr, size_t errstr_size)
 {
-    redisReply **replies = NULL;
-    bool noscript = false;
+    bool *again = NULL;
+    size_t n_again = 0;
     int r, t;
 
     if (!n)
         return 0;
     if ((r = pl_store_connect(s, errstr, errstr_size)))
         return r;
-    r = -1;
+    begin(s);
     for (size_t i = 0; i < n; i++)
-        if (append_apply(s, &ops[i], dedupe_ttl_ms, true))
+        if (add_apply(s, &ops[i], dedupe_ttl_ms, true))
             goto oom;
-    if (!(replies = collect(s, n, NULL, errstr, errstr_size))) {
-        r = fail_rc(s);
-        goto out;
-    }
+    if ((r = run(s, NULL, errstr, errstr_size)))
+        goto out_clear;
     for (size_t i = 0; i < n; i++) {
-        if ((t = take_apply_reply(s, &ops[i], replies[i], errstr,
+        if ((t = take_apply_reply(s, &ops[i], reply(s, i), errstr,
                                   errstr_size)) < 0) {
             r = t;
             goto out_clear;
         }
-        if (t > 0)
-            noscript = true;
-    }
-    if (noscript) {
-        /* Redis lost its script cache (restart, SCRIPT FLUSH); a NOSCRIPT
-         * call did nothing, so send exactly those again with the body. */
-        for (size_t i = 0; i < n; i++) {
-            if (replies[i]->type != REDIS_REPLY_ERROR ||
-                !error_code_is(replies[i]->str, "NOSCRIPT"))
-                continue;
-            freeReplyObject(replies[i]);
-            replies[i] = NULL;
-            if (append_apply(s, &ops[i], dedupe_ttl_ms, false))
+        if (t > 0) {
+            if (!again && !(again = calloc(n, sizeof(*again))))
                 goto oom;
-            if (read_replies(s, &replies[i], 1, errstr, errstr_size))
-                goto out_clear;
-            if ((t = take_apply_reply(s, &ops[i], replies[i], errstr,
+            again[i] = true;
+            n_again++;
+        }
+    }
+    if (n_again) {
+        /* A master lost its script cache (restart, failover, SCRIPT
+         * FLUSH); a NOSCRIPT call did nothing, so send exactly those again
+         * with the body, which caches it there. */
+        size_t k = 0;
+        begin(s);
+        for (size_t i = 0; i < n; i++)
+            if (again[i] && add_apply(s, &ops[i], dedupe_ttl_ms, false))
+                goto oom;
+        if ((r = run(s, NULL, errstr, errstr_size)))
+            goto out_clear;
+        for (size_t i = 0; i < n; i++) {
+            if (!again[i])
+                continue;
+            if ((t = take_apply_reply(s, &ops[i], reply(s, k++), errstr,
                                       errstr_size))) {
                 r = t > 0 ? -1 : t; /* NOSCRIPT for EVAL: cannot be */
                 goto out_clear;
             }
         }
-        if (load_scripts(s, errstr, errstr_size)) {
-            r = fail_rc(s);
-            goto out_clear;
-        }
     }
+    if (s->wait_replicas > 0 && (r = wait_replicas(s, errstr, errstr_size)))
+        goto out_clear;
     r = 0;
     goto out;
 oom:
     snprintf(errstr, errstr_size, "out of memory");
-    disconnect(s); /* replies may be pending */
+    r = -1;
 out_clear:
     for (size_t i = 0; i < n; i++)
         pl_store_apply_clear(&ops[i]);
 out:
-    if (replies)
-        free_replies(replies, n);
+    free(again);
     return r;
 }
 
@@ -925,8 +962,9 @@ int pl_store_history(pl_store_t *s, const char *kind, const char *id,
                      pl_fields_t *out, char *errstr, size_t errstr_size)
 {
     char *k;
-    redisReply *r;
+    const redisReply *r;
     char idx[24];
+    int rc;
 
     if (pl_store_connect(s, errstr, errstr_size))
         return -1;
@@ -935,21 +973,24 @@ int pl_store_history(pl_store_t *s, const char *kind, const char *id,
         return -1;
     }
     const char *argv[] = {"LRANGE", k, "0", "-1"};
-    size_t lens[] = {6, strlen(k), 1, 2};
-    r = command(s, errstr, errstr_size, 4, argv, lens);
+    begin(s);
+    rc = add_keyed(s, 1, 4, argv, NULL);
     free(k);
-    if (!r)
+    if (rc) {
+        snprintf(errstr, errstr_size, "out of memory");
         return -1;
+    }
+    if (run(s, "LRANGE", errstr, errstr_size))
+        return -1;
+    r = reply(s, 0);
     for (size_t i = 0; r->type == REDIS_REPLY_ARRAY && i < r->elements; i++) {
         snprintf(idx, sizeof(idx), "%zu", i);
         if (pl_fields_set(out, idx, r->element[i]->str ? r->element[i]->str
                                                        : "")) {
-            freeReplyObject(r);
             snprintf(errstr, errstr_size, "out of memory");
             return -1;
         }
     }
-    freeReplyObject(r);
     return 0;
 }
 
@@ -1085,7 +1126,6 @@ int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
                           size_t errstr_size)
 {
     size_t calls = 0, cap = 0, count = 0;
-    redisReply **replies = NULL;
     pl_claim_t *out = NULL;
     char lease[24], limit[16];
     bool have_now = false;
@@ -1095,18 +1135,20 @@ int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
     *n = 0;
     if ((r = pl_store_connect(s, errstr, errstr_size)))
         return r;
-    r = -1;
-    if (shards_per_call < 1)
-        shards_per_call = 1;
+    if (shards_per_call < 1 || pl_cluster_is_cluster(s->cl))
+        shards_per_call = 1; /* a script may touch one slot only */
     snprintf(lease, sizeof(lease), "%lld",
              (long long)(lease_ms > 0 ? lease_ms : 1));
     snprintf(limit, sizeof(limit), "%d", per_shard);
+    if (!shard_names(s))
+        goto oom;
+    begin(s);
     for (int slot = from; slot < to; slot += shards_per_call) {
         int k = to - slot < shards_per_call ? to - slot : shards_per_call;
         size_t argc = 3 + (size_t)k + 2, i = 0;
         const char **argv = malloc(argc * sizeof(*argv));
         char nk[16];
-        int ok = argv && shard_names(s);
+        int ok = argv != NULL;
         snprintf(nk, sizeof(nk), "%d", k);
         if (ok) {
             argv[i++] = "EVALSHA";
@@ -1116,32 +1158,35 @@ int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
                 argv[i++] = s->shards[slot + j];
             argv[i++] = lease;
             argv[i++] = limit;
-            ok = redisAppendCommandArgv(s->c, (int)argc, argv, NULL) ==
-                 REDIS_OK;
+            /* shard i is in slot i; on a single Redis the slot only
+             * names the node, which is the one */
+            ok = add(s, slot, (int)argc, argv, NULL) == 0;
         }
         free(argv);
-        if (!ok) {
-            snprintf(errstr, errstr_size, "out of memory");
-            disconnect(s); /* replies may be pending */
-            return -1;
-        }
+        if (!ok)
+            goto oom;
         calls++;
     }
-    if (!(replies = collect(s, calls, NULL, errstr, errstr_size)))
-        return fail_rc(s);
+    if ((r = run(s, NULL, errstr, errstr_size)))
+        return r;
+    r = -1;
     for (size_t c = 0; c < calls; c++) {
-        const redisReply *rep = replies[c];
+        const redisReply *rep = reply(s, c);
         int base = from + (int)c * shards_per_call, e;
         if (rep->type == REDIS_REPLY_ERROR) {
             if ((e = error_reply(s, rep, "claim script", errstr,
                                  errstr_size)) < 0) {
-                if (error_code_is(rep->str, "NOSCRIPT") &&
-                    load_scripts(s, errstr, errstr_size))
-                    r = fail_rc(s);
-                else
-                    r = e;
-                goto out; /* claims made by other calls expire with their
-                             lease */
+                /* NOSCRIPT: load them again (on every master) for the
+                 * next pass; the claims made by other calls expire with
+                 * their lease */
+                if (error_code_is(rep->str, "NOSCRIPT")) {
+                    int l;
+                    pl_store_claims_free(out, count);
+                    return (l = load_scripts(s, errstr, errstr_size)) ? l
+                                                                      : -1;
+                }
+                r = e;
+                goto out;
             }
             pl_warn("%s (%d timer shards skipped this time)", errstr,
                     to - base < shards_per_call ? to - base
@@ -1188,26 +1233,30 @@ int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
     goto out;
 oom:
     snprintf(errstr, errstr_size, "out of memory");
+    r = -1;
 out:
     pl_store_claims_free(out, count);
-    if (replies)
-        free_replies(replies, calls);
     return r;
 }
 
-/* Append EVALSHA sha 1 <shard> <member> <lease end> [extra] for each claim. */
-static int append_claims(pl_store_t *s, const char *sha,
-                         const pl_claim_t *claims, size_t n, const char *extra)
+/* Add EVALSHA sha 1 <shard> <member> <lease end> [extra] for the claims
+ * whose `only` flag is set (only NULL: all), or EVAL with the body. */
+static int add_claims(pl_store_t *s, const char *sha,
+                      const pl_claim_t *claims, size_t n, const bool *only,
+                      const char *extra)
 {
+    const char *body = script_body(s, sha);
     for (size_t i = 0; i < n; i++) {
-        char *shard = pl_store_timer_shard(s, claims[i].slot), until[24];
-        const char *argv[] = {"EVALSHA", sha, "1", shard, claims[i].member,
-                              until, extra};
+        char *shard, until[24];
         int ok;
+        if (only && !only[i])
+            continue;
+        shard = pl_store_timer_shard(s, claims[i].slot);
+        const char *argv[] = {only ? "EVAL" : "EVALSHA", only ? body : sha,
+                              "1", shard, claims[i].member, until, extra};
         snprintf(until, sizeof(until), "%lld",
                  (long long)claims[i].lease_until);
-        ok = shard && redisAppendCommandArgv(s->c, extra ? 7 : 6, argv,
-                                             NULL) == REDIS_OK;
+        ok = shard && add(s, claims[i].slot, extra ? 7 : 6, argv, NULL) == 0;
         free(shard);
         if (!ok)
             return -1;
@@ -1216,197 +1265,186 @@ static int append_claims(pl_store_t *s, const char *sha,
 }
 
 /* Run a per-claim script (extend, complete) for n claims in one round trip:
- * the replies, where a per-key error is left for the caller.  When Redis
- * lost its scripts, they are loaded again and the calls that met NOSCRIPT
- * (which did nothing) are sent again.  NULL on failure (errstr set, the
- * return code in *rc). */
-static redisReply **claims_script(pl_store_t *s, const char *sha,
-                                  const pl_claim_t *claims, size_t n,
-                                  const char *extra, const char *what,
-                                  int *rc, char *errstr, size_t errstr_size)
+ * out[i] gets its integer reply, or -1 for a per-key error (logged with
+ * the member).  A call that met NOSCRIPT (it did nothing) is sent again
+ * with the script's body.  0, -1 (retriable) or -2 (fatal), errstr set. */
+static int claims_script(pl_store_t *s, const char *sha,
+                         const pl_claim_t *claims, size_t n,
+                         const char *extra, const char *what, long long *out,
+                         char *errstr, size_t errstr_size)
 {
-    redisReply **replies = NULL;
-    bool noscript = false;
+    bool *again = NULL;
+    int rc;
 
-    if ((*rc = pl_store_connect(s, errstr, errstr_size)))
-        return NULL;
-    *rc = -1;
-    if (append_claims(s, sha, claims, n, extra))
-        goto oom;
-    if (!(replies = collect(s, n, NULL, errstr, errstr_size))) {
-        *rc = fail_rc(s);
-        return NULL;
-    }
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *r = replies[i];
-        int e;
-        if (r->type != REDIS_REPLY_ERROR)
-            continue;
-        if (error_code_is(r->str, "NOSCRIPT")) {
-            noscript = true;
-            continue;
-        }
-        if ((e = error_reply(s, r, what, errstr, errstr_size)) < 0) {
-            *rc = e;
-            goto out_free_replies;
-        }
-    }
-    if (noscript) {
-        if (load_scripts(s, errstr, errstr_size)) {
-            *rc = fail_rc(s);
-            goto out_free_replies;
-        }
+    if ((rc = pl_store_connect(s, errstr, errstr_size)))
+        return rc;
+    for (int pass = 0; pass < 2; pass++) {
+        size_t k = 0;
+        begin(s);
+        if (add_claims(s, sha, claims, n, pass ? again : NULL, extra))
+            goto oom;
+        if ((rc = run(s, NULL, errstr, errstr_size)))
+            goto out;
         for (size_t i = 0; i < n; i++) {
-            if (replies[i]->type != REDIS_REPLY_ERROR ||
-                !error_code_is(replies[i]->str, "NOSCRIPT"))
+            const redisReply *r;
+            int e;
+            if (pass && !again[i])
                 continue;
-            freeReplyObject(replies[i]);
-            replies[i] = NULL;
-            if (append_claims(s, sha, &claims[i], 1, extra))
-                goto oom;
-            if (read_replies(s, &replies[i], 1, errstr, errstr_size))
-                goto out_free_replies;
+            r = reply(s, k++);
+            if (pass)
+                again[i] = false;
+            if (r->type == REDIS_REPLY_INTEGER) {
+                out[i] = r->integer;
+                continue;
+            }
+            out[i] = -1;
+            if (r->type != REDIS_REPLY_ERROR)
+                continue;
+            if (!pass && error_code_is(r->str, "NOSCRIPT")) {
+                if (!again && !(again = calloc(n, sizeof(*again))))
+                    goto oom;
+                again[i] = true;
+                continue;
+            }
+            if ((e = error_reply(s, r, what, errstr, errstr_size)) < 0) {
+                rc = e;
+                goto out;
+            }
+            pl_warn("%s, timer '%s'", errstr, claims[i].member);
         }
+        if (!again)
+            break;
     }
-    *rc = 0;
-    return replies;
+    rc = 0;
+    goto out;
 oom:
     snprintf(errstr, errstr_size, "out of memory");
-    disconnect(s); /* replies may be pending */
-out_free_replies:
-    if (replies)
-        free_replies(replies, n);
-    return NULL;
+    rc = -1;
+out:
+    free(again);
+    return rc;
 }
 
 int pl_store_extend_timers(pl_store_t *s, pl_claim_t *claims, size_t n,
                            int64_t lease_ms, bool *held, char *errstr,
                            size_t errstr_size)
 {
-    redisReply **replies;
+    long long *res;
     char lease[24];
     int rc;
 
     if (!n)
         return 0;
+    if (!(res = calloc(n, sizeof(*res)))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
     snprintf(lease, sizeof(lease), "%lld",
              (long long)(lease_ms > 0 ? lease_ms : 1));
-    if (!(replies = claims_script(s, s->extend_sha, claims, n, lease,
-                                  "extend script", &rc, errstr, errstr_size)))
-        return rc;
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *r = replies[i];
-        held[i] = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
-        if (held[i])
-            claims[i].lease_until = r->integer;
-        else if (r->type == REDIS_REPLY_ERROR)
-            pl_warn("extending the claim on timer '%s': %s", claims[i].member,
-                    r->str);
+    if (!(rc = claims_script(s, s->extend_sha, claims, n, lease,
+                             "extend script", res, errstr, errstr_size))) {
+        for (size_t i = 0; i < n; i++) {
+            held[i] = res[i] > 0;
+            if (held[i])
+                claims[i].lease_until = res[i];
+        }
     }
-    free_replies(replies, n);
-    return 0;
+    free(res);
+    return rc;
 }
 
 int pl_store_complete_timers(pl_store_t *s, const pl_claim_t *claims,
                              size_t n, bool *removed, char *errstr,
                              size_t errstr_size)
 {
-    redisReply **replies;
+    long long *res;
     int rc;
 
     if (!n)
         return 0;
-    if (!(replies = claims_script(s, s->complete_sha, claims, n, NULL,
-                                  "complete script", &rc, errstr,
-                                  errstr_size)))
-        return rc;
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *r = replies[i];
-        bool done = r->type == REDIS_REPLY_INTEGER && r->integer > 0;
-        if (removed)
-            removed[i] = done;
-        if (r->type == REDIS_REPLY_ERROR)
-            pl_warn("completing timer '%s': %s", claims[i].member, r->str);
+    if (!(res = calloc(n, sizeof(*res)))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
     }
-    free_replies(replies, n);
-    return 0;
+    if (!(rc = claims_script(s, s->complete_sha, claims, n, NULL,
+                             "complete script", res, errstr, errstr_size)))
+        for (size_t i = 0; removed && i < n; i++)
+            removed[i] = res[i] > 0;
+    free(res);
+    return rc;
 }
 
 int pl_store_schedule_timers(pl_store_t *s, const pl_claim_t *timers,
                              const int64_t *dues, size_t n, char *errstr,
                              size_t errstr_size)
 {
-    redisReply **replies;
-
     int r;
 
     if (!n)
         return 0;
     if ((r = pl_store_connect(s, errstr, errstr_size)))
         return r;
+    begin(s);
     for (size_t i = 0; i < n; i++) {
-        char *shard = pl_store_timer_shard(s, timers[i].slot);
-        if (!shard) {
+        char *shard = pl_store_timer_shard(s, timers[i].slot), due[24];
+        const char *argv[] = {"ZADD", shard, due, timers[i].member};
+        snprintf(due, sizeof(due), "%lld", (long long)dues[i]);
+        r = shard ? add(s, timers[i].slot, 4, argv, NULL) : -1;
+        free(shard);
+        if (r) {
             snprintf(errstr, errstr_size, "out of memory");
-            disconnect(s);
             return -1;
         }
-        redisAppendCommand(s->c, "ZADD %s %lld %s", shard,
-                           (long long)dues[i], timers[i].member);
-        free(shard);
     }
-    if (!(replies = collect(s, n, "ZADD", errstr, errstr_size)))
-        return fail_rc(s);
-    free_replies(replies, n);
-    return 0;
+    return run(s, "ZADD", errstr, errstr_size);
 }
 
-/* ZRANGE WITHSCORES of some shards, into out (member -> score). */
-static int list_shards(pl_store_t *s, char **shards, size_t n,
+/* ZRANGE WITHSCORES of the shards of some slots, into out (member ->
+ * score). */
+static int list_shards(pl_store_t *s, const int *slots, size_t n,
                        pl_fields_t *out, char *errstr, size_t errstr_size)
 {
-    redisReply **replies;
     int r;
 
     if ((r = pl_store_connect(s, errstr, errstr_size)))
         return r;
-    r = -1;
-    for (size_t i = 0; i < n; i++)
-        redisAppendCommand(s->c, "ZRANGE %s 0 -1 WITHSCORES", shards[i]);
-    if (!(replies = collect(s, n, "ZRANGE", errstr, errstr_size)))
-        return fail_rc(s);
+    begin(s);
     for (size_t i = 0; i < n; i++) {
-        if (fields_from_reply(out, replies[i])) {
+        char *shard = pl_store_timer_shard(s, slots[i]);
+        const char *argv[] = {"ZRANGE", shard, "0", "-1", "WITHSCORES"};
+        r = shard ? add(s, slots[i], 5, argv, NULL) : -1;
+        free(shard);
+        if (r) {
             snprintf(errstr, errstr_size, "out of memory");
-            goto out;
+            return -1;
         }
     }
-    r = 0;
-out:
-    free_replies(replies, n);
-    return r;
+    if ((r = run(s, "ZRANGE", errstr, errstr_size)))
+        return r;
+    for (size_t i = 0; i < n; i++) {
+        if (fields_from_reply(out, reply(s, i))) {
+            snprintf(errstr, errstr_size, "out of memory");
+            return -1;
+        }
+    }
+    return 0;
 }
 
 int pl_store_list_timers(pl_store_t *s, int from, int to, pl_fields_t *out,
                          char *errstr, size_t errstr_size)
 {
     size_t n = (size_t)(to - from);
-    char **shards = calloc(n ? n : 1, sizeof(*shards));
-    int r = -1;
+    int *slots = calloc(n ? n : 1, sizeof(*slots));
+    int r;
 
-    if (!shards)
-        goto oom;
+    if (!slots) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
     for (size_t i = 0; i < n; i++)
-        if (!(shards[i] = pl_store_timer_shard(s, from + (int)i)))
-            goto oom;
-    r = list_shards(s, shards, n, out, errstr, errstr_size);
-    goto out;
-oom:
-    snprintf(errstr, errstr_size, "out of memory");
-out:
-    for (size_t i = 0; shards && i < n; i++)
-        free(shards[i]);
-    free(shards);
+        slots[i] = from + (int)i;
+    r = list_shards(s, slots, n, out, errstr, errstr_size);
+    free(slots);
     return r;
 }
 
@@ -1415,15 +1453,15 @@ int pl_store_entity_timers(pl_store_t *s, const char *kind, const char *id,
                            size_t errstr_size)
 {
     pl_fields_t all = {0};
-    char *shard = entity_shard(s, kind, id);
+    int slot = entity_slot(kind, id);
     size_t idlen = strlen(id);
     int r = -1;
 
-    if (!shard) {
+    if (slot < 0) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
-    if (list_shards(s, &shard, 1, &all, errstr, errstr_size))
+    if (list_shards(s, &slot, 1, &all, errstr, errstr_size))
         goto out;
     for (size_t i = 0; i < all.count; i++) {
         /* "<timer>|<due>|<id>": the shard also holds other deals' */
@@ -1438,7 +1476,6 @@ int pl_store_entity_timers(pl_store_t *s, const char *kind, const char *id,
     r = 0;
 out:
     pl_fields_clear(&all);
-    free(shard);
     return r;
 }
 

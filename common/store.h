@@ -23,6 +23,9 @@
  *                                 hash slot, the tag chosen to map to that
  *                                 slot, so a deal and its timers share one
  *                                 slot and one script schedules both.
+ *   <prefix>wait:{<tag>}          string, 60 s: the fence write that
+ *                                 redis.wait.replicas's WAIT follows (one
+ *                                 per master, in a slot it serves)
  *
  * One Lua script applies an event: it ignores an event_id already applied
  * (answering with the derived events stored the first time), checks that the
@@ -104,7 +107,21 @@ pl_redis_class_t pl_store_error_class(const char *redis_error_text);
 pl_store_t *pl_store_new(const char *host, int port, const char *password,
                          const char *key_prefix, char *errstr,
                          size_t errstr_size);
+/* The same for a comma list of "host:port" seeds: a single Redis, or any
+ * nodes of a Redis Cluster (detected at connect: INFO cluster). */
+pl_store_t *pl_store_new_nodes(const char *nodes, const char *password,
+                               const char *key_prefix, char *errstr,
+                               size_t errstr_size);
 void pl_store_destroy(pl_store_t *s);
+
+/* redis.wait.replicas: after every apply batch, WAIT until `replicas`
+ * replicas of each master it wrote to have acknowledged it (at most
+ * timeout_ms, 0: no limit), else the batch fails as retriable (-1) and is
+ * applied again (as duplicates).  0 (the default): no WAIT. */
+void pl_store_set_wait(pl_store_t *s, int replicas, int64_t timeout_ms);
+
+/* True once connected to a Redis Cluster. */
+bool pl_store_is_cluster(const pl_store_t *s);
 
 /* The ACL user to authenticate as (Redis 6+: AUTH username password, even
  * with an empty password); NULL or "" (the default): AUTH password, or no

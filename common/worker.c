@@ -1485,8 +1485,8 @@ static int metrics_start(worker_t *w, char *errstr, size_t errstr_size)
 int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
 {
     worker_t *w = calloc(1, sizeof(*w));
-    char err[1024], host[256];
-    const char *redis, *colon, *group;
+    char err[1024];
+    const char *group;
     char group_buf[128], *password = NULL;
     pl_log_level_t level;
     rd_kafka_topic_partition_list_t *topics;
@@ -1564,17 +1564,15 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
                 "record name), ids from the registry",
                 pl_registry_url(w->registry));
     }
-    redis = pl_config_get(w->cfg, "redis");
-    colon = strrchr(redis, ':');
-    snprintf(host, sizeof(host), "%.*s", (int)(colon - redis), redis);
     if (pl_config_secret(w->cfg, "redis.password", &password, err,
                          sizeof(err))) {
         pl_error("%s", err);
         goto out;
     }
-    w->store = pl_store_new(host, (int)strtol(colon + 1, NULL, 10), password,
-                            pl_config_get(w->cfg, "key.prefix"), err,
-                            sizeof(err));
+    w->store = pl_store_new_nodes(pl_config_get(w->cfg, "redis.nodes"),
+                                  password,
+                                  pl_config_get(w->cfg, "key.prefix"), err,
+                                  sizeof(err));
     free(password);
     if (!w->store ||
         pl_store_set_username(w->store,
@@ -1584,6 +1582,9 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
     }
     pl_store_set_limits(w->store, pl_config_get_int(w->cfg, "history.max"),
                         pl_config_get_int(w->cfg, "dedupe.max"));
+    pl_store_set_wait(w->store,
+                      (int)pl_config_get_int(w->cfg, "redis.wait.replicas"),
+                      pl_config_get_ms(w->cfg, "redis.wait.timeout"));
     group = pl_config_get(w->cfg, "group.id");
     if (!*group) {
         snprintf(group_buf, sizeof(group_buf), "%spipeline-%s",
@@ -1647,8 +1648,10 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
                  rd_kafka_err2str(kerr));
         goto out;
     }
-    pl_info("consuming %s as group %s; redis %s, key prefix '%s'",
-            pl_config_topic(w->cfg, kind->input_topic), group, redis,
+    pl_info("consuming %s as group %s; redis %s (%s), key prefix '%s'",
+            pl_config_topic(w->cfg, kind->input_topic), group,
+            pl_config_get(w->cfg, "redis.nodes"),
+            pl_store_is_cluster(w->store) ? "a cluster" : "a single server",
             pl_config_get(w->cfg, "key.prefix"));
 
     rc = main_loop(w) ? 1 : 0;

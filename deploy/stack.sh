@@ -22,6 +22,18 @@
 #                                     back on its files (kafka log, redis AOF)
 #   deploy/stack.sh status SERVICE    exit 0 only if it runs
 #
+# Cluster mode (deploy/kafka-cluster.sh; 'deploy/stack.sh cluster help' says
+# more): 3 KRaft brokers (RF 3, min.insync.replicas 2) on 127.0.0.1:19192-19194
+# (controllers 19292-19294; PL_CLUSTER_KAFKA_PORT moves both) and the Redis
+# Cluster of deploy/cluster.sh on 17000-17005 (PL_CLUSTER_BASE_PORT), data in
+# $PL_STACK_DIR/kafka-cluster and $PL_STACK_DIR/cluster, heaps of
+# PL_KAFKA_CLUSTER_HEAP (256m). The single-node stack is not touched:
+#
+#   deploy/stack.sh cluster start|stop|status|reset|env|topics
+#   deploy/stack.sh cluster start|stop|restart|kill|status kafka N   (N: 1-3)
+#   deploy/stack.sh cluster start|stop|status redis
+#   deploy/stack.sh cluster kill redis NODE  (a port, or an index 0-5)
+#
 # The schema registry (Apicurio Registry 2.4.2, deploy/registry/registry.sh):
 #
 #   deploy/stack.sh registry install|start|stop|status|url
@@ -580,6 +592,11 @@ main() {
 		# script, behind the stack's command
 		shift
 		exec "$SCRIPT_DIR/registry/registry.sh" "$@"
+	fi
+	if [[ $cmd == cluster ]]; then
+		# cluster mode: 3 Kafka brokers and the Redis Cluster, its own script
+		shift
+		exec "$SCRIPT_DIR/kafka-cluster.sh" "$@"
 	fi
 	if [[ -n $service ]]; then
 		case $cmd:$service in

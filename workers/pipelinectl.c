@@ -227,6 +227,7 @@ static void pl_ctl_usage(FILE *fp)
         "                          [$PL_BROKERS, " PL_CTL_DEFAULT_BROKERS "]\n"
         "  -r, --redis HOST:PORT   Redis [$PL_REDIS, " PL_CTL_DEFAULT_REDIS
         "]\n"
+        "                          (a comma list: Redis Cluster seeds)\n"
         "                          (ACL user: $PL_REDIS_USERNAME; password:\n"
         "                          $PL_REDIS_PASSWORD or the first line of\n"
         "                          the file $PL_REDIS_PASSWORD_FILE; Kafka\n"
@@ -1465,19 +1466,29 @@ static pl_store_t *pl_ctl_store_open(const pl_ctl_opts_t *o, int *rc)
     int port;
 
     *rc = PL_CTL_EXIT_USAGE;
-    if (pl_ctl_parse_hostport(o->redis, &host, &port) != 0) {
-        pl_ctl_err("--redis %s: expected HOST:PORT", o->redis);
-        return NULL;
+    /* HOST:PORT, or a comma list of them (Redis Cluster seeds) */
+    for (const char *p = o->redis, *comma;; p = comma + 1) {
+        char one[300];
+        comma = strchr(p, ',');
+        snprintf(one, sizeof(one), "%.*s",
+                 (int)(comma ? (size_t)(comma - p) : strlen(p)), p);
+        if (pl_ctl_parse_hostport(one, &host, &port) != 0) {
+            pl_ctl_err("--redis %s: expected HOST:PORT or a comma list of "
+                       "them",
+                       o->redis);
+            return NULL;
+        }
+        free(host);
+        host = NULL;
+        if (!comma)
+            break;
     }
     *rc = PL_CTL_EXIT_ERROR;
-    if (!(password = pl_ctl_secret("PL_REDIS_PASSWORD"))) {
-        free(host);
+    if (!(password = pl_ctl_secret("PL_REDIS_PASSWORD")))
         return NULL;
-    }
-    store = pl_store_new(host, port, password, o->key_prefix, errstr,
-                         sizeof(errstr));
+    store = pl_store_new_nodes(o->redis, password, o->key_prefix, errstr,
+                               sizeof(errstr));
     free(password);
-    free(host);
     if (!store) {
         pl_ctl_err("redis %s: %s", o->redis, errstr);
         return NULL;

@@ -363,7 +363,7 @@ static void test_single_node_and_figures(void **state)
     double rc, rs;
     if (!single || !*single)
         fail_msg("PL_SINGLE_REDIS (host:port of a plain redis) is not set");
-    one = pl_cluster_new(single, NULL, NULL, 2000, err, sizeof(err));
+    one = pl_cluster_new(single, NULL, NULL, 2000, NULL, err, sizeof(err));
     if (!one)
         fail_msg("%s", err);
     assert_false(pl_cluster_is_cluster(one));
@@ -374,10 +374,16 @@ static void test_single_node_and_figures(void **state)
            rc, rs);
     pl_cluster_destroy(one);
     /* No seed answers: NULL and a reason; a bad seed: NULL and a reason. */
-    assert_null(pl_cluster_new("127.0.0.1:1", NULL, NULL, 500, err, sizeof(err)));
+    pl_cluster_rc_t why = PL_CLUSTER_OK;
+    assert_null(pl_cluster_new("127.0.0.1:1", NULL, NULL, 500, &why, err,
+                               sizeof(err)));
     assert_non_null(strstr(err, "no seed answers"));
-    assert_null(pl_cluster_new("nocolon", NULL, NULL, 500, err, sizeof(err)));
+    assert_int_equal(why, PL_CLUSTER_RETRY);
+    why = PL_CLUSTER_OK;
+    assert_null(pl_cluster_new("nocolon", NULL, NULL, 500, &why, err,
+                               sizeof(err)));
     assert_non_null(strstr(err, "bad seed"));
+    assert_int_equal(why, PL_CLUSTER_FATAL);
 }
 
 /* ---- failover ---- */
@@ -489,7 +495,7 @@ static int setup(void **state)
     /* A dead seed first: the client goes on to the next. */
     char list[512];
     snprintf(list, sizeof(list), "127.0.0.1:1,%s", seeds);
-    cl = pl_cluster_new(list, NULL, NULL, 2000, err, sizeof(err));
+    cl = pl_cluster_new(list, NULL, NULL, 2000, NULL, err, sizeof(err));
     if (!cl) {
         fprintf(stderr, "pl_cluster_new(%s): %s\n", list, err);
         return -1;

@@ -32,7 +32,9 @@ static const struct {
     const char *key, *env, *def;
 } table[] = {
     {"brokers", "PL_BROKERS", "127.0.0.1:19092"},
-    {"redis", "PL_REDIS", "127.0.0.1:16379"},
+    {"redis.nodes", "PL_REDIS", "127.0.0.1:16379"},
+    {"redis.wait.replicas", "PL_REDIS_WAIT_REPLICAS", "0"},
+    {"redis.wait.timeout", "PL_REDIS_WAIT_TIMEOUT", "1s"},
     {"redis.password", "PL_REDIS_PASSWORD", ""},
     {"key.prefix", "PL_KEY_PREFIX", ""},
     {"topic.prefix", "PL_TOPIC_PREFIX", ""},
@@ -276,12 +278,25 @@ static void test_set_hostport(void **state)
 {
     static const char *const bad[] = {
         "localhost",      "localhost:",     ":6379", "localhost:0",
-        "localhost:65536", "localhost:63x9", "",      NULL};
+        "localhost:65536", "localhost:63x9", "",      "a:1,",
+        ",a:1",           "a:1,,b:2",       "a:1,b",  "a:1,b:0",
+        "a:1, b:2",       NULL};
+    pl_config_t *cfg;
+    char err[512];
     (void)state;
-    expect_bad_each("redis", "PL_REDIS", bad);
-    expect_good("redis", "localhost:6379");
-    expect_good("redis", "10.0.0.7:1");
-    expect_good("redis", "redis.example.com:65535");
+    expect_bad_each("redis.nodes", "PL_REDIS", bad);
+    expect_good("redis.nodes", "localhost:6379");
+    expect_good("redis.nodes", "10.0.0.7:1");
+    expect_good("redis.nodes", "redis.example.com:65535");
+    expect_good("redis.nodes", "10.0.0.7:7000,10.0.0.8:7001,10.0.0.9:7002");
+    /* "redis", the old name, sets the same key */
+    assert_non_null(cfg = pl_config_new());
+    assert_int_equal(pl_config_set(cfg, "redis", "h:1,h:2", err, sizeof(err)),
+                     0);
+    assert_string_equal(pl_config_get(cfg, "redis.nodes"), "h:1,h:2");
+    assert_int_equal(pl_config_set(cfg, "redis", "h", err, sizeof(err)), -1);
+    assert_non_null(strstr(err, "redis.nodes"));
+    pl_config_destroy(cfg);
 }
 
 static void test_set_strings(void **state)
