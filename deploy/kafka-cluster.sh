@@ -41,7 +41,9 @@
 #   broker N      K+N-1     (default 19192, 19193, 19194)
 #   controller N  K+100+N-1 (default 19292, 19293, 19294)
 #   redis         R..R+5, cluster bus R+10000..R+10005 (default 17000-17005)
-# so the single-node stack (19092, 19093, 16379) can run beside it.
+# so the single-node stack (19092, 19093, 16379) can run beside it. Keep them
+# (and R+10000..) below the kernel's ephemeral range (32768 and up by default):
+# there any outgoing connection may hold a port, and the node fails to start.
 #
 # State: $PL_STACK_DIR/kafka-cluster/N (server.properties, kafka.log,
 # kafka.out, kafka.pid, the log dir data/), $PL_STACK_DIR/cluster/PORT (Redis).

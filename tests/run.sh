@@ -10,7 +10,10 @@
 #   4. build-release/ (Release, GCC) and build-clang/ (Debug, clang): must
 #      build warning-free (-Werror); the release build runs the unit tests;
 #   5. build-asan/ (Debug, AddressSanitizer + UndefinedBehaviorSanitizer):
-#      every ctest test again.
+#      every ctest test again;
+#   6. the cluster tests (tests/cluster/run.sh): the Redis Cluster client
+#      (normal and ASan builds), the stack's cluster mode, and the failover
+#      test (a Redis master and a broker SIGKILLed under the workers).
 #
 #   tests/run.sh            all of it
 #   tests/run.sh --quick    1 only
@@ -79,6 +82,12 @@ if [ "$quick" = 0 ]; then
     export ASAN_OPTIONS=abort_on_error=1:detect_leaks=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
     suite build-asan -DCMAKE_BUILD_TYPE=Debug -DPL_SANITIZE=ON
+fi
+if [ "$quick" = 0 ] && [ ${#ctest_args[@]} = 0 ]; then
+    # private Redis Clusters and 3-broker Kafkas of their own
+    step "cluster tests"
+    PL_BUILD_DIR=$root/build PL_ASAN_BUILD_DIR=$root/build-asan \
+        tests/cluster/run.sh
 fi
 step "all test suites passed. The local stack is still running" \
     "(deploy/stack.sh stop)."

@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(HERE), "integration"))
 sys.path.insert(0, HERE)
 
 import harness  # noqa: E402
-from harness import Env, PrivateStack  # noqa: E402
+from harness import ClusterStack, Env, PrivateStack  # noqa: E402
 import model  # noqa: E402
 
 PROFILES = {
@@ -37,6 +37,12 @@ PROFILES = {
                  broker_stop=60, broker_kill=20, sigstop=15),
     "short": dict(duration=80, deals=150, leads=60, kills=6,
                   broker_stop=15, broker_kill=10, sigstop=10),
+    # --cluster (tests/cluster/failover.sh): 3 brokers and a Redis Cluster;
+    # one Redis master SIGKILLed (its replica takes over; the old master
+    # comes back as a replica after redis_down s), one broker SIGKILLed
+    # (down broker_kill s), worker kills; the workers WAIT for 1 replica
+    "cluster": dict(duration=90, deals=150, leads=60, kills=4,
+                    broker_kill=15, redis_down=10),
 }
 SESSION_TIMEOUT_MS = 6000
 
@@ -49,9 +55,14 @@ def log(msg):
 class Chaos:
     def __init__(self, args):
         self.args = args
-        self.p = PROFILES["short" if args.short else "full"]
+        self.p = PROFILES["cluster" if args.cluster else
+                          "short" if args.short else "full"]
         self.rng = random.Random(args.seed * 7919 + 1)
-        self.stack = PrivateStack("chaos-%d" % os.getpid(), partitions=6)
+        if args.cluster:
+            self.stack = ClusterStack("chaos-%d" % os.getpid(), partitions=6)
+        else:
+            self.stack = PrivateStack("chaos-%d" % os.getpid(),
+                                      partitions=6)
         self.env = None
         self.workers = {}        # slot name -> Popen
         self.expected_exit = set()   # pids we killed or stopped ourselves
@@ -62,6 +73,7 @@ class Chaos:
                         "broker_stop_s": 0, "broker_kills": 0,
                         "broker_kill_s": 0, "redis_kills": 0,
                         "sigstops": 0, "sigstop_s": 0,
+                        "redis_master_kills": 0, "redis_failover_s": 0,
                         "produce_retries": 0, "worker_restarts": 0}
         self.fault_log = []
         self.producer_done = threading.Event()
@@ -81,6 +93,8 @@ class Chaos:
         if program == "deal_worker":
             args += ["--set", "timers.interval=1s",
                      "--set", "timers.lease=10s"]
+        if self.args.cluster:
+            args += ["--set", "redis.wait.replicas=1"]
         return args
 
     def start_slot(self, slot):
@@ -146,10 +160,14 @@ class Chaos:
             # spread over the stream, jittered
             at = d * 0.05 + (d * 0.9) * (i + self.rng.uniform(0.1, 0.9)) / k
             plan.append((at, "kill_worker"))
-        plan.append((d * 0.22, "redis_kill"))
-        plan.append((d * 0.38, "sigstop"))
-        plan.append((d * 0.55, "broker_stop"))
-        plan.append((d * 0.85, "broker_kill"))
+        if self.args.cluster:
+            plan.append((d * 0.25, "redis_master_kill"))
+            plan.append((d * 0.6, "broker_kill"))
+        else:
+            plan.append((d * 0.22, "redis_kill"))
+            plan.append((d * 0.38, "sigstop"))
+            plan.append((d * 0.55, "broker_stop"))
+            plan.append((d * 0.85, "broker_kill"))
         plan.sort()
         return plan
 
@@ -226,12 +244,47 @@ class Chaos:
         self.fault_log.append("%s broker started again (%d s down)" % (
             time.strftime("%H:%M:%S"), time.time() - t0))
 
+    def fault_redis_master_kill(self):
+        """SIGKILL a Redis master that serves slots; its replica is
+        promoted (cluster-node-timeout 2 s) and the workers must follow
+        without a restart.  The old master comes back (as a replica) after
+        redis_down s: until then the new master has no replica, and the
+        workers' WAIT for one replica holds their batches back."""
+        masters = self.stack.redis_masters()
+        if not masters:
+            raise AssertionError("no Redis master found")
+        port = self.rng.choice(masters)
+        t0 = time.time()
+        self.stack.kill("redis", str(port))
+        self.figures["redis_master_kills"] += 1
+        self.fault_log.append("%s SIGKILL redis master %d" % (
+            time.strftime("%H:%M:%S"), port))
+        # failed over: 3 masters serve slots again, the killed one not
+        # among them
+        while time.time() < t0 + 30:
+            now = self.stack.redis_masters()
+            if len(now) == 3 and port not in now:
+                break
+            time.sleep(0.2)
+        self.figures["redis_failover_s"] = round(time.time() - t0, 1)
+        self.fault_log.append("%s masters now %s (%.1f s after the kill)" % (
+            time.strftime("%H:%M:%S"), self.stack.redis_masters(),
+            time.time() - t0))
+        self.sleep_until(t0 + self.p["redis_down"])
+        self.stack.start("redis")
+        self.fault_log.append("%s redis %d back, as a replica" % (
+            time.strftime("%H:%M:%S"), port))
+
     def fault_broker_kill(self):
         t0 = time.time()
-        self.stack.kill("kafka")
-        self.fault_log.append("%s broker SIGKILLed" % time.strftime("%H:%M:%S"))
+        which = ("kafka",)
+        if self.args.cluster:
+            which = ("kafka", str(self.rng.choice([1, 2, 3])))
+        self.stack.kill(*which)
+        self.fault_log.append("%s broker %s SIGKILLed" % (
+            time.strftime("%H:%M:%S"), which[-1]))
         self.sleep_until(t0 + self.p["broker_kill"])
-        self.stack.start("kafka")
+        self.stack.start(*which)
         self.figures["broker_kills"] += 1
         self.figures["broker_kill_s"] += round(time.time() - t0)
         self.fault_log.append("%s broker started again (%d s down)" % (
@@ -301,7 +354,8 @@ class Chaos:
             self.stack.dir, self.stack.brokers, self.stack.redis))
         self.stack.start()
         self.env = Env("chaos", partitions=6, brokers=self.stack.brokers,
-                       redis=self.stack.redis)
+                       redis=self.stack.redis,
+                       replication=3 if self.args.cluster else 1)
         tag = "%d-%s" % (self.args.seed, self.env.topic_prefix.split("-")[-1]
                          .rstrip("."))
         t_start = time.time() + 3
@@ -315,10 +369,11 @@ class Chaos:
                 c["producer_duplicates"], c["invalid"],
                 len(self.stream.deals), len(self.stream.leads),
                 len(self.stream.conversions),
+                "cluster" if self.args.cluster else
                 "short" if self.args.short else "full", self.args.seed))
-        for slot in ("deal_worker-0", "deal_worker-1",
-                     "lead_worker-0", "lead_worker-1"):
-            self.start_slot(slot)
+        for i in range(self.args.workers):
+            self.start_slot("deal_worker-%d" % i)
+            self.start_slot("lead_worker-%d" % i)
         producer = threading.Thread(target=self.run_producer,
                                     args=(t_start,), daemon=True)
         faults = threading.Thread(target=self.run_faults, args=(t_start,),
@@ -635,6 +690,12 @@ def main():
                     help="the same stream with no faults (checks the model)")
     ap.add_argument("--keep", action="store_true",
                     help="leave the private stack's data in place")
+    ap.add_argument("--cluster", action="store_true",
+                    help="3 brokers and a Redis Cluster (deploy/stack.sh "
+                    "cluster); faults: a Redis master and a broker "
+                    "SIGKILLed, worker kills")
+    ap.add_argument("--workers", type=int, default=2,
+                    help="deal workers and lead workers, each (default 2)")
     args = ap.parse_args()
 
     def on_term(signum, frame):
@@ -654,11 +715,13 @@ def main():
     print("== faults")
     for f in chaos.fault_log:
         print("   " + f)
-    print("== summary (%s run, seed %d)" % (
-        "short" if args.short else "full", args.seed))
+    print("== summary (%s run, seed %d, %d+%d workers)" % (
+        "cluster" if args.cluster else "short" if args.short else "full",
+        args.seed, args.workers, args.workers))
     for k in ("worker_kills", "worker_restarts", "redis_kills",
               "broker_stops", "broker_stop_s", "broker_kills",
               "broker_kill_s", "sigstops", "sigstop_s",
+              "redis_master_kills", "redis_failover_s",
               "events", "producer_duplicates", "invalid", "deals", "leads",
               "derived_expected", "derived_messages", "republished_same_id",
               "alerts", "alert_messages", "alert_copies_same_id",

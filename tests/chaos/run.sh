@@ -13,9 +13,14 @@
 #
 #   tests/chaos/run.sh            the full run (~8 minutes)
 #   tests/chaos/run.sh --short    the CI variant (under ~4 minutes)
+#   tests/chaos/run.sh --cluster  3 brokers and a Redis Cluster of its own
+#                                 (deploy/stack.sh cluster): a Redis master
+#                                 and a broker SIGKILLed, worker kills
+#                                 (tests/cluster/run.sh runs it)
 #   options: --seed N (default 12, or $PL_CHAOS_SEED), --no-faults (the same
 #            stream without faults: checks the model), --keep (keep the
-#            private stack's data)
+#            private stack's data), --workers N (deal and lead workers,
+#            each; default 2)
 #
 # Uses $PL_BUILD_DIR if it holds the programs; otherwise builds build/ with
 # cmake. Worker logs and chaos-summary.json go to <build>/test-logs/.
@@ -45,13 +50,17 @@ cleanup() {
 		[[ -d $d && -f $d/.env ]] || continue
 		# workers of this run left behind (python killed): those started
 		# with this stack's broker address
-		local port pid
+		local port pid mode=
 		port=$(sed -n 's/^PL_KAFKA_PORT=//p' "$d/.env")
+		if [[ -z $port ]]; then # a cluster stack (--cluster)
+			port=$(sed -n 's/^PL_CLUSTER_KAFKA_PORT=//p' "$d/.env")
+			mode=cluster
+		fi
 		for pid in $(grep -lF -- "brokers=127.0.0.1:$port" /proc/[0-9]*/cmdline 2>/dev/null |
 			cut -d/ -f3); do
 			[[ $pid != "$$" ]] && kill -KILL "$pid" 2>/dev/null || true
 		done
-		(set -a && . "$d/.env" && "$root/deploy/stack.sh" reset >/dev/null 2>&1) || true
+		(set -a && . "$d/.env" && "$root/deploy/stack.sh" ${mode:+"$mode"} reset >/dev/null 2>&1) || true
 	done
 }
 trap cleanup EXIT

@@ -7,9 +7,12 @@
 #
 # It uses a private stack dir (mktemp; the jars of the main .stack/ are
 # reused through a symlink) and its own ports: brokers 29192-29194,
-# controllers 29292-29294, redis 27000-27005 (bus 37000-37005); set
+# controllers 29292-29294, redis 21000-21005 (bus 31000-31005: below the
+# kernel's ephemeral range, 32768-60999 by default, where an outgoing
+# connection's local port can take a listening port at random); set
 # PL_TEST_CLUSTER_KAFKA_PORT / PL_TEST_CLUSTER_BASE_PORT to move them. It
 # refuses to start if one of them is taken, so nobody's services are touched.
+# On a failure it prints the last lines of the services' logs.
 #
 # Checks: a cold start; a second start reuses all; status and env; every
 # topic has replication factor 3, min.insync.replicas 2, all replicas in sync;
@@ -25,7 +28,7 @@ set -euo pipefail
 REPO_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/../.." && pwd)
 STACK="$REPO_DIR/deploy/stack.sh"
 KAFKA_PORT=${PL_TEST_CLUSTER_KAFKA_PORT:-29192}
-REDIS_PORT=${PL_TEST_CLUSTER_BASE_PORT:-27000}
+REDIS_PORT=${PL_TEST_CLUSTER_BASE_PORT:-21000}
 HOST=127.0.0.1
 TOPICS=(sales.leads sales.deals sales.pipeline sales.alerts sales.dlq)
 
@@ -55,7 +58,16 @@ fail() {
 
 cleanup() {
 	local rc=$?
+	local f
 	[[ -n $SAMPLER ]] && kill "$SAMPLER" 2>/dev/null
+	if ((rc != 0 || FAILED > 0)); then
+		for f in "$PL_STACK_DIR"/cluster/*/redis.log "$PL_STACK_DIR"/cluster/create.log \
+			"$PL_STACK_DIR"/kafka-cluster/*/kafka.out "$PL_STACK_DIR"/kafka-cluster/*/kafka.log; do
+			[[ -s $f ]] || continue
+			printf -- '--- last lines of %s ---\n' "$f" >&2
+			tail -n 8 -- "$f" >&2
+		done
+	fi
 	if ((STARTED)); then
 		"$STACK" cluster stop >/dev/null 2>&1 || true
 	fi

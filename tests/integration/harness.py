@@ -40,10 +40,11 @@ def ensure_stack():
 class Env:
     """One isolated namespace: topic prefix, key prefix, workers."""
 
-    def __init__(self, name, partitions=3, brokers=None, redis=None):
+    def __init__(self, name, partitions=3, brokers=None, redis=None,
+                 replication=1):
         """brokers and redis default to the local stack ($PL_BROKERS,
-        $PL_REDIS); a PrivateStack's .brokers and .redis point the CLI and
-        the workers at it instead."""
+        $PL_REDIS); a PrivateStack's (or ClusterStack's) .brokers and .redis
+        point the CLI and the workers at it instead."""
         tag = "%s-%s" % (name, uuid.uuid4().hex[:8])
         self.topic_prefix = "t-%s." % tag
         self.key_prefix = "t-%s:" % tag
@@ -53,7 +54,7 @@ class Env:
         self.workers = []
         os.makedirs(LOGS, exist_ok=True)
         self.ctl("topics", "create", "--partitions", str(partitions),
-                 "sales.leads", "sales.deals", "sales.pipeline",
+                 "--replication", str(replication), "sales.leads", "sales.deals", "sales.pipeline",
                  "sales.alerts", "sales.dlq")
 
     # ---- CLI ----
@@ -307,6 +308,116 @@ class PrivateStack:
 
     def destroy(self):
         """Stop both services and delete the stack's folder."""
+        import shutil
+        if self.stack("reset", check=False) == 0:
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def free_port_range(lo, hi, offsets):
+    """A base port in [lo, hi) with base + each offset free (below the
+    ephemeral range, where an outgoing connection could take one)."""
+    import random
+    import socket
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(lo, hi)
+        socks = []
+        try:
+            for o in offsets:
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", base + o))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError("no free port range in %d-%d" % (lo, hi))
+
+
+class ClusterStack:
+    """The cluster mode of the stack (deploy/stack.sh cluster): 3 KRaft
+    brokers and a Redis Cluster of 3 masters and 3 replicas, all of the
+    test's own (own folder under the build dir, own ports), for the
+    failover tests.  Topics get replication factor 3 and
+    min.insync.replicas=2."""
+
+    def __init__(self, name, partitions=6):
+        self.name = name
+        self.dir = os.path.join(BUILD, "stack-%s" % name)
+        # brokers K..K+2, controllers K+100..; redis R..R+5, bus R+10000..
+        self.kafka_base = free_port_range(20000, 21800, [0, 1, 2, 100, 101,
+                                                         102])
+        self.redis_base = free_port_range(
+            12000, 13900, [0, 1, 2, 3, 4, 5] + [10000 + i for i in range(6)])
+        os.makedirs(LOGS, exist_ok=True)
+        self.log_path = os.path.join(LOGS, "stack-%s.log" % name)
+        self.environ = dict(
+            os.environ, PL_STACK_DIR=self.dir,
+            PL_CLUSTER_KAFKA_PORT=str(self.kafka_base),
+            PL_CLUSTER_BASE_PORT=str(self.redis_base),
+            PL_PARTITIONS=str(partitions))
+        self.environ.pop("PL_TOPIC_PREFIX", None)
+
+    @property
+    def brokers(self):
+        return ",".join("127.0.0.1:%d" % (self.kafka_base + i)
+                        for i in range(3))
+
+    @property
+    def redis(self):
+        return ",".join("127.0.0.1:%d" % (self.redis_base + i)
+                        for i in range(3))
+
+    def stack(self, *args, check=True):
+        """deploy/stack.sh cluster ARGS; its output goes to the log."""
+        with open(self.log_path, "ab") as log:
+            log.write(("== stack.sh cluster %s at %s\n" % (
+                " ".join(args), time.strftime("%H:%M:%S"))).encode())
+            log.flush()
+            p = subprocess.run(
+                [os.path.join(SOURCE, "deploy", "stack.sh"), "cluster"] +
+                list(args), env=self.environ, stdout=log,
+                stderr=subprocess.STDOUT)
+        if check and p.returncode != 0:
+            raise AssertionError("stack.sh cluster %s failed (%d); log %s:\n%s"
+                                 % (" ".join(args), p.returncode,
+                                    self.log_path,
+                                    open(self.log_path).read()[-3000:]))
+        return p.returncode
+
+    def start(self, *what):
+        if not what:
+            os.makedirs(self.dir, exist_ok=True)
+            with open(os.path.join(self.dir, ".env"), "w") as f:
+                for k in ("PL_STACK_DIR", "PL_CLUSTER_KAFKA_PORT",
+                          "PL_CLUSTER_BASE_PORT"):
+                    f.write("%s=%s\n" % (k, self.environ[k]))
+        self.stack("start", *what)
+
+    def kill(self, *what):
+        self.stack("kill", *what)
+
+    def redis_masters(self):
+        """The ports of the Redis masters that serve slots, as a live node
+        sees it."""
+        for i in range(6):
+            p = subprocess.run(["redis-cli", "-p", str(self.redis_base + i),
+                                "cluster", "nodes"], capture_output=True,
+                               text=True)
+            if p.returncode != 0 or not p.stdout.strip() or \
+                    "ERR" in p.stdout[:10]:
+                continue
+            out = []
+            for line in p.stdout.splitlines():
+                f = line.split()
+                if len(f) > 8 and "master" in f[2] and "fail" not in f[2]:
+                    out.append(int(f[1].split("@")[0].rsplit(":", 1)[1]))
+            return sorted(out)
+        return []
+
+    def destroy(self):
         import shutil
         if self.stack("reset", check=False) == 0:
             shutil.rmtree(self.dir, ignore_errors=True)
