@@ -98,9 +98,10 @@ int pl_deal_from_fields(const pl_fields_t *f, pl_deal_state_t *st,
 }
 
 char *pl_deal_history_entry(const pl_deal_outcome_t *out,
-                            const pl_event_t *ev)
+                            const pl_event_t *ev,
+                            const pl_deal_state_t *next)
 {
-    char at[40];
+    char at[40], amount[PL_AMOUNT_BUFSZ];
     char *s;
     json_t *o;
 
@@ -109,6 +110,18 @@ char *pl_deal_history_entry(const pl_deal_outcome_t *out,
                   out->to_stage, "at", at, "event_id", ev->event_id);
     if (!o)
         return NULL;
+    if (next) {
+        if (next->owner)
+            json_object_set_new(o, "owner", json_string(next->owner));
+        json_object_set_new(o, "seconds",
+                            json_integer(out->seconds_in_previous_stage));
+        if (next->has_amount) {
+            pl_amount_format(next->amount, amount, sizeof(amount));
+            json_object_set_new(o, "amount", json_string(amount));
+        }
+        if (next->currency)
+            json_object_set_new(o, "currency", json_string(next->currency));
+    }
     s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(o);
     return s;

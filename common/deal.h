@@ -21,9 +21,14 @@ int pl_deal_from_fields(const pl_fields_t *f, pl_deal_state_t *st,
                         char *rev);
 
 /* The history entry of a stage change, as a malloc'ed JSON object:
- * {"from","to","at","event_id"}.  NULL on OOM. */
+ * {"from","to","at","event_id","owner","seconds","amount","currency"}
+ * (owner, amount and currency as the deal has them after the change,
+ * absent when it has none; seconds: seconds_in_previous_stage), all the
+ * analytics rebuild needs.  next may be NULL (only the first four).  NULL
+ * on OOM. */
 char *pl_deal_history_entry(const pl_deal_outcome_t *out,
-                            const pl_event_t *ev);
+                            const pl_event_t *ev,
+                            const pl_deal_state_t *next);
 
 /* The derived event of an outcome: deal.stage_changed when the stage moved,
  * deal.transition_rejected when rejected; type PL_EV_UNKNOWN when the

@@ -5,6 +5,7 @@
  */
 #include "lead.h"
 
+#include "analytics.h"
 #include "codec.h"
 
 #include <errno.h>
@@ -49,6 +50,21 @@ int pl_lead_to_fields(const pl_lead_state_t *st, pl_fields_t *out)
         pl_fields_set_int(out, "status_changed_at", st->status_changed_at) ||
         pl_fields_set_int(out, "last_event_at", st->last_event_at))
         return -1;
+    {
+        /* the statuses ever reached, for the analytics (a comma list) */
+        static const char *const names[] = {"mql", "sal", "sql",
+                                            "disqualified"};
+        char reached[64];
+        size_t n = 0;
+        unsigned bits = st->reached | pl_reached_bit(st->status);
+        reached[0] = '\0';
+        for (size_t i = 0; i < sizeof(names) / sizeof(*names); i++)
+            if (bits & pl_reached_bit(names[i]))
+                n += (size_t)snprintf(reached + n, sizeof(reached) - n,
+                                      "%s%s", n ? "," : "", names[i]);
+        if (pl_fields_set(out, "reached", reached))
+            return -1;
+    }
     if ((p->present & PL_F_EMPLOYEES) &&
         pl_fields_set_int(out, "employees", p->employees))
         return -1;
@@ -120,6 +136,18 @@ int pl_lead_from_fields(const pl_fields_t *f, pl_lead_state_t *st)
         pl_fields_get_int(f, "status_changed_at", &st->status_changed_at, NULL) ||
         pl_fields_get_int(f, "last_event_at", &st->last_event_at, NULL))
         return -1;
+    if ((v = pl_fields_get(f, "reached"))) {
+        while (*v) {
+            const char *c = strchr(v, ',');
+            size_t n = c ? (size_t)(c - v) : strlen(v);
+            char name[32];
+            snprintf(name, sizeof(name), "%.*s", (int)n, v);
+            st->reached |= pl_reached_bit(name);
+            v += n + (c ? 1 : 0);
+        }
+    }
+    /* a lead stored before the analytics: at least its status */
+    st->reached |= pl_reached_bit(st->status);
     if (pl_fields_get_int(f, "employees", &p->employees, &found))
         return -1;
     if (found)

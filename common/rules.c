@@ -2018,6 +2018,7 @@ int pl_lead_state_copy(pl_lead_state_t *dst, const pl_lead_state_t *src)
     t.created_at = src->created_at;
     t.status_changed_at = src->status_changed_at;
     t.last_event_at = src->last_event_at;
+    t.reached = src->reached;
     t.version = src->version;
     if (profile_merge(&t.profile, &src->profile) < 0 ||
         pl_str_set(&t.status, src->status) < 0 ||

@@ -197,6 +197,9 @@ typedef struct pl_lead_state_s {
     char *deal_id;  /* owned; set when converted (sql) */
     int64_t created_at, status_changed_at,
         last_event_at; /* ms, from events' occurred_at */
+    unsigned reached;  /* PL_REACHED_* (analytics.h): the statuses the lead
+                          has ever had; the engine copies it unchanged, the
+                          lead worker adds the new status */
     int64_t version;   /* for the store, like pl_deal_state_t.version; the
                           engine copies it unchanged */
 } pl_lead_state_t;

@@ -12,6 +12,7 @@
  */
 #include "store.h"
 
+#include "analytics.h"
 #include "cluster.h"
 #include "codec.h"
 #include "event.h"
@@ -28,13 +29,16 @@
 #include <time.h>
 
 /* KEYS: state, applied, history, the timer shard of the entity's slot,
- * applied_order.
+ * applied_order, the analytics delta list and its sequence counter of the
+ * entity's slot.
  * ARGV: event_id, expected revision, outcome, dedupe ttl (ms), ttl mode
  * ("set": the ttl, "max": never shorten the current one), history entry
  * ("" for none), history_max, applied_max (< 1: no bound), then n and n
  * field/value pairs of the new state, its new revision "rev" among them
  * (n = 0: rejected, the state stays as it is), then n and n score/member
- * pairs to add to the timer shard, then n and n members to remove from it.
+ * pairs to add to the timer shard, then n and n members to remove from it,
+ * then the analytics delta ("" for none), appended to the slot's delta list
+ * as "<seq>\n<delta>" with the next sequence number of the slot.
  * Returns {0} applied, {1, outcome} duplicate, {2, {field, value...}}
  * conflict, {3, error text} a key of the wrong type or a bad argument.
  *
@@ -75,6 +79,7 @@ static const char apply_lua[] =
     "end\n"
     "local irem = iadd + 1 + 2*nadd\n"
     "local nrem = tonumber(ARGV[irem])\n"
+    "local stats = ARGV[irem + nrem + 1] or ''\n"
     "local prev = redis.pcall('HGET', KEYS[2], ARGV[1])\n"
     "if type(prev) == 'table' and prev['err'] then\n"
     "  return wrong(KEYS[2], 'hash')\n"
@@ -92,6 +97,10 @@ static const char apply_lua[] =
     "end\n"
     "if nadd + nrem > 0 and not is(KEYS[4], 'zset') then\n"
     "  return wrong(KEYS[4], 'zset')\n"
+    "end\n"
+    "if stats ~= '' then\n"
+    "  if not is(KEYS[6], 'list') then return wrong(KEYS[6], 'list') end\n"
+    "  if not is(KEYS[7], 'string') then return wrong(KEYS[7], 'string') end\n"
     "end\n"
     "local olen = 0\n"
     "if amax > 0 then\n"
@@ -114,6 +123,10 @@ static const char apply_lua[] =
     "  if hmax > 0 and len > hmax then\n"
     "    redis.call('LTRIM', KEYS[3], string.format('%d', -hmax), -1)\n"
     "  end\n"
+    "end\n"
+    "if stats ~= '' then\n"
+    "  local seq = redis.call('INCR', KEYS[7])\n"
+    "  redis.call('RPUSH', KEYS[6], seq .. '\\n' .. stats)\n"
     "end\n"
     "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
     "if amax > 0 then\n"
@@ -193,6 +206,52 @@ static const char complete_lua[] =
 #define CONNECT_TIMEOUT_MS 2000
 #define REPLY_TIMEOUT_MS 10000
 
+/* KEYS: <p>{stats} (the figures), <p>{stats}:folded (slot -> the highest
+ * sequence number folded).  ARGV: groups of slot, n, then n pairs of
+ * sequence number and delta ("field\tinc\n"...).  Adds each delta whose
+ * number is above the slot's mark, raises the mark; a field that comes to
+ * 0 is deleted (the hash stays as small as the figures).  Returns the
+ * number of deltas added. */
+static const char fold_lua[] =
+    "local i, added = 1, 0\n"
+    "while i <= #ARGV do\n"
+    "  local slot, n = ARGV[i], tonumber(ARGV[i + 1])\n"
+    "  i = i + 2\n"
+    "  local mark = tonumber(redis.call('HGET', KEYS[2], slot) or '0')\n"
+    "  local top = mark\n"
+    "  for r = 1, n do\n"
+    "    local seq = tonumber(ARGV[i])\n"
+    "    if seq > mark then\n"
+    "      for f, v in string.gmatch(ARGV[i + 1], '([^\\t\\n]+)\\t(-?%d+)') do\n"
+    "        if redis.call('HINCRBY', KEYS[1], f, v) == 0 then\n"
+    "          redis.call('HDEL', KEYS[1], f)\n"
+    "        end\n"
+    "      end\n"
+    "      added = added + 1\n"
+    "      if seq > top then top = seq end\n"
+    "    end\n"
+    "    i = i + 2\n"
+    "  end\n"
+    "  if top > mark then\n"
+    "    redis.call('HSET', KEYS[2], slot, string.format('%d', top))\n"
+    "  end\n"
+    "end\n"
+    "return added\n";
+
+/* KEYS: a slot's delta list.  ARGV: a sequence number.  Pops the deltas
+ * at the head numbered up to it (folded); returns how many. */
+static const char trim_lua[] =
+    "local upto, n = tonumber(ARGV[1]), 0\n"
+    "while true do\n"
+    "  local h = redis.call('LINDEX', KEYS[1], 0)\n"
+    "  if not h then break end\n"
+    "  local seq = tonumber(string.match(h, '^(%d+)'))\n"
+    "  if not seq or seq > upto then break end\n"
+    "  redis.call('LPOP', KEYS[1])\n"
+    "  n = n + 1\n"
+    "end\n"
+    "return n\n";
+
 struct pl_store_s {
     char *nodes;    /* the seeds, "host:port,host:port" */
     char *username; /* "" for none */
@@ -208,6 +267,8 @@ struct pl_store_s {
     char claim_sha[41];
     char extend_sha[41];
     char complete_sha[41];
+    char fold_sha[41];
+    char trim_sha[41];
     char **shards; /* PL_SLOTS timer shard names, made on first use */
     int64_t bad_shard_logged; /* mono_ms() of the last such warning */
     pl_redis_class_t last_class; /* of command()'s last failure */
@@ -526,6 +587,8 @@ static const struct {
     {claim_lua, offsetof(pl_store_t, claim_sha)},
     {extend_lua, offsetof(pl_store_t, extend_sha)},
     {complete_lua, offsetof(pl_store_t, complete_sha)},
+    {fold_lua, offsetof(pl_store_t, fold_sha)},
+    {trim_lua, offsetof(pl_store_t, trim_sha)},
 };
 #define N_SCRIPTS (sizeof(scripts) / sizeof(*scripts))
 
@@ -636,6 +699,17 @@ char *pl_store_timer_shard(const pl_store_t *s, int slot)
     return k;
 }
 
+/* <prefix><what>:{<tag of slot>}: a per-slot analytics key. */
+static char *stats_key(const pl_store_t *s, const char *what, int slot)
+{
+    const char *tag = pl_slot_tag(slot);
+    size_t n = strlen(s->prefix) + strlen(what) + strlen(tag) + 5;
+    char *k = malloc(n);
+    if (k)
+        snprintf(k, n, "%s%s:{%s}", s->prefix, what, tag);
+    return k;
+}
+
 /* The names of all timer shards, made once (a claim scan names them all).
  * false on OOM. */
 static bool shard_names(pl_store_t *s)
@@ -668,6 +742,11 @@ static int entity_slot(const char *kind, const char *id)
     slot = pl_slot_of(tag, strlen(tag));
     free(tag);
     return slot;
+}
+
+int pl_store_entity_slot(const char *kind, const char *id)
+{
+    return entity_slot(kind, id);
 }
 
 /* The timer shard of an entity: the one in its own slot. */
@@ -734,7 +813,7 @@ static int add_apply(pl_store_t *s, const pl_store_apply_t *op,
     size_t nset = op->set ? op->set->count : 0;
     size_t nadd = op->timers_add ? op->timers_add->count : 0;
     size_t nrem = op->timers_remove ? op->timers_remove->count : 0;
-    size_t argc = 3 + 5 + 8 + 3 + 2 * nset + 2 * nadd + nrem, i = 0;
+    size_t argc = 3 + 7 + 8 + 3 + 2 * nset + 2 * nadd + nrem + 1, i = 0;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *lens = malloc(argc * sizeof(*lens));
     char *k_state = key(s, op->kind, op->id, "");
@@ -742,11 +821,14 @@ static int add_apply(pl_store_t *s, const pl_store_apply_t *op,
     char *k_history = key(s, op->kind, op->id, ":history");
     char *k_shard = entity_shard(s, op->kind, op->id);
     char *k_order = key(s, op->kind, op->id, ":applied_order");
+    int slot = entity_slot(op->kind, op->id);
+    char *k_stats = slot < 0 ? NULL : stats_key(s, "stats", slot);
+    char *k_statseq = slot < 0 ? NULL : stats_key(s, "statseq", slot);
     char ttl[24], hmax[24], amax[24], cset[24], cadd[24], crem[24];
     int r = -1;
 
     if (!argv || !lens || !k_state || !k_applied || !k_history ||
-        !k_shard || !k_order)
+        !k_shard || !k_order || !k_stats || !k_statseq)
         goto out;
     if (op->ttl_ms > 0) /* its own ttl: never shortens the key's */
         ttl_ms = op->ttl_ms;
@@ -765,12 +847,14 @@ static int add_apply(pl_store_t *s, const pl_store_apply_t *op,
         ARG("EVAL", 4);
         ARG(apply_lua, sizeof(apply_lua) - 1);
     }
-    ARG("5", 1);
+    ARG("7", 1);
     SARG(k_state);
     SARG(k_applied);
     SARG(k_history);
     SARG(k_shard);
     SARG(k_order);
+    SARG(k_stats);
+    SARG(k_statseq);
     SARG(op->event_id);
     SARG(op->expected_rev ? op->expected_rev : "");
     ARG(op->outcome ? op->outcome : "", op->outcome ? op->outcome_len : 0);
@@ -792,6 +876,7 @@ static int add_apply(pl_store_t *s, const pl_store_apply_t *op,
     SARG(crem);
     for (size_t j = 0; j < nrem; j++)
         SARG(op->timers_remove->items[j]);
+    ARG(op->stats ? op->stats : "", op->stats ? op->stats_len : 0);
 #undef SARG
 #undef ARG
     r = add_keyed(s, 3, (int)i, argv, lens);
@@ -803,6 +888,8 @@ out:
     free(k_history);
     free(k_shard);
     free(k_order);
+    free(k_stats);
+    free(k_statseq);
     return r;
 }
 
@@ -1510,5 +1597,583 @@ static int add_timers_json(pl_store_t *s, const char *kind, const char *id,
 out:
     json_decref(a);
     pl_fields_clear(&t);
+    return r;
+}
+
+/* ---- analytics ---- */
+
+/* <prefix>{stats}[suffix]: the figures and the fold marks (one slot). */
+static char *figures_key(const pl_store_t *s, const char *suffix)
+{
+    size_t n = strlen(s->prefix) + strlen(suffix) + 8;
+    char *k = malloc(n);
+    if (k)
+        snprintf(k, n, "%s{stats}%s", s->prefix, suffix);
+    return k;
+}
+
+int pl_store_stats_read(pl_store_t *s, pl_fields_t *out, char *errstr,
+                        size_t errstr_size)
+{
+    char *k;
+    int r;
+
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        return r;
+    if (!(k = figures_key(s, ""))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    const char *argv[] = {"HGETALL", k};
+    begin(s);
+    r = add_keyed(s, 1, 2, argv, NULL);
+    free(k);
+    if (r) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    if ((r = run(s, "HGETALL", errstr, errstr_size)))
+        return r;
+    if (fields_from_reply(out, reply(s, 0))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Runs the pipeline of script calls; when a master answers NOSCRIPT (it
+ * lost its scripts), loads them on every master and runs it all again:
+ * only for idempotent calls.  0, -1 or -2; the per-call error replies are
+ * the caller's. */
+static int run_scripts(pl_store_t *s, char *errstr, size_t errstr_size)
+{
+    int r;
+
+    for (int pass = 0; pass < 2; pass++) {
+        bool noscript = false;
+        if ((r = run(s, NULL, errstr, errstr_size)))
+            return r;
+        for (size_t i = 0; i < pl_cluster_pipeline_count(s->p); i++) {
+            const redisReply *rep = reply(s, i);
+            noscript = noscript || (rep->type == REDIS_REPLY_ERROR &&
+                                    error_code_is(rep->str, "NOSCRIPT"));
+        }
+        if (!noscript)
+            return 0;
+        if (pass)
+            break;
+        /* the pipeline is the load's now: the caller adds its calls again */
+        if ((r = load_scripts(s, errstr, errstr_size)))
+            return r;
+        return 1;
+    }
+    snprintf(errstr, errstr_size, "redis: NOSCRIPT after loading the scripts");
+    return -1;
+}
+
+/* Room for `more` bytes (and a NUL) at the end of d. */
+static int reserve_text(pl_delta_t *d, size_t more)
+{
+    size_t cap = d->cap ? d->cap : 256;
+    char *b;
+    if (d->len + more + 1 <= d->cap)
+        return 0;
+    while (cap < d->len + more + 1)
+        cap *= 2;
+    if (!(b = realloc(d->buf, cap)))
+        return -1;
+    d->buf = b;
+    d->cap = cap;
+    return 0;
+}
+
+/* A slot's pending deltas, as read for a fold. */
+typedef struct {
+    int slot;
+    size_t first, n;   /* in the record arrays */
+    long long top;     /* the highest sequence number read */
+} fold_slot_t;
+
+#define FOLD_READ 256 /* deltas read per slot per round */
+
+/* One fold round over slots[0..n): read, resolve, fold, trim.  *more is set
+ * when a slot had FOLD_READ deltas (there may be more).  0, -1, -2. */
+static int fold_round(pl_store_t *s, const int *slots, size_t n, bool *more,
+                      char *errstr, size_t errstr_size)
+{
+    fold_slot_t *fs = calloc(n ? n : 1, sizeof(*fs));
+    char **recs = NULL, **bodies = NULL, **leads = NULL, **sources = NULL;
+    long long *seqs = NULL;
+    size_t nrec = 0, caprec = 0, nleads = 0, nfs = 0;
+    char *kfig = figures_key(s, ""), *kfold = figures_key(s, ":folded");
+    const char **argv = NULL;
+    size_t *lens = NULL;
+    int r = -1, t;
+
+    *more = false;
+    if (!fs || !kfig || !kfold)
+        goto oom;
+    /* 1. read */
+    begin(s);
+    for (size_t i = 0; i < n; i++) {
+        char *k = stats_key(s, "stats", slots[i]), lim[16];
+        const char *a[] = {"LRANGE", k, "0", lim};
+        snprintf(lim, sizeof(lim), "%d", FOLD_READ - 1);
+        t = k ? add(s, slots[i], 4, a, NULL) : -1;
+        free(k);
+        if (t)
+            goto oom;
+    }
+    if ((r = run(s, "LRANGE", errstr, errstr_size)))
+        goto out;
+    r = -1;
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *rep = reply(s, i);
+        if (rep->type != REDIS_REPLY_ARRAY || !rep->elements)
+            continue;
+        fs[nfs] = (fold_slot_t){.slot = slots[i], .first = nrec};
+        if (rep->elements >= FOLD_READ)
+            *more = true;
+        for (size_t e = 0; e < rep->elements; e++) {
+            const redisReply *el = rep->element[e];
+            char *nl;
+            if (!el->str || !(nl = memchr(el->str, '\n', el->len)))
+                continue; /* not ours: left for the trim to stop at */
+            if (nrec == caprec) {
+                size_t cap = caprec ? caprec * 2 : 256;
+                char **nr = realloc(recs, cap * sizeof(*nr));
+                long long *ns;
+                if (!nr)
+                    goto oom;
+                recs = nr;
+                if (!(ns = realloc(seqs, cap * sizeof(*ns))))
+                    goto oom;
+                seqs = ns;
+                caprec = cap;
+            }
+            seqs[nrec] = strtoll(el->str, NULL, 10);
+            if (!(recs[nrec] = strndup(nl + 1, el->len - (size_t)(nl + 1 -
+                                                               el->str))))
+                goto oom;
+            if (seqs[nrec] > fs[nfs].top)
+                fs[nfs].top = seqs[nrec];
+            nrec++;
+            fs[nfs].n++;
+        }
+        if (fs[nfs].n)
+            nfs++;
+    }
+    if (!nfs) {
+        r = 0;
+        goto out;
+    }
+    /* 2. the wins of converted deals: L|<lead id> -> l|<its source>|won */
+    for (size_t i = 0; i < nrec; i++)
+        for (const char *p = recs[i]; (p = strstr(p, "L|")); p += 2)
+            if (p == recs[i] || p[-1] == '\n')
+                nleads++;
+    if (nleads) {
+        size_t k = 0;
+        if (!(leads = calloc(nleads, sizeof(*leads))) ||
+            !(sources = calloc(nleads, sizeof(*sources))))
+            goto oom;
+        begin(s);
+        for (size_t i = 0; i < nrec; i++) {
+            for (const char *p = recs[i]; (p = strstr(p, "L|")); p += 2) {
+                const char *tab;
+                char *kl;
+                if ((p != recs[i] && p[-1] != '\n') ||
+                    !(tab = strchr(p, '\t')))
+                    continue;
+                if (!(leads[k] = strndup(p + 2, (size_t)(tab - p - 2))))
+                    goto oom;
+                pl_field_unescape(leads[k]);
+                kl = key(s, "lead", leads[k], "");
+                const char *a[] = {"HGET", kl, "source"};
+                t = kl ? add_keyed(s, 1, 3, a, NULL) : -1;
+                free(kl);
+                if (t)
+                    goto oom;
+                k++;
+            }
+        }
+        nleads = k;
+        if ((r = run(s, "HGET", errstr, errstr_size)))
+            goto out;
+        r = -1;
+        for (size_t i = 0; i < nleads; i++) {
+            const redisReply *rep = reply(s, i);
+            char esc[3 * 256 + 1];
+            pl_field_escape(rep->type == REDIS_REPLY_STRING && rep->len
+                                ? rep->str
+                                : "none",
+                            esc, sizeof(esc));
+            if (!(sources[i] = strdup(esc)))
+                goto oom;
+        }
+        /* rewrite the deltas with the sources */
+        if (!(bodies = calloc(nrec, sizeof(*bodies))))
+            goto oom;
+        k = 0;
+        for (size_t i = 0; i < nrec; i++) {
+            pl_delta_t d = {0};
+            for (const char *p = recs[i]; *p;) {
+                const char *nl = strchr(p, '\n');
+                size_t len = nl ? (size_t)(nl - p + 1) : strlen(p);
+                const char *tab = memchr(p, '\t', len);
+                if (!strncmp(p, "L|", 2) && tab && k < nleads) {
+                    size_t sl = strlen(sources[k]);
+                    if (reserve_text(&d, sl + 32))
+                        goto oom_delta;
+                    d.len += (size_t)snprintf(d.buf + d.len, d.cap - d.len,
+                                              "l|%s|won%.*s", sources[k],
+                                              (int)(len - (size_t)(tab - p)),
+                                              tab);
+                    k++;
+                } else {
+                    if (reserve_text(&d, len + 1))
+                        goto oom_delta;
+                    memcpy(d.buf + d.len, p, len);
+                    d.len += len;
+                    d.buf[d.len] = '\0';
+                }
+                p += len;
+            }
+            bodies[i] = d.buf ? d.buf : strdup("");
+            if (!bodies[i])
+                goto oom;
+            continue;
+        oom_delta:
+            pl_delta_free(&d);
+            goto oom;
+        }
+    }
+    /* 3. fold: one script call on the {stats} slot */
+    {
+        size_t argc = 5 + 2 * nfs + 2 * nrec, i = 0;
+        char (*nums)[24] = calloc(2 * nfs + nrec, sizeof(*nums));
+        size_t inum = 0;
+        if (!nums || !(argv = malloc(argc * sizeof(*argv))) ||
+            !(lens = malloc(argc * sizeof(*lens)))) {
+            free(nums);
+            goto oom;
+        }
+#define ARGS(p) (argv[i] = (p), lens[i] = strlen(argv[i]), i++)
+        ARGS("EVALSHA");
+        ARGS(s->fold_sha);
+        ARGS("2");
+        ARGS(kfig);
+        ARGS(kfold);
+        for (size_t f = 0; f < nfs; f++) {
+            snprintf(nums[inum], sizeof(nums[inum]), "%d", fs[f].slot);
+            ARGS(nums[inum++]);
+            snprintf(nums[inum], sizeof(nums[inum]), "%zu", fs[f].n);
+            ARGS(nums[inum++]);
+            for (size_t e = fs[f].first; e < fs[f].first + fs[f].n; e++) {
+                snprintf(nums[inum], sizeof(nums[inum]), "%lld", seqs[e]);
+                ARGS(nums[inum++]);
+                ARGS(bodies ? bodies[e] : recs[e]);
+            }
+        }
+#undef ARGS
+        for (int pass = 0;; pass++) {
+            begin(s);
+            if (add_keyed(s, 3, (int)i, argv, lens)) {
+                free(nums);
+                goto oom;
+            }
+            if ((t = run_scripts(s, errstr, errstr_size)) != 1 || pass)
+                break;
+        }
+        free(nums);
+        if (t) {
+            r = t > 0 ? -1 : t;
+            goto out;
+        }
+        if (reply(s, 0)->type == REDIS_REPLY_ERROR) {
+            r = error_reply(s, reply(s, 0), "fold script", errstr,
+                            errstr_size) == -2
+                    ? -2
+                    : -1;
+            goto out;
+        }
+    }
+    /* 4. trim what is folded, slot by slot */
+    for (int pass = 0;; pass++) {
+        begin(s);
+        for (size_t f = 0; f < nfs; f++) {
+            char *k = stats_key(s, "stats", fs[f].slot), top[24];
+            const char *a[] = {"EVALSHA", s->trim_sha, "1", k, top};
+            snprintf(top, sizeof(top), "%lld", fs[f].top);
+            t = k ? add(s, fs[f].slot, 5, a, NULL) : -1;
+            free(k);
+            if (t)
+                goto oom;
+        }
+        if ((t = run_scripts(s, errstr, errstr_size)) != 1 || pass)
+            break;
+    }
+    if (t) {
+        r = t > 0 ? -1 : t;
+        goto out;
+    }
+    for (size_t f = 0; f < nfs; f++) {
+        const redisReply *rep = reply(s, f);
+        if (rep->type == REDIS_REPLY_ERROR &&
+            (t = error_reply(s, rep, "trim script", errstr, errstr_size)) <
+                0) {
+            r = t;
+            goto out;
+        }
+    }
+    r = 0;
+    goto out;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+    r = -1;
+out:
+    for (size_t i = 0; i < nrec; i++) {
+        free(recs[i]);
+        if (bodies)
+            free(bodies[i]);
+    }
+    for (size_t i = 0; leads && i < nleads; i++) {
+        free(leads[i]);
+        if (sources)
+            free(sources[i]);
+    }
+    free(recs);
+    free(bodies);
+    free(seqs);
+    free(leads);
+    free(sources);
+    free(argv);
+    free(lens);
+    free(fs);
+    free(kfig);
+    free(kfold);
+    return r;
+}
+
+static int cmp_int(const void *a, const void *b)
+{
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+int pl_store_stats_fold(pl_store_t *s, const int *slots, size_t n,
+                        char *errstr, size_t errstr_size)
+{
+    int *u;
+    size_t m = 0;
+    bool more = true;
+    int r;
+
+    if (!n)
+        return 0;
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        return r;
+    if (!(u = malloc(n * sizeof(*u)))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    memcpy(u, slots, n * sizeof(*u));
+    qsort(u, n, sizeof(*u), cmp_int);
+    for (size_t i = 0; i < n; i++)
+        if (u[i] >= 0 && u[i] < PL_SLOTS && (!m || u[m - 1] != u[i]))
+            u[m++] = u[i];
+    for (int round = 0; more && round < 1000; round++)
+        if ((r = fold_round(s, u, m, &more, errstr, errstr_size)))
+            break;
+    free(u);
+    return r;
+}
+
+/* A SCAN MATCH pattern for <prefix>{<kind>:*}: glob characters of the
+ * prefix escaped. */
+static char *scan_pattern(const pl_store_t *s, const char *kind)
+{
+    size_t n = 2 * strlen(s->prefix) + strlen(kind) + 8, o = 0;
+    char *p = malloc(n);
+    if (!p)
+        return NULL;
+    for (const char *c = s->prefix; *c; c++) {
+        if (strchr("*?[]\\", *c))
+            p[o++] = '\\';
+        p[o++] = *c;
+    }
+    snprintf(p + o, n - o, "{%s:*}", kind);
+    return p;
+}
+
+int pl_store_scan_ids(pl_store_t *s, const char *kind,
+                      int (*fn)(void *opaque, const char *id), void *opaque,
+                      char *errstr, size_t errstr_size)
+{
+    int masters[1024];
+    size_t nm, plen = strlen(s->prefix) + strlen(kind) + 2;
+    char *pat;
+    int r;
+
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        return r;
+    if (!(pat = scan_pattern(s, kind))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    nm = pl_cluster_masters(s->cl, masters, sizeof(masters) / sizeof(*masters));
+    for (size_t m = 0; m < nm && !r; m++) {
+        char cursor[32] = "0";
+        do {
+            const char *a[] = {"SCAN", cursor, "MATCH", pat, "COUNT", "1000"};
+            const redisReply *rep, *keys;
+            begin(s);
+            if (add(s, masters[m], 6, a, NULL)) {
+                snprintf(errstr, errstr_size, "out of memory");
+                r = -1;
+                break;
+            }
+            if ((r = run(s, "SCAN", errstr, errstr_size)))
+                break;
+            rep = reply(s, 0);
+            if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+                !rep->element[0]->str ||
+                rep->element[1]->type != REDIS_REPLY_ARRAY) {
+                snprintf(errstr, errstr_size, "redis SCAN: unexpected reply");
+                r = -1;
+                break;
+            }
+            snprintf(cursor, sizeof(cursor), "%s", rep->element[0]->str);
+            keys = rep->element[1];
+            /* the ids first: fn may use the store (and this pipeline) */
+            char **ids = calloc(keys->elements ? keys->elements : 1,
+                                sizeof(*ids));
+            size_t nid = 0;
+            if (!ids) {
+                snprintf(errstr, errstr_size, "out of memory");
+                r = -1;
+                break;
+            }
+            for (size_t i = 0; i < keys->elements; i++) {
+                const redisReply *k = keys->element[i];
+                /* <prefix>{kind:<id>}: exactly, no suffix */
+                if (!k->str || k->len <= plen + 1 || k->str[k->len - 1] != '}')
+                    continue;
+                if (!(ids[nid] = strndup(k->str + plen,
+                                         k->len - plen - 1)))
+                    break;
+                nid++;
+            }
+            for (size_t i = 0; i < nid && !r; i++)
+                r = fn(opaque, ids[i]);
+            for (size_t i = 0; i < nid; i++)
+                free(ids[i]);
+            free(ids);
+        } while (!r && strcmp(cursor, "0"));
+    }
+    free(pat);
+    return r;
+}
+
+int pl_store_stats_replace(pl_store_t *s, const pl_fields_t *figures,
+                           char *errstr, size_t errstr_size)
+{
+    char *kfig = figures_key(s, ""), *kfold = figures_key(s, ":folded");
+    int r;
+
+    if (!kfig || !kfold) {
+        snprintf(errstr, errstr_size, "out of memory");
+        r = -1;
+        goto out;
+    }
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        goto out;
+    /* the sequence number each slot has reached: all of it is in the
+     * states the figures come from */
+    begin(s);
+    for (int slot = 0; slot < PL_SLOTS; slot++) {
+        char *k = stats_key(s, "statseq", slot);
+        const char *a[] = {"GET", k};
+        int t = k ? add(s, slot, 2, a, NULL) : -1;
+        free(k);
+        if (t) {
+            snprintf(errstr, errstr_size, "out of memory");
+            r = -1;
+            goto out;
+        }
+    }
+    if ((r = run(s, "GET", errstr, errstr_size)))
+        goto out;
+    {
+        pl_fields_t marks = {0};
+        for (int slot = 0; slot < PL_SLOTS; slot++) {
+            const redisReply *rep = reply(s, (size_t)slot);
+            char sl[16];
+            snprintf(sl, sizeof(sl), "%d", slot);
+            if (rep->type == REDIS_REPLY_STRING &&
+                pl_fields_set(&marks, sl, rep->str)) {
+                pl_fields_clear(&marks);
+                snprintf(errstr, errstr_size, "out of memory");
+                r = -1;
+                goto out;
+            }
+        }
+        begin(s);
+        {
+            const char *a[] = {"DEL", kfig, kfold};
+            r = add_keyed(s, 1, 3, a, NULL);
+        }
+        /* HSET in chunks of 500 fields */
+        for (size_t i = 0; !r && i < figures->count; i += 500) {
+            size_t k = figures->count - i < 500 ? figures->count - i : 500;
+            const char **a = malloc((2 + 2 * k) * sizeof(*a));
+            if (!a) {
+                r = -1;
+                break;
+            }
+            a[0] = "HSET";
+            a[1] = kfig;
+            for (size_t j = 0; j < k; j++) {
+                a[2 + 2 * j] = figures->keys[i + j];
+                a[3 + 2 * j] = figures->values[i + j];
+            }
+            r = add_keyed(s, 1, (int)(2 + 2 * k), a, NULL);
+            free(a);
+        }
+        for (size_t i = 0; !r && i < marks.count; i += 500) {
+            size_t k = marks.count - i < 500 ? marks.count - i : 500;
+            const char **a = malloc((2 + 2 * k) * sizeof(*a));
+            if (!a) {
+                r = -1;
+                break;
+            }
+            a[0] = "HSET";
+            a[1] = kfold;
+            for (size_t j = 0; j < k; j++) {
+                a[2 + 2 * j] = marks.keys[i + j];
+                a[3 + 2 * j] = marks.values[i + j];
+            }
+            r = add_keyed(s, 1, (int)(2 + 2 * k), a, NULL);
+            free(a);
+        }
+        /* the pending deltas are in the figures now: drop them */
+        for (size_t i = 0; !r && i < marks.count; i++) {
+            int slot = atoi(marks.keys[i]);
+            char *k = stats_key(s, "stats", slot);
+            const char *a[] = {"DEL", k};
+            r = k ? add(s, slot, 2, a, NULL) : -1;
+            free(k);
+        }
+        pl_fields_clear(&marks);
+        if (r) {
+            snprintf(errstr, errstr_size, "out of memory");
+            r = -1;
+            goto out;
+        }
+        r = run(s, "rebuild", errstr, errstr_size);
+    }
+out:
+    free(kfig);
+    free(kfold);
     return r;
 }

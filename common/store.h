@@ -180,6 +180,10 @@ typedef struct pl_store_apply_s {
     const char *history;      /* entry to append, or NULL */
     const void *outcome;      /* derived events, packed (pl_outbox_pack) */
     size_t outcome_len;
+    const char *stats;        /* the analytics delta ("field\tinc\n"...,
+                                 analytics.h) to record with the write, or
+                                 NULL */
+    size_t stats_len;
     int64_t ttl_ms; /* > 0: how long this op's :applied record is kept,
                        instead of the call's dedupe_ttl_ms (e.g. short for
                        the rejection of an unknown id); never shortens the
@@ -285,5 +289,35 @@ int pl_store_history(pl_store_t *s, const char *kind, const char *id,
  * and `lead ID`.  1 found, 0 not found, -1 error. */
 int pl_store_entity_json(pl_store_t *s, const char *kind, const char *id,
                          char **json_out, char *errstr, size_t errstr_size);
+
+/* ---- analytics (analytics.h) ---- */
+
+/* The figures hash <p>{stats} (field -> integer text) in out.  0, -1 or
+ * -2. */
+int pl_store_stats_read(pl_store_t *s, pl_fields_t *out, char *errstr,
+                        size_t errstr_size);
+
+/* The hash slot of an entity's keys ({kind:id}), -1 on OOM. */
+int pl_store_entity_slot(const char *kind, const char *id);
+
+/* Fold the pending analytics deltas of these slots into <p>{stats}
+ * (analytics.h, "Folding").  Safe to run concurrently and again.  0, -1
+ * or -2. */
+int pl_store_stats_fold(pl_store_t *s, const int *slots, size_t n,
+                        char *errstr, size_t errstr_size);
+
+/* Every entity id of a kind ("deal", "lead"): SCAN on every master for
+ * <p>{kind:*} state hashes; fn(opaque, id) for each (it returns 0 to go
+ * on, non-zero to stop with that value).  0, -1, -2 or fn's value. */
+int pl_store_scan_ids(pl_store_t *s, const char *kind,
+                      int (*fn)(void *opaque, const char *id), void *opaque,
+                      char *errstr, size_t errstr_size);
+
+/* A rebuild: replace <p>{stats} with figures (field -> integer text), and
+ * mark every delta pending in any slot as folded (the states the figures
+ * were computed from include them).  Run it with the workers stopped.  0,
+ * -1 or -2. */
+int pl_store_stats_replace(pl_store_t *s, const pl_fields_t *figures,
+                           char *errstr, size_t errstr_size);
 
 #endif

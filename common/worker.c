@@ -666,6 +666,7 @@ typedef struct op_s {
     pl_strlist_t timers_remove;
     bool rejected;
     char *history;
+    pl_delta_t stats;
     void *outcome;
     size_t outcome_len;
     char rev[PL_REV_LEN + 1];
@@ -679,6 +680,7 @@ static void op_clear(op_t *op)
     pl_fields_clear(&op->timers_add);
     pl_strlist_clear(&op->timers_remove);
     free(op->history);
+    pl_delta_free(&op->stats);
     free(op->outcome);
     memset(op, 0, sizeof(*op));
 }
@@ -748,6 +750,7 @@ static void decision_clear(pl_decision_t *d)
     pl_fields_clear(&d->timers_add);
     pl_strlist_clear(&d->timers_remove);
     free(d->history);
+    pl_delta_free(&d->stats);
     pl_outbox_reset(&d->derived);
     free(d->derived.msgs);
     memset(d, 0, sizeof(*d));
@@ -874,6 +877,10 @@ static int decide(worker_t *w, size_t idx, op_t *op)
         memset(&d.timers_remove, 0, sizeof(d.timers_remove));
         op->apply.timers_add = &op->timers_add;
         op->apply.timers_remove = &op->timers_remove;
+        op->stats = d.stats; /* moved */
+        memset(&d.stats, 0, sizeof(d.stats));
+        op->apply.stats = op->stats.buf;
+        op->apply.stats_len = op->stats.len;
     } else if (is_new) {
         /* Refused for an entity that does not exist: only its event_id is
          * written, and kept a short time (a producer's retry); a replay
@@ -892,6 +899,36 @@ out:
         free(tmp);
     }
     decision_clear(&d);
+    return r;
+}
+
+/* Fold the analytics deltas of the slots of n applied ops (retrying while
+ * Redis is away).  0; -1 the batch is abandoned (stop, revoked); -3 fatal. */
+static int fold_stats(worker_t *w, const pl_store_apply_t *ap, size_t n,
+                      int64_t *backoff)
+{
+    int *slots = malloc((n ? n : 1) * sizeof(*slots));
+    size_t m = 0;
+    char err[1024];
+    int r;
+
+    if (!slots)
+        return -3;
+    for (size_t k = 0; k < n; k++)
+        if (ap[k].result == PL_APPLY_OK || ap[k].result == PL_APPLY_DUPLICATE)
+            slots[m++] = pl_store_entity_slot(ap[k].kind, ap[k].id);
+    while ((r = pl_store_stats_fold(w->store, slots, m, err, sizeof(err)))) {
+        if (r == -2) {
+            pl_error("redis: %s; exiting", err);
+            r = -3;
+            break;
+        }
+        if (wait_out_redis(w, err, backoff)) {
+            r = -1;
+            break;
+        }
+    }
+    free(slots);
     return r;
 }
 
@@ -971,6 +1008,16 @@ static int apply_batch(worker_t *w)
             }
             pl_metrics_observe(w->metrics, PL_H_REDIS_APPLY,
                                pl_metrics_clock() - t0);
+            /* The analytics deltas of these entities' slots: folded before
+             * the batch's offsets can be stored, so none is left behind by
+             * a crash (a duplicate's slot too: its delta may be pending
+             * from a worker that died before its fold). */
+            if ((r = fold_stats(w, ap, n, &backoff)) != 0) {
+                for (size_t k = 0; k < n; k++)
+                    pl_store_apply_clear(&ap[k]);
+                free(ap);
+                goto out_ops;
+            }
             pl_metrics_redis_ok(w->metrics);
             for (size_t k = 0; k < n; k++)
                 ops[k].apply = ap[k];

@@ -9,6 +9,7 @@
 #ifndef PL_WORKER_H
 #define PL_WORKER_H
 
+#include "analytics.h"
 #include "codec.h"
 #include "event.h"
 #include "kafka.h"
@@ -29,6 +30,8 @@ typedef struct pl_decision_s {
     pl_fields_t timers_add;     /* timer member -> due (ms): to schedule */
     pl_strlist_t timers_remove; /* timer members to unschedule */
     pl_outbox_t derived; /* what to publish, in order */
+    pl_delta_t stats;    /* applied: the event's analytics delta
+                            (analytics.h), written with the state */
     char poison[512];    /* set: dead-letter the message with this reason
                             instead (input the codec let through but the
                             rules cannot take) */

@@ -138,8 +138,9 @@ static int decide(pl_worker_t *w, void *st, const pl_event_t *ev,
     if (d->applied) {
         if (pl_deal_to_fields(&next, "", &d->set) ||
             (oc.stage_changed &&
-             !(d->history = pl_deal_history_entry(&oc, ev))) ||
-            timers_diff(rules, cur, &next, ev->deal_id, d))
+             !(d->history = pl_deal_history_entry(&oc, ev, &next))) ||
+            timers_diff(rules, cur, &next, ev->deal_id, d) ||
+            pl_analytics_deal_delta(rules, cur, &next, &oc, ev, &d->stats))
             goto out;
         pl_deal_state_clear(cur);
         *cur = next; /* moved */

@@ -71,7 +71,13 @@ static int decide(pl_worker_t *w, void *st, const pl_event_t *ev,
     d->applied = oc.verdict == PL_LEAD_APPLIED;
     d->rejected = oc.verdict == PL_LEAD_REJECTED;
     if (d->applied) {
-        if (pl_lead_to_fields(&next, &d->set) ||
+        /* the statuses it has ever had, for the sources report */
+        next.reached = (cur->exists ? cur->reached : 0) |
+                       pl_reached_bit(cur->exists ? cur->status : NULL) |
+                       pl_reached_bit(next.status);
+        if (pl_analytics_lead_delta(cur->exists ? cur : NULL, &next,
+                                    &d->stats) ||
+            pl_lead_to_fields(&next, &d->set) ||
             (oc.status_changed &&
              !(d->history = pl_lead_history_entry(&oc, ev))))
             goto out;

@@ -232,7 +232,7 @@ static void test_history_entry(void **state)
     ev.occurred_at = T0 + 123;
     ev.present |= PL_F_OCCURRED_AT;
 
-    s = pl_deal_history_entry(&out, &ev);
+    s = pl_deal_history_entry(&out, &ev, NULL);
     assert_non_null(s);
     o = json_loads(s, 0, &jerr);
     if (!o)
@@ -255,13 +255,40 @@ static void test_history_entry(void **state)
     /* a new deal enters its first stage from "" */
     out.from_stage[0] = '\0';
     snprintf(out.to_stage, sizeof(out.to_stage), "qualification");
-    s = pl_deal_history_entry(&out, &ev);
+    s = pl_deal_history_entry(&out, &ev, NULL);
     assert_non_null(s);
     o = json_loads(s, 0, &jerr);
     assert_non_null(o);
     assert_string_equal(json_string_value(json_object_get(o, "from")), "");
     json_decref(o);
     free(s);
+
+    /* with the state after the change: what the analytics rebuild needs */
+    {
+        pl_deal_state_t next;
+        pl_deal_state_init(&next);
+        next.exists = true;
+        assert_int_equal(pl_str_set(&next.owner, "ana"), 0);
+        assert_int_equal(pl_str_set(&next.currency, "EUR"), 0);
+        next.amount = 125005000; /* 12500.5 */
+        next.has_amount = true;
+        out.seconds_in_previous_stage = 42;
+        s = pl_deal_history_entry(&out, &ev, &next);
+        assert_non_null(s);
+        o = json_loads(s, 0, &jerr);
+        assert_non_null(o);
+        assert_string_equal(json_string_value(json_object_get(o, "owner")),
+                            "ana");
+        assert_int_equal(json_integer_value(json_object_get(o, "seconds")),
+                         42);
+        assert_string_equal(json_string_value(json_object_get(o, "amount")),
+                            "12500.5");
+        assert_string_equal(
+            json_string_value(json_object_get(o, "currency")), "EUR");
+        json_decref(o);
+        free(s);
+        pl_deal_state_clear(&next);
+    }
     pl_event_clear(&ev);
 }
 
