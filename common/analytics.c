@@ -258,8 +258,6 @@ int pl_analytics_deal_delta(const pl_rules_t *r, const pl_deal_state_t *cur,
                             const pl_deal_outcome_t *oc, const pl_event_t *ev,
                             pl_delta_t *d)
 {
-    int64_t at;
-
     if (oc->verdict != PL_DEAL_APPLIED)
         return 0;
     if (pl_analytics_deal_contrib(r, cur, -1, d) ||
@@ -267,13 +265,11 @@ int pl_analytics_deal_delta(const pl_rules_t *r, const pl_deal_state_t *cur,
         return -1;
     if (!oc->stage_changed)
         return 0;
-    /* the time of the change: time never runs backwards for a deal */
-    at = ev->occurred_at;
-    if (cur && cur->exists && cur->last_event_at > at)
-        at = cur->last_event_at;
+    /* a win counts in the month of the occurred_at of the event that made
+     * it (CONTRACT), which is also the history entry's "at" */
     return pl_analytics_stage_move(
         r, next->owner, cur && cur->exists ? oc->from_stage : "",
-        oc->to_stage, oc->seconds_in_previous_stage, at,
+        oc->to_stage, oc->seconds_in_previous_stage, ev->occurred_at,
         next->has_amount ? next->amount : 0, next->currency, next->lead_id,
         d);
 }

@@ -17,6 +17,8 @@
  */
 #include "metrics.h"
 
+#include "report.h"
+
 #include <arpa/inet.h>
 #include <errno.h>
 #include <jansson.h>
@@ -165,6 +167,7 @@ struct pl_metrics_s {
     char redis_why[256];
     lag_t *lags;
     size_t nlags;
+    char *analytics; /* rendered gauges of the figures, or NULL */
     struct MHD_Daemon *httpd;
 };
 
@@ -437,6 +440,10 @@ char *pl_metrics_render(pl_metrics_t *m, size_t *len)
         bprintf(&b, "pipeline_%s_count{worker=\"%s\"} %llu\n", d->d.name,
                 m->worker, (unsigned long long)cum);
     }
+    pthread_mutex_lock(&m->lock);
+    if (m->analytics)
+        bprintf(&b, "%s", m->analytics);
+    pthread_mutex_unlock(&m->lock);
     if (b.oom) {
         free(b.p);
         return NULL;
@@ -445,8 +452,77 @@ char *pl_metrics_render(pl_metrics_t *m, size_t *len)
     return b.p;
 }
 
+/* The analytics gauges (report.h), with their help. */
+static const struct {
+    const char *name, *help;
+} analytics_defs[] = {
+    {"pipeline_stage_open_deals", "Open deals per stage (every owner)"},
+    {"pipeline_stage_p50_seconds",
+     "Median seconds in the stage over the moves out of it (estimate, "
+     "within 10%)"},
+    {"pipeline_stage_p90_seconds",
+     "90th percentile of the seconds in the stage over the moves out of it "
+     "(estimate, within 10%)"},
+    {"pipeline_forecast_open_deals",
+     "Open deals per expected close month and currency"},
+    {"pipeline_forecast_open_amount",
+     "Amount of the open deals per expected close month and currency"},
+    {"pipeline_forecast_weighted_amount",
+     "Open amount times the stage's win probability, per month and "
+     "currency"},
+    {"pipeline_forecast_best_case_amount",
+     "Open amount in stages of probability >= 0.6, per month and currency"},
+    {"pipeline_forecast_commit_amount",
+     "Open amount in stages of probability >= 0.8, per month and currency"},
+    {"pipeline_forecast_won_deals", "Deals won per month and currency"},
+    {"pipeline_forecast_won_amount",
+     "Amount of the deals won per month and currency, at the win"},
+    {"pipeline_source_leads", "Leads created per lead source"},
+    {"pipeline_source_won",
+     "Leads per source whose converted deal was won"},
+};
+#define N_ANALYTICS (sizeof(analytics_defs) / sizeof(*analytics_defs))
+
+int pl_metrics_set_analytics(pl_metrics_t *m,
+                             const struct pl_report_gauge_s *g, size_t n)
+{
+    buf_t b = {0};
+
+    if (!m)
+        return 0;
+    if (!(b.p = malloc(b.cap = 4096)))
+        return -1;
+    b.p[0] = '\0';
+    for (size_t d = 0; d < N_ANALYTICS; d++) {
+        bool any = false;
+        for (size_t i = 0; i < n; i++) {
+            if (strcmp(g[i].name, analytics_defs[d].name))
+                continue;
+            if (!any)
+                bprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n",
+                        analytics_defs[d].name, analytics_defs[d].help,
+                        analytics_defs[d].name);
+            any = true;
+            bprintf(&b, "%s{worker=\"%s\"%s%s} %.17g\n", g[i].name,
+                    m->worker, g[i].labels && *g[i].labels ? "," : "",
+                    g[i].labels ? g[i].labels : "", g[i].value);
+        }
+    }
+    if (b.oom) {
+        free(b.p);
+        return -1;
+    }
+    pthread_mutex_lock(&m->lock);
+    free(m->analytics);
+    m->analytics = b.p;
+    pthread_mutex_unlock(&m->lock);
+    return 0;
+}
+
 void pl_metrics_print_names(FILE *fp, bool timers)
 {
+    for (size_t d = 0; d < N_ANALYTICS; d++)
+        fprintf(fp, "%s\n", analytics_defs[d].name);
     for (int c = 0; c < PL_M_COUNTERS; c++)
         if (!counter_defs[c].timers || timers)
             fprintf(fp, "pipeline_%s_total\n", counter_defs[c].name);
@@ -678,6 +754,7 @@ void pl_metrics_destroy(pl_metrics_t *m)
     if (m->httpd)
         MHD_stop_daemon(m->httpd); /* joins its thread, closes the socket */
     lags_free(m->lags, m->nlags);
+    free(m->analytics);
     pthread_mutex_destroy(&m->lock);
     free(m->worker);
     free(m);

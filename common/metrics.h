@@ -92,6 +92,14 @@ void pl_metrics_redis_ok(pl_metrics_t *m);
 void pl_metrics_redis_failed(pl_metrics_t *m, const char *why);
 void pl_metrics_set_joined(pl_metrics_t *m, bool joined);
 
+/* The analytics figures as gauges (report.h's pl_report_gauges), rendered
+ * into the /metrics page from now on: the worker refreshes them every few
+ * seconds from one read of <p>{stats}, so a scrape costs Redis nothing.
+ * 0, or -1 (OOM: the last ones stay). */
+struct pl_report_gauge_s;
+int pl_metrics_set_analytics(pl_metrics_t *m,
+                             const struct pl_report_gauge_s *g, size_t n);
+
 /* librdkafka's statistics JSON (the consumer's stats_cb): keeps
  * topics.<t>.partitions.<p>.consumer_lag for pipeline_consumer_lag.
  * 0, or -1 when it does not parse (the last values stay). */

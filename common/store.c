@@ -361,13 +361,39 @@ int pl_fields_get_int(const pl_fields_t *f, const char *k, int64_t *v,
     return 0;
 }
 
-/* Fill f from a flat {field, value, ...} array reply. */
+/* Append k = v without looking for k first: for replies whose fields are
+ * unique (HGETALL, ZRANGE), so a large hash reads in linear time. */
+static int fields_append(pl_fields_t *f, const char *k, const char *v)
+{
+    if (f->count == f->cap) {
+        size_t cap = f->cap ? f->cap * 2 : 16;
+        char **keys = realloc(f->keys, cap * sizeof(*keys)), **values;
+        if (!keys)
+            return -1;
+        f->keys = keys;
+        if (!(values = realloc(f->values, cap * sizeof(*values))))
+            return -1;
+        f->values = values;
+        f->cap = cap;
+    }
+    f->keys[f->count] = strdup(k);
+    f->values[f->count] = strdup(v);
+    if (!f->keys[f->count] || !f->values[f->count]) {
+        free(f->keys[f->count]);
+        free(f->values[f->count]);
+        return -1;
+    }
+    f->count++;
+    return 0;
+}
+
+/* Fill f from a flat {field, value, ...} array reply (unique fields). */
 static int fields_from_reply(pl_fields_t *f, const redisReply *r)
 {
     if (r->type != REDIS_REPLY_ARRAY)
         return -1;
     for (size_t i = 0; i + 1 < r->elements; i += 2)
-        if (pl_fields_set(f, r->element[i]->str ? r->element[i]->str : "",
+        if (fields_append(f, r->element[i]->str ? r->element[i]->str : "",
                           r->element[i + 1]->str ? r->element[i + 1]->str
                                                  : ""))
             return -1;
@@ -2111,7 +2137,7 @@ int pl_store_stats_replace(pl_store_t *s, const pl_fields_t *figures,
             char sl[16];
             snprintf(sl, sizeof(sl), "%d", slot);
             if (rep->type == REDIS_REPLY_STRING &&
-                pl_fields_set(&marks, sl, rep->str)) {
+                fields_append(&marks, sl, rep->str)) {
                 pl_fields_clear(&marks);
                 snprintf(errstr, errstr_size, "out of memory");
                 r = -1;

@@ -26,6 +26,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "report.h"
 #include "rules.h"
 #include "store.h"
 #include "worker.h"
@@ -188,6 +189,7 @@ struct pl_worker_s {
     pl_codec_t *codec;
     pl_registry_t *registry; /* schema.registry.url set; else NULL */
     pl_rules_t *rules;
+    int64_t next_gauges; /* export_analytics(): the next refresh */
     pl_store_t *store;
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
@@ -1336,10 +1338,35 @@ pl_metrics_t *pl_worker_metrics(pl_worker_t *w)
     return w->metrics;
 }
 
+/* Every ANALYTICS_GAUGES_MS, with metrics on: read the analytics figures
+ * (one HGETALL of <p>{stats}) for the /metrics page, so a scrape costs
+ * Redis nothing.  A failure leaves the last ones (logged at debug level:
+ * the batches report Redis trouble). */
+#define ANALYTICS_GAUGES_MS 5000
+static void export_analytics(worker_t *w)
+{
+    pl_fields_t f = {0};
+    pl_report_gauge_t *g = NULL;
+    size_t n = 0;
+    char err[512];
+
+    if (!w->metrics || pl_now_mono_ms() < w->next_gauges)
+        return;
+    w->next_gauges = pl_now_mono_ms() + ANALYTICS_GAUGES_MS;
+    if (pl_store_stats_read(w->store, &f, err, sizeof(err)))
+        pl_debug("analytics gauges: %s", err);
+    else if (pl_report_gauges(w->rules, &f, &g, &n) ||
+             pl_metrics_set_analytics(w->metrics, g, n))
+        pl_debug("analytics gauges: out of memory");
+    pl_report_gauges_free(g, n);
+    pl_fields_clear(&f);
+}
+
 /* The kind's periodic work (timers), between batches.  0 or -1 (stop). */
 static int maybe_tick(worker_t *w, int64_t *next_tick)
 {
     int64_t tick_ms = pl_config_get_ms(w->cfg, "timers.interval");
+    export_analytics(w);
     if (!w->kind->tick || !tick_ms || pl_now_mono_ms() < *next_tick)
         return 0;
     if (w->kind->tick_slices > 1)

@@ -13,6 +13,10 @@
  *   lead      a lead's state and history as stored in Redis
  *   lag       committed offset, end offset and lag per partition of the
  *             worker groups (or of any group on any topic)
+ *   report    the pipeline analytics (forecast, stages, sources) from the
+ *             figures the workers keep in Redis, and `report rebuild`,
+ *             which recomputes those figures from the stored deals and
+ *             leads
  *
  * It uses the same codec and store as the workers, so what it accepts and
  * prints is exactly what the workers accept and publish.  tail assigns the
@@ -25,6 +29,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdbool.h>
@@ -39,10 +44,15 @@
 #include <librdkafka/rdkafka.h>
 #include <openssl/evp.h>
 
+#include "analytics.h"
 #include "codec.h"
 #include "config.h"
+#include "deal.h"
 #include "registry.h"
 #include "event.h"
+#include "lead.h"
+#include "report.h"
+#include "rules.h"
 #include "slots.h"
 #include "store.h"
 
@@ -56,6 +66,10 @@
 #define PL_CTL_DEFAULT_DLQ     "sales.dlq"
 #define PL_CTL_DEFAULT_DEALS   "sales.deals"
 #define PL_CTL_DEFAULT_LEADS   "sales.leads"
+/* the rules file the workers read when not told (config.c, rules.file) */
+#define PL_CTL_DEFAULT_RULES   PL_SOURCE_DIR "/deploy/rules/default.yaml"
+/* states read per round trip by `report rebuild` */
+#define PL_CTL_REBUILD_BATCH   500
 #define PL_CTL_ADMIN_TIMEOUT_MS   30000
 #define PL_CTL_METADATA_TIMEOUT_MS 10000
 #define PL_CTL_POLL_MS            200
@@ -63,14 +77,17 @@
 /* Exit codes. */
 enum { PL_CTL_EXIT_OK = 0, PL_CTL_EXIT_ERROR = 1, PL_CTL_EXIT_USAGE = 2 };
 
-/* Which subcommand an option belongs to (for "only with X" checks). */
+/* Which subcommands an option belongs to (for "only with X" checks): one
+ * bit per family of options; a command allows some families. */
 enum {
     PL_CTL_FOR_PRODUCE = 1u << 0,
     PL_CTL_FOR_TAIL = 1u << 1,
     PL_CTL_FOR_TOPICS = 1u << 2,
     PL_CTL_FOR_LAG = 1u << 3,
+    PL_CTL_FOR_REPORT = 1u << 4,
+    PL_CTL_FOR_JSON = 1u << 5, /* --json: lag and report */
 };
-#define PL_CTL_FOR_COUNT 4
+#define PL_CTL_FOR_COUNT 6
 
 typedef struct pl_ctl_opts_s {
     const char *brokers;
@@ -101,7 +118,10 @@ typedef struct pl_ctl_opts_s {
     /* lag */
     const char *group; /* --group, used as given (no prefix) */
     const char *topic; /* --topic, unprefixed */
-    bool json;
+    bool json;         /* lag, report */
+    /* report */
+    const char *owner;      /* --owner: NULL for every owner */
+    const char *rules_file; /* --rules */
 
     unsigned used;      /* PL_CTL_FOR_* of the options given */
     const char *used_name[PL_CTL_FOR_COUNT]; /* one option name per bit */
@@ -221,6 +241,34 @@ static void pl_ctl_usage(FILE *fp)
         "                          {\"group\",\"topic\",\"partition\",\n"
         "                          \"committed\",\"low\",\"end\",\"lag\"}\n"
         "                          (committed null when none).\n"
+        "  report forecast|stages|sources\n"
+        "                          The pipeline analytics, from the figures\n"
+        "                          the workers keep live in Redis\n"
+        "                          (<prefix>{stats}), as an aligned table:\n"
+        "                          forecast: per month (of the expected\n"
+        "                          close date, \"none\" without one) and\n"
+        "                          currency, the open, weighted, best-case\n"
+        "                          and commit amounts and the deals won;\n"
+        "                          stages: per open stage, the moves in and\n"
+        "                          out, conversion, median and 90th\n"
+        "                          percentile of the time spent in it\n"
+        "                          (estimates within 10%), and the\n"
+        "                          bottleneck; sources: leads per source and\n"
+        "                          the statuses they reached.\n"
+        "      --json              One JSON object instead of the table.\n"
+        "      --owner NAME        forecast and stages: only NAME's deals\n"
+        "                          (\"none\": the deals without an owner).\n"
+        "      --rules FILE        The rules file: stage order,\n"
+        "                          probabilities, stale thresholds\n"
+        "                          [$PL_RULES_FILE, the workers' default:\n"
+        "                          " PL_CTL_DEFAULT_RULES "]\n"
+        "  report rebuild          Recompute the figures from every stored\n"
+        "                          deal and lead (states and histories) and\n"
+        "                          replace <prefix>{stats} with them.  STOP\n"
+        "                          THE WORKERS FIRST: events applied during\n"
+        "                          a rebuild may be counted twice or not at\n"
+        "                          all.  Takes --rules; prints how many\n"
+        "                          deals, leads and fields it counted.\n"
         "\n"
         "Options (before or after the command; \"--\" ends them):\n"
         "  -b, --brokers LIST      Kafka bootstrap servers\n"
@@ -1903,6 +1951,515 @@ out_free:
     return rc;
 }
 
+/* ----------------------------------------------------------------- report */
+
+/* The rules of --rules, or NULL after reporting. */
+static pl_rules_t *pl_ctl_rules(const pl_ctl_opts_t *o)
+{
+    char errstr[1024];
+    pl_rules_t *r = pl_rules_load(o->rules_file, errstr, sizeof(errstr));
+
+    if (!r)
+        pl_ctl_err("rules: %s", errstr); /* "FILE:LINE: problem" */
+    return r;
+}
+
+/* `report forecast|stages|sources`: one read of the figures, one report. */
+static int pl_ctl_report_show(const pl_ctl_opts_t *o, const char *kind)
+{
+    pl_rules_t *rules = NULL;
+    pl_store_t *store = NULL;
+    pl_fields_t figures = {0};
+    json_t *rep = NULL;
+    char *text = NULL;
+    char errstr[512];
+    bool sources = strcmp(kind, "sources") == 0;
+    int rc = PL_CTL_EXIT_ERROR;
+
+    /* sources needs no rules: a broken rules file does not stop it */
+    if (!sources && !(rules = pl_ctl_rules(o)))
+        return PL_CTL_EXIT_ERROR;
+    if (!(store = pl_ctl_store_open(o, &rc)))
+        goto out_destroy_rules;
+    rc = PL_CTL_EXIT_ERROR;
+    if (pl_store_stats_read(store, &figures, errstr, sizeof(errstr))) {
+        pl_ctl_err("%s", errstr);
+        goto out_clear;
+    }
+    rep = sources ? pl_report_sources(&figures)
+          : strcmp(kind, "forecast") == 0
+              ? pl_report_forecast(rules, &figures, o->owner)
+              : pl_report_stages(rules, &figures, o->owner);
+    text = !rep ? NULL : o->json ? pl_report_dumps(rep) : pl_report_table(rep);
+    if (!text) {
+        pl_ctl_err("out of memory");
+        goto out_clear;
+    }
+    fputs(text, stdout);
+    if (o->json)
+        fputc('\n', stdout);
+    if (fflush(stdout) != 0 || ferror(stdout)) {
+        pl_ctl_err("stdout: %s", strerror(errno));
+        goto out_clear;
+    }
+    rc = PL_CTL_EXIT_OK;
+
+out_clear:
+    free(text);
+    json_decref(rep);
+    pl_fields_clear(&figures);
+    pl_store_destroy(store);
+out_destroy_rules:
+    pl_rules_destroy(rules);
+    return rc;
+}
+
+/* A growing list of ids (owned strings). */
+typedef struct pl_ctl_ids_s {
+    char **ids;
+    size_t count, cap;
+} pl_ctl_ids_t;
+
+static void pl_ctl_ids_clear(pl_ctl_ids_t *l)
+{
+    for (size_t i = 0; i < l->count; i++)
+        free(l->ids[i]);
+    free(l->ids);
+    memset(l, 0, sizeof(*l));
+}
+
+/* pl_store_scan_ids()'s callback: keep the id.  0, or -3 on OOM (a value
+ * pl_store_scan_ids itself never returns). */
+static int pl_ctl_ids_add(void *opaque, const char *id)
+{
+    pl_ctl_ids_t *l = opaque;
+
+    if (pl_ctl_stop)
+        return -4; /* interrupted */
+    if (l->count == l->cap) {
+        size_t cap = l->cap ? l->cap * 2 : 1024;
+        char **n = realloc(l->ids, cap * sizeof(*n));
+        if (!n)
+            return -3;
+        l->ids = n;
+        l->cap = cap;
+    }
+    if (!(l->ids[l->count] = strdup(id)))
+        return -3;
+    l->count++;
+    return 0;
+}
+
+/* Every id of a kind.  0 or -1 (reported). */
+static int pl_ctl_scan(pl_store_t *store, const char *kind, pl_ctl_ids_t *l)
+{
+    char errstr[512];
+    int r = pl_store_scan_ids(store, kind, pl_ctl_ids_add, l, errstr,
+                              sizeof(errstr));
+
+    if (r == -3)
+        pl_ctl_err("out of memory");
+    else if (r == -4)
+        pl_ctl_err("interrupted; the figures are unchanged");
+    else if (r)
+        pl_ctl_err("scanning the %ss: %s", kind, errstr);
+    return r ? -1 : 0;
+}
+
+/* The text of a history entry's member, NULL when absent or not text. */
+static const char *pl_ctl_json_str(const json_t *o, const char *k)
+{
+    return json_string_value(json_object_get(o, k));
+}
+
+/*
+ * Add one deal's figures to sum: its standing contribution (an open deal)
+ * and every stage change of its history, as the live path counted them.
+ * An entry written before the analytics has no owner, seconds, amount nor
+ * currency: the deal's owner, amount and currency stand in, and the
+ * seconds are the time since the previous entry.  0, or -1 (reported).
+ */
+static int pl_ctl_rebuild_deal(pl_store_t *store, const pl_rules_t *rules,
+                               const char *id, const pl_deal_state_t *st,
+                               pl_report_sum_t *sum, pl_delta_t *delta)
+{
+    pl_fields_t hist = {0};
+    char errstr[512];
+    int64_t prev_at = -1;
+    int rc = -1;
+
+    delta->len = 0;
+    if (pl_analytics_deal_contrib(rules, st, +1, delta))
+        goto out_oom;
+    if (pl_store_history(store, "deal", id, &hist, errstr, sizeof(errstr))) {
+        pl_ctl_err("history of deal %s: %s", id, errstr);
+        goto out;
+    }
+    for (size_t i = 0; i < hist.count; i++) {
+        json_t *e = json_loads(hist.values[i], 0, NULL);
+        const char *from = pl_ctl_json_str(e, "from");
+        const char *to = pl_ctl_json_str(e, "to");
+        const char *at = pl_ctl_json_str(e, "at");
+        const json_t *secs = json_object_get(e, "seconds");
+        const json_t *amt = json_object_get(e, "amount");
+        const char *owner, *currency;
+        int64_t at_ms = 0, eff_ms, seconds = 0, amount = 0;
+        int r;
+
+        if (!e || !to) {
+            pl_ctl_err("deal %s: history entry %zu is not a stage change; "
+                       "skipped",
+                       id, i);
+            json_decref(e);
+            continue;
+        }
+        if (!at || pl_time_parse_rfc3339(at, &at_ms))
+            at_ms = prev_at > 0 ? prev_at : 0;
+        /* the win's month is the event's own occurred_at (as counted
+         * live); stage time never runs backwards */
+        eff_ms = prev_at >= 0 && at_ms < prev_at ? prev_at : at_ms;
+        if (json_is_integer(secs)) {
+            /* written with the analytics: the entry says it all */
+            seconds = (int64_t)json_integer_value(secs);
+            owner = pl_ctl_json_str(e, "owner");
+            currency = pl_ctl_json_str(e, "currency");
+            if (json_is_string(amt)) {
+                if (pl_amount_parse(json_string_value(amt), &amount))
+                    amount = 0;
+            } else if (json_is_number(amt)) {
+                amount = (int64_t)llround(json_number_value(amt) *
+                                          PL_AMOUNT_SCALE);
+            }
+        } else {
+            seconds = prev_at >= 0 ? (eff_ms - prev_at) / 1000 : 0;
+            owner = st->owner;
+            currency = st->currency;
+            amount = st->has_amount ? st->amount : 0;
+        }
+        prev_at = eff_ms;
+        r = pl_analytics_stage_move(rules, owner, from ? from : "", to,
+                                    seconds, at_ms, amount, currency,
+                                    st->lead_id, delta);
+        json_decref(e);
+        if (r)
+            goto out_oom;
+    }
+    if (pl_report_sum_add_delta(sum, delta->buf ? delta->buf : "",
+                                delta->len))
+        goto out_oom;
+    rc = 0;
+    goto out;
+out_oom:
+    pl_ctl_err("out of memory");
+out:
+    pl_fields_clear(&hist);
+    return rc;
+}
+
+/* s percent-encoded as a figure's component, malloc'ed (NULL on OOM). */
+static char *pl_ctl_field_escape(const char *s)
+{
+    size_t n = 3 * strlen(s) + 1;
+    char *out = malloc(n);
+
+    if (out)
+        pl_field_escape(s, out, n);
+    return out;
+}
+
+/*
+ * Add one lead's figures to sum: its standing contribution, and the wins
+ * of the deals converted from it (the deals' L|<lead id> figures, turned
+ * into l|<source>|won as the fold does).  A lead stored before the
+ * analytics has no "reached": the statuses of its history stand in.  0,
+ * or -1 (reported).
+ */
+static int pl_ctl_rebuild_lead(pl_store_t *store, const char *id,
+                               const pl_fields_t *state, pl_lead_state_t *st,
+                               pl_report_sum_t *sum, pl_delta_t *delta)
+{
+    const char *source = st->profile.source && *st->profile.source
+                             ? st->profile.source
+                             : "none";
+    char *esc_id = NULL, *lkey = NULL, *esc_src = NULL, *wkey = NULL;
+    char errstr[512];
+    int64_t won;
+    int rc = -1;
+
+    if (!pl_fields_get(state, "reached")) {
+        pl_fields_t hist = {0};
+
+        if (pl_store_history(store, "lead", id, &hist, errstr,
+                             sizeof(errstr))) {
+            pl_ctl_err("history of lead %s: %s", id, errstr);
+            pl_fields_clear(&hist);
+            return -1;
+        }
+        for (size_t i = 0; i < hist.count; i++) {
+            json_t *e = json_loads(hist.values[i], 0, NULL);
+            st->reached |= pl_reached_bit(pl_ctl_json_str(e, "to"));
+            json_decref(e);
+        }
+        pl_fields_clear(&hist);
+    }
+    delta->len = 0;
+    if (pl_analytics_lead_contrib(st, +1, delta) ||
+        pl_report_sum_add_delta(sum, delta->buf ? delta->buf : "",
+                                delta->len))
+        goto out_oom;
+    if (!(esc_id = pl_ctl_field_escape(id)) ||
+        !(esc_src = pl_ctl_field_escape(source)) ||
+        asprintf(&lkey, "L|%s", esc_id) < 0) {
+        lkey = NULL;
+        goto out_oom;
+    }
+    if ((won = pl_report_sum_take(sum, lkey))) {
+        if (asprintf(&wkey, "l|%s|won", esc_src) < 0) {
+            wkey = NULL;
+            goto out_oom;
+        }
+        if (pl_report_sum_add(sum, wkey, won))
+            goto out_oom;
+    }
+    rc = 0;
+    goto out;
+out_oom:
+    pl_ctl_err("out of memory");
+out:
+    free(esc_id);
+    free(lkey);
+    free(esc_src);
+    free(wkey);
+    return rc;
+}
+
+/* The wins of deals whose lead is not stored: l|none|won, as the fold
+ * counts them. */
+typedef struct pl_ctl_orphans_s {
+    pl_ctl_ids_t keys;
+    int64_t won;
+} pl_ctl_orphans_t;
+
+static int pl_ctl_orphan(void *opaque, const char *field, int64_t v)
+{
+    pl_ctl_orphans_t *o = opaque;
+
+    if (strncmp(field, "L|", 2) != 0)
+        return 0;
+    o->won += v;
+    return pl_ctl_ids_add(&o->keys, field);
+}
+
+/* Read the states of ids[0..n) of a kind, PL_CTL_REBUILD_BATCH per round
+ * trip, and hand each to fn.  0 or -1 (reported). */
+typedef int (*pl_ctl_rebuild_fn)(void *opaque, const char *id,
+                                 const pl_fields_t *state);
+
+static int pl_ctl_rebuild_each(pl_store_t *store, const char *kind,
+                               const pl_ctl_ids_t *ids, pl_ctl_rebuild_fn fn,
+                               void *opaque)
+{
+    pl_fields_t *states = calloc(PL_CTL_REBUILD_BATCH, sizeof(*states));
+    char errstr[512];
+    int rc = -1;
+
+    if (!states) {
+        pl_ctl_err("out of memory");
+        return -1;
+    }
+    for (size_t first = 0; first < ids->count; first += PL_CTL_REBUILD_BATCH) {
+        size_t n = ids->count - first;
+
+        if (n > PL_CTL_REBUILD_BATCH)
+            n = PL_CTL_REBUILD_BATCH;
+        if (pl_ctl_stop) {
+            pl_ctl_err("interrupted; the figures are unchanged");
+            goto out;
+        }
+        if (pl_store_read(store, kind, (const char *const *)ids->ids + first,
+                          n, states, errstr, sizeof(errstr))) {
+            pl_ctl_err("reading the %ss: %s", kind, errstr);
+            goto out;
+        }
+        for (size_t i = 0; i < n; i++) {
+            int r = fn(opaque, ids->ids[first + i], &states[i]);
+            pl_fields_clear(&states[i]);
+            if (r)
+                goto out;
+        }
+    }
+    rc = 0;
+out:
+    for (size_t i = 0; i < PL_CTL_REBUILD_BATCH; i++)
+        pl_fields_clear(&states[i]);
+    free(states);
+    return rc;
+}
+
+typedef struct pl_ctl_rebuild_s {
+    pl_store_t *store;
+    const pl_rules_t *rules;
+    pl_report_sum_t *sum;
+    pl_delta_t delta;
+    size_t deals, leads; /* counted */
+} pl_ctl_rebuild_t;
+
+static int pl_ctl_rebuild_deal_cb(void *opaque, const char *id,
+                                  const pl_fields_t *state)
+{
+    pl_ctl_rebuild_t *b = opaque;
+    pl_deal_state_t st;
+    char rev[PL_REV_LEN + 1];
+    int rc;
+
+    pl_deal_state_init(&st);
+    if (pl_deal_from_fields(state, &st, rev)) {
+        pl_ctl_err("deal %s: a field of its state does not parse; skipped",
+                   id);
+        pl_deal_state_clear(&st);
+        return 0;
+    }
+    if (!st.exists) { /* gone since the scan, or not a hash */
+        pl_deal_state_clear(&st);
+        return 0;
+    }
+    rc = pl_ctl_rebuild_deal(b->store, b->rules, id, &st, b->sum, &b->delta);
+    if (!rc)
+        b->deals++;
+    pl_deal_state_clear(&st);
+    return rc;
+}
+
+static int pl_ctl_rebuild_lead_cb(void *opaque, const char *id,
+                                  const pl_fields_t *state)
+{
+    pl_ctl_rebuild_t *b = opaque;
+    pl_lead_state_t st;
+    int rc;
+
+    pl_lead_state_init(&st);
+    if (pl_lead_from_fields(state, &st)) {
+        pl_ctl_err("lead %s: a field of its state does not parse; skipped",
+                   id);
+        pl_lead_state_clear(&st);
+        return 0;
+    }
+    if (!st.exists) {
+        pl_lead_state_clear(&st);
+        return 0;
+    }
+    rc = pl_ctl_rebuild_lead(b->store, id, state, &st, b->sum, &b->delta);
+    if (!rc)
+        b->leads++;
+    pl_lead_state_clear(&st);
+    return rc;
+}
+
+/* `report rebuild`: recompute <prefix>{stats} from the stored deals and
+ * leads (run it with the workers stopped). */
+static int pl_ctl_report_rebuild(const pl_ctl_opts_t *o)
+{
+    pl_ctl_rebuild_t b = {0};
+    pl_ctl_ids_t deals = {0}, leads = {0};
+    pl_ctl_orphans_t orphans = {0};
+    pl_rules_t *rules;
+    pl_fields_t figures = {0};
+    char errstr[512];
+    int rc = PL_CTL_EXIT_ERROR;
+
+    if (!(rules = pl_ctl_rules(o)))
+        return PL_CTL_EXIT_ERROR;
+    b.rules = rules;
+    if (!(b.store = pl_ctl_store_open(o, &rc)))
+        goto out_destroy_rules;
+    rc = PL_CTL_EXIT_ERROR;
+    if (!(b.sum = pl_report_sum_new())) {
+        pl_ctl_err("out of memory");
+        goto out_free;
+    }
+    /* deals first: their wins of converted leads (L|<lead id>) are turned
+     * into l|<source>|won as each lead is read */
+    if (pl_ctl_scan(b.store, "deal", &deals) ||
+        pl_ctl_rebuild_each(b.store, "deal", &deals, pl_ctl_rebuild_deal_cb,
+                            &b) ||
+        pl_ctl_scan(b.store, "lead", &leads) ||
+        pl_ctl_rebuild_each(b.store, "lead", &leads, pl_ctl_rebuild_lead_cb,
+                            &b))
+        goto out_free;
+    if (pl_report_sum_foreach(b.sum, pl_ctl_orphan, &orphans)) {
+        pl_ctl_err("out of memory");
+        goto out_free;
+    }
+    for (size_t i = 0; i < orphans.keys.count; i++)
+        pl_report_sum_take(b.sum, orphans.keys.ids[i]);
+    if ((orphans.won && pl_report_sum_add(b.sum, "l|none|won", orphans.won)) ||
+        pl_report_sum_fields(b.sum, &figures)) {
+        pl_ctl_err("out of memory");
+        goto out_free;
+    }
+    if (pl_ctl_stop) {
+        pl_ctl_err("interrupted; the figures are unchanged");
+        goto out_free;
+    }
+    if (pl_store_stats_replace(b.store, &figures, errstr, sizeof(errstr))) {
+        pl_ctl_err("replacing the figures: %s", errstr);
+        goto out_free;
+    }
+    printf("rebuilt the figures from %zu deal%s and %zu lead%s: %zu "
+           "field%s\n",
+           b.deals, b.deals == 1 ? "" : "s", b.leads,
+           b.leads == 1 ? "" : "s", figures.count,
+           figures.count == 1 ? "" : "s");
+    rc = fflush(stdout) == 0 ? PL_CTL_EXIT_OK : PL_CTL_EXIT_ERROR;
+
+out_free:
+    pl_fields_clear(&figures);
+    pl_ctl_ids_clear(&orphans.keys);
+    pl_ctl_ids_clear(&deals);
+    pl_ctl_ids_clear(&leads);
+    pl_delta_free(&b.delta);
+    pl_report_sum_destroy(b.sum);
+    pl_store_destroy(b.store);
+out_destroy_rules:
+    pl_rules_destroy(rules);
+    return rc;
+}
+
+/* `report forecast|stages|sources [--json] [--owner NAME]`, `report
+ * rebuild`. */
+static int pl_ctl_cmd_report(const pl_ctl_opts_t *o, int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: pipelinectl report forecast|stages|sources [--json] "
+        "[--owner NAME] [--rules FILE]\n"
+        "       pipelinectl report rebuild [--rules FILE]";
+
+    if (argc != 1) {
+        pl_ctl_err("%s", usage);
+        return PL_CTL_EXIT_USAGE;
+    }
+    if (strcmp(argv[0], "rebuild") == 0) {
+        if (o->json || o->owner) {
+            pl_ctl_err("--%s does not apply to 'report rebuild'",
+                       o->json ? "json" : "owner");
+            return PL_CTL_EXIT_USAGE;
+        }
+        return pl_ctl_report_rebuild(o);
+    }
+    if (strcmp(argv[0], "forecast") != 0 && strcmp(argv[0], "stages") != 0 &&
+        strcmp(argv[0], "sources") != 0) {
+        pl_ctl_err("report %s: unknown report\n%s", argv[0], usage);
+        return PL_CTL_EXIT_USAGE;
+    }
+    if (o->owner && strcmp(argv[0], "sources") == 0) {
+        /* the lead figures are kept per source, not per owner */
+        pl_ctl_err("--owner applies only to 'report forecast' and 'report "
+                   "stages'");
+        return PL_CTL_EXIT_USAGE;
+    }
+    return pl_ctl_report_show(o, argv[0]);
+}
+
 /* ------------------------------------------------------------------- main */
 
 enum {
@@ -1924,6 +2481,8 @@ enum {
     PL_CTL_OPT_GROUP,
     PL_CTL_OPT_TOPIC,
     PL_CTL_OPT_JSON,
+    PL_CTL_OPT_OWNER,
+    PL_CTL_OPT_RULES,
 };
 
 static const struct option pl_ctl_long_opts[] = {
@@ -1948,15 +2507,17 @@ static const struct option pl_ctl_long_opts[] = {
     {"group", required_argument, NULL, PL_CTL_OPT_GROUP},
     {"topic", required_argument, NULL, PL_CTL_OPT_TOPIC},
     {"json", no_argument, NULL, PL_CTL_OPT_JSON},
+    {"owner", required_argument, NULL, PL_CTL_OPT_OWNER},
+    {"rules", required_argument, NULL, PL_CTL_OPT_RULES},
     {NULL, 0, NULL, 0},
 };
 
 static void pl_ctl_used(pl_ctl_opts_t *o, unsigned which, const char *name)
 {
-    int bit = which == PL_CTL_FOR_PRODUCE  ? 0
-              : which == PL_CTL_FOR_TAIL   ? 1
-              : which == PL_CTL_FOR_TOPICS ? 2
-                                           : 3;
+    int bit = 0;
+
+    while (bit < PL_CTL_FOR_COUNT - 1 && !(which & (1u << bit)))
+        bit++;
 
     o->used |= which;
     o->used_name[bit] = name;
@@ -1976,6 +2537,7 @@ static int pl_ctl_parse_args(pl_ctl_opts_t *o, int argc, char **argv)
     o->schemas_dir = pl_ctl_env("PL_SCHEMAS_DIR", PL_CTL_DEFAULT_SCHEMAS);
     o->registry_url = pl_ctl_env("PL_SCHEMA_REGISTRY_URL", "");
     o->dlq_topic = pl_ctl_env("PL_TOPIC_DLQ", PL_CTL_DEFAULT_DLQ);
+    o->rules_file = pl_ctl_env("PL_RULES_FILE", PL_CTL_DEFAULT_RULES);
     o->partitions = 1;
     o->replication = 1;
     o->kafka_props = calloc((size_t)argc + 1, sizeof(*o->kafka_props));
@@ -2106,7 +2668,24 @@ static int pl_ctl_parse_args(pl_ctl_opts_t *o, int argc, char **argv)
             break;
         case PL_CTL_OPT_JSON:
             o->json = true;
-            pl_ctl_used(o, PL_CTL_FOR_LAG, "json");
+            pl_ctl_used(o, PL_CTL_FOR_JSON, "json");
+            break;
+        case PL_CTL_OPT_OWNER:
+            if (!*optarg) {
+                pl_ctl_err("--owner: needs a non-empty value (\"none\": "
+                           "the deals without an owner)");
+                return PL_CTL_EXIT_USAGE;
+            }
+            o->owner = optarg;
+            pl_ctl_used(o, PL_CTL_FOR_REPORT, "owner");
+            break;
+        case PL_CTL_OPT_RULES:
+            if (!*optarg) {
+                pl_ctl_err("--rules: needs a non-empty value");
+                return PL_CTL_EXIT_USAGE;
+            }
+            o->rules_file = optarg;
+            pl_ctl_used(o, PL_CTL_FOR_REPORT, "rules");
             break;
         case ':':
             pl_ctl_err("%s: needs a value", argv[optind - 1]);
@@ -2140,14 +2719,17 @@ int main(int argc, char **argv)
     allowed = strcmp(cmd, "produce") == 0  ? PL_CTL_FOR_PRODUCE
               : strcmp(cmd, "tail") == 0   ? PL_CTL_FOR_TAIL
               : strcmp(cmd, "topics") == 0 ? PL_CTL_FOR_TOPICS
-              : strcmp(cmd, "lag") == 0    ? PL_CTL_FOR_LAG
-                                           : 0;
+              : strcmp(cmd, "lag") == 0    ? PL_CTL_FOR_LAG | PL_CTL_FOR_JSON
+              : strcmp(cmd, "report") == 0
+                  ? PL_CTL_FOR_REPORT | PL_CTL_FOR_JSON
+                  : 0;
     for (i = 0; i < PL_CTL_FOR_COUNT; i++) {
         if ((o.used & (1u << i)) && !(allowed & (1u << i))) {
             static const char *const owner[PL_CTL_FOR_COUNT] = {
-                "produce", "tail", "topics create", "lag"};
+                "'produce'", "'tail'", "'topics create'", "'lag'",
+                "'report'", "'lag' and 'report'"};
 
-            pl_ctl_err("--%s applies only to '%s'", o.used_name[i],
+            pl_ctl_err("--%s applies only to %s", o.used_name[i],
                        owner[i]);
             rc = PL_CTL_EXIT_USAGE;
             goto out_free_opts;
@@ -2172,6 +2754,8 @@ int main(int argc, char **argv)
         rc = pl_ctl_cmd_timers(&o, argc, argv);
     } else if (strcmp(cmd, "lag") == 0) {
         rc = pl_ctl_cmd_lag(&o, argc, argv);
+    } else if (strcmp(cmd, "report") == 0) {
+        rc = pl_ctl_cmd_report(&o, argc, argv);
     } else if (strcmp(cmd, "deal") == 0 || strcmp(cmd, "lead") == 0) {
         rc = pl_ctl_cmd_entity(&o, cmd, argc, argv);
     } else {

@@ -173,6 +173,27 @@ class DealWorkerMetrics(unittest.TestCase):
         # the derived events did go out (the counters tell the truth)
         self.env.wait_for("sales.dlq", lambda m: len(m) >= 1)
 
+        # the analytics figures as gauges (refreshed every 5 s): the 4
+        # deals are open in scoping, closing in 2026-12, in EUR
+        def analytics():
+            s = parse(self.scrape())
+            try:
+                return s if value(s, "pipeline_stage_open_deals",
+                                  stage="scoping") == n // 3 else None
+            except AssertionError:
+                return None
+        s = wait_until("the analytics gauges", analytics, env=self.env)
+        self.assertEqual(value(s, "pipeline_forecast_open_deals",
+                               month="2026-12", currency="EUR"), n // 3)
+        self.assertEqual(value(s, "pipeline_forecast_open_amount",
+                               month="2026-12", currency="EUR"),
+                         1000 * n // 3)
+        # scoping's probability in the default rules: 0.2
+        self.assertAlmostEqual(value(s, "pipeline_forecast_weighted_amount",
+                                     month="2026-12", currency="EUR"),
+                               0.2 * 1000 * n // 3)
+        promtool_check(self, self.scrape())
+
     def test_3_consumer_lag_per_partition(self):
         topic = self.env.topic_prefix + "sales.deals"
         # librdkafka knows a partition's lag once it has a committed
