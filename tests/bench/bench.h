@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 /* Nanoseconds on the monotonic clock. */
 static inline int64_t bench_now_ns(void)
@@ -119,25 +120,46 @@ static inline void bench_conf_apply(const char *prog, rd_kafka_conf_t *conf,
     }
 }
 
-/* Partition count of topic (waits for metadata up to timeout_ms), or die. */
+/* Partition count of topic (waits for metadata up to timeout_ms), or die.
+ * A topic just created may be unknown to the broker asked, or have
+ * partitions without a leader yet, for a moment (a cluster's brokers learn
+ * it from the controller): asked again every 100 ms until the timeout. */
 static inline int bench_partition_count(const char *prog, rd_kafka_t *rk,
                                         const char *topic, int timeout_ms)
 {
     rd_kafka_topic_t *rkt = rd_kafka_topic_new(rk, topic, NULL);
     const struct rd_kafka_metadata *md = NULL;
     rd_kafka_resp_err_t err;
+    double deadline = bench_now_s() + timeout_ms / 1000.0;
     int n;
 
-    err = rd_kafka_metadata(rk, 0, rkt, &md, timeout_ms);
-    rd_kafka_topic_destroy(rkt);
-    if (err)
-        bench_die(prog, "metadata of %s: %s", topic, rd_kafka_err2str(err));
-    if (md->topic_cnt != 1 || md->topics[0].err) {
-        err = md->topic_cnt == 1 ? md->topics[0].err
-                                 : RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC;
+    for (;;) {
+        int left = (int)((deadline - bench_now_s()) * 1000);
+        err = rd_kafka_metadata(rk, 0, rkt, &md, left > 100 ? left : 100);
+        if (err)
+            bench_die(prog, "metadata of %s: %s", topic,
+                      rd_kafka_err2str(err));
+        err = md->topic_cnt != 1 ? RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC
+                                 : md->topics[0].err;
+        for (int p = 0; !err && p < md->topics[0].partition_cnt; p++)
+            err = md->topics[0].partitions[p].err;
+        if (!err && md->topics[0].partition_cnt > 0)
+            break;
+        if (!err)
+            err = RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION;
         rd_kafka_metadata_destroy(md);
-        bench_die(prog, "topic %s: %s", topic, rd_kafka_err2str(err));
+        md = NULL;
+        if (bench_now_s() >= deadline ||
+            (err != RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART &&
+             err != RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE &&
+             err != RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC &&
+             err != RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION))
+            break;
+        usleep(100000);
     }
+    rd_kafka_topic_destroy(rkt);
+    if (!md)
+        bench_die(prog, "topic %s: %s", topic, rd_kafka_err2str(err));
     n = md->topics[0].partition_cnt;
     rd_kafka_metadata_destroy(md);
     return n;

@@ -1,11 +1,14 @@
 #!/usr/bin/env python3
-"""Draw tests/bench/out/bench.png from results.json.
+"""Draw tests/bench/out/bench.png (run.sh --cluster: out/cluster/bench.png)
+from results.json.
 
 usage: plot.py RESULTS_JSON PNG
 
 Left: produce-to-derived latency percentiles at the steady rate, with the
-20 ms p99 target.  Right: events/s of 1, 2 and 4 deal workers against the
-two ceilings (librdkafka consuming alone; Redis running the apply script).
+20 ms p99 target.  Right: events/s of the deal worker runs (1, 2 and 4; in
+cluster mode 1, 2, 3 and one worker without WAIT) against the ceilings
+(librdkafka consuming alone; Redis running the apply script, with the
+workers' WAIT and without).
 """
 import json
 import sys
@@ -23,9 +26,14 @@ def main():
         res = json.load(f)
     m = res["machine"]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.8))
+    cluster = res.get("mode") == "cluster"
     fig.suptitle("Sales pipeline benchmark - %s, %s cores, Kafka %s + Redis %s "
-                 "on the same host" % (m["cpu"], m["cores"], m["kafka"],
-                                       m["redis"]), fontsize=10)
+                 "on the same host%s" % (
+                     m["cpu"], m["cores"], m["kafka"], m["redis"],
+                     "\ncluster: 3 brokers (RF 3, min ISR 2), Redis 3 masters "
+                     "+ 3 replicas, workers WAIT %d" % res.get("wait_replicas",
+                                                            0)
+                     if cluster else ""), fontsize=10)
 
     lat = res.get("latency")
     if lat:
@@ -60,7 +68,9 @@ def main():
 
     ws = res.get("workers") or []
     if ws:
-        xs = ["%d worker%s" % (w["workers"], "s" if w["workers"] > 1 else "")
+        xs = ["%d worker%s%s" % (w["workers"], "s" if w["workers"] > 1 else "",
+                                 "\nno WAIT" if w.get("wait_replicas", 0)
+                                 != res.get("wait_replicas", 0) else "")
               for w in ws]
         ys = [w["events_per_s"] for w in ws]
         ok = [w.get("consistent", True) and w.get("done", True) for w in ws]
@@ -76,7 +86,12 @@ def main():
     c = res.get("ceilings", {})
     styles = {"kafka_consume": ("librdkafka consume (no processing)",
                                 "#dd8452"),
-              "redis_apply": ("Redis apply script, pipelined", "#c44e52")}
+              "redis_apply": ("Redis apply script, pipelined%s"
+                              % (", WAIT %d" % res["wait_replicas"]
+                                 if res.get("wait_replicas") else ""),
+                              "#c44e52"),
+              "redis_apply_no_wait": ("Redis apply script, no WAIT",
+                                      "#937860")}
     for key, (label, color) in styles.items():
         if key in c:
             v = c[key]["events_per_s"]

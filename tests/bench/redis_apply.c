@@ -19,9 +19,17 @@
  * Prints one JSON object: events/s over the time spent in pl_store_apply
  * (the ceiling) and over the whole loop (op building included).
  *
+ * --redis takes what the workers' redis.nodes takes: host:port, or a comma
+ * list of seeds of a single Redis or of a Redis Cluster (detected; the
+ * store then sends each master its share of the batch).  --wait-replicas W
+ * does what the workers' redis.wait.replicas does: after every batch, WAIT
+ * until W replicas of each master written to have it (timeout 1 s, as
+ * redis.wait.timeout's default; 0, the default: no WAIT).
+ *
  *   bench_redis_apply --key-prefix P [--events N] [--deals D] [--batch 500]
- *       [--redis host:port] [--applied-share A] [--history-share H]
- *       [--reminder-share R] [--seed S]
+ *       [--redis host:port[,host:port...]] [--wait-replicas W]
+ *       [--applied-share A] [--history-share H] [--reminder-share R]
+ *       [--seed S]
  */
 #include "bench.h"
 #include "codec.h"
@@ -34,11 +42,10 @@ static const char *prog = "bench_redis_apply";
 int main(int argc, char **argv)
 {
     const char *redis = "127.0.0.1:16379", *prefix = NULL;
-    long long n = 1000000, deals_n = 100000, batch = 500;
+    long long n = 1000000, deals_n = 100000, batch = 500, wait_replicas = 0;
     double applied_share = 0.87, history_share = 0.34, reminder_share = 0.15;
     uint64_t seed = 42;
-    char err[1024], host[256];
-    const char *colon;
+    char err[1024];
     pl_store_t *store;
     bench_rng_t rng;
     char (*revs)[PL_REV_LEN + 1];
@@ -66,6 +73,8 @@ int main(int argc, char **argv)
             deals_n = bench_parse_ll(prog, a, argv[++i], 1, 100000000);
         else if (!strcmp(a, "--batch"))
             batch = bench_parse_ll(prog, a, argv[++i], 1, 100000);
+        else if (!strcmp(a, "--wait-replicas"))
+            wait_replicas = bench_parse_ll(prog, a, argv[++i], 0, 16);
         else if (!strcmp(a, "--seed"))
             seed = (uint64_t)bench_parse_ll(prog, a, argv[++i], 0, INT64_MAX);
         else if (!strcmp(a, "--applied-share"))
@@ -81,12 +90,9 @@ int main(int argc, char **argv)
     if (!prefix || !*prefix)
         bench_die(prog, "--key-prefix is required (the keys are deleted "
                         "by run.sh afterwards)");
-    if (!(colon = strrchr(redis, ':')))
-        bench_die(prog, "--redis: expected host:port, got '%s'", redis);
-    snprintf(host, sizeof(host), "%.*s", (int)(colon - redis), redis);
-    if (!(store = pl_store_new(host, (int)strtol(colon + 1, NULL, 10), "", prefix, err,
-                               sizeof(err))))
-        bench_die(prog, "store: %s", err);
+    if (!(store = pl_store_new_nodes(redis, "", prefix, err, sizeof(err))))
+        bench_die(prog, "--redis %s: %s", redis, err);
+    pl_store_set_wait(store, (int)wait_replicas, 1000);
     if (pl_store_connect(store, err, sizeof(err)))
         bench_die(prog, "%s", err);
 
@@ -280,9 +286,11 @@ int main(int argc, char **argv)
     printf("{\"events\": %lld, \"batch\": %lld, \"round_trips\": %lld, "
            "\"applied_ok\": %lld, \"duplicates\": %lld, \"conflicts\": %lld, "
            "\"seconds_in_apply\": %.3f, \"seconds\": %.3f, "
-           "\"events_per_s\": %.0f, \"events_per_s_wall\": %.0f}\n",
+           "\"events_per_s\": %.0f, \"events_per_s_wall\": %.0f, "
+           "\"cluster\": %s, \"wait_replicas\": %lld}\n",
            n, batch, rounds, ok, dup, conflict, t_apply, t1 - t0,
-           (double)n / t_apply, (double)n / (t1 - t0));
+           (double)n / t_apply, (double)n / (t1 - t0),
+           pl_store_is_cluster(store) ? "true" : "false", wait_replicas);
     pl_store_destroy(store);
     free(revs);
     free(ops);

@@ -4,8 +4,12 @@
 usage: report.py PARTS_DIR RESULTS_JSON
 
 PARTS_DIR holds what tests/bench/run.sh wrote: run.json, gen.json,
-consume.json, redis.json, workers-K.json, latency.json, timers.json (any
-may be missing when a part was not run).  Targets (issue 5) are marked PASS
+consume.json, redis.json (redis-wait0.json: the ceiling without WAIT),
+workers-K.json (workers-1-wait0.json: one worker without WAIT),
+memory-K.json (Redis used_memory around that run), latency.json,
+timers.json (any may be missing when a part was not run).  run.json's
+"mode" is "single" (one broker, one Redis) or "cluster" (3 brokers RF 3,
+Redis Cluster 3 masters + 3 replicas).  Targets (issue 5) are marked PASS
 or MISS; a miss never fails this script.
 """
 import json
@@ -45,7 +49,14 @@ def cmd(args):
         return ""
 
 
-def machine(repo):
+MODES = {
+    "single": "single node: one KRaft broker (topics RF 1), one Redis",
+    "cluster": "cluster: 3 KRaft brokers (topics RF 3, min.insync.replicas "
+               "2), Redis Cluster 3 masters + 3 replicas",
+}
+
+
+def machine(repo, mode):
     model = ""
     try:
         with open("/proc/cpuinfo") as f:
@@ -65,8 +76,8 @@ def machine(repo):
     except OSError:
         pass
     redis = ""
-    host, _, port = os.environ.get("PL_REDIS",
-                                   "127.0.0.1:16379").rpartition(":")
+    seed = os.environ.get("PL_REDIS", "127.0.0.1:16379").split(",")[0]
+    host, _, port = seed.strip().rpartition(":")
     info = cmd(["redis-cli", "-h", host, "-p", port, "INFO", "server"])
     m = re.search(r"redis_version:(\S+)", info)
     if m:
@@ -81,7 +92,10 @@ def machine(repo):
         "redis": redis,
         "librdkafka": cmd(["pkg-config", "--modversion", "rdkafka"]),
         "services": "Kafka (single KRaft broker, 512 MB heap) and Redis on "
-                    "the same host as the workers",
+                    "the same host as the workers" if mode != "cluster" else
+                    "Kafka (3 KRaft brokers, 256 MB heap each) and the Redis "
+                    "Cluster (6 redis-server) on the same host as the "
+                    "workers",
     }
 
 
@@ -134,15 +148,23 @@ def main():
     gen = load(parts, "gen.json")
     consume = load(parts, "consume.json")
     redis = load(parts, "redis.json")
+    redis0 = load(parts, "redis-wait0.json")
     lat = load(parts, "latency.json")
     timers = load(parts, "timers.json") or {}
-    workers = {}
+    mode = run.get("mode", "single")
+    wait = run.get("wait_replicas", 0)
+    workers = {}  # (K, WAIT) -> workers-*.json
+    memory = {}
     for name in sorted(os.listdir(parts)):
-        m = re.fullmatch(r"workers-(\d+)\.json", name)
+        m = re.fullmatch(r"(workers|memory)-(\d+)(-wait0)?\.json", name)
         if m:
-            workers[int(m.group(1))] = load(parts, name)
+            key = (int(m.group(2)), 0 if m.group(3) else wait)
+            (workers if m.group(1) == "workers" else memory)[key] = \
+                (load(parts, name), m.group(2) + (m.group(3) or ""))
 
-    res = {"run": run, "machine": machine(repo), "generator": gen,
+    res = {"run": run, "mode": mode, "mode_text": MODES.get(mode, mode),
+           "wait_replicas": wait, "machine": machine(repo, mode),
+           "generator": gen,
            "ceilings": {}, "workers": [], "worker": None, "latency": lat,
            "timer_latency": timers.get("timer_latency"),
            "timer_latency_note": timers.get("note"), "targets": [],
@@ -156,27 +178,47 @@ def main():
     if redis:
         res["ceilings"]["redis_apply"] = redis
         ceilings.append(("redis apply script", redis["events_per_s"]))
+    if redis0:  # not a ceiling of these workers (they WAIT): for comparison
+        res["ceilings"]["redis_apply_no_wait"] = redis0
     lower = min(ceilings, key=lambda c: c[1]) if ceilings else None
     if lower:
         res["ceilings"]["lower"] = {"name": lower[0], "events_per_s": lower[1]}
 
-    for k in sorted(workers):
-        w = workers[k]
+    # by worker count; the no-WAIT baseline after the run with the WAIT
+    for key in sorted(workers, key=lambda kw: (kw[0], kw[1] != wait)):
+        w, label = workers[key]
         if w is None:
             continue
         w = dict(w)
+        w["wait_replicas"] = key[1]
+        w["label"] = label
         check_consistency(w, gen)
-        if k != 1:
+        mem = memory.get(key, (None, None))[0]
+        if mem:
+            delta = mem["used_memory_after"] - mem["used_memory_before"]
+            mem = dict(mem, used_memory_delta=delta)
+            if gen and gen.get("deals"):
+                mem["bytes_per_deal"] = round(delta / gen["deals"])
+            if mem.get("keys"):
+                mem["bytes_per_key"] = round(delta / mem["keys"])
+            w["redis_memory"] = mem
+        if key != (1, wait):
             w.pop("timeline", None)
-        if lower:
+        low = lower
+        if key[1] != wait and redis0:  # the baseline: the no-WAIT ceiling
+            low = min([c for c in ceilings if c[0] != "redis apply script"]
+                      + [("redis apply script", redis0["events_per_s"])],
+                      key=lambda c: c[1])
+        if low:
             w["fraction_of_lower_ceiling"] = round(
-                w["events_per_s"] / lower[1], 3)
+                w["events_per_s"] / low[1], 3)
         res["workers"].append(w)
-    one = next((w for w in res["workers"] if w["workers"] == 1), None)
+    main_runs = [w for w in res["workers"] if w["wait_replicas"] == wait]
+    one = next((w for w in main_runs if w["workers"] == 1), None)
     res["worker"] = one
-    if len(res["workers"]) > 1:
+    if len(main_runs) > 1:
         res["notes"].append(CORES_NOTE.format(cores=cores))
-    best = max(res["workers"], key=lambda w: w["events_per_s"], default=None)
+    best = max(main_runs, key=lambda w: w["events_per_s"], default=None)
     if one and best and best is not one and \
             best["events_per_s"] > 1.2 * one["events_per_s"]:
         res["notes"].append(OVERLAP_NOTE.format(k=best["workers"]))
@@ -192,6 +234,18 @@ def main():
                 "%d workers: WRONG RESULT (%s); a worker log says 'batch of "
                 "N abandoned (rebalance)' when a rebalance drops a batch "
                 "without rewinding" % (w["workers"], "; ".join(w["problems"])))
+    if wait:
+        res["notes"].append(
+            "the workers ran with redis.wait.replicas=%d: after each apply "
+            "batch a WAIT for %d replica(s) of each master written to"
+            % (wait, wait))
+    if any("redis_memory" in w for w in res["workers"]):
+        res["notes"].append(
+            "Redis memory: used_memory (summed over the masters of a "
+            "cluster, replicas not counted) after the run's workers stopped "
+            "minus before they started, over the deals; it includes the "
+            "per-event keys still alive then (dedupe, outbox, timers) and "
+            "whatever other clients of a shared Redis wrote meanwhile")
     res["notes"].append(
         "throughput is timed from the workers' start (group join included) "
         "until the group's committed offsets cover every event and the "
@@ -234,6 +288,17 @@ def main():
     print_table(res, lower)
 
 
+def run_name(w, res):
+    k = w["workers"]
+    name = "%d deal worker%s" % (k, "s" if k > 1 else "")
+    if w.get("wait_replicas", 0) != res.get("wait_replicas", 0):
+        name += ", no WAIT" if not w["wait_replicas"] else \
+            ", WAIT %d" % w["wait_replicas"]
+    elif res.get("wait_replicas"):
+        name += ", WAIT %d" % w["wait_replicas"]
+    return name
+
+
 def print_table(res, lower):
     m = res["machine"]
     gen = res["generator"]
@@ -241,6 +306,11 @@ def print_table(res, lower):
     p = print
     p()
     p("Sales pipeline benchmark  (run %s)" % res["run"].get("run_id", "?"))
+    p("mode: %s; workers' redis.wait.replicas=%d"
+      % (res.get("mode_text", "single node"), res.get("wait_replicas", 0)))
+    la = res["run"].get("loadavg_at_start")
+    if la:
+        p("load average at start: %s" % la)
     p("machine: %s, %s cores, %.1f GB; Kafka %s, Redis %s, librdkafka %s"
       % (m["cpu"], m["cores"], m["memory_gb"], m["kafka"], m["redis"],
          m["librdkafka"]))
@@ -261,11 +331,19 @@ def print_table(res, lower):
                  "%.0f ev/s" % c["kafka_consume"]["events_per_s"], ""))
     if "redis_apply" in c:
         r = c["redis_apply"]
-        p(fmt % ("ceiling: Redis apply script, pipelined x%d" % r["batch"],
+        wr = " + WAIT %d" % r["wait_replicas"] \
+            if r.get("wait_replicas") else ""
+        p(fmt % ("ceiling: Redis apply script, pipelined x%d%s"
+                 % (r["batch"], wr),
                  "%.0f ev/s" % r["events_per_s"],
+                 "(conflicts %d)" % r["conflicts"] if r["conflicts"] else ""))
+    if "redis_apply_no_wait" in c:
+        r = c["redis_apply_no_wait"]
+        p(fmt % ("  (the same without WAIT)", "%.0f ev/s" % r["events_per_s"],
                  "(conflicts %d)" % r["conflicts"] if r["conflicts"] else ""))
     for w in res["workers"]:
         k = w["workers"]
+        name = run_name(w, res)
         extra = ""
         if not w.get("consistent", True):
             extra = "WRONG RESULT: " + "; ".join(w["problems"])
@@ -274,7 +352,7 @@ def print_table(res, lower):
                 ", stalled" if w.get("stalled") else "",
                 w["derived"], w["expected_derived"], w["committed"],
                 w["events"])
-        p(fmt % ("%d deal worker%s" % (k, "s" if k > 1 else ""),
+        p(fmt % (name,
                  "%.0f ev/s" % w["events_per_s"],
                  extra or "%.1f s, %s of lower ceiling, CPU %.2f s/M ev, "
                  "RSS %.1f MB%s" % (
@@ -283,11 +361,25 @@ def print_table(res, lower):
                      if "fraction_of_lower_ceiling" in w else "?",
                      w["cpu_s_per_million"], w["peak_rss_mb_max"],
                      "/worker" if k > 1 else "")))
-    if len(res["workers"]) > 1:
+    if len([w for w in res["workers"]
+            if w.get("wait_replicas", 0) == res.get("wait_replicas", 0)]) > 1:
         p("  note: " + CORES_NOTE.format(cores=m["cores"]))
     for n in res["notes"]:
         if "overlap those waits" in n or "after SIGTERM" in n:
             p("        " + n)
+    mems = [w for w in res["workers"] if "redis_memory" in w]
+    if mems:
+        p()
+        p("Redis memory left by each run (used_memory delta%s)"
+          % (", summed over the masters" if res.get("mode") == "cluster"
+             else ""))
+        for w in mems:
+            r = w["redis_memory"]
+            p(fmt % (run_name(w, res),
+                     "%s B/deal" % r.get("bytes_per_deal", "?"),
+                     "%.1f MB, %d keys, %s B/key" % (
+                         r["used_memory_delta"] / 1048576, r["keys"],
+                         r.get("bytes_per_key", "?"))))
     one = res["worker"]
     if one:
         p()

@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # The benchmark of issue 5, in one command (not part of the test run):
 #
-#   tests/bench/run.sh [--events N] [--deals D] [--seed S] [--parts LIST]
-#                      [--workers LIST] [--latency-seconds S]
+#   tests/bench/run.sh [--cluster] [--events N] [--deals D] [--seed S]
+#                      [--parts LIST] [--workers LIST] [--wait-replicas N]
+#                      [--no-wait-baseline] [--latency-seconds S]
 #                      [--latency-rate R] [--perf] [--keep]
 #
+#   --cluster           run against the cluster stack (deploy/stack.sh cluster:
+#                       3 KRaft brokers, topics RF 3 with min.insync.replicas
+#                       2; Redis Cluster of 3 masters + 3 replicas) instead of
+#                       the single-node one; results in tests/bench/out/cluster/
 #   --events N          deal events preloaded for the throughput runs
 #                       (default 1000000; e.g. 200000 for a quick run)
 #   --deals D           deals they are spread over (default 100000, or
@@ -12,24 +17,33 @@
 #   --seed S            generator seed (default 42): same seed, same events
 #   --parts LIST        comma list of ceilings, workers, latency
 #                       (default all three; "throughput" = workers 1 only)
-#   --workers LIST      worker counts to run (default 1,2,4)
+#   --workers LIST      worker counts to run (default 1,2,4; --cluster: 1,2,3)
+#   --wait-replicas N   the workers' redis.wait.replicas: WAIT for N replicas
+#                       after each apply batch (default 0; --cluster: 1); the
+#                       Redis ceiling runs with the same WAIT
+#   --no-wait-baseline  with N > 0, the one-worker run and the Redis ceiling
+#                       also run once without WAIT (the cost of WAIT); this
+#                       skips that
 #   --latency-seconds S measured seconds at the steady rate (default 30)
 #   --latency-rate R    events/s of the latency run (default 2000)
 #   --perf              record the one-worker run with perf (out/perf.*)
 #   --keep              keep this run's topics and Redis keys
 #
-# It starts (or reuses) the local stack, builds build-bench/ (Release),
+# It starts (or reuses) the local stack (--cluster: the cluster stack, which
+# it leaves running: deploy/stack.sh cluster stop), builds build-bench/ (Release),
 # installs python3-matplotlib for the plot if missing, and then:
 #   1. bench_gen preloads N seeded deal events into <prefix>sales.deals
 #      (6 partitions) and says how many derived events they must yield;
 #   2. ceilings: bench_consume (librdkafka alone, no processing) and
 #      bench_redis_apply (the worker's apply script, pipelined by 500);
 #   3. bench_throughput runs 1, 2 and 4 deal workers on that topic (a fresh
-#      group and key prefix each) until all is applied and delivered;
+#      group and key prefix each) until all is applied and delivered; Redis
+#      used_memory (summed over the masters of a cluster) is read before and
+#      after each run, for the bytes per deal;
 #   4. bench_latency produces at a steady rate to a worker and measures
-#      produce-to-derived latency.
+#      produce-to-derived latency; then the timer latency (timer_latency.py).
 # Results: tests/bench/out/results.json, tests/bench/out/bench.png and a
-# table on stdout.  Targets that are missed print MISS; the exit status is
+# table on stdout (--cluster: tests/bench/out/cluster/...).  Targets that are missed print MISS; the exit status is
 # 0 unless something broke.  Every run uses its own topic and key prefix
 # and deletes its topics and keys afterwards; the shared stack is never
 # stopped or reset.
@@ -37,14 +51,16 @@ set -euo pipefail
 
 SCRIPT_DIR=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd -- "$SCRIPT_DIR/../.." && pwd)
-OUT=$SCRIPT_DIR/out
 BUILD=$REPO/build-bench
 
 EVENTS=1000000
 DEALS=         # default: 100000, or events/10 when fewer than 1,000,000
 SEED=42
 PARTS=ceilings,workers,latency
-WORKERS=1,2,4
+WORKERS=         # default: 1,2,4, or 1,2,3 in cluster mode
+CLUSTER=0
+WAIT=            # default: 0, or 1 in cluster mode
+WAIT_BASELINE=1
 LAT_SECONDS=30
 LAT_RATE=2000
 PERF=0
@@ -64,6 +80,9 @@ while (($#)); do
 	--seed) SEED=${2:?}; shift ;;
 	--parts) PARTS=${2:?}; shift ;;
 	--workers) WORKERS=${2:?}; shift ;;
+	--cluster) CLUSTER=1 ;;
+	--wait-replicas) WAIT=${2:?}; shift ;;
+	--no-wait-baseline) WAIT_BASELINE=0 ;;
 	--latency-seconds) LAT_SECONDS=${2:?}; shift ;;
 	--latency-rate) LAT_RATE=${2:?}; shift ;;
 	--perf) PERF=1 ;;
@@ -73,6 +92,18 @@ while (($#)); do
 	esac
 	shift
 done
+if ((CLUSTER)); then
+	OUT=$SCRIPT_DIR/out/cluster
+	MODE=cluster
+	[[ -n $WORKERS ]] || WORKERS=1,2,3
+	[[ -n $WAIT ]] || WAIT=1
+else
+	OUT=$SCRIPT_DIR/out
+	MODE=single
+	[[ -n $WORKERS ]] || WORKERS=1,2,4
+	[[ -n $WAIT ]] || WAIT=0
+fi
+[[ $WAIT =~ ^([0-9]|1[0-6])$ ]] || die "--wait-replicas must be 0-16, got '$WAIT'"
 [[ -n $DEALS ]] || DEALS=$((EVENTS / 10 < 100000 ? (EVENTS / 10 > 0 ? EVENTS / 10 : 1) : 100000))
 for v in EVENTS DEALS LAT_SECONDS LAT_RATE; do
 	[[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer, got '${!v}'"
@@ -100,12 +131,24 @@ PARTS_DIR=$OUT/parts
 
 # ------------------------------------------------------------ stack, build
 
-log "starting (or reusing) the local stack"
-"$REPO/deploy/stack.sh" start >"$OUT/logs/stack.log" 2>&1 ||
-	{ tail -n 30 "$OUT/logs/stack.log" >&2; die "deploy/stack.sh start failed"; }
-eval "$("$REPO/deploy/stack.sh" env)"
-REDIS_HOST=${PL_REDIS%:*}
-REDIS_PORT=${PL_REDIS##*:}
+if ((CLUSTER)); then
+	STACK=("$REPO/deploy/stack.sh" cluster)
+	REPLICATION=3
+	log "starting (or reusing) the cluster stack (3 brokers, Redis Cluster 3+3)"
+else
+	STACK=("$REPO/deploy/stack.sh")
+	REPLICATION=1
+	log "starting (or reusing) the local stack"
+fi
+"${STACK[@]}" start >"$OUT/logs/stack.log" 2>&1 ||
+	{ tail -n 30 "$OUT/logs/stack.log" >&2; die "${STACK[*]#"$REPO/"} start failed"; }
+eval "$("${STACK[@]}" env)"
+[[ -n ${PL_BROKERS:-} && -n ${PL_REDIS:-} ]] ||
+	die "${STACK[*]#"$REPO/"} env did not set PL_BROKERS and PL_REDIS"
+export PL_BROKERS PL_REDIS
+# The workers' own settings come from the environment (PL_*) of this
+# script's caller too: the WAIT under test must not be overridden there.
+unset PL_REDIS_WAIT_REPLICAS
 
 log "building $BUILD (Release)"
 # Only the programs the benchmark runs: the unit tests are not needed here.
@@ -142,9 +185,54 @@ fi
 
 TOPICS=(sales.deals sales.pipeline sales.dlq sales.alerts sales.leads)
 BG_PIDS=()
+# The Redis servers that hold data, one host:port a line: the single Redis,
+# or the masters of the cluster (from CLUSTER NODES of the first seed that
+# answers: a master flag, not failed, with slots).
+redis_nodes() {
+	local seed out
+	if ((!CLUSTER)); then
+		printf '%s\n' "$PL_REDIS"
+		return 0
+	fi
+	for seed in ${PL_REDIS//,/ }; do
+		out=$(redis-cli -h "${seed%:*}" -p "${seed##*:}" cluster nodes 2>/dev/null |
+			awk '$3 ~ /master/ && $3 !~ /fail/ && NF >= 9 {
+				sub(/@.*/, "", $2); print $2 }') || true
+		if [[ -n $out ]]; then
+			printf '%s\n' "$out"
+			return 0
+		fi
+	done
+	log "no Redis Cluster node of $PL_REDIS answered CLUSTER NODES"
+	return 1
+}
+# Keys are scanned on each node and unlinked one per command (a multi-key
+# UNLINK fails with CROSSSLOT on a cluster), the commands piped into one
+# redis-cli --pipe per node.
 del_keys() { # pattern
-	redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" --scan --pattern "$1" |
-		xargs -r -n 500 redis-cli -h "$REDIS_HOST" -p "$REDIS_PORT" unlink >/dev/null
+	local node nodes
+	nodes=$(redis_nodes) || return 1
+	for node in $nodes; do
+		redis-cli -h "${node%:*}" -p "${node##*:}" --scan --pattern "$1" |
+			sed 's/["\\]/\\&/g; s/^/UNLINK "/; s/$/"/' |
+			redis-cli -h "${node%:*}" -p "${node##*:}" --pipe >/dev/null
+	done
+}
+# Redis memory: used_memory summed over the nodes (the masters of a
+# cluster, replicas not counted), and the keys matching a pattern.
+redis_memory() { # [pattern]: prints "used_memory keys"
+	local node nodes mem=0 keys=0 v
+	nodes=$(redis_nodes) || return 1
+	for node in $nodes; do
+		v=$(redis-cli -h "${node%:*}" -p "${node##*:}" info memory |
+			sed -n 's/^used_memory:\([0-9]*\).*/\1/p')
+		mem=$((mem + ${v:-0}))
+		if [[ -n ${1:-} ]]; then
+			v=$(redis-cli -h "${node%:*}" -p "${node##*:}" --scan --pattern "$1" | wc -l)
+			keys=$((keys + v))
+		fi
+	done
+	echo "$mem $keys"
 }
 # SIGTERM, then SIGKILL if the worker has not exited within 30 s (a worker
 # that hangs on shutdown must not hang the benchmark; it is reported).
@@ -162,15 +250,16 @@ stop_worker() { # pid [log]
 	wait "$1" 2>/dev/null || true
 }
 cleanup() {
-	local rc=$? pid
+	local rc=$? pid prefix
 	for pid in "${BG_PIDS[@]}"; do
 		stop_worker "$pid"
 	done
 	if ((KEEP)); then
 		log "kept topics ${TP}* and ${LTP}*, keys ${KP}*"
 	else
-		"$CTL" topics delete --topic-prefix "$TP" "${TOPICS[@]}" >/dev/null 2>&1 || true
-		"$CTL" topics delete --topic-prefix "$LTP" "${TOPICS[@]}" >/dev/null 2>&1 || true
+		for prefix in "$TP" "$LTP" "${TP}timers."; do
+			"$CTL" topics delete --topic-prefix "$prefix" "${TOPICS[@]}" >/dev/null 2>&1 || true
+		done
 		del_keys "${KP}*" || true
 		log "deleted this run's topics (${TP}*) and Redis keys (${KP}*)"
 	fi
@@ -179,12 +268,18 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-"$CTL" topics create --partitions 6 --topic-prefix "$TP" "${TOPICS[@]}" >/dev/null
-has_part latency &&
-	"$CTL" topics create --partitions 6 --topic-prefix "$LTP" "${TOPICS[@]}" >/dev/null
+# min.insync.replicas (2 on the cluster) is the brokers' default.
+for prefix in "$TP" "$LTP" "${TP}timers."; do
+	[[ $prefix == "$TP" ]] || has_part latency || continue
+	"$CTL" topics create --partitions 6 --replication "$REPLICATION" \
+		--topic-prefix "$prefix" "${TOPICS[@]}" >/dev/null
+done
 
 cat >"$PARTS_DIR/run.json" <<EOF
-{"run_id": "$RUN_ID", "topic_prefix": "$TP", "key_prefix": "$KP",
+{"run_id": "$RUN_ID", "mode": "$MODE", "brokers": "$PL_BROKERS",
+ "redis": "$PL_REDIS", "redis_nodes": "$(redis_nodes | paste -sd, -)",
+ "replication": $REPLICATION, "wait_replicas": $WAIT,
+ "topic_prefix": "$TP", "key_prefix": "$KP",
  "events": $EVENTS, "deals": $DEALS, "seed": $SEED, "parts": "$PARTS",
  "workers": "$WORKERS", "latency_seconds": $LAT_SECONDS,
  "latency_rate": $LAT_RATE, "started_at": "$(date -u +%FT%TZ)",
@@ -200,7 +295,7 @@ if has_part ceilings || has_part workers; then
 	# Event time starts at the last full hour, 1 ms apart: recent enough
 	# that no stale or close-reminder timer comes due during the run.
 	T0=$(( ($(date +%s) / 3600 - 1) * 3600000 ))
-	"$BUILD/bench_gen" --topic "${TP}sales.deals" --events "$EVENTS" \
+	"$BUILD/bench_gen" --brokers "$PL_BROKERS" --topic "${TP}sales.deals" --events "$EVENTS" \
 		--deals "$DEALS" --seed "$SEED" --t0 "$T0" >"$PARTS_DIR/gen.json"
 	EXPECTED=$(jget "$PARTS_DIR/gen.json" 'd["expected_derived"]')
 	log "generated in $(jget "$PARTS_DIR/gen.json" 'd["seconds"]') s; expecting $EXPECTED derived events"
@@ -210,43 +305,70 @@ fi
 
 if has_part ceilings; then
 	log "ceiling: librdkafka consuming ${TP}sales.deals, no processing"
-	"$BUILD/bench_consume" --topic "${TP}sales.deals" --events "$EVENTS" \
+	"$BUILD/bench_consume" --brokers "$PL_BROKERS" --topic "${TP}sales.deals" --events "$EVENTS" \
 		--group "${TP}bench-consume" >"$PARTS_DIR/consume.json"
-	log "ceiling: Redis running the apply script, pipelined by 500"
-	"$BUILD/bench_redis_apply" --redis "$PL_REDIS" --key-prefix "${KP}redis:" \
-		--events "$EVENTS" --deals "$DEALS" --batch 500 --seed "$SEED" \
-		--applied-share "$(jget "$PARTS_DIR/gen.json" 'd["applied"] / d["events"]')" \
-		--history-share "$(jget "$PARTS_DIR/gen.json" 'd["history_writes"] / d["events"]')" \
-		--reminder-share "$(jget "$PARTS_DIR/gen.json" 'd["close_date_writes"] / d["events"]')" \
-		>"$PARTS_DIR/redis.json"
-	((KEEP)) || del_keys "${KP}redis:*"
+	# redis.json: with the workers' WAIT; redis-wait0.json: without
+	waits=("$WAIT")
+	((WAIT == 0 || !WAIT_BASELINE)) || waits+=(0)
+	for wr in "${waits[@]}"; do
+		log "ceiling: Redis ($MODE) running the apply script, pipelined by 500, WAIT $wr"
+		name=redis.json
+		[[ $wr == "$WAIT" ]] || name=redis-wait$wr.json
+		"$BUILD/bench_redis_apply" --redis "$PL_REDIS" --key-prefix "${KP}redis$wr:" \
+			--events "$EVENTS" --deals "$DEALS" --batch 500 --seed "$SEED" \
+			--wait-replicas "$wr" \
+			--applied-share "$(jget "$PARTS_DIR/gen.json" 'd["applied"] / d["events"]')" \
+			--history-share "$(jget "$PARTS_DIR/gen.json" 'd["history_writes"] / d["events"]')" \
+			--reminder-share "$(jget "$PARTS_DIR/gen.json" 'd["close_date_writes"] / d["events"]')" \
+			>"$PARTS_DIR/$name"
+		((KEEP)) || del_keys "${KP}redis$wr:*"
+	done
 fi
 
 # ------------------------------------------------------------ 3. workers
 
+# Runs: "K" (K workers, the WAIT under test) for each K of --workers, and
+# "1-wait0" (one worker without WAIT) after "1" when WAIT > 0.
+RUNS=()
+for k in ${WORKERS//,/ }; do
+	RUNS+=("$k")
+	[[ $k != 1 ]] || ((WAIT == 0 || !WAIT_BASELINE)) || RUNS+=(1-wait0)
+done
 if has_part workers; then
-	for k in ${WORKERS//,/ }; do
-		log "throughput: $k deal worker(s) on $EVENTS events"
-		mkdir -p -- "$OUT/logs/w$k"
+	for run in "${RUNS[@]}"; do
+		k=${run%%-*}
+		wr=$WAIT
+		[[ $run != *-wait0 ]] || wr=0
+		log "throughput: $k deal worker(s) on $EVENTS events, redis.wait.replicas=$wr"
+		mkdir -p -- "$OUT/logs/w$run"
+		read -r mem0 _ < <(redis_memory) || mem0=
 		perf_args=()
-		if ((PERF)) && [[ $k == 1 ]]; then
+		if ((PERF)) && [[ $run == 1 ]]; then
 			command -v perf >/dev/null || die "--perf needs perf (apt-get install linux-perf)"
 			perf_args=(--perf-out "$OUT/perf.data")
 		fi
 		rc=0
-		PL_TOPIC_PREFIX=$TP PL_KEY_PREFIX="${KP}w$k:" \
-			PL_GROUP_ID="${TP}deal-worker-w$k" PL_LOG_LEVEL=info \
-			"$BUILD/bench_throughput" --workers "$k" --events "$EVENTS" \
-			--expected-derived "$EXPECTED" --group "${TP}deal-worker-w$k" \
+		PL_TOPIC_PREFIX=$TP PL_KEY_PREFIX="${KP}w$run:" \
+			PL_GROUP_ID="${TP}deal-worker-w$run" PL_LOG_LEVEL=info \
+			"$BUILD/bench_throughput" --brokers "$PL_BROKERS" \
+			--workers "$k" --events "$EVENTS" \
+			--expected-derived "$EXPECTED" --group "${TP}deal-worker-w$run" \
 			--deals-topic "${TP}sales.deals" \
 			--pipeline-topic "${TP}sales.pipeline" \
-			--log-dir "$OUT/logs/w$k" "${perf_args[@]}" \
+			--log-dir "$OUT/logs/w$run" "${perf_args[@]}" \
 			--worker "$BUILD/deal_worker" -- \
 			--set kafka.auto.commit.interval.ms=100 \
-			>"$PARTS_DIR/workers-$k.json" || rc=$?
-		((rc == 0)) || log "the $k-worker run did not finish cleanly (exit $rc); see $OUT/logs/w$k"
-		((KEEP)) || del_keys "${KP}w$k:*"
-		if ((PERF)) && [[ $k == 1 && -f $OUT/perf.data ]]; then
+			--set redis.wait.replicas="$wr" \
+			>"$PARTS_DIR/workers-$run.json" || rc=$?
+		((rc == 0)) || log "the $run-worker run did not finish cleanly (exit $rc); see $OUT/logs/w$run"
+		# The workers have stopped: what this run left in Redis.
+		if [[ -n $mem0 ]] && read -r mem1 keys < <(redis_memory "${KP}w$run:*"); then
+			printf '{"used_memory_before": %s, "used_memory_after": %s, "keys": %s, "nodes": "%s"}\n' \
+				"$mem0" "$mem1" "$keys" "$(redis_nodes | paste -sd, -)" \
+				>"$PARTS_DIR/memory-$run.json"
+		fi
+		((KEEP)) || del_keys "${KP}w$run:*"
+		if ((PERF)) && [[ $run == 1 && -f $OUT/perf.data ]]; then
 			perf report -i "$OUT/perf.data" --stdio --no-children \
 				--sort symbol --percent-limit 0.8 -g none \
 				>"$OUT/perf-top.txt" 2>/dev/null || true
@@ -263,7 +385,7 @@ fi
 if has_part latency; then
 	log "latency: one worker, $LAT_RATE events/s for $LAT_SECONDS s (+3 s warm-up)"
 	wlog=$OUT/logs/latency-worker.log
-	PL_TOPIC_PREFIX=$LTP PL_KEY_PREFIX="${KP}lat:" \
+	PL_TOPIC_PREFIX=$LTP PL_KEY_PREFIX="${KP}lat:" PL_REDIS_WAIT_REPLICAS=$WAIT \
 		"$BUILD/deal_worker" >"$wlog" 2>&1 &
 	WPID=$!
 	BG_PIDS+=("$WPID")
@@ -273,7 +395,7 @@ if has_part latency; then
 		sleep 0.1
 	done
 	grep -q 'assigned [0-9]* partition' "$wlog" || die "the latency worker got no partitions in 30 s"
-	"$BUILD/bench_latency" --deals-topic "${LTP}sales.deals" \
+	"$BUILD/bench_latency" --brokers "$PL_BROKERS" --deals-topic "${LTP}sales.deals" \
 		--pipeline-topic "${LTP}sales.pipeline" --rate "$LAT_RATE" \
 		--duration "$LAT_SECONDS" --warmup 3 --seed "$SEED" \
 		>"$PARTS_DIR/latency.json"
@@ -287,7 +409,10 @@ fi
 # due over 10 s, with the default timers.interval (1s).
 if has_part latency; then
 	log "timer latency: 2000 stale timers due over 10 s, timers.interval 1s"
-	"$PY" "$SCRIPT_DIR/timer_latency.py" --build "$BUILD" \
+	# its topics exist already (created above with the replication factor
+	# of the mode); the worker takes PL_BROKERS, PL_REDIS and the WAIT from
+	# the environment
+	PL_REDIS_WAIT_REPLICAS=$WAIT "$PY" "$SCRIPT_DIR/timer_latency.py" --build "$BUILD" \
 		--source "$REPO" --topic-prefix "${TP}timers." \
 		--key-prefix "${KP}timers:" --log "$OUT/logs/timers-worker.log" \
 		>"$PARTS_DIR/timers.json" ||

@@ -4,7 +4,10 @@
 #   1. the cluster client (common/cluster.c) against a real local Redis
 #      Cluster (deploy/cluster.sh, 3 masters + 3 replicas): slots, ordering,
 #      EVAL, ASK and MOVED during a live migration, a SIGKILLed master; in
-#      the normal build, and under ASan/UBSan when that build exists;
+#      the normal build, and under ASan/UBSan when that build exists; then
+#      the analytics test (tests/integration/test_analytics.py) with the
+#      workers and pipelinectl on that cluster (and the local stack's Kafka:
+#      $PL_BROKERS, else deploy/stack.sh start);
 #   2. the stack's cluster mode (tests/cluster/test_stack_cluster.sh): 3
 #      KRaft brokers, topics RF 3 and min.insync.replicas 2, a broker and a
 #      Redis master killed and brought back;
@@ -117,6 +120,18 @@ if ((ASAN)); then
 	"$CLUSTER" start
 	log "1. test_cluster_client (ASan/UBSan, $ASAN_BUILD)"
 	ASAN_OPTIONS=detect_leaks=1 "$ASAN_BUILD/test_cluster_client"
+fi
+if ((!QUICK)); then
+	# The analytics on the cluster: its figures' fold, report and rebuild
+	# (SCAN on every master), with the shared stack's Kafka
+	"$CLUSTER" start
+	if [[ -z ${PL_BROKERS:-} ]]; then
+		deploy/stack.sh start >/dev/null
+		eval "$(deploy/stack.sh env)"
+		export PL_BROKERS
+	fi
+	log "1. test_analytics.py against the Redis Cluster"
+	PL_REDIS=$PL_CLUSTER_SEEDS python3 tests/integration/test_analytics.py
 fi
 cleanup
 "$CLUSTER" reset >/dev/null
