@@ -121,6 +121,11 @@ static const setting_t settings[] = {
      "How often a deal worker looks for due timers (0: never)"},
     {"timers.lease", "PL_TIMERS_LEASE", T_DURATION, "30s", 1 * SEC, 1 * HOUR,
      "How long a claimed timer is held before another worker may fire it"},
+    {"timers.scan.interval", "PL_TIMERS_SCAN_INTERVAL", T_DURATION, "10m",
+     1 * SEC, 1 * DAY,
+     "Due timers are found through an index; a full scan of every timer "
+     "shard, a slice each look, completes once per this (and once at "
+     "start, quickly) to index timers the index lacks"},
     {"timers.per.shard", "PL_TIMERS_PER_SHARD", T_INT, "200", 1, 100000,
      "Most due timers claimed from one hash slot per look"},
     {"timers.shards.per.call", "PL_TIMERS_SHARDS_PER_CALL", T_INT, "512", 1,

@@ -38,7 +38,10 @@
  * (n = 0: rejected, the state stays as it is), then n and n score/member
  * pairs to add to the timer shard, then n and n members to remove from it,
  * then the analytics delta ("" for none), appended to the slot's delta list
- * as "<seq>\n<delta>" with the next sequence number of the slot.
+ * as "<seq>\n<delta>" with the next sequence number of the slot, then the
+ * slot's fold mark as the caller knows it (the deltas numbered up to it are
+ * folded: they are popped from the list's head first; "0": none).
+ * Applied returns {0, the delta's sequence number (0: none)}.
  * Returns {0} applied, {1, outcome} duplicate, {2, {field, value...}}
  * conflict, {3, error text} a key of the wrong type or a bad argument.
  *
@@ -80,6 +83,7 @@ static const char apply_lua[] =
     "local irem = iadd + 1 + 2*nadd\n"
     "local nrem = tonumber(ARGV[irem])\n"
     "local stats = ARGV[irem + nrem + 1] or ''\n"
+    "local trim = tonumber(ARGV[irem + nrem + 2] or '0') or 0\n"
     "local prev = redis.pcall('HGET', KEYS[2], ARGV[1])\n"
     "if type(prev) == 'table' and prev['err'] then\n"
     "  return wrong(KEYS[2], 'hash')\n"
@@ -124,8 +128,15 @@ static const char apply_lua[] =
     "    redis.call('LTRIM', KEYS[3], string.format('%d', -hmax), -1)\n"
     "  end\n"
     "end\n"
+    "local seq = 0\n"
     "if stats ~= '' then\n"
-    "  local seq = redis.call('INCR', KEYS[7])\n"
+    "  while trim > 0 do\n"
+    "    local h = redis.call('LINDEX', KEYS[6], 0)\n"
+    "    if not h or (tonumber(string.match(h, '^(%d+)')) or trim + 1) > trim\n"
+    "    then break end\n"
+    "    redis.call('LPOP', KEYS[6])\n"
+    "  end\n"
+    "  seq = redis.call('INCR', KEYS[7])\n"
     "  redis.call('RPUSH', KEYS[6], seq .. '\\n' .. stats)\n"
     "end\n"
     "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
@@ -144,7 +155,7 @@ static const char apply_lua[] =
     "if amax > 0 or redis.call('EXISTS', KEYS[5]) == 1 then\n"
     "  redis.call('PEXPIRE', KEYS[5], ttl)\n"
     "end\n"
-    "return {0}\n";
+    "return {0, seq}\n";
 
 /* Redis's clock in ms, for the timer scripts (a worker's own clock may be
  * off by any amount; every claim must agree on one).  replicate_commands:
@@ -180,6 +191,60 @@ static const char claim_lua[] = LUA_NOW
     "end\n"
     "return out\n";
 
+/* KEYS: the due index <p>{timers}:due.  ARGV: most slots.  Returns {now,
+ * slot, score, ...}: the slots whose score (no timer in the slot's shard is
+ * due before it) has come, by Redis's clock. */
+static const char due_lua[] = LUA_NOW
+    "local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf',\n"
+    "                       string.format('%d', now), 'WITHSCORES',\n"
+    "                       'LIMIT', 0, tonumber(ARGV[1]))\n"
+    "local out = {now}\n"
+    "for i = 1, #due, 2 do\n"
+    "  out[#out + 1] = tonumber(due[i])\n"
+    "  out[#out + 1] = tonumber(due[i + 1])\n"
+    "end\n"
+    "return out\n";
+
+/* KEYS: one timer shard.  ARGV: lease (ms), most to claim.  claim_lua for
+ * one shard, which also says when the shard's next timer is due (or its
+ * earliest lease ends) afterwards: {now, lease end, next (-1: empty), member,
+ * ...}, or {now, lease end, -2, error text} when the key is not a sorted
+ * set. */
+static const char claim1_lua[] = LUA_NOW
+    "local lease_end = string.format('%d', now + tonumber(ARGV[1]))\n"
+    "local due = redis.pcall('ZRANGEBYSCORE', KEYS[1], '-inf',\n"
+    "                        string.format('%d', now), 'LIMIT', 0, ARGV[2])\n"
+    "if due['err'] then\n"
+    "  return {now, tonumber(lease_end), -2, KEYS[1] .. ': ' .. due['err']}\n"
+    "end\n"
+    "for _, m in ipairs(due) do redis.call('ZADD', KEYS[1], lease_end, m) end\n"
+    "local first = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')\n"
+    "local out = {now, tonumber(lease_end), -1}\n"
+    "if first[2] then out[3] = tonumber(first[2]) end\n"
+    "for _, m in ipairs(due) do out[#out + 1] = m end\n"
+    "return out\n";
+
+/* KEYS: the due index.  ARGV: triples of slot, the score it was seen with
+ * ("": not seen: only lower it), its new score (-1: nothing scheduled).
+ * A score seen is replaced only if it is still the same: an apply that
+ * lowered it since (a new timer) wins. */
+static const char reindex_lua[] =
+    "for i = 1, #ARGV, 3 do\n"
+    "  local slot, seen, new = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])\n"
+    "  if seen == '' then\n"
+    "    if new >= 0 then\n"
+    "      redis.call('ZADD', KEYS[1], 'LT', string.format('%d', new), slot)\n"
+    "    end\n"
+    "  else\n"
+    "    local cur = redis.call('ZSCORE', KEYS[1], slot)\n"
+    "    if cur and tonumber(cur) == tonumber(seen) then\n"
+    "      if new < 0 then redis.call('ZREM', KEYS[1], slot)\n"
+    "      else redis.call('ZADD', KEYS[1], string.format('%d', new), slot) end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "return 0\n";
+
 /* KEYS: a timer shard.  ARGV: member, the lease end it was claimed with,
  * lease (ms).  While that claim still holds (the score is still our lease
  * end), holds the member until Redis's now + lease and returns that;
@@ -210,10 +275,10 @@ static const char complete_lua[] =
  * sequence number folded).  ARGV: groups of slot, n, then n pairs of
  * sequence number and delta ("field\tinc\n"...).  Adds each delta whose
  * number is above the slot's mark, raises the mark; a field that comes to
- * 0 is deleted (the hash stays as small as the figures).  Returns the
- * number of deltas added. */
+ * 0 is deleted (the hash stays as small as the figures).  Returns {slot,
+ * its mark now, ...}. */
 static const char fold_lua[] =
-    "local i, added = 1, 0\n"
+    "local i, added, marks = 1, 0, {}\n"
     "while i <= #ARGV do\n"
     "  local slot, n = ARGV[i], tonumber(ARGV[i + 1])\n"
     "  i = i + 2\n"
@@ -235,8 +300,10 @@ static const char fold_lua[] =
     "  if top > mark then\n"
     "    redis.call('HSET', KEYS[2], slot, string.format('%d', top))\n"
     "  end\n"
+    "  marks[#marks + 1] = tonumber(slot)\n"
+    "  marks[#marks + 1] = top\n"
     "end\n"
-    "return added\n";
+    "return marks\n";
 
 /* KEYS: a slot's delta list.  ARGV: a sequence number.  Pops the deltas
  * at the head numbered up to it (folded); returns how many. */
@@ -269,6 +336,13 @@ struct pl_store_s {
     char complete_sha[41];
     char fold_sha[41];
     char trim_sha[41];
+    char due_sha[41];
+    int64_t *marks; /* PL_SLOTS analytics fold marks as last seen (made on
+                       the first fold): the applies pop what is folded */
+    int64_t redis_ms, redis_at; /* Redis's clock as last read (TIME in a
+                                   script) and our monotonic ms then */
+    char claim1_sha[41];
+    char reindex_sha[41];
     char **shards; /* PL_SLOTS timer shard names, made on first use */
     int64_t bad_shard_logged; /* mono_ms() of the last such warning */
     pl_redis_class_t last_class; /* of command()'s last failure */
@@ -482,6 +556,7 @@ void pl_store_destroy(pl_store_t *s)
     for (int i = 0; s->shards && i < PL_SLOTS; i++)
         free(s->shards[i]);
     free(s->shards);
+    free(s->marks);
     free(s->nodes);
     free(s->username);
     if (s->password) /* not left behind in freed memory */
@@ -615,6 +690,9 @@ static const struct {
     {complete_lua, offsetof(pl_store_t, complete_sha)},
     {fold_lua, offsetof(pl_store_t, fold_sha)},
     {trim_lua, offsetof(pl_store_t, trim_sha)},
+    {due_lua, offsetof(pl_store_t, due_sha)},
+    {claim1_lua, offsetof(pl_store_t, claim1_sha)},
+    {reindex_lua, offsetof(pl_store_t, reindex_sha)},
 };
 #define N_SCRIPTS (sizeof(scripts) / sizeof(*scripts))
 
@@ -839,7 +917,7 @@ static int add_apply(pl_store_t *s, const pl_store_apply_t *op,
     size_t nset = op->set ? op->set->count : 0;
     size_t nadd = op->timers_add ? op->timers_add->count : 0;
     size_t nrem = op->timers_remove ? op->timers_remove->count : 0;
-    size_t argc = 3 + 7 + 8 + 3 + 2 * nset + 2 * nadd + nrem + 1, i = 0;
+    size_t argc = 3 + 7 + 8 + 3 + 2 * nset + 2 * nadd + nrem + 2, i = 0;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *lens = malloc(argc * sizeof(*lens));
     char *k_state = key(s, op->kind, op->id, "");
@@ -850,7 +928,8 @@ static int add_apply(pl_store_t *s, const pl_store_apply_t *op,
     int slot = entity_slot(op->kind, op->id);
     char *k_stats = slot < 0 ? NULL : stats_key(s, "stats", slot);
     char *k_statseq = slot < 0 ? NULL : stats_key(s, "statseq", slot);
-    char ttl[24], hmax[24], amax[24], cset[24], cadd[24], crem[24];
+    char ttl[24], hmax[24], amax[24], cset[24], cadd[24], crem[24],
+        trim[24];
     int r = -1;
 
     if (!argv || !lens || !k_state || !k_applied || !k_history ||
@@ -903,6 +982,9 @@ static int add_apply(pl_store_t *s, const pl_store_apply_t *op,
     for (size_t j = 0; j < nrem; j++)
         SARG(op->timers_remove->items[j]);
     ARG(op->stats ? op->stats : "", op->stats ? op->stats_len : 0);
+    snprintf(trim, sizeof(trim), "%lld",
+             (long long)(s->marks && slot >= 0 ? s->marks[slot] : 0));
+    SARG(trim);
 #undef SARG
 #undef ARG
     r = add_keyed(s, 3, (int)i, argv, lens);
@@ -957,6 +1039,10 @@ static int take_apply_reply(pl_store_t *s, pl_store_apply_t *op,
     switch (r->element[0]->integer) {
     case 0:
         op->result = PL_APPLY_OK;
+        op->stats_seq = r->elements > 1 &&
+                                r->element[1]->type == REDIS_REPLY_INTEGER
+                            ? r->element[1]->integer
+                            : 0;
         return 0;
     case 1:
         if (r->elements < 2 || r->element[1]->type != REDIS_REPLY_STRING)
@@ -1233,6 +1319,10 @@ static void bad_shard(pl_store_t *s, const char *text)
             text);
 }
 
+static int index_scanned(pl_store_t *s, int from, int to, char *errstr,
+                         size_t errstr_size);
+static char *due_key(const pl_store_t *s);
+
 int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
                           int64_t lease_ms, int per_shard, pl_claim_t **claims,
                           size_t *n, int64_t *now_ms, char *errstr,
@@ -1338,6 +1428,11 @@ int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
                 goto oom;
             count++;
         }
+    }
+    /* and index what is scheduled in the shards scanned */
+    if ((r = index_scanned(s, from, to, errstr, errstr_size))) {
+        pl_store_claims_free(out, count);
+        return r;
     }
     *claims = out;
     *n = count;
@@ -1500,10 +1595,17 @@ int pl_store_schedule_timers(pl_store_t *s, const pl_claim_t *timers,
     begin(s);
     for (size_t i = 0; i < n; i++) {
         char *shard = pl_store_timer_shard(s, timers[i].slot), due[24];
+        char *kidx = due_key(s), sl[16];
         const char *argv[] = {"ZADD", shard, due, timers[i].member};
+        /* and the due index, lowered (never raised) to it */
+        const char *iargv[] = {"ZADD", kidx, "LT", due, sl};
         snprintf(due, sizeof(due), "%lld", (long long)dues[i]);
-        r = shard ? add(s, timers[i].slot, 4, argv, NULL) : -1;
+        snprintf(sl, sizeof(sl), "%d", timers[i].slot);
+        r = shard && kidx ? add(s, timers[i].slot, 4, argv, NULL) ||
+                                add_keyed(s, 1, 5, iargv, NULL)
+                          : -1;
         free(shard);
+        free(kidx);
         if (r) {
             snprintf(errstr, errstr_size, "out of memory");
             return -1;
@@ -1722,77 +1824,25 @@ typedef struct {
 
 #define FOLD_READ 256 /* deltas read per slot per round */
 
-/* One fold round over slots[0..n): read, resolve, fold, trim.  *more is set
- * when a slot had FOLD_READ deltas (there may be more).  0, -1, -2. */
-static int fold_round(pl_store_t *s, const int *slots, size_t n, bool *more,
-                      char *errstr, size_t errstr_size)
+/* Fold nrec deltas (recs[i] numbered seqs[i], grouped by slot in fs) into
+ * <p>{stats}: the wins of converted deals resolved to their leads' sources,
+ * then one script call on the {stats} slot; the slots' marks it returns are
+ * remembered (s->marks) for the next applies to trim by.  0, -1, -2. */
+static int fold_records(pl_store_t *s, const fold_slot_t *fs, size_t nfs,
+                        const char *const *recs, const long long *seqs,
+                        size_t nrec, char *errstr, size_t errstr_size)
 {
-    fold_slot_t *fs = calloc(n ? n : 1, sizeof(*fs));
-    char **recs = NULL, **bodies = NULL, **leads = NULL, **sources = NULL;
-    long long *seqs = NULL;
-    size_t nrec = 0, caprec = 0, nleads = 0, nfs = 0;
+    char **bodies = NULL, **leads = NULL, **sources = NULL;
+    size_t nleads = 0;
     char *kfig = figures_key(s, ""), *kfold = figures_key(s, ":folded");
     const char **argv = NULL;
     size_t *lens = NULL;
     int r = -1, t;
 
-    *more = false;
-    if (!fs || !kfig || !kfold)
+    if (!kfig || !kfold)
         goto oom;
-    /* 1. read */
-    begin(s);
-    for (size_t i = 0; i < n; i++) {
-        char *k = stats_key(s, "stats", slots[i]), lim[16];
-        const char *a[] = {"LRANGE", k, "0", lim};
-        snprintf(lim, sizeof(lim), "%d", FOLD_READ - 1);
-        t = k ? add(s, slots[i], 4, a, NULL) : -1;
-        free(k);
-        if (t)
-            goto oom;
-    }
-    if ((r = run(s, "LRANGE", errstr, errstr_size)))
-        goto out;
-    r = -1;
-    for (size_t i = 0; i < n; i++) {
-        const redisReply *rep = reply(s, i);
-        if (rep->type != REDIS_REPLY_ARRAY || !rep->elements)
-            continue;
-        fs[nfs] = (fold_slot_t){.slot = slots[i], .first = nrec};
-        if (rep->elements >= FOLD_READ)
-            *more = true;
-        for (size_t e = 0; e < rep->elements; e++) {
-            const redisReply *el = rep->element[e];
-            char *nl;
-            if (!el->str || !(nl = memchr(el->str, '\n', el->len)))
-                continue; /* not ours: left for the trim to stop at */
-            if (nrec == caprec) {
-                size_t cap = caprec ? caprec * 2 : 256;
-                char **nr = realloc(recs, cap * sizeof(*nr));
-                long long *ns;
-                if (!nr)
-                    goto oom;
-                recs = nr;
-                if (!(ns = realloc(seqs, cap * sizeof(*ns))))
-                    goto oom;
-                seqs = ns;
-                caprec = cap;
-            }
-            seqs[nrec] = strtoll(el->str, NULL, 10);
-            if (!(recs[nrec] = strndup(nl + 1, el->len - (size_t)(nl + 1 -
-                                                               el->str))))
-                goto oom;
-            if (seqs[nrec] > fs[nfs].top)
-                fs[nfs].top = seqs[nrec];
-            nrec++;
-            fs[nfs].n++;
-        }
-        if (fs[nfs].n)
-            nfs++;
-    }
-    if (!nfs) {
-        r = 0;
-        goto out;
-    }
+    if (!s->marks && !(s->marks = calloc(PL_SLOTS, sizeof(*s->marks))))
+        goto oom;
     /* 2. the wins of converted deals: L|<lead id> -> l|<its source>|won */
     for (size_t i = 0; i < nrec; i++)
         for (const char *p = recs[i]; (p = strstr(p, "L|")); p += 2)
@@ -1924,6 +1974,112 @@ static int fold_round(pl_store_t *s, const int *slots, size_t n, bool *more,
             goto out;
         }
     }
+    {
+        const redisReply *rep = reply(s, 0);
+        for (size_t i = 0; rep->type == REDIS_REPLY_ARRAY &&
+                           i + 1 < rep->elements;
+             i += 2) {
+            long long sl = rep->element[i]->integer;
+            if (sl >= 0 && sl < PL_SLOTS &&
+                rep->element[i + 1]->integer > s->marks[sl])
+                s->marks[sl] = rep->element[i + 1]->integer;
+        }
+    }
+    r = 0;
+    goto out;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+    r = -1;
+out:
+    for (size_t i = 0; bodies && i < nrec; i++)
+        free(bodies[i]);
+    for (size_t i = 0; leads && i < nleads; i++) {
+        free(leads[i]);
+        if (sources)
+            free(sources[i]);
+    }
+    free(bodies);
+    free(leads);
+    free(sources);
+    free(argv);
+    free(lens);
+    free(kfig);
+    free(kfold);
+    return r;
+}
+
+/* One fold round over slots[0..n): read, resolve, fold, trim.  *more is set
+ * when a slot had FOLD_READ deltas (there may be more).  0, -1, -2. */
+static int fold_round(pl_store_t *s, const int *slots, size_t n, bool *more,
+                      char *errstr, size_t errstr_size)
+{
+    fold_slot_t *fs = calloc(n ? n : 1, sizeof(*fs));
+    char **recs = NULL;
+    long long *seqs = NULL;
+    size_t nrec = 0, caprec = 0, nfs = 0;
+    int r = -1, t;
+
+    *more = false;
+    if (!fs)
+        goto oom;
+    /* 1. read */
+    begin(s);
+    for (size_t i = 0; i < n; i++) {
+        char *k = stats_key(s, "stats", slots[i]), lim[16];
+        const char *a[] = {"LRANGE", k, "0", lim};
+        snprintf(lim, sizeof(lim), "%d", FOLD_READ - 1);
+        t = k ? add(s, slots[i], 4, a, NULL) : -1;
+        free(k);
+        if (t)
+            goto oom;
+    }
+    if ((r = run(s, "LRANGE", errstr, errstr_size)))
+        goto out;
+    r = -1;
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *rep = reply(s, i);
+        if (rep->type != REDIS_REPLY_ARRAY || !rep->elements)
+            continue;
+        fs[nfs] = (fold_slot_t){.slot = slots[i], .first = nrec};
+        if (rep->elements >= FOLD_READ)
+            *more = true;
+        for (size_t e = 0; e < rep->elements; e++) {
+            const redisReply *el = rep->element[e];
+            char *nl;
+            if (!el->str || !(nl = memchr(el->str, '\n', el->len)))
+                continue; /* not ours: left for the trim to stop at */
+            if (nrec == caprec) {
+                size_t cap = caprec ? caprec * 2 : 256;
+                char **nr = realloc(recs, cap * sizeof(*nr));
+                long long *ns;
+                if (!nr)
+                    goto oom;
+                recs = nr;
+                if (!(ns = realloc(seqs, cap * sizeof(*ns))))
+                    goto oom;
+                seqs = ns;
+                caprec = cap;
+            }
+            seqs[nrec] = strtoll(el->str, NULL, 10);
+            if (!(recs[nrec] = strndup(nl + 1, el->len - (size_t)(nl + 1 -
+                                                               el->str))))
+                goto oom;
+            if (seqs[nrec] > fs[nfs].top)
+                fs[nfs].top = seqs[nrec];
+            nrec++;
+            fs[nfs].n++;
+        }
+        if (fs[nfs].n)
+            nfs++;
+    }
+    if (!nfs) {
+        r = 0;
+        goto out;
+    }
+    /* 2, 3: resolve the wins' sources and fold */
+    if ((r = fold_records(s, fs, nfs, (const char *const *)recs, seqs,
+                          nrec, errstr, errstr_size)))
+        goto out;
     /* 4. trim what is folded, slot by slot */
     for (int pass = 0;; pass++) {
         begin(s);
@@ -1958,26 +2114,11 @@ oom:
     snprintf(errstr, errstr_size, "out of memory");
     r = -1;
 out:
-    for (size_t i = 0; i < nrec; i++) {
+    for (size_t i = 0; i < nrec; i++)
         free(recs[i]);
-        if (bodies)
-            free(bodies[i]);
-    }
-    for (size_t i = 0; leads && i < nleads; i++) {
-        free(leads[i]);
-        if (sources)
-            free(sources[i]);
-    }
     free(recs);
-    free(bodies);
     free(seqs);
-    free(leads);
-    free(sources);
-    free(argv);
-    free(lens);
     free(fs);
-    free(kfig);
-    free(kfold);
     return r;
 }
 
@@ -2201,5 +2342,450 @@ int pl_store_stats_replace(pl_store_t *s, const pl_fields_t *figures,
 out:
     free(kfig);
     free(kfold);
+    return r;
+}
+
+/* ---- the due index of the timers ---- */
+
+static char *due_key(const pl_store_t *s)
+{
+    size_t n = strlen(s->prefix) + 16;
+    char *k = malloc(n);
+    if (k)
+        snprintf(k, n, "%s{timers}:due", s->prefix);
+    return k;
+}
+
+/* One reindex call for `n` (slot, seen, next) triples; seen NULL: lower
+ * only.  Adds to the pipeline. */
+static int add_reindex(pl_store_t *s, const char *kidx, const int *slots,
+                       const int64_t *seen, const int64_t *next, size_t n)
+{
+    size_t argc = 4 + 3 * n, i = 0;
+    const char **argv = malloc(argc * sizeof(*argv));
+    char (*num)[24] = calloc(3 * n + 1, sizeof(*num));
+    int r = -1;
+
+    if (!argv || !num)
+        goto out;
+    argv[i++] = "EVALSHA";
+    argv[i++] = s->reindex_sha;
+    argv[i++] = "1";
+    argv[i++] = kidx;
+    for (size_t k = 0; k < n; k++) {
+        snprintf(num[3 * k], sizeof(num[0]), "%d", slots[k]);
+        if (seen)
+            snprintf(num[3 * k + 1], sizeof(num[0]), "%lld",
+                     (long long)seen[k]);
+        snprintf(num[3 * k + 2], sizeof(num[0]), "%lld",
+                 (long long)next[k]);
+        argv[i++] = num[3 * k];
+        argv[i++] = num[3 * k + 1]; /* "" when not seen */
+        argv[i++] = num[3 * k + 2];
+    }
+    r = add_keyed(s, 3, (int)i, argv, NULL);
+out:
+    free(argv);
+    free(num);
+    return r;
+}
+
+int pl_store_timer_index(pl_store_t *s, const int *slots,
+                         const int64_t *scores, size_t n, char *errstr,
+                         size_t errstr_size)
+{
+    char *kidx;
+    int r;
+
+    if (!n)
+        return 0;
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        return r;
+    if (!(kidx = due_key(s))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    begin(s);
+    for (size_t i = 0; i < n && !r; i += 500) {
+        size_t k = n - i < 500 ? n - i : 500, a = 0;
+        const char **argv = malloc((3 + 2 * k) * sizeof(*argv));
+        char (*num)[24] = calloc(2 * k, sizeof(*num));
+        if (!argv || !num) {
+            r = -1;
+        } else {
+            argv[a++] = "ZADD";
+            argv[a++] = kidx;
+            argv[a++] = "LT";
+            for (size_t j = 0; j < k; j++) {
+                snprintf(num[2 * j], sizeof(num[0]), "%lld",
+                         (long long)scores[i + j]);
+                snprintf(num[2 * j + 1], sizeof(num[0]), "%d", slots[i + j]);
+                argv[a++] = num[2 * j];
+                argv[a++] = num[2 * j + 1];
+            }
+            r = add_keyed(s, 1, (int)a, argv, NULL);
+        }
+        free(argv);
+        free(num);
+    }
+    free(kidx);
+    if (r) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    return run(s, "ZADD", errstr, errstr_size);
+}
+
+/* Lower the index of slots [from, to) to their shards' first scores: the
+ * full scan's way of indexing what was scheduled before the index (or
+ * missed by a worker that died between its apply and its index update). */
+static int index_scanned(pl_store_t *s, int from, int to, char *errstr,
+                         size_t errstr_size)
+{
+    size_t n = (size_t)(to - from), m = 0;
+    int *slots = malloc((n ? n : 1) * sizeof(*slots));
+    int64_t *next = malloc((n ? n : 1) * sizeof(*next));
+    char *kidx = due_key(s);
+    int r = -1;
+
+    if (!slots || !next || !kidx)
+        goto oom;
+    begin(s);
+    for (int slot = from; slot < to; slot++) {
+        const char *a[] = {"ZRANGE", s->shards[slot], "0", "0",
+                           "WITHSCORES"};
+        if (add(s, slot, 5, a, NULL))
+            goto oom;
+    }
+    if ((r = run(s, NULL, errstr, errstr_size)))
+        goto out;
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *rep = reply(s, i);
+        if (rep->type == REDIS_REPLY_ARRAY && rep->elements == 2 &&
+            rep->element[1]->str) {
+            slots[m] = from + (int)i;
+            next[m++] = strtoll(rep->element[1]->str, NULL, 10);
+        }
+    }
+    r = 0;
+    if (m) {
+        begin(s);
+        if (add_reindex(s, kidx, slots, NULL, next, m))
+            goto oom;
+        if ((r = run_scripts(s, errstr, errstr_size)) > 0) {
+            begin(s);
+            if (add_reindex(s, kidx, slots, NULL, next, m))
+                goto oom;
+            r = run_scripts(s, errstr, errstr_size);
+        }
+        if (r > 0)
+            r = -1;
+    }
+    goto out;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+    r = -1;
+out:
+    free(slots);
+    free(next);
+    free(kidx);
+    return r;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Redis's clock now, from its last reading plus our monotonic time since:
+ * good to a few ms within REDIS_CLOCK_MS of the reading, else -1 (read it
+ * again).  Only for finding what may be due: every claim decides by TIME
+ * inside its script. */
+#define REDIS_CLOCK_MS 10000
+static int64_t redis_now(const pl_store_t *s)
+{
+    int64_t since = mono_ms() - s->redis_at;
+    return s->redis_at && since >= 0 && since < REDIS_CLOCK_MS
+               ? s->redis_ms + since
+               : -1;
+}
+
+static void redis_clock(pl_store_t *s, int64_t now)
+{
+    s->redis_ms = now;
+    s->redis_at = mono_ms();
+}
+
+int pl_store_claim_due(pl_store_t *s, int max_slots, int64_t lease_ms,
+                       int per_shard, pl_claim_t **claims, size_t *n,
+                       int64_t *now_ms, char *errstr, size_t errstr_size)
+{
+    char *kidx = due_key(s), mx[16], lease[24], limit[16];
+    int *slots = NULL;
+    int64_t *seen = NULL, *next = NULL;
+    size_t nslots = 0, count = 0, cap = 0;
+    pl_claim_t *out = NULL;
+    int r, t;
+
+    *claims = NULL;
+    *n = 0;
+    if (!kidx) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        goto out;
+    r = -1;
+    snprintf(mx, sizeof(mx), "%d", max_slots > 0 ? max_slots : 1);
+    snprintf(lease, sizeof(lease), "%lld",
+             (long long)(lease_ms > 0 ? lease_ms : 1));
+    snprintf(limit, sizeof(limit), "%d", per_shard);
+    /* 1. the slots due: a plain ZRANGEBYSCORE by Redis's clock as we know
+     * it (idle, that is all a look costs), or the script that reads TIME
+     * when that reading is old */
+    int64_t est = redis_now(s);
+    if (est >= 0) {
+        char upto[24];
+        const char *a[] = {"ZRANGEBYSCORE", kidx, "-inf", upto,
+                           "WITHSCORES", "LIMIT", "0", mx};
+        snprintf(upto, sizeof(upto), "%lld", (long long)est);
+        begin(s);
+        if (add_keyed(s, 1, 8, a, NULL))
+            goto oom;
+        if ((r = run(s, "ZRANGEBYSCORE", errstr, errstr_size)))
+            goto out;
+        r = -1;
+        const redisReply *rep = reply(s, 0);
+        if (rep->type != REDIS_REPLY_ARRAY) {
+            snprintf(errstr, errstr_size, "redis ZRANGEBYSCORE: unexpected "
+                                          "reply");
+            goto out;
+        }
+        if (now_ms)
+            *now_ms = est;
+        nslots = rep->elements / 2;
+        if (!nslots) {
+            r = 0;
+            goto out;
+        }
+        if (!(slots = malloc(nslots * sizeof(*slots))) ||
+            !(seen = malloc(nslots * sizeof(*seen))) ||
+            !(next = malloc(nslots * sizeof(*next))))
+            goto oom;
+        for (size_t i = 0; i < nslots; i++) {
+            const char *sl = rep->element[2 * i]->str;
+            const char *sc = rep->element[2 * i + 1]->str;
+            slots[i] = sl ? atoi(sl) : 0;
+            seen[i] = sc ? (int64_t)strtod(sc, NULL) : 0;
+            next[i] = -1;
+            if (slots[i] < 0 || slots[i] >= PL_SLOTS)
+                slots[i] = 0;
+        }
+        goto claim;
+    }
+    for (int pass = 0;; pass++) {
+        const char *a[] = {"EVALSHA", s->due_sha, "1", kidx, mx};
+        begin(s);
+        if (add_keyed(s, 3, 5, a, NULL))
+            goto oom;
+        if ((t = run_scripts(s, errstr, errstr_size)) <= 0 || pass)
+            break;
+    }
+    if (t) {
+        r = t > 0 ? -1 : t;
+        goto out;
+    }
+    {
+        const redisReply *rep = reply(s, 0);
+        if (rep->type == REDIS_REPLY_ERROR) {
+            r = error_reply(s, rep, "due script", errstr, errstr_size) == -2
+                    ? -2
+                    : -1;
+            goto out;
+        }
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+            rep->element[0]->type != REDIS_REPLY_INTEGER) {
+            snprintf(errstr, errstr_size, "redis due script: unexpected "
+                                          "reply");
+            goto out;
+        }
+        if (now_ms)
+            *now_ms = rep->element[0]->integer;
+        redis_clock(s, rep->element[0]->integer);
+        nslots = (rep->elements - 1) / 2;
+        if (!nslots) {
+            r = 0;
+            goto out;
+        }
+        if (!(slots = malloc(nslots * sizeof(*slots))) ||
+            !(seen = malloc(nslots * sizeof(*seen))) ||
+            !(next = malloc(nslots * sizeof(*next))))
+            goto oom;
+        for (size_t i = 0; i < nslots; i++) {
+            slots[i] = (int)rep->element[1 + 2 * i]->integer;
+            seen[i] = rep->element[2 + 2 * i]->integer;
+            next[i] = -1;
+            if (slots[i] < 0 || slots[i] >= PL_SLOTS)
+                slots[i] = 0; /* not ours: the shard is looked at anyway */
+        }
+    }
+claim:
+    if (!shard_names(s))
+        goto oom;
+    /* 2. claim each due shard; 3. index what comes next in it */
+    for (int pass = 0;; pass++) {
+        begin(s);
+        for (size_t i = 0; i < nslots; i++) {
+            const char *a[] = {"EVALSHA", s->claim1_sha, "1",
+                               s->shards[slots[i]], lease, limit};
+            if (add(s, slots[i], 6, a, NULL))
+                goto oom;
+        }
+        if ((t = run_scripts(s, errstr, errstr_size)) <= 0 || pass)
+            break;
+    }
+    if (t) {
+        r = t > 0 ? -1 : t;
+        goto out;
+    }
+    for (size_t i = 0; i < nslots; i++) {
+        const redisReply *rep = reply(s, i);
+        int e;
+        if (rep->type == REDIS_REPLY_ERROR) {
+            if ((e = error_reply(s, rep, "claim script", errstr,
+                                 errstr_size)) < 0) {
+                r = e;
+                goto out;
+            }
+            pl_warn("%s (timer shard of slot %d skipped this time)", errstr,
+                    slots[i]);
+            next[i] = seen[i]; /* left as it is */
+            continue;
+        }
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+            rep->element[1]->type != REDIS_REPLY_INTEGER ||
+            rep->element[2]->type != REDIS_REPLY_INTEGER) {
+            snprintf(errstr, errstr_size, "redis claim script: unexpected "
+                                          "reply");
+            goto out;
+        }
+        if (rep->element[2]->integer == -2) {
+            bad_shard(s, rep->elements > 3 && rep->element[3]->str
+                             ? rep->element[3]->str
+                             : "not a sorted set");
+            next[i] = seen[i];
+            continue;
+        }
+        next[i] = rep->element[2]->integer;
+        if (rep->element[0]->type == REDIS_REPLY_INTEGER) {
+            redis_clock(s, rep->element[0]->integer);
+            if (now_ms)
+                *now_ms = rep->element[0]->integer; /* the claims' own */
+        }
+        for (size_t e2 = 3; e2 < rep->elements; e2++) {
+            const redisReply *m = rep->element[e2];
+            if (!m->str)
+                continue;
+            if (count == cap) {
+                size_t ncap = cap ? cap * 2 : 64;
+                pl_claim_t *nout = realloc(out, ncap * sizeof(*nout));
+                if (!nout)
+                    goto oom;
+                out = nout;
+                cap = ncap;
+            }
+            out[count].slot = slots[i];
+            out[count].lease_until = rep->element[1]->integer;
+            if (!(out[count].member = strdup(m->str)))
+                goto oom;
+            count++;
+        }
+    }
+    for (int pass = 0;; pass++) {
+        begin(s);
+        if (add_reindex(s, kidx, slots, seen, next, nslots))
+            goto oom;
+        if ((t = run_scripts(s, errstr, errstr_size)) <= 0 || pass)
+            break;
+    }
+    if (t) {
+        /* the claims are made: fire them; the index stays early, so the
+         * shards are looked at again (nothing is missed) */
+        pl_warn("timer index: %s", errstr);
+    }
+    *claims = out;
+    *n = count;
+    out = NULL;
+    r = 0;
+    goto out;
+oom:
+    snprintf(errstr, errstr_size, "out of memory");
+    r = -1;
+out:
+    pl_store_claims_free(out, count);
+    free(slots);
+    free(seen);
+    free(next);
+    free(kidx);
+    return r;
+}
+
+/* for qsort: by slot, then by sequence number */
+typedef struct {
+    int slot;
+    long long seq;
+    const char *delta;
+} mem_delta_t;
+
+static int cmp_mem_delta(const void *a, const void *b)
+{
+    const mem_delta_t *x = a, *y = b;
+    if (x->slot != y->slot)
+        return (x->slot > y->slot) - (x->slot < y->slot);
+    return (x->seq > y->seq) - (x->seq < y->seq);
+}
+
+int pl_store_stats_fold_deltas(pl_store_t *s, const int *slots,
+                               const int64_t *seqs, const char *const *deltas,
+                               size_t n, char *errstr, size_t errstr_size)
+{
+    mem_delta_t *d = NULL;
+    fold_slot_t *fs = NULL;
+    const char **recs = NULL;
+    long long *sq = NULL;
+    size_t m = 0, nfs = 0;
+    int r;
+
+    if (!n)
+        return 0;
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        return r;
+    r = -1;
+    if (!(d = malloc(n * sizeof(*d))) || !(fs = calloc(n, sizeof(*fs))) ||
+        !(recs = malloc(n * sizeof(*recs))) ||
+        !(sq = malloc(n * sizeof(*sq)))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++)
+        if (seqs[i] > 0 && slots[i] >= 0 && slots[i] < PL_SLOTS)
+            d[m++] = (mem_delta_t){slots[i], seqs[i], deltas[i]};
+    qsort(d, m, sizeof(*d), cmp_mem_delta);
+    for (size_t i = 0; i < m; i++) {
+        if (!nfs || fs[nfs - 1].slot != d[i].slot)
+            fs[nfs++] = (fold_slot_t){.slot = d[i].slot, .first = i};
+        fs[nfs - 1].n++;
+        fs[nfs - 1].top = d[i].seq;
+        recs[i] = d[i].delta;
+        sq[i] = d[i].seq;
+    }
+    r = m ? fold_records(s, fs, nfs, recs, sq, m, errstr, errstr_size) : 0;
+out:
+    free(d);
+    free(fs);
+    free(recs);
+    free(sq);
     return r;
 }

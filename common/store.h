@@ -194,6 +194,8 @@ typedef struct pl_store_apply_s {
     size_t stored_len;
     pl_fields_t current; /* CONFLICT: the state as it is now */
     char *error;         /* FAILED: malloc'ed, Redis's error text */
+    int64_t stats_seq;   /* OK with stats: the delta's sequence number in
+                            its slot (for pl_store_stats_fold_deltas) */
 } pl_store_apply_t;
 
 /* Apply n events in one round trip (one script call each, pipelined), in
@@ -236,6 +238,30 @@ int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
                           size_t *n, int64_t *now_ms, char *errstr,
                           size_t errstr_size);
 void pl_store_claims_free(pl_claim_t *claims, size_t n);
+
+/* The due index (<p>{timers}:due, a sorted set: slot -> a time before
+ * which no timer of the slot's shard is due), which makes finding due
+ * timers O(due) instead of a scan of every shard:
+ *
+ * pl_store_timer_index() lowers (never raises: ZADD LT) the score of each
+ * slot to scores[i]: called after an apply that scheduled timers in the
+ * slot (the earliest of them), and for a duplicate (score 0: look at once,
+ * a worker may have died between its apply and this call).  0, -1, -2. */
+int pl_store_timer_index(pl_store_t *s, const int *slots,
+                         const int64_t *scores, size_t n, char *errstr,
+                         size_t errstr_size);
+
+/* Claim the timers of the slots whose index score has come (at most
+ * max_slots of them, by Redis's clock), as pl_store_claim_timers() does,
+ * then set each slot's score to its shard's first score now (the next due
+ * timer, or the earliest lease end), unless an apply lowered it meanwhile,
+ * or drop it when the shard is empty.  0, -1, -2.
+ * pl_store_claim_timers() (the full scan, of a slice of slots) also lowers
+ * the index of the slots it scanned to their shards' first scores, so a
+ * slow full scan indexes timers scheduled before the index existed. */
+int pl_store_claim_due(pl_store_t *s, int max_slots, int64_t lease_ms,
+                       int per_shard, pl_claim_t **claims, size_t *n,
+                       int64_t *now_ms, char *errstr, size_t errstr_size);
 
 /* Extend n claims, one round trip: each timer whose score is still our
  * lease end (claims[i].lease_until) is held until Redis's now + lease_ms,
@@ -296,6 +322,15 @@ int pl_store_entity_json(pl_store_t *s, const char *kind, const char *id,
  * -2. */
 int pl_store_stats_read(pl_store_t *s, pl_fields_t *out, char *errstr,
                         size_t errstr_size);
+
+/* Fold deltas this worker just wrote (deltas[i], numbered seqs[i] in
+ * slots[i]: the stats_seq of an applied op; seqs[i] <= 0 are skipped) from
+ * memory, without reading the slots' lists: one script call.  The folded
+ * deltas are popped from their lists by later applies to their slots (the
+ * apply script trims what the store knows is folded).  0, -1, -2. */
+int pl_store_stats_fold_deltas(pl_store_t *s, const int *slots,
+                               const int64_t *seqs, const char *const *deltas,
+                               size_t n, char *errstr, size_t errstr_size);
 
 /* The hash slot of an entity's keys ({kind:id}), -1 on OOM. */
 int pl_store_entity_slot(const char *kind, const char *id);

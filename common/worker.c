@@ -904,22 +904,108 @@ out:
     return r;
 }
 
-/* Fold the analytics deltas of the slots of n applied ops (retrying while
- * Redis is away).  0; -1 the batch is abandoned (stop, revoked); -3 fatal. */
+/* Fold the analytics deltas of n applied ops (retrying while Redis is
+ * away): the ones this batch wrote from memory (one script call), and for a
+ * duplicate its slot's list (a delta its original's worker may have left
+ * unfolded when it died).  0; -1 the batch is abandoned (stop, revoked);
+ * -3 fatal. */
 static int fold_stats(worker_t *w, const pl_store_apply_t *ap, size_t n,
                       int64_t *backoff)
 {
     int *slots = malloc((n ? n : 1) * sizeof(*slots));
+    int *dslots = malloc((n ? n : 1) * sizeof(*dslots));
+    int64_t *seqs = malloc((n ? n : 1) * sizeof(*seqs));
+    const char **deltas = malloc((n ? n : 1) * sizeof(*deltas));
+    size_t m = 0, nd = 0;
+    char err[1024];
+    int r = 0;
+
+    if (!slots || !dslots || !seqs || !deltas) {
+        r = -3;
+        goto out;
+    }
+    for (size_t k = 0; k < n; k++) {
+        if (ap[k].result == PL_APPLY_OK && ap[k].stats_seq > 0) {
+            slots[m] = pl_store_entity_slot(ap[k].kind, ap[k].id);
+            seqs[m] = ap[k].stats_seq;
+            deltas[m++] = ap[k].stats;
+        } else if (ap[k].result == PL_APPLY_DUPLICATE) {
+            dslots[nd++] = pl_store_entity_slot(ap[k].kind, ap[k].id);
+        }
+    }
+    while (m && (r = pl_store_stats_fold_deltas(w->store, slots, seqs, deltas,
+                                                m, err, sizeof(err)))) {
+        if (r == -2) {
+            pl_error("redis: %s; exiting", err);
+            r = -3;
+            goto out;
+        }
+        if (wait_out_redis(w, err, backoff)) {
+            r = -1;
+            goto out;
+        }
+    }
+    while (nd && (r = pl_store_stats_fold(w->store, dslots, nd, err,
+                                          sizeof(err)))) {
+        if (r == -2) {
+            pl_error("redis: %s; exiting", err);
+            r = -3;
+            break;
+        }
+        if (wait_out_redis(w, err, backoff)) {
+            r = -1;
+            break;
+        }
+    }
+out:
+    free(slots);
+    free(dslots);
+    free(seqs);
+    free(deltas);
+    return r;
+}
+
+/* For a kind with timers: lower the due index of the slots where this
+ * batch scheduled timers (to the earliest), and of a duplicate's slot to 0
+ * (its original's index update may have died with its worker), so the
+ * timers are found without a scan (store.h).  0, -1 abandoned, -3 fatal. */
+static int index_timers(worker_t *w, const op_t *ops,
+                        const pl_store_apply_t *ap, size_t n,
+                        int64_t *backoff)
+{
+    int *slots;
+    int64_t *scores;
     size_t m = 0;
     char err[1024];
-    int r;
+    int r = 0;
 
-    if (!slots)
+    if (!w->kind->tick)
+        return 0;
+    slots = malloc((n ? n : 1) * sizeof(*slots));
+    scores = malloc((n ? n : 1) * sizeof(*scores));
+    if (!slots || !scores) {
+        free(slots);
+        free(scores);
         return -3;
-    for (size_t k = 0; k < n; k++)
-        if (ap[k].result == PL_APPLY_OK || ap[k].result == PL_APPLY_DUPLICATE)
-            slots[m++] = pl_store_entity_slot(ap[k].kind, ap[k].id);
-    while ((r = pl_store_stats_fold(w->store, slots, m, err, sizeof(err)))) {
+    }
+    for (size_t k = 0; k < n; k++) {
+        int64_t first = -1;
+        if (ap[k].result == PL_APPLY_OK) {
+            for (size_t j = 0; j < ops[k].timers_add.count; j++) {
+                int64_t due = strtoll(ops[k].timers_add.values[j], NULL, 10);
+                if (first < 0 || due < first)
+                    first = due;
+            }
+        } else if (ap[k].result == PL_APPLY_DUPLICATE) {
+            first = 0;
+        }
+        if (first < 0)
+            continue;
+        slots[m] = pl_store_entity_slot(ap[k].kind, ap[k].id);
+        scores[m++] = first;
+    }
+    while (m && (r = pl_store_timer_index(w->store, slots, scores, m, err,
+                                          sizeof(err)))) {
         if (r == -2) {
             pl_error("redis: %s; exiting", err);
             r = -3;
@@ -931,6 +1017,7 @@ static int fold_stats(worker_t *w, const pl_store_apply_t *ap, size_t n,
         }
     }
     free(slots);
+    free(scores);
     return r;
 }
 
@@ -1014,7 +1101,8 @@ static int apply_batch(worker_t *w)
              * the batch's offsets can be stored, so none is left behind by
              * a crash (a duplicate's slot too: its delta may be pending
              * from a worker that died before its fold). */
-            if ((r = fold_stats(w, ap, n, &backoff)) != 0) {
+            if ((r = fold_stats(w, ap, n, &backoff)) != 0 ||
+                (r = index_timers(w, ops, ap, n, &backoff)) != 0) {
                 for (size_t k = 0; k < n; k++)
                     pl_store_apply_clear(&ap[k]);
                 free(ap);

@@ -170,11 +170,85 @@ static int parse_member(char *m, char **name, int64_t *due, char **deal_id)
     return 0;
 }
 
-/* Each tick looks at one slice of the timer shards, in turn: every shard
- * once per timers.interval, and no tick long enough to hold up the stream
- * (a full scan of the 16384 shards takes Redis ~25 ms). */
+/* Each tick (TIMER_SLICES per timers.interval) claims the timers of the
+ * slots the due index says are due: O(due), nothing when nothing is due.
+ * Besides, a slow full scan looks at every shard once per
+ * timers.scan.interval, a slice per tick (the first pass after start-up
+ * quickly, in TIMER_SLICES ticks), to index what the index lacks: timers
+ * scheduled before it existed. */
 #define TIMER_SLICES 16
-static int timer_cursor; /* the next slice's first slot */
+#define DUE_SLOTS_PER_TICK 1024
+#define SCAN_SLICE_MIN 512
+static int timer_cursor;       /* the next slice's first slot */
+static bool first_scan_done;   /* the quick first pass is over */
+static double scan_credit;     /* slots the slow scan may look at */
+
+/* The slots of the full scan this tick: [*from, *to). */
+static void scan_slice(pl_config_t *cfg, int *from, int *to)
+{
+    int64_t tick = pl_config_get_ms(cfg, "timers.interval") / TIMER_SLICES;
+    int64_t period = pl_config_get_ms(cfg, "timers.scan.interval");
+    int k;
+
+    if (!first_scan_done) {
+        k = PL_SLOTS / TIMER_SLICES;
+    } else {
+        /* in slices of SCAN_SLICE_MIN slots at least, so the scan costs a
+         * few calls a minute rather than a few a second */
+        scan_credit += (double)PL_SLOTS * (double)(tick > 0 ? tick : 1) /
+                       (double)(period > 0 ? period : 1);
+        k = scan_credit >= SCAN_SLICE_MIN ? (int)scan_credit : 0;
+        scan_credit -= k;
+    }
+    *from = timer_cursor;
+    *to = *from + k < PL_SLOTS ? *from + k : PL_SLOTS;
+    timer_cursor = *to % PL_SLOTS;
+    if (!timer_cursor)
+        first_scan_done = true;
+}
+
+/* Both claims of a tick, merged: the due slots' and the scan slice's.
+ * 0, -1 retriable, -2 fatal (errstr). */
+static int claim_tick(pl_worker_t *w, int64_t lease, pl_claim_t **claims,
+                      size_t *n, int64_t *now, char *err, size_t errsz)
+{
+    pl_config_t *cfg = pl_worker_config(w);
+    pl_store_t *store = pl_worker_store(w);
+    int per = (int)pl_config_get_int(cfg, "timers.per.shard");
+    pl_claim_t *b = NULL, *all;
+    size_t nb = 0;
+    int64_t now2 = 0;
+    int from, to, r;
+
+    if ((r = pl_store_claim_due(store, DUE_SLOTS_PER_TICK, lease, per, claims,
+                                n, now, err, errsz)))
+        return r;
+    scan_slice(cfg, &from, &to);
+    if (from >= to)
+        return 0;
+    if ((r = pl_store_claim_timers(
+             store, from, to,
+             (int)pl_config_get_int(cfg, "timers.shards.per.call"), lease,
+             per, &b, &nb, &now2, err, errsz))) {
+        /* what the index found stays claimed and fires; the slice is
+         * looked at again on the next pass */
+        return r == -2 ? r : 0;
+    }
+    if (!nb)
+        return 0;
+    if (!(all = realloc(*claims, (*n + nb) * sizeof(*all)))) {
+        pl_store_claims_free(b, nb);
+        snprintf(err, errsz, "out of memory");
+        return -1;
+    }
+    memcpy(all + *n, b, nb * sizeof(*b));
+    free(b); /* the members moved */
+    *claims = all;
+    *n += nb;
+    if (!*now)
+        *now = now2;
+    return 0;
+}
 
 /* Extend the leases of the claims not yet known lost (one round trip),
  * marking and logging those another worker has taken.  0, or -1 on a fatal
@@ -249,7 +323,6 @@ static int deliver_holding_leases(pl_worker_t *w, pl_outbox_t *ob,
  * expire: another fires them with the same event ids. */
 static int fire_timers(pl_worker_t *w)
 {
-    int from = timer_cursor, to = from + PL_SLOTS / TIMER_SLICES;
     pl_config_t *cfg = pl_worker_config(w);
     pl_store_t *store = pl_worker_store(w);
     const pl_rules_t *rules = pl_worker_rules(w);
@@ -272,11 +345,7 @@ static int fire_timers(pl_worker_t *w)
     char err[512];
     int r = 0, cr;
 
-    timer_cursor = to % PL_SLOTS;
-    cr = pl_store_claim_timers(
-        store, from, to, (int)pl_config_get_int(cfg, "timers.shards.per.call"),
-        lease, (int)pl_config_get_int(cfg, "timers.per.shard"), &claims, &n,
-        &now, err, sizeof(err));
+    cr = claim_tick(w, lease, &claims, &n, &now, err, sizeof(err));
     claimed_at = pl_now_mono_ms();
     if (cr == -2) {
         pl_error("redis: %s; exiting", err);
