@@ -41,6 +41,9 @@
  * as "<seq>\n<delta>" with the next sequence number of the slot, then the
  * slot's fold mark as the caller knows it (the deltas numbered up to it are
  * folded: they are popped from the list's head first; "0": none).
+ * Then n and n event_ids of the entity whose derived events need no
+ * keeping any more (their input offsets are committed): their :applied
+ * records keep the id (dedupe) but drop the derived events ("").
  * Applied returns {0, the delta's sequence number (0: none)}.
  * Returns {0} applied, {1, outcome} duplicate, {2, {field, value...}}
  * conflict, {3, error text} a key of the wrong type or a bad argument.
@@ -84,6 +87,8 @@ static const char apply_lua[] =
     "local nrem = tonumber(ARGV[irem])\n"
     "local stats = ARGV[irem + nrem + 1] or ''\n"
     "local trim = tonumber(ARGV[irem + nrem + 2] or '0') or 0\n"
+    "local iblank = irem + nrem + 3\n"
+    "local nblank = tonumber(ARGV[iblank] or '0') or 0\n"
     "local prev = redis.pcall('HGET', KEYS[2], ARGV[1])\n"
     "if type(prev) == 'table' and prev['err'] then\n"
     "  return wrong(KEYS[2], 'hash')\n"
@@ -138,6 +143,11 @@ static const char apply_lua[] =
     "  end\n"
     "  seq = redis.call('INCR', KEYS[7])\n"
     "  redis.call('RPUSH', KEYS[6], seq .. '\\n' .. stats)\n"
+    "end\n"
+    "for j = iblank + 1, iblank + nblank do\n"
+    "  if redis.call('HEXISTS', KEYS[2], ARGV[j]) == 1 then\n"
+    "    redis.call('HSET', KEYS[2], ARGV[j], '')\n"
+    "  end\n"
     "end\n"
     "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
     "if amax > 0 then\n"
@@ -917,7 +927,9 @@ static int add_apply(pl_store_t *s, const pl_store_apply_t *op,
     size_t nset = op->set ? op->set->count : 0;
     size_t nadd = op->timers_add ? op->timers_add->count : 0;
     size_t nrem = op->timers_remove ? op->timers_remove->count : 0;
-    size_t argc = 3 + 7 + 8 + 3 + 2 * nset + 2 * nadd + nrem + 2, i = 0;
+    size_t argc = 3 + 7 + 8 + 3 + 2 * nset + 2 * nadd + nrem + 3 +
+                  op->nblank,
+           i = 0;
     const char **argv = malloc(argc * sizeof(*argv));
     size_t *lens = malloc(argc * sizeof(*lens));
     char *k_state = key(s, op->kind, op->id, "");
@@ -929,7 +941,7 @@ static int add_apply(pl_store_t *s, const pl_store_apply_t *op,
     char *k_stats = slot < 0 ? NULL : stats_key(s, "stats", slot);
     char *k_statseq = slot < 0 ? NULL : stats_key(s, "statseq", slot);
     char ttl[24], hmax[24], amax[24], cset[24], cadd[24], crem[24],
-        trim[24];
+        trim[24], cblank[24];
     int r = -1;
 
     if (!argv || !lens || !k_state || !k_applied || !k_history ||
@@ -985,6 +997,10 @@ static int add_apply(pl_store_t *s, const pl_store_apply_t *op,
     snprintf(trim, sizeof(trim), "%lld",
              (long long)(s->marks && slot >= 0 ? s->marks[slot] : 0));
     SARG(trim);
+    snprintf(cblank, sizeof(cblank), "%zu", op->nblank);
+    SARG(cblank);
+    for (size_t j = 0; j < op->nblank; j++)
+        SARG(op->blank[j]);
 #undef SARG
 #undef ARG
     r = add_keyed(s, 3, (int)i, argv, lens);

@@ -158,7 +158,8 @@ int pl_store_read(pl_store_t *s, const char *kind, const char *const *ids,
 
 typedef enum pl_apply_result_e {
     PL_APPLY_OK = 0,    /* written */
-    PL_APPLY_DUPLICATE, /* event_id seen before: stored holds its outcome */
+    PL_APPLY_DUPLICATE, /* event_id seen before: stored holds its outcome
+                           ("" once dropped: its input was committed) */
     PL_APPLY_CONFLICT,  /* state moved on: current holds it, nothing written */
     PL_APPLY_FAILED,    /* a per-key error (a key of the wrong type, a script
                            error): error holds Redis's text, nothing was
@@ -180,6 +181,10 @@ typedef struct pl_store_apply_s {
     const char *history;      /* entry to append, or NULL */
     const void *outcome;      /* derived events, packed (pl_outbox_pack) */
     size_t outcome_len;
+    const char *const *blank; /* event_ids of earlier events of the entity
+                                 whose input offsets are committed: their
+                                 stored outcome is dropped (kept: the id) */
+    size_t nblank;
     const char *stats;        /* the analytics delta ("field\tinc\n"...,
                                  analytics.h) to record with the write, or
                                  NULL */

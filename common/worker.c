@@ -64,6 +64,8 @@ static bool log_due(int64_t *last)
 
 /* ---- the cache of entity states, keyed by id ---- */
 
+#define PEND_MAX 8
+
 typedef struct centry_s {
     struct centry_s *next;
     char *id;
@@ -73,6 +75,13 @@ typedef struct centry_s {
                      created the entity, or NULL */
     uint64_t round;   /* the decide round that last decided an event of it */
     size_t last_item; /* ...and that event's index in the batch */
+    /* Events of it this worker applied whose stored outcome (kept for a
+     * redelivery of the same message) is not dropped yet: once their
+     * offset is committed, the next apply of the entity drops it. */
+    int npend;
+    int32_t pend_part[PEND_MAX];
+    int64_t pend_off[PEND_MAX];
+    char *pend_id[PEND_MAX];
 } centry_t;
 
 #define CACHE_BUCKETS 65536
@@ -99,6 +108,8 @@ static void centry_free(cache_t *c, centry_t *e)
     }
     free(e->id);
     free(e->origin);
+    for (int i = 0; i < e->npend; i++)
+        free(e->pend_id[i]);
     free(e);
     c->count--;
 }
@@ -190,6 +201,9 @@ struct pl_worker_s {
     pl_registry_t *registry; /* schema.registry.url set; else NULL */
     pl_rules_t *rules;
     int64_t next_gauges; /* export_analytics(): the next refresh */
+    int64_t *committed;  /* per input partition: the last offset committed
+                            (from commit_cb; 0: none known) */
+    int ncommitted;
     pl_store_t *store;
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
@@ -307,8 +321,29 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     (void)rk;
     if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
         err = RD_KAFKA_RESP_ERR_NO_ERROR; /* nothing new to commit */
-    for (int i = 0; !err && offsets && i < offsets->cnt; i++)
-        err = offsets->elems[i].err;
+    for (int i = 0; offsets && i < offsets->cnt; i++) {
+        const rd_kafka_topic_partition_t *p = &offsets->elems[i];
+        if (p->err) {
+            err = p->err;
+            continue;
+        }
+        /* what is committed is never redelivered (to this group): the
+         * stored outcomes of those messages need not be kept */
+        if (p->offset > 0 && p->partition >= 0 && p->partition < 65536) {
+            if (p->partition >= w->ncommitted) {
+                int n = p->partition + 1;
+                int64_t *c = realloc(w->committed, (size_t)n * sizeof(*c));
+                if (!c)
+                    continue;
+                memset(c + w->ncommitted, 0,
+                       (size_t)(n - w->ncommitted) * sizeof(*c));
+                w->committed = c;
+                w->ncommitted = n;
+            }
+            if (p->offset > w->committed[p->partition])
+                w->committed[p->partition] = p->offset;
+        }
+    }
     if (err)
         w->stats.kafka_errors++;
 }
@@ -642,9 +677,13 @@ static int pack_outcome(const rd_kafka_message_t *m, const pl_outbox_t *ob,
 static int publish_outcome(worker_t *w, const rd_kafka_message_t *m,
                            const void *stored, size_t len, bool dup)
 {
-    const char *nl = memchr(stored, '\n', len);
+    const char *nl;
     char src[300];
     size_t hl;
+
+    if (dup && !len)
+        return 0; /* its input was committed: it was delivered then */
+    nl = memchr(stored, '\n', len);
     int n = snprintf(src, sizeof(src), "%s/%d/%lld",
                      rd_kafka_topic_name(m->rkt), (int)m->partition,
                      (long long)m->offset);
@@ -669,6 +708,7 @@ typedef struct op_s {
     bool rejected;
     char *history;
     pl_delta_t stats;
+    char *blank[PEND_MAX]; /* event ids whose stored outcome is dropped */
     void *outcome;
     size_t outcome_len;
     char rev[PL_REV_LEN + 1];
@@ -683,6 +723,8 @@ static void op_clear(op_t *op)
     pl_strlist_clear(&op->timers_remove);
     free(op->history);
     pl_delta_free(&op->stats);
+    for (size_t i = 0; i < op->apply.nblank; i++)
+        free(op->blank[i]);
     free(op->outcome);
     memset(op, 0, sizeof(*op));
 }
@@ -883,6 +925,20 @@ static int decide(worker_t *w, size_t idx, op_t *op)
         memset(&d.stats, 0, sizeof(d.stats));
         op->apply.stats = op->stats.buf;
         op->apply.stats_len = op->stats.len;
+        /* earlier events of the entity whose offsets are committed by
+         * now: their stored outcomes go with this write */
+        for (int j = 0; j < e->npend;) {
+            int32_t p = e->pend_part[j];
+            if (p < w->ncommitted && e->pend_off[j] < w->committed[p]) {
+                op->blank[op->apply.nblank++] = e->pend_id[j];
+                e->pend_id[j] = e->pend_id[--e->npend];
+                e->pend_off[j] = e->pend_off[e->npend];
+                e->pend_part[j] = e->pend_part[e->npend];
+            } else {
+                j++;
+            }
+        }
+        op->apply.blank = (const char *const *)op->blank;
     } else if (is_new) {
         /* Refused for an entity that does not exist: only its event_id is
          * written, and kept a short time (a producer's retry); a replay
@@ -1021,6 +1077,31 @@ static int index_timers(worker_t *w, const op_t *ops,
     return r;
 }
 
+/* An event applied: its stored outcome is to be dropped once its offset is
+ * committed (by the entity's next apply).  A full ring forgets the oldest:
+ * that outcome stays until the entity's :applied record expires. */
+static void remember_outcome(worker_t *w, const item_t *it)
+{
+    centry_t *e = cache_get(&w->cache, w->kind->entity_id(&it->ev));
+    char *id;
+
+    if (!e || !(id = strdup(it->ev.event_id)))
+        return;
+    if (e->npend == PEND_MAX) {
+        free(e->pend_id[0]);
+        memmove(e->pend_id, e->pend_id + 1,
+                (PEND_MAX - 1) * sizeof(*e->pend_id));
+        memmove(e->pend_off, e->pend_off + 1,
+                (PEND_MAX - 1) * sizeof(*e->pend_off));
+        memmove(e->pend_part, e->pend_part + 1,
+                (PEND_MAX - 1) * sizeof(*e->pend_part));
+        e->npend--;
+    }
+    e->pend_id[e->npend] = id;
+    e->pend_off[e->npend] = it->msg->offset;
+    e->pend_part[e->npend++] = it->msg->partition;
+}
+
 /* True when an op before ops[k] in this round, for the same entity, came
  * back as a duplicate although decide() had predicted a write for it (its
  * original was applied in an earlier batch): the prediction for every
@@ -1120,6 +1201,8 @@ static int apply_batch(worker_t *w)
             switch (op->apply.result) {
             case PL_APPLY_OK:
                 it->done = true;
+                if (op->applied)
+                    remember_outcome(w, it);
                 if (op->rejected)
                     w->stats.rejected++;
                 else
@@ -1872,6 +1955,7 @@ out:
         pl_registry_destroy(w->registry);
         pl_rules_destroy(w->rules);
         pl_config_destroy(w->cfg);
+        free(w->committed); /* commit_cb is done: the consumer is gone */
         free(w);
     }
     return rc;

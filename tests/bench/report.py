@@ -7,9 +7,9 @@ PARTS_DIR holds what tests/bench/run.sh wrote: run.json, gen.json,
 consume.json, redis.json (redis-wait0.json: the ceiling without WAIT),
 workers-K.json (workers-1-wait0.json: one worker without WAIT),
 memory-K.json (Redis used_memory around that run), latency.json,
-timers.json (any may be missing when a part was not run).  run.json's
-"mode" is "single" (one broker, one Redis) or "cluster" (3 brokers RF 3,
-Redis Cluster 3 masters + 3 replicas).  Targets (issue 5) are marked PASS
+timers.json, end.json (any may be missing when a part was not run).
+run.json's "mode" is "single" (one broker, one Redis) or "cluster" (3
+brokers RF 3, Redis Cluster 3 masters + 3 replicas).  Targets (issue 5) are marked PASS
 or MISS; a miss never fails this script.
 """
 import json
@@ -145,6 +145,7 @@ def main():
     parts, out = sys.argv[1], sys.argv[2]
     repo = os.path.abspath(os.path.join(os.path.dirname(__file__), "../.."))
     run = load(parts, "run.json") or {}
+    run.update(load(parts, "end.json") or {})
     gen = load(parts, "gen.json")
     consume = load(parts, "consume.json")
     redis = load(parts, "redis.json")
@@ -310,7 +311,8 @@ def print_table(res, lower):
       % (res.get("mode_text", "single node"), res.get("wait_replicas", 0)))
     la = res["run"].get("loadavg_at_start")
     if la:
-        p("load average at start: %s" % la)
+        p("load average (1, 5, 15 min): %s at start, %s at the end"
+          % (la, res["run"].get("loadavg_at_end", "?")))
     p("machine: %s, %s cores, %.1f GB; Kafka %s, Redis %s, librdkafka %s"
       % (m["cpu"], m["cores"], m["memory_gb"], m["kafka"], m["redis"],
          m["librdkafka"]))

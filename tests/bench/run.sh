@@ -30,8 +30,8 @@
 #   --keep              keep this run's topics and Redis keys
 #
 # It starts (or reuses) the local stack (--cluster: the cluster stack, which
-# it leaves running: deploy/stack.sh cluster stop), builds build-bench/ (Release),
-# installs python3-matplotlib for the plot if missing, and then:
+# it leaves running: deploy/stack.sh cluster stop), builds build-bench/
+# (Release), installs python3-matplotlib for the plot if missing, and then:
 #   1. bench_gen preloads N seeded deal events into <prefix>sales.deals
 #      (6 partitions) and says how many derived events they must yield;
 #   2. ceilings: bench_consume (librdkafka alone, no processing) and
@@ -42,8 +42,10 @@
 #      after each run, for the bytes per deal;
 #   4. bench_latency produces at a steady rate to a worker and measures
 #      produce-to-derived latency; then the timer latency (timer_latency.py).
+#      Both work in cluster mode too (topics RF 3, the workers' WAIT).
 # Results: tests/bench/out/results.json, tests/bench/out/bench.png and a
-# table on stdout (--cluster: tests/bench/out/cluster/...).  Targets that are missed print MISS; the exit status is
+# table on stdout (--cluster: tests/bench/out/cluster/, so the single-node
+# results stay).  Targets that are missed print MISS; the exit status is
 # 0 unless something broke.  Every run uses its own topic and key prefix
 # and deletes its topics and keys afterwards; the shared stack is never
 # stopped or reset.
@@ -425,6 +427,8 @@ fi
 
 # ------------------------------------------------------------ report
 
+printf '{"loadavg_at_end": "%s", "ended_at": "%s"}\n' \
+	"$(cut -d' ' -f1-3 /proc/loadavg)" "$(date -u +%FT%TZ)" >"$PARTS_DIR/end.json"
 "$PY" "$SCRIPT_DIR/report.py" "$PARTS_DIR" "$OUT/results.json"
 if ((HAVE_MPL)); then
 	"$PY" "$SCRIPT_DIR/plot.py" "$OUT/results.json" "$OUT/bench.png" ||
