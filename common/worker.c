@@ -64,7 +64,7 @@ static bool log_due(int64_t *last)
 
 /* ---- the cache of entity states, keyed by id ---- */
 
-#define PEND_MAX 8
+#define PEND_MAX 64
 
 typedef struct centry_s {
     struct centry_s *next;
@@ -78,10 +78,12 @@ typedef struct centry_s {
     /* Events of it this worker applied whose stored outcome (kept for a
      * redelivery of the same message) is not dropped yet: once their
      * offset is committed, the next apply of the entity drops it. */
-    int npend;
-    int32_t pend_part[PEND_MAX];
-    int64_t pend_off[PEND_MAX];
-    char *pend_id[PEND_MAX];
+    int npend, cappend;
+    struct pend_s {
+        int32_t part;
+        int64_t off;
+        char *id;
+    } *pend; /* grown on demand, at most PEND_MAX */
 } centry_t;
 
 #define CACHE_BUCKETS 65536
@@ -109,7 +111,8 @@ static void centry_free(cache_t *c, centry_t *e)
     free(e->id);
     free(e->origin);
     for (int i = 0; i < e->npend; i++)
-        free(e->pend_id[i]);
+        free(e->pend[i].id);
+    free(e->pend);
     free(e);
     c->count--;
 }
@@ -708,7 +711,7 @@ typedef struct op_s {
     bool rejected;
     char *history;
     pl_delta_t stats;
-    char *blank[PEND_MAX]; /* event ids whose stored outcome is dropped */
+    char **blank; /* event ids whose stored outcome is dropped */
     void *outcome;
     size_t outcome_len;
     char rev[PL_REV_LEN + 1];
@@ -725,6 +728,7 @@ static void op_clear(op_t *op)
     pl_delta_free(&op->stats);
     for (size_t i = 0; i < op->apply.nblank; i++)
         free(op->blank[i]);
+    free(op->blank);
     free(op->outcome);
     memset(op, 0, sizeof(*op));
 }
@@ -928,12 +932,14 @@ static int decide(worker_t *w, size_t idx, op_t *op)
         /* earlier events of the entity whose offsets are committed by
          * now: their stored outcomes go with this write */
         for (int j = 0; j < e->npend;) {
-            int32_t p = e->pend_part[j];
-            if (p < w->ncommitted && e->pend_off[j] < w->committed[p]) {
-                op->blank[op->apply.nblank++] = e->pend_id[j];
-                e->pend_id[j] = e->pend_id[--e->npend];
-                e->pend_off[j] = e->pend_off[e->npend];
-                e->pend_part[j] = e->pend_part[e->npend];
+            int32_t p = e->pend[j].part;
+            if (p < w->ncommitted && e->pend[j].off < w->committed[p]) {
+                if (!op->blank &&
+                    !(op->blank = malloc((size_t)e->npend *
+                                         sizeof(*op->blank))))
+                    break; /* they stay, for a later apply */
+                op->blank[op->apply.nblank++] = e->pend[j].id;
+                e->pend[j] = e->pend[--e->npend];
             } else {
                 j++;
             }
@@ -1078,8 +1084,9 @@ static int index_timers(worker_t *w, const op_t *ops,
 }
 
 /* An event applied: its stored outcome is to be dropped once its offset is
- * committed (by the entity's next apply).  A full ring forgets the oldest:
- * that outcome stays until the entity's :applied record expires. */
+ * committed (by the entity's next apply).  Past PEND_MAX pending for one
+ * entity the oldest is forgotten: that outcome stays until the entity's
+ * :applied record expires. */
 static void remember_outcome(worker_t *w, const item_t *it)
 {
     centry_t *e = cache_get(&w->cache, w->kind->entity_id(&it->ev));
@@ -1087,19 +1094,23 @@ static void remember_outcome(worker_t *w, const item_t *it)
 
     if (!e || !(id = strdup(it->ev.event_id)))
         return;
-    if (e->npend == PEND_MAX) {
-        free(e->pend_id[0]);
-        memmove(e->pend_id, e->pend_id + 1,
-                (PEND_MAX - 1) * sizeof(*e->pend_id));
-        memmove(e->pend_off, e->pend_off + 1,
-                (PEND_MAX - 1) * sizeof(*e->pend_off));
-        memmove(e->pend_part, e->pend_part + 1,
-                (PEND_MAX - 1) * sizeof(*e->pend_part));
+    if (e->npend == PEND_MAX) { /* forget the oldest */
+        free(e->pend[0].id);
+        memmove(e->pend, e->pend + 1, (PEND_MAX - 1) * sizeof(*e->pend));
         e->npend--;
     }
-    e->pend_id[e->npend] = id;
-    e->pend_off[e->npend] = it->msg->offset;
-    e->pend_part[e->npend++] = it->msg->partition;
+    if (e->npend == e->cappend) {
+        int cap = e->cappend ? e->cappend * 2 : 4;
+        struct pend_s *np = realloc(e->pend, (size_t)cap * sizeof(*np));
+        if (!np) {
+            free(id);
+            return;
+        }
+        e->pend = np;
+        e->cappend = cap;
+    }
+    e->pend[e->npend++] = (struct pend_s){it->msg->partition,
+                                          it->msg->offset, id};
 }
 
 /* True when an op before ops[k] in this round, for the same entity, came
