@@ -152,6 +152,8 @@ def main():
     redis0 = load(parts, "redis-wait0.json")
     lat = load(parts, "latency.json")
     timers = load(parts, "timers.json") or {}
+    timers_idle = load(parts, "timers-idle.json")
+    report_read = load(parts, "report-read.json")
     mode = run.get("mode", "single")
     wait = run.get("wait_replicas", 0)
     workers = {}  # (K, WAIT) -> workers-*.json
@@ -168,7 +170,9 @@ def main():
            "generator": gen,
            "ceilings": {}, "workers": [], "worker": None, "latency": lat,
            "timer_latency": timers.get("timer_latency"),
-           "timer_latency_note": timers.get("note"), "targets": [],
+           "timer_latency_note": timers.get("note"),
+           "timers_idle": timers_idle, "report_read": report_read,
+           "targets": [],
            "notes": []}
     cores = res["machine"]["cores"]
 
@@ -425,6 +429,30 @@ def print_table(res, lower):
         p("  (%s)" % res["timer_latency_note"])
     else:
         p("Timer due time -> alert: null (%s)" % res["timer_latency_note"])
+    p()
+    ti = res.get("timers_idle")
+    if ti and "no_timers_ms_per_s" in ti:
+        p("Timers when nothing is due: Redis time per second, one idle "
+          "worker (target <= 1 ms/s)")
+        p(fmt % ("no timers", "%.3f ms/s" % ti["no_timers_ms_per_s"],
+                 mark(ti["no_timers_ms_per_s"] <= 1.0)))
+        p(fmt % ("%d timers pending" % ti["pending"],
+                 "%.3f ms/s" % ti["pending_ms_per_s"],
+                 mark(ti["pending_ms_per_s"] <= 1.0)))
+        p(fmt % ("full scan each interval (before the index)",
+                 "%.3f ms/s" % ti["full_scan_every_interval_ms_per_s"], ""))
+    elif ti:
+        p("Timers when nothing is due: %s" % ti.get("note"))
+    rr = res.get("report_read")
+    if rr and "read_ms_median" in rr:
+        p("Analytics at %d deals (%d figure fields):" % (
+            rr["deals"], rr["figure_fields"]))
+        p(fmt % ("read the figures (median of 20)",
+                 "%.1f ms" % rr["read_ms_median"], ""))
+        p(fmt % ("read + the three reports (median)",
+                 "%.1f ms" % rr["three_reports_ms_median"], ""))
+    elif rr:
+        p("Analytics read: %s" % rr.get("note"))
     p()
 
 

@@ -15,8 +15,10 @@
 #   --deals D           deals they are spread over (default 100000, or
 #                       N/10 for a smaller N, so deals get several events)
 #   --seed S            generator seed (default 42): same seed, same events
-#   --parts LIST        comma list of ceilings, workers, latency
-#                       (default all three; "throughput" = workers 1 only)
+#   --parts LIST        comma list of ceilings, workers, latency, state
+#                       (default all four; "throughput" = workers 1 only;
+#                       state: timers' Redis time when nothing is due, and
+#                       the analytics reports' read time at 1M deals)
 #   --workers LIST      worker counts to run (default 1,2,4; --cluster: 1,2,3)
 #   --wait-replicas N   the workers' redis.wait.replicas: WAIT for N replicas
 #                       after each apply batch (default 0; --cluster: 1); the
@@ -58,7 +60,7 @@ BUILD=$REPO/build-bench
 EVENTS=1000000
 DEALS=         # default: 100000, or events/10 when fewer than 1,000,000
 SEED=42
-PARTS=ceilings,workers,latency
+PARTS=ceilings,workers,latency,state
 WORKERS=         # default: 1,2,4, or 1,2,3 in cluster mode
 CLUSTER=0
 WAIT=            # default: 0, or 1 in cluster mode
@@ -118,7 +120,7 @@ if [[ ,$PARTS, == *,throughput,* ]]; then
 fi
 has_part() { [[ ,$PARTS, == *,$1,* ]]; }
 for p in ${PARTS//,/ }; do
-	case $p in ceilings | workers | latency) ;; *) die "unknown part '$p' (ceilings, throughput, workers, latency)" ;; esac
+	case $p in ceilings | workers | latency | state) ;; *) die "unknown part '$p' (ceilings, throughput, workers, latency, state)" ;; esac
 done
 [[ $WORKERS =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--workers: expected e.g. 1,2,4"
 
@@ -155,7 +157,7 @@ unset PL_REDIS_WAIT_REPLICAS
 log "building $BUILD (Release)"
 # Only the programs the benchmark runs: the unit tests are not needed here.
 TARGETS=(deal_worker pipelinectl bench_gen bench_consume bench_redis_apply
-	bench_throughput bench_latency)
+	bench_throughput bench_latency bench_report_read)
 {
 	cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release &&
 		cmake --build "$BUILD" -j "$(nproc)" --target "${TARGETS[@]}"
@@ -423,6 +425,26 @@ if has_part latency; then
 else
 	printf '{"timer_latency": null, "note": "not run (--parts)"}\n' \
 		>"$PARTS_DIR/timers.json"
+fi
+
+# ------------------------------------------------------------ 6. state
+
+# The Redis time of timers when nothing is due (no timers; 100,000 pending;
+# and the full scan of every shard each timers.interval, as before the due
+# index), and how long the analytics reports read at 1,000,000 deals.
+if has_part state; then
+	log "timers when nothing is due: Redis time per second of one idle worker"
+	"$PY" "$SCRIPT_DIR/timers_idle.py" --build "$BUILD" --redis "$PL_REDIS" \
+		--brokers "$PL_BROKERS" --seconds 10 --pending 100000 \
+		>"$PARTS_DIR/timers-idle.json" 2>"$OUT/logs/timers-idle.log" ||
+		printf '{"note": "failed: see %s"}\n' "$OUT/logs/timers-idle.log" \
+			>"$PARTS_DIR/timers-idle.json"
+	log "analytics: reading the figures of 1,000,000 deals"
+	"$BUILD/bench_report_read" --redis "$PL_REDIS" --key-prefix "${KP}report:" \
+		--deals 1000000 >"$PARTS_DIR/report-read.json" 2>"$OUT/logs/report-read.log" ||
+		printf '{"note": "failed: see %s"}\n' "$OUT/logs/report-read.log" \
+			>"$PARTS_DIR/report-read.json"
+	((KEEP)) || del_keys "${KP}report:*"
 fi
 
 # ------------------------------------------------------------ report
