@@ -186,6 +186,18 @@ typedef struct stats_s {
 } stats_t;
 
 /* A batch whose derived events are produced but not yet all delivered. */
+typedef struct after_s {
+    struct after_item_s {
+        int slot;      /* of the delta, -1 none */
+        int64_t seq;
+        char *delta;   /* owned */
+        int dslot;     /* a duplicate's slot to fold from its list, or -1 */
+        int tslot;     /* a slot whose timer index to lower, or -1 */
+        int64_t tscore;
+    } *items;
+    size_t n, cap;
+} after_t;
+
 typedef struct inflight_s {
     pl_outbox_t out;
     rd_kafka_topic_partition_list_t *offsets; /* stored once delivered */
@@ -204,6 +216,7 @@ struct pl_worker_s {
     pl_registry_t *registry; /* schema.registry.url set; else NULL */
     pl_rules_t *rules;
     int64_t next_gauges; /* export_analytics(): the next refresh */
+    after_t after;       /* the batch's Redis work left for after_run() */
     int64_t *committed;  /* per input partition: the last offset committed
                             (from commit_cb; 0: none known) */
     int ncommitted;
@@ -491,6 +504,8 @@ static int take_message(worker_t *w, rd_kafka_message_t *m)
     return dead_letter(w, m, err);
 }
 
+static void after_clear(worker_t *w);
+
 static void batch_reset(worker_t *w)
 {
     for (size_t i = 0; i < w->nitems; i++) {
@@ -499,6 +514,7 @@ static void batch_reset(worker_t *w)
     }
     w->nitems = 0;
     pl_outbox_reset(&w->out);
+    after_clear(w); /* a batch given up on: its redelivery redoes it */
 }
 
 static void set_paused(worker_t *w, bool pause)
@@ -966,120 +982,141 @@ out:
     return r;
 }
 
-/* Fold the analytics deltas of n applied ops (retrying while Redis is
- * away): the ones this batch wrote from memory (one script call), and for a
- * duplicate its slot's list (a delta its original's worker may have left
- * unfolded when it died).  0; -1 the batch is abandoned (stop, revoked);
- * -3 fatal. */
-static int fold_stats(worker_t *w, const pl_store_apply_t *ap, size_t n,
-                      int64_t *backoff)
+/* What a batch leaves to do in Redis once applied: fold its analytics
+ * deltas (from memory; a duplicate's slot from its list, where a delta of
+ * a worker that died before its fold may wait) and lower the timer index
+ * of the slots where it scheduled timers (a duplicate's slot to 0).  Done
+ * after the batch's derived events are produced (it is not on their path)
+ * and before its offsets can be stored, so a crash leaves nothing undone
+ * that a redelivery would not redo. */
+static int after_push(worker_t *w, int slot, int64_t seq, char *delta,
+                      int dslot, int tslot, int64_t tscore)
 {
-    int *slots = malloc((n ? n : 1) * sizeof(*slots));
-    int *dslots = malloc((n ? n : 1) * sizeof(*dslots));
-    int64_t *seqs = malloc((n ? n : 1) * sizeof(*seqs));
-    const char **deltas = malloc((n ? n : 1) * sizeof(*deltas));
-    size_t m = 0, nd = 0;
-    char err[1024];
-    int r = 0;
-
-    if (!slots || !dslots || !seqs || !deltas) {
-        r = -3;
-        goto out;
+    after_t *a = &w->after;
+    if (a->n == a->cap) {
+        size_t cap = a->cap ? a->cap * 2 : 512;
+        struct after_item_s *it = realloc(a->items, cap * sizeof(*it));
+        if (!it)
+            return -1;
+        a->items = it;
+        a->cap = cap;
     }
-    for (size_t k = 0; k < n; k++) {
-        if (ap[k].result == PL_APPLY_OK && ap[k].stats_seq > 0) {
-            slots[m] = pl_store_entity_slot(ap[k].kind, ap[k].id);
-            seqs[m] = ap[k].stats_seq;
-            deltas[m++] = ap[k].stats;
-        } else if (ap[k].result == PL_APPLY_DUPLICATE) {
-            dslots[nd++] = pl_store_entity_slot(ap[k].kind, ap[k].id);
-        }
-    }
-    while (m && (r = pl_store_stats_fold_deltas(w->store, slots, seqs, deltas,
-                                                m, err, sizeof(err)))) {
-        if (r == -2) {
-            pl_error("redis: %s; exiting", err);
-            r = -3;
-            goto out;
-        }
-        if (wait_out_redis(w, err, backoff)) {
-            r = -1;
-            goto out;
-        }
-    }
-    while (nd && (r = pl_store_stats_fold(w->store, dslots, nd, err,
-                                          sizeof(err)))) {
-        if (r == -2) {
-            pl_error("redis: %s; exiting", err);
-            r = -3;
-            break;
-        }
-        if (wait_out_redis(w, err, backoff)) {
-            r = -1;
-            break;
-        }
-    }
-out:
-    free(slots);
-    free(dslots);
-    free(seqs);
-    free(deltas);
-    return r;
+    a->items[a->n++] = (struct after_item_s){slot, seq, delta, dslot, tslot,
+                                             tscore};
+    return 0;
 }
 
-/* For a kind with timers: lower the due index of the slots where this
- * batch scheduled timers (to the earliest), and of a duplicate's slot to 0
- * (its original's index update may have died with its worker), so the
- * timers are found without a scan (store.h).  0, -1 abandoned, -3 fatal. */
-static int index_timers(worker_t *w, const op_t *ops,
-                        const pl_store_apply_t *ap, size_t n,
-                        int64_t *backoff)
+static void after_clear(worker_t *w)
 {
-    int *slots;
-    int64_t *scores;
-    size_t m = 0;
-    char err[1024];
-    int r = 0;
+    for (size_t i = 0; i < w->after.n; i++)
+        free(w->after.items[i].delta);
+    w->after.n = 0;
+}
 
-    if (!w->kind->tick)
-        return 0;
-    slots = malloc((n ? n : 1) * sizeof(*slots));
-    scores = malloc((n ? n : 1) * sizeof(*scores));
-    if (!slots || !scores) {
-        free(slots);
-        free(scores);
-        return -3;
-    }
+/* Take the after-work of n applied ops (the deltas are moved out of ops).
+ * 0 or -1 (OOM). */
+static int after_collect(worker_t *w, op_t *ops, const pl_store_apply_t *ap,
+                         size_t n)
+{
     for (size_t k = 0; k < n; k++) {
+        int slot = pl_store_entity_slot(ap[k].kind, ap[k].id);
         int64_t first = -1;
+        char *delta = NULL;
         if (ap[k].result == PL_APPLY_OK) {
-            for (size_t j = 0; j < ops[k].timers_add.count; j++) {
+            if (ap[k].stats_seq > 0) {
+                delta = ops[k].stats.buf; /* moved */
+                memset(&ops[k].stats, 0, sizeof(ops[k].stats));
+            }
+            for (size_t j = 0; w->kind->tick && j < ops[k].timers_add.count;
+                 j++) {
                 int64_t due = strtoll(ops[k].timers_add.values[j], NULL, 10);
                 if (first < 0 || due < first)
                     first = due;
             }
         } else if (ap[k].result == PL_APPLY_DUPLICATE) {
-            first = 0;
-        }
-        if (first < 0)
+            first = w->kind->tick ? 0 : -1;
+        } else {
             continue;
-        slots[m] = pl_store_entity_slot(ap[k].kind, ap[k].id);
-        scores[m++] = first;
-    }
-    while (m && (r = pl_store_timer_index(w->store, slots, scores, m, err,
-                                          sizeof(err)))) {
-        if (r == -2) {
-            pl_error("redis: %s; exiting", err);
-            r = -3;
-            break;
         }
-        if (wait_out_redis(w, err, backoff)) {
-            r = -1;
-            break;
+        if ((delta || ap[k].result == PL_APPLY_DUPLICATE || first >= 0) &&
+            after_push(w, delta ? slot : -1, delta ? ap[k].stats_seq : 0,
+                       delta,
+                       ap[k].result == PL_APPLY_DUPLICATE ? slot : -1,
+                       first >= 0 ? slot : -1, first)) {
+            free(delta);
+            return -1;
         }
     }
+    return 0;
+}
+
+/* Run the after-work (retrying while Redis is away).  0; -1 given up
+ * (stopping, or the partitions were revoked: the batch's offsets must not
+ * be stored); -3 fatal. */
+static int after_run(worker_t *w, int64_t *backoff)
+{
+    after_t *a = &w->after;
+    size_t n = a->n, nf = 0, nd = 0, nt = 0;
+    int *slots = malloc((n ? n : 1) * sizeof(*slots));
+    int *dslots = malloc((n ? n : 1) * sizeof(*dslots));
+    int *tslots = malloc((n ? n : 1) * sizeof(*tslots));
+    int64_t *seqs = malloc((n ? n : 1) * sizeof(*seqs));
+    int64_t *tscores = malloc((n ? n : 1) * sizeof(*tscores));
+    const char **deltas = malloc((n ? n : 1) * sizeof(*deltas));
+    char err[1024];
+    int r = 0;
+
+    if (!slots || !dslots || !tslots || !seqs || !tscores || !deltas) {
+        r = -3;
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct after_item_s *it = &a->items[i];
+        if (it->delta) {
+            slots[nf] = it->slot;
+            seqs[nf] = it->seq;
+            deltas[nf++] = it->delta;
+        }
+        if (it->dslot >= 0)
+            dslots[nd++] = it->dslot;
+        if (it->tslot >= 0) {
+            tslots[nt] = it->tslot;
+            tscores[nt++] = it->tscore;
+        }
+    }
+    for (int step = 0; step < 3; step++) {
+        while ((r = step == 0   ? (nf ? pl_store_stats_fold_deltas(
+                                            w->store, slots, seqs, deltas, nf,
+                                            err, sizeof(err))
+                                      : 0)
+                    : step == 1 ? (nd ? pl_store_stats_fold(w->store, dslots,
+                                                            nd, err,
+                                                            sizeof(err))
+                                      : 0)
+                                : (nt ? pl_store_timer_index(
+                                            w->store, tslots, tscores, nt,
+                                            err, sizeof(err))
+                                      : 0))) {
+            if (r == -2) {
+                pl_error("redis: %s; exiting", err);
+                r = -3;
+                goto out;
+            }
+            if (wait_out_redis(w, err, backoff)) {
+                r = -1;
+                goto out;
+            }
+        }
+    }
+    set_paused(w, false);
+out:
+    after_clear(w);
     free(slots);
-    free(scores);
+    free(dslots);
+    free(tslots);
+    free(seqs);
+    free(tscores);
+    free(deltas);
     return r;
 }
 
@@ -1189,15 +1226,13 @@ static int apply_batch(worker_t *w)
             }
             pl_metrics_observe(w->metrics, PL_H_REDIS_APPLY,
                                pl_metrics_clock() - t0);
-            /* The analytics deltas of these entities' slots: folded before
-             * the batch's offsets can be stored, so none is left behind by
-             * a crash (a duplicate's slot too: its delta may be pending
-             * from a worker that died before its fold). */
-            if ((r = fold_stats(w, ap, n, &backoff)) != 0 ||
-                (r = index_timers(w, ops, ap, n, &backoff)) != 0) {
+            /* what is left to do in Redis (after_run), once the batch's
+             * derived events are produced */
+            if (after_collect(w, ops, ap, n)) {
                 for (size_t k = 0; k < n; k++)
                     pl_store_apply_clear(&ap[k]);
                 free(ap);
+                r = -2;
                 goto out_ops;
             }
             pl_metrics_redis_ok(w->metrics);
@@ -1315,7 +1350,8 @@ static void store_durable(worker_t *w, bool all)
                 break;
             pl_sleep_ms(wait, NULL); /* bounded by offsets.store.delay */
         }
-        if ((err = rd_kafka_offsets_store(w->consumer, d->offsets)) &&
+        if (d->offsets->cnt && /* empty: a batch given up on */
+            (err = rd_kafka_offsets_store(w->consumer, d->offsets)) &&
             err != RD_KAFKA_RESP_ERR__STATE) /* a partition no longer ours */
             pl_warn("storing offsets: %s", rd_kafka_err2str(err));
         rd_kafka_topic_partition_list_destroy(d->offsets);
@@ -1563,7 +1599,8 @@ static int main_loop(worker_t *w)
     int64_t wait_ms = pl_config_get_int(w->cfg, "batch.wait.ms");
     int64_t stats_ms = pl_config_get_ms(w->cfg, "stats.interval");
     int64_t next_stats = pl_now_mono_ms() + stats_ms;
-    int64_t next_tick = 0;
+    int64_t next_tick = 0, after_backoff = 100;
+    int after_r;
 
     while (RUNNING) {
         int64_t deadline = 0;
@@ -1680,11 +1717,25 @@ static int main_loop(worker_t *w)
             return -1;
         }
         pl_outbox_produce(&w->out, w->producer, role_topic, w);
+        /* the batch's analytics fold and timer index: off the derived
+         * events' path, but before its offsets can be stored */
+        if ((after_r = after_run(w, &after_backoff))) {
+            /* stopping, revoked or fatal: delivered or not, this batch's
+             * offsets are not stored; it is redelivered and its duplicates
+             * redo what was not done */
+            rd_kafka_topic_partition_list_destroy(
+                w->inflight[w->ninflight].offsets);
+            w->inflight[w->ninflight].offsets =
+                rd_kafka_topic_partition_list_new(0);
+        }
+        after_backoff = 100;
         w->inflight[w->ninflight].applied_at = pl_now_mono_ms();
         w->inflight[w->ninflight].produced_at = pl_metrics_clock();
         w->inflight[w->ninflight++].out = w->out; /* moved */
         memset(&w->out, 0, sizeof(w->out));
         batch_reset(w);
+        if (after_r == -3)
+            return -1; /* fatal (logged); what is in flight is delivered */
         /* 6. ...and only once it is delivered are its offsets stored. */
         if ((r = reap(w, INFLIGHT_MAX - 1)))
             return -1; /* not delivered: exit non-zero */
@@ -1967,6 +2018,8 @@ out:
         pl_rules_destroy(w->rules);
         pl_config_destroy(w->cfg);
         free(w->committed); /* commit_cb is done: the consumer is gone */
+        after_clear(w);
+        free(w->after.items);
         free(w);
     }
     return rc;

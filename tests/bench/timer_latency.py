@@ -105,9 +105,8 @@ def main():
         "timers_interval": a.interval,
         "p50_ms": pct(lat, 50), "p99_ms": pct(lat, 99),
         "p999_ms": pct(lat, 99.9), "max_ms": max(lat), "min_ms": min(lat)},
-        "note": "due time -> the alert's produce time; timers are looked at "
-                "every timers.interval (%s), a sixteenth of the shards at a "
-                "time, so the latency is spread over that interval"
+        "note": "due time -> the alert's produce time; the due index is "
+                "looked at sixteen times per timers.interval (%s)"
                 % a.interval}))
 
 
