@@ -68,6 +68,8 @@ static bool log_due(int64_t *last)
 
 typedef struct centry_s {
     struct centry_s *next;
+    struct centry_s *cprev, *cnext; /* the CLOCK ring */
+    bool ref;                       /* used since the hand last passed */
     char *id;
     void *st; /* kind->state_size bytes */
     char rev[PL_REV_LEN + 1];
@@ -90,6 +92,7 @@ typedef struct centry_s {
 
 typedef struct cache_s {
     centry_t *buckets[CACHE_BUCKETS];
+    centry_t *hand; /* CLOCK: the next entry to consider for eviction */
     size_t count;
     const pl_worker_kind_t *kind;
 } cache_t;
@@ -104,6 +107,14 @@ static uint32_t hash_str(const char *s)
 
 static void centry_free(cache_t *c, centry_t *e)
 {
+    if (e->cnext == e) {
+        c->hand = NULL;
+    } else if (e->cnext) {
+        e->cprev->cnext = e->cnext;
+        e->cnext->cprev = e->cprev;
+        if (c->hand == e)
+            c->hand = e->cnext;
+    }
     if (e->st) {
         c->kind->state_clear(e->st);
         free(e->st);
@@ -121,8 +132,10 @@ static centry_t *cache_get(cache_t *c, const char *id)
 {
     for (centry_t *e = c->buckets[hash_str(id) % CACHE_BUCKETS]; e;
          e = e->next)
-        if (!strcmp(e->id, id))
+        if (!strcmp(e->id, id)) {
+            e->ref = true;
             return e;
+        }
     return NULL;
 }
 
@@ -166,7 +179,33 @@ static centry_t *cache_put(cache_t *c, const char *id)
     e->next = c->buckets[b];
     c->buckets[b] = e;
     c->count++;
+    /* into the CLOCK ring, just behind the hand: the last to be looked at */
+    if (!c->hand) {
+        e->cprev = e->cnext = e;
+        c->hand = e;
+    } else {
+        e->cnext = c->hand;
+        e->cprev = c->hand->cprev;
+        e->cprev->cnext = e;
+        c->hand->cprev = e;
+    }
+    e->ref = true;
     return e;
+}
+
+/* CLOCK eviction down to `target` entries: the hand goes round, clearing
+ * the used mark of entries used since it last passed and evicting the
+ * first one without it. */
+static void cache_evict(cache_t *c, size_t target)
+{
+    while (c->count > target && c->hand) {
+        centry_t *e = c->hand;
+        c->hand = e->cnext;
+        if (e->ref)
+            e->ref = false;
+        else
+            cache_drop(c, e->id);
+    }
 }
 
 /* ---- the worker ---- */
@@ -587,10 +626,13 @@ static int load_states(worker_t *w)
     char err[512];
     int r = -2, sr;
 
-    /* Bound the cache; emptied before the lookups so that no entity of this
-     * batch can be evicted between its load and its decision. */
+    /* Bound the cache (CLOCK: the least recently used go first), before
+     * the lookups, so that no entity of this batch can be evicted between
+     * its load and its decision. */
     if (w->cache.count + w->nitems > w->cache_max)
-        cache_clear(&w->cache);
+        cache_evict(&w->cache, w->cache_max > w->nitems
+                                   ? w->cache_max - w->nitems
+                                   : 0);
     if (!(ids = malloc(w->nitems * sizeof(*ids))))
         return -2;
     for (size_t i = 0; i < w->nitems; i++) {
