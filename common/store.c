@@ -371,26 +371,17 @@ void pl_fields_clear(pl_fields_t *f)
     memset(f, 0, sizeof(*f));
 }
 
-int pl_fields_set(pl_fields_t *f, const char *k, const char *v)
+/* Append k = v without looking for k first: for replies whose fields are
+ * unique (HGETALL, ZRANGE), so a large hash reads in linear time. */
+static int fields_append(pl_fields_t *f, const char *k, const char *v)
 {
-    char *vc;
-    for (size_t i = 0; i < f->count; i++) {
-        if (!strcmp(f->keys[i], k)) {
-            if (!(vc = strdup(v)))
-                return -1;
-            free(f->values[i]);
-            f->values[i] = vc;
-            return 0;
-        }
-    }
     if (f->count == f->cap) {
         size_t cap = f->cap ? f->cap * 2 : 16;
-        char **keys = realloc(f->keys, cap * sizeof(*keys));
+        char **keys = realloc(f->keys, cap * sizeof(*keys)), **values;
         if (!keys)
             return -1;
         f->keys = keys;
-        char **values = realloc(f->values, cap * sizeof(*values));
-        if (!values)
+        if (!(values = realloc(f->values, cap * sizeof(*values))))
             return -1;
         f->values = values;
         f->cap = cap;
@@ -404,6 +395,21 @@ int pl_fields_set(pl_fields_t *f, const char *k, const char *v)
     }
     f->count++;
     return 0;
+}
+
+int pl_fields_set(pl_fields_t *f, const char *k, const char *v)
+{
+    char *vc;
+    for (size_t i = 0; i < f->count; i++) {
+        if (!strcmp(f->keys[i], k)) {
+            if (!(vc = strdup(v)))
+                return -1;
+            free(f->values[i]);
+            f->values[i] = vc;
+            return 0;
+        }
+    }
+    return fields_append(f, k, v);
 }
 
 const char *pl_fields_get(const pl_fields_t *f, const char *k)
@@ -442,32 +448,6 @@ int pl_fields_get_int(const pl_fields_t *f, const char *k, int64_t *v,
     if (errno || end == s || *end)
         return -1;
     *v = n;
-    return 0;
-}
-
-/* Append k = v without looking for k first: for replies whose fields are
- * unique (HGETALL, ZRANGE), so a large hash reads in linear time. */
-static int fields_append(pl_fields_t *f, const char *k, const char *v)
-{
-    if (f->count == f->cap) {
-        size_t cap = f->cap ? f->cap * 2 : 16;
-        char **keys = realloc(f->keys, cap * sizeof(*keys)), **values;
-        if (!keys)
-            return -1;
-        f->keys = keys;
-        if (!(values = realloc(f->values, cap * sizeof(*values))))
-            return -1;
-        f->values = values;
-        f->cap = cap;
-    }
-    f->keys[f->count] = strdup(k);
-    f->values[f->count] = strdup(v);
-    if (!f->keys[f->count] || !f->values[f->count]) {
-        free(f->keys[f->count]);
-        free(f->values[f->count]);
-        return -1;
-    }
-    f->count++;
     return 0;
 }
 
