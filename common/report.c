@@ -453,7 +453,8 @@ static int fc_collect(fc_t *fc, const pl_rules_t *r, const pl_fields_t *fig,
         }
         free(f.buf);
     }
-    qsort(fc->rows, fc->count, sizeof(*fc->rows), fc_cmp);
+    if (fc->count) /* (rows is NULL without: qsort wants a pointer) */
+        qsort(fc->rows, fc->count, sizeof(*fc->rows), fc_cmp);
     return 0; /* the index is stale after the sort; no longer used */
 }
 
@@ -728,7 +729,7 @@ json_t *pl_report_sources(const pl_fields_t *figures)
         rows[*idx].c[k] += f.value;
         free(f.buf);
     }
-    if (ok)
+    if (ok && count)
         qsort(rows, count, sizeof(*rows), sr_cmp);
     for (size_t i = 0; ok && i < count; i++) {
         json_t *o;

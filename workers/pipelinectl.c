@@ -1646,7 +1646,8 @@ static int pl_ctl_cmd_timers(const pl_ctl_opts_t *o, int argc, char **argv)
         ts[n].score = strtoll(all.values[i], NULL, 10);
         n++;
     }
-    qsort(ts, n, sizeof(*ts), pl_ctl_timer_cmp);
+    if (n)
+        qsort(ts, n, sizeof(*ts), pl_ctl_timer_cmp);
     for (size_t i = 0; i < n; i++) {
         char due[64], claim[64];
         const char *at = strchr(ts[i].name, '@');
