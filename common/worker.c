@@ -334,6 +334,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
             rd_kafka_incremental_assign(rk, parts);
         else
             rd_kafka_assign(rk, parts);
+        /* A partition we paused (waiting out Redis or Kafka) before it was
+         * revoked may come back still paused: librdkafka keeps the pause
+         * on its partition object.  Resume what we are given, so that
+         * w->paused = false is true. */
+        rd_kafka_resume_partitions(rk, parts);
         w->paused = false;
         pl_metrics_set_joined(w->metrics, true); /* even with nothing */
     } else {
