@@ -63,8 +63,9 @@ struct pl_cluster {
 };
 
 typedef struct {
-    char *cmd; /* RESP, from redisFormatCommandArgv */
+    char *cmd; /* RESP, from redisFormatCommandArgv (or the caller's, own) */
     size_t len;
+    bool own;  /* cmd is the caller's, to free() */
     int slot;
     int ask_node; /* >= 0: ASKING + the command to this node, next round */
     int node;     /* this round: where it was sent, -1 not sent */
@@ -461,7 +462,10 @@ pl_cluster_pipeline_t *pl_cluster_pipeline_new(pl_cluster_t *c)
 void pl_cluster_pipeline_reset(pl_cluster_pipeline_t *p)
 {
     for (size_t i = 0; i < p->n; i++) {
-        redisFreeCommand(p->cmds[i].cmd);
+        if (p->cmds[i].own)
+            free(p->cmds[i].cmd);
+        else
+            redisFreeCommand(p->cmds[i].cmd);
         if (p->cmds[i].reply)
             freeReplyObject(p->cmds[i].reply);
     }
@@ -477,13 +481,9 @@ void pl_cluster_pipeline_destroy(pl_cluster_pipeline_t *p)
     free(p);
 }
 
-int pl_cluster_pipeline_add(pl_cluster_pipeline_t *p, int slot, int argc,
-                            const char **argv, const size_t *argvlen)
+/* Room for one more command.  0 or -1 (OOM). */
+static int pipeline_room(pl_cluster_pipeline_t *p)
 {
-    char *cmd = NULL;
-    int len;
-    if (slot < 0 || slot >= PL_SLOTS || argc < 1)
-        return -1;
     if (p->n == p->cap) {
         size_t cap = p->cap ? p->cap * 2 : 64;
         cmd_t *cmds = realloc(p->cmds, cap * sizeof(*cmds));
@@ -492,11 +492,33 @@ int pl_cluster_pipeline_add(pl_cluster_pipeline_t *p, int slot, int argc,
         p->cmds = cmds;
         p->cap = cap;
     }
+    return 0;
+}
+
+int pl_cluster_pipeline_add(pl_cluster_pipeline_t *p, int slot, int argc,
+                            const char **argv, const size_t *argvlen)
+{
+    char *cmd = NULL;
+    int len;
+    if (slot < 0 || slot >= PL_SLOTS || argc < 1 || pipeline_room(p))
+        return -1;
     len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
     if (len < 0)
         return -1;
     p->cmds[p->n++] = (cmd_t){.cmd = cmd, .len = (size_t)len, .slot = slot,
                               .ask_node = -1, .node = -1};
+    return 0;
+}
+
+int pl_cluster_pipeline_add_resp(pl_cluster_pipeline_t *p, int slot,
+                                 char *cmd, size_t len)
+{
+    if (slot < 0 || slot >= PL_SLOTS || !len || pipeline_room(p)) {
+        free(cmd);
+        return -1;
+    }
+    p->cmds[p->n++] = (cmd_t){.cmd = cmd, .len = len, .own = true,
+                              .slot = slot, .ask_node = -1, .node = -1};
     return 0;
 }
 

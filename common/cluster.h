@@ -106,6 +106,13 @@ int pl_cluster_pipeline_add_keyed(pl_cluster_pipeline_t *p, int key_index,
                                   int argc, const char **argv,
                                   const size_t *argvlen);
 
+/* Adds a command already in RESP (cmd, len bytes: one array of bulk
+ * strings), whose keys are all in `slot`; the pipeline takes cmd (malloc'ed:
+ * it is freed with free()) in every case.  0, or -1 on a bad slot or no
+ * memory. */
+int pl_cluster_pipeline_add_resp(pl_cluster_pipeline_t *p, int slot,
+                                 char *cmd, size_t len);
+
 size_t pl_cluster_pipeline_count(const pl_cluster_pipeline_t *p);
 
 /* Sends every command that has no reply yet, one pipeline per node, and

@@ -14,6 +14,61 @@
 #include <stdlib.h>
 #include <string.h>
 
+static bool str_changed(const char *was, const char *now)
+{
+    return now && (!was || strcmp(was, now));
+}
+
+int pl_deal_to_fields_diff(const pl_deal_state_t *prev,
+                           const pl_deal_state_t *st, const char *rev,
+                           pl_fields_t *out)
+{
+    char buf[64];
+
+    if (!prev || !prev->exists)
+        return pl_deal_to_fields(st, rev, out);
+#define STR(f)                                                               \
+    if (str_changed(prev->f, st->f) && pl_fields_set(out, #f, st->f))        \
+        return -1
+#define INT(f)                                                               \
+    if (prev->f != st->f && pl_fields_set_int(out, #f, st->f))               \
+        return -1
+    STR(deal_id);
+    STR(lead_id);
+    STR(name);
+    STR(owner);
+    STR(currency);
+    STR(stage);
+    INT(created_at);
+    INT(stage_entered_at);
+    INT(last_event_at);
+#undef STR
+#undef INT
+    if (pl_fields_set(out, "rev", rev))
+        return -1;
+    if (st->has_amount && (!prev->has_amount || prev->amount != st->amount)) {
+        pl_amount_format(st->amount, buf, sizeof(buf));
+        if (pl_fields_set(out, "amount", buf))
+            return -1;
+    }
+    if (st->has_close_date &&
+        (!prev->has_close_date ||
+         prev->expected_close_date != st->expected_close_date)) {
+        pl_date_format(st->expected_close_date, buf, sizeof(buf));
+        if (pl_fields_set(out, "expected_close_date", buf))
+            return -1;
+    }
+    if (prev->activities != st->activities) {
+        pl_fields_t all = {0};
+        int r = pl_deal_to_fields(st, rev, &all) ||
+                pl_fields_set(out, "activities",
+                              pl_fields_get(&all, "activities"));
+        pl_fields_clear(&all);
+        return r ? -1 : 0;
+    }
+    return 0;
+}
+
 int pl_deal_to_fields(const pl_deal_state_t *st, const char *rev,
                       pl_fields_t *out)
 {

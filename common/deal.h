@@ -13,6 +13,13 @@
 /* st as the fields of its state hash, with rev as its revision. */
 int pl_deal_to_fields(const pl_deal_state_t *st, const char *rev,
                       pl_fields_t *out);
+/* The fields of st that differ from prev (the state as stored, rev
+ * included always): what an apply writes over the stored hash, which then
+ * holds every field of st.  A field st lacks is never removed (nor does a
+ * whole write remove it).  prev NULL or not existing: every field. */
+int pl_deal_to_fields_diff(const pl_deal_state_t *prev,
+                           const pl_deal_state_t *st, const char *rev,
+                           pl_fields_t *out);
 
 /* Parse a state hash into st (initialised) and its revision into rev
  * (PL_REV_LEN + 1 bytes; "" when none).  A hash without a stage is a deal

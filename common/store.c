@@ -28,38 +28,50 @@
 #include <sys/time.h>
 #include <time.h>
 
-/* KEYS: state, applied, history, the timer shard of the entity's slot,
- * applied_order, the analytics delta list and its sequence counter of the
- * entity's slot.
- * ARGV: event_id, expected revision, outcome, dedupe ttl (ms), ttl mode
+/* The apply script takes a batch: one call applies any number of events
+ * (ops), in order, each as if alone.
+ * KEYS: 6 per op (1 for an op that only drops outcomes, below): state,
+ * applied, history, the timer shard of the entity's slot, the analytics
+ * delta list and its sequence counter of the entity's slot.
+ * ARGV: per op, the count c of its arguments, then these c:
+ * event_id, expected revision, outcome, dedupe ttl (ms), ttl mode
  * ("set": the ttl, "max": never shorten the current one), history entry
  * ("" for none), history_max, applied_max (< 1: no bound), then n and n
- * field/value pairs of the new state, its new revision "rev" among them
- * (n = 0: rejected, the state stays as it is), then n and n score/member
- * pairs to add to the timer shard, then n and n members to remove from it,
- * then the analytics delta ("" for none), appended to the slot's delta list
- * as "<seq>\n<delta>" with the next sequence number of the slot, then the
- * slot's fold mark as the caller knows it (the deltas numbered up to it are
- * folded: they are popped from the list's head first; "0": none).
- * Then n and n event_ids of the entity whose derived events need no
- * keeping any more (their input offsets are committed): their :applied
- * records keep the id (dedupe) but drop the derived events ("").
- * Applied returns {0, the delta's sequence number (0: none)}.
- * Returns {0} applied, {1, outcome} duplicate, {2, {field, value...}}
- * conflict, {3, error text} a key of the wrong type or a bad argument.
+ * field/value pairs to write to the state, its new revision "rev" among
+ * them (n = 0: rejected, the state stays as it is), then n and n
+ * score/member pairs to add to the timer shard, then n and n members to
+ * remove from it, then the analytics delta ("" for none), appended to the
+ * slot's delta list as "<seq>\n<delta>" with the next sequence number of
+ * the slot, then the slot's fold mark as the caller knows it (the deltas
+ * numbered up to it are folded: they are popped from the list's head
+ * first; "0": none).  Then n and n event_ids of the entity whose derived
+ * events need no keeping any more (their input offsets are committed):
+ * their :applied records keep the id (dedupe) but drop the derived events.
+ * An op whose event_id is "" only drops stored outcomes: its one key is
+ * :applied, its arguments "" and the event_ids whose records drop them.
+ * Returns one reply per op: {0, the delta's sequence number (0: none)}
+ * applied, {1, outcome} duplicate (the record's value, its "<n>|" prefix
+ * included), {2, {field, value...}} conflict, {3, error text} a key of the
+ * wrong type or a bad argument.
  *
- * Nothing is written before every check has passed (a Lua error half way
- * would leave the writes before it: Redis does not roll a script back), so
- * {3} and a script error both mean nothing was written.  The two hashes
- * are checked by reading them (pcall: a wrong type is an error reply, not
- * a Lua error), :history and the shard by TYPE when they are to be
- * written, and :applied_order by being the first write (pcall again).
+ * Nothing of an op is written before every check of it has passed (a Lua
+ * error half way would leave the writes before it: Redis does not roll a
+ * script back), so {3} means nothing of that op was written.  The two
+ * hashes are checked by reading them (pcall: a wrong type is an error
+ * reply, not a Lua error), the lists, the shard and the counter by TYPE
+ * when they are to be written.  A Lua error (a write refused: OOM) fails
+ * the whole call, with the ops before it written: the caller applies the
+ * batch again (those come back as duplicates) or, for an error that is
+ * not retriable, each op alone.
  *
- * Bounds: :history keeps its newest history_max entries (LTRIM after the
- * RPUSH); :applied_order lists the event_ids of :applied oldest first, and
- * once it holds more than applied_max the oldest are popped and forgotten
- * (HDEL): one RPUSH, and in the steady state one LPOP and one HDEL, per
- * apply.  Both dedupe keys expire together. */
+ * :applied records: event_id -> "<n>|<outcome>", n counting the entity's
+ * records (kept in the field "", which no event_id can be: they are 1-128
+ * bytes); a dropped outcome leaves "<n>|".  Bounds: :history keeps its
+ * newest history_max entries (LTRIM after the RPUSH); once :applied holds
+ * more than applied_max ids, the oldest (smallest n) are forgotten down to
+ * applied_max - applied_max/8, so that the HGETALL this takes comes once
+ * in applied_max/8 applies.  Steady state: one HINCRBY and one HLEN per
+ * apply. */
 static const char apply_lua[] =
     "local function wrong(k, want)\n"
     "  return {3, 'WRONGTYPE ' .. k .. ' is a ' ..\n"
@@ -69,103 +81,145 @@ static const char apply_lua[] =
     "  local t = redis.call('TYPE', k)['ok']\n"
     "  return t == 'none' or t == want\n"
     "end\n"
-    "local ttl = tonumber(ARGV[4])\n"
-    "local hmax = tonumber(ARGV[7])\n"
-    "local amax = tonumber(ARGV[8])\n"
-    "if not ttl or ttl < 1 or not hmax or not amax then\n"
-    "  return {3, 'ERR bad ttl or limits'}\n"
-    "end\n"
-    "local nset = tonumber(ARGV[9])\n"
-    "local iadd = 10 + 2*nset\n"
-    "local nadd = tonumber(ARGV[iadd])\n"
-    "for j = iadd + 1, iadd + 2*nadd, 2 do\n"
-    "  if not tonumber(ARGV[j]) then\n"
-    "    return {3, 'ERR timer score is not a number: ' .. ARGV[j]}\n"
+    "local function forget(K, keep, id)\n"
+    "  local all, recs = redis.call('HGETALL', K), {}\n"
+    "  for i = 1, #all, 2 do\n"
+    "    if all[i] ~= '' and all[i] ~= id then\n"
+    "      recs[#recs + 1] = {tonumber(string.match(all[i + 1], '^(%d+)|'))\n"
+    "                         or 0, all[i]}\n"
+    "    end\n"
     "  end\n"
+    "  table.sort(recs, function(x, y) return x[1] < y[1] end)\n"
+    "  for i = 1, #recs - keep + 1 do redis.call('HDEL', K, recs[i][2]) end\n"
     "end\n"
-    "local irem = iadd + 1 + 2*nadd\n"
-    "local nrem = tonumber(ARGV[irem])\n"
-    "local stats = ARGV[irem + nrem + 1] or ''\n"
-    "local trim = tonumber(ARGV[irem + nrem + 2] or '0') or 0\n"
-    "local iblank = irem + nrem + 3\n"
-    "local nblank = tonumber(ARGV[iblank] or '0') or 0\n"
-    "local prev = redis.pcall('HGET', KEYS[2], ARGV[1])\n"
-    "if type(prev) == 'table' and prev['err'] then\n"
-    "  return wrong(KEYS[2], 'hash')\n"
-    "end\n"
-    "if prev then return {1, prev} end\n"
-    "local rev = redis.pcall('HGET', KEYS[1], 'rev')\n"
-    "if type(rev) == 'table' and rev['err'] then\n"
-    "  return wrong(KEYS[1], 'hash')\n"
-    "end\n"
-    "if (rev or '') ~= ARGV[2] then\n"
-    "  return {2, redis.call('HGETALL', KEYS[1])}\n"
-    "end\n"
-    "if ARGV[6] ~= '' and not is(KEYS[3], 'list') then\n"
-    "  return wrong(KEYS[3], 'list')\n"
-    "end\n"
-    "if nadd + nrem > 0 and not is(KEYS[4], 'zset') then\n"
-    "  return wrong(KEYS[4], 'zset')\n"
-    "end\n"
-    "if stats ~= '' then\n"
-    "  if not is(KEYS[6], 'list') then return wrong(KEYS[6], 'list') end\n"
-    "  if not is(KEYS[7], 'string') then return wrong(KEYS[7], 'string') end\n"
-    "end\n"
-    "local olen = 0\n"
-    "if amax > 0 then\n"
-    "  olen = redis.pcall('RPUSH', KEYS[5], ARGV[1])\n"
-    "  if type(olen) == 'table' then return wrong(KEYS[5], 'list') end\n"
-    "elseif not is(KEYS[5], 'list') then\n"
-    "  return wrong(KEYS[5], 'list')\n"
-    "end\n"
-    "if nset > 0 then\n"
-    "  redis.call('HSET', KEYS[1], unpack(ARGV, 10, 9 + 2*nset))\n"
-    "end\n"
-    "if nadd > 0 then\n"
-    "  redis.call('ZADD', KEYS[4], unpack(ARGV, iadd + 1, iadd + 2*nadd))\n"
-    "end\n"
-    "if nrem > 0 then\n"
-    "  redis.call('ZREM', KEYS[4], unpack(ARGV, irem + 1, irem + nrem))\n"
-    "end\n"
-    "if ARGV[6] ~= '' then\n"
-    "  local len = redis.call('RPUSH', KEYS[3], ARGV[6])\n"
-    "  if hmax > 0 and len > hmax then\n"
-    "    redis.call('LTRIM', KEYS[3], string.format('%d', -hmax), -1)\n"
+    "local function blank(K, id)\n"
+    "  local v = redis.pcall('HGET', K, id)\n"
+    "  if type(v) == 'table' then return false end\n"
+    "  if v then\n"
+    "    local p = string.match(v, '^%d+|') or ''\n"
+    "    if p ~= v then redis.call('HSET', K, id, p) end\n"
     "  end\n"
+    "  return true\n"
     "end\n"
-    "local seq = 0\n"
-    "if stats ~= '' then\n"
-    "  while trim > 0 do\n"
-    "    local h = redis.call('LINDEX', KEYS[6], 0)\n"
-    "    if not h or (tonumber(string.match(h, '^(%d+)')) or trim + 1) > trim\n"
-    "    then break end\n"
-    "    redis.call('LPOP', KEYS[6])\n"
+    "local function apply(k, a, c)\n"
+    "  local K1, K2, K3 = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]\n"
+    "  local K4, K6, K7 = KEYS[k + 4], KEYS[k + 5], KEYS[k + 6]\n"
+    "  local id, hist = ARGV[a + 1], ARGV[a + 6]\n"
+    "  local ttl = tonumber(ARGV[a + 4])\n"
+    "  local hmax = tonumber(ARGV[a + 7])\n"
+    "  local amax = tonumber(ARGV[a + 8])\n"
+    "  if not K7 or not ttl or ttl < 1 or not hmax or not amax then\n"
+    "    return {3, 'ERR bad ttl, limits or keys'}\n"
     "  end\n"
-    "  seq = redis.call('INCR', KEYS[7])\n"
-    "  redis.call('RPUSH', KEYS[6], seq .. '\\n' .. stats)\n"
-    "end\n"
-    "for j = iblank + 1, iblank + nblank do\n"
-    "  if redis.call('HEXISTS', KEYS[2], ARGV[j]) == 1 then\n"
-    "    redis.call('HSET', KEYS[2], ARGV[j], '')\n"
+    "  local nset = tonumber(ARGV[a + 9])\n"
+    "  local iadd = a + 10 + 2*nset\n"
+    "  local nadd = tonumber(ARGV[iadd])\n"
+    "  for j = iadd + 1, iadd + 2*nadd, 2 do\n"
+    "    if not tonumber(ARGV[j]) then\n"
+    "      return {3, 'ERR timer score is not a number: ' .. ARGV[j]}\n"
+    "    end\n"
     "  end\n"
-    "end\n"
-    "redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])\n"
-    "if amax > 0 then\n"
-    "  for j = 1, olen - amax do\n"
-    "    local old = redis.call('LPOP', KEYS[5])\n"
-    "    if old then redis.call('HDEL', KEYS[2], old) end\n"
+    "  local irem = iadd + 1 + 2*nadd\n"
+    "  local nrem = tonumber(ARGV[irem])\n"
+    "  local stats = ARGV[irem + nrem + 1] or ''\n"
+    "  local trim = tonumber(ARGV[irem + nrem + 2] or '0') or 0\n"
+    "  local iblank = irem + nrem + 3\n"
+    "  local nblank = tonumber(ARGV[iblank] or '0') or 0\n"
+    "  if iblank + nblank ~= a + c then\n"
+    "    return {3, 'ERR apply script: bad arguments'}\n"
     "  end\n"
+    "  local prev = redis.pcall('HGET', K2, id)\n"
+    "  if type(prev) == 'table' and prev['err'] then\n"
+    "    return wrong(K2, 'hash')\n"
+    "  end\n"
+    "  if prev then return {1, prev} end\n"
+    "  local rev = redis.pcall('HGET', K1, 'rev')\n"
+    "  if type(rev) == 'table' and rev['err'] then\n"
+    "    return wrong(K1, 'hash')\n"
+    "  end\n"
+    "  if (rev or '') ~= ARGV[a + 2] then\n"
+    "    return {2, redis.call('HGETALL', K1)}\n"
+    "  end\n"
+    "  if hist ~= '' and not is(K3, 'list') then\n"
+    "    return wrong(K3, 'list')\n"
+    "  end\n"
+    "  if nadd + nrem > 0 and not is(K4, 'zset') then\n"
+    "    return wrong(K4, 'zset')\n"
+    "  end\n"
+    "  if stats ~= '' then\n"
+    "    if not is(K6, 'list') then return wrong(K6, 'list') end\n"
+    "    if not is(K7, 'string') then return wrong(K7, 'string') end\n"
+    "  end\n"
+    "  local n = ''\n"
+    "  if amax > 0 then\n"
+    "    n = redis.pcall('HINCRBY', K2, '', 1)\n"
+    "    if type(n) == 'table' then return {3, 'ERR ' .. K2 .. ': ' ..\n"
+    "                                        n['err']} end\n"
+    "    n = n .. '|'\n"
+    "  end\n"
+    "  if nset > 0 then\n"
+    "    redis.call('HSET', K1, unpack(ARGV, a + 10, a + 9 + 2*nset))\n"
+    "  end\n"
+    "  if nadd > 0 then\n"
+    "    redis.call('ZADD', K4, unpack(ARGV, iadd + 1, iadd + 2*nadd))\n"
+    "  end\n"
+    "  if nrem > 0 then\n"
+    "    redis.call('ZREM', K4, unpack(ARGV, irem + 1, irem + nrem))\n"
+    "  end\n"
+    "  if hist ~= '' then\n"
+    "    local len = redis.call('RPUSH', K3, hist)\n"
+    "    if hmax > 0 and len > hmax then\n"
+    "      redis.call('LTRIM', K3, string.format('%d', -hmax), -1)\n"
+    "    end\n"
+    "  end\n"
+    "  local seq = 0\n"
+    "  if stats ~= '' then\n"
+    "    while trim > 0 do\n"
+    "      local h = redis.call('LINDEX', K6, 0)\n"
+    "      if not h or (tonumber(string.match(h, '^(%d+)')) or trim + 1) >\n"
+    "                  trim then break end\n"
+    "      redis.call('LPOP', K6)\n"
+    "    end\n"
+    "    seq = redis.call('INCR', K7)\n"
+    "    redis.call('RPUSH', K6, seq .. '\\n' .. stats)\n"
+    "  end\n"
+    "  for j = iblank + 1, iblank + nblank do blank(K2, ARGV[j]) end\n"
+    "  redis.call('HSET', K2, id, n .. ARGV[a + 3])\n"
+    "  if amax > 0 then\n"
+    "    local len = redis.call('HLEN', K2) - 1\n"
+    "    if len > amax then forget(K2, amax - math.floor(amax / 8), id) end\n"
+    "  end\n"
+    "  if ARGV[a + 5] == 'max' then\n"
+    "    local cur = redis.call('PTTL', K2)\n"
+    "    if cur > ttl then ttl = cur end\n"
+    "  end\n"
+    "  redis.call('PEXPIRE', K2, string.format('%d', ttl))\n"
+    "  return {0, seq}\n"
     "end\n"
-    "if ARGV[5] == 'max' then\n"
-    "  local cur = redis.call('PTTL', KEYS[2])\n"
-    "  if cur > ttl then ttl = cur end\n"
+    "local function drop(K, a, c)\n"
+    "  for j = a + 2, a + c do\n"
+    "    if not blank(K, ARGV[j]) then return wrong(K, 'hash') end\n"
+    "  end\n"
+    "  return {0, 0}\n"
     "end\n"
-    "ttl = string.format('%d', ttl)\n"
-    "redis.call('PEXPIRE', KEYS[2], ttl)\n"
-    "if amax > 0 or redis.call('EXISTS', KEYS[5]) == 1 then\n"
-    "  redis.call('PEXPIRE', KEYS[5], ttl)\n"
+    "local out, k, a = {}, 0, 1\n"
+    "while a <= #ARGV do\n"
+    "  local c = tonumber(ARGV[a])\n"
+    "  if not c or c < 1 or a + c > #ARGV then\n"
+    "    return redis.error_reply('ERR apply script: bad argument count')\n"
+    "  end\n"
+    "  if ARGV[a + 1] == '' then\n"
+    "    out[#out + 1] = drop(KEYS[k + 1], a, c)\n"
+    "    k = k + 1\n"
+    "  elseif c < 14 then\n"
+    "    return redis.error_reply('ERR apply script: bad argument count')\n"
+    "  else\n"
+    "    out[#out + 1] = apply(k, a, c)\n"
+    "    k = k + 6\n"
+    "  end\n"
+    "  a = a + 1 + c\n"
     "end\n"
-    "return {0, seq}\n";
+    "return out\n";
 
 /* Redis's clock in ms, for the timer scripts (a worker's own clock may be
  * off by any amount; every claim must agree on one).  replicate_commands:
@@ -329,6 +383,10 @@ static const char trim_lua[] =
     "end\n"
     "return n\n";
 
+/* The most ops in one apply call by default: a bound on how long one
+ * call holds Redis (about 30 us of Redis time an op). */
+#define APPLY_CALL_OPS 128
+
 struct pl_store_s {
     char *nodes;    /* the seeds, "host:port,host:port" */
     char *username; /* "" for none */
@@ -336,6 +394,7 @@ struct pl_store_s {
     char *prefix;
     int64_t history_max, applied_max;
     int wait_replicas;      /* > 0: WAIT after each apply batch */
+    int call_ops;           /* most events in one apply script call */
     int64_t wait_timeout_ms;
     pl_cluster_t *cl;       /* NULL: not connected */
     pl_cluster_pipeline_t *p;
@@ -517,6 +576,7 @@ pl_store_t *pl_store_new_nodes(const char *nodes, const char *password,
     if (!s)
         goto oom;
     s->history_max = 1000;
+    s->call_ops = APPLY_CALL_OPS;
     s->applied_max = 1000;
     if (!(s->nodes = strdup(nodes)) || !(s->username = strdup("")) ||
         !(s->password = strdup(password ? password : "")) ||
@@ -843,13 +903,6 @@ int pl_store_entity_slot(const char *kind, const char *id)
     return entity_slot(kind, id);
 }
 
-/* The timer shard of an entity: the one in its own slot. */
-static char *entity_shard(const pl_store_t *s, const char *kind,
-                          const char *id)
-{
-    int slot = entity_slot(kind, id);
-    return slot < 0 ? NULL : pl_store_timer_shard(s, slot);
-}
 int pl_store_read(pl_store_t *s, const char *kind, const char *const *ids,
                   size_t n, pl_fields_t *out, char *errstr,
                   size_t errstr_size)
@@ -901,100 +954,214 @@ void pl_store_apply_clear(pl_store_apply_t *op)
     op->error = NULL;
 }
 
-static int add_apply(pl_store_t *s, const pl_store_apply_t *op,
-                     int64_t ttl_ms, bool by_sha)
-{
-    size_t nset = op->set ? op->set->count : 0;
-    size_t nadd = op->timers_add ? op->timers_add->count : 0;
-    size_t nrem = op->timers_remove ? op->timers_remove->count : 0;
-    size_t argc = 3 + 7 + 8 + 3 + 2 * nset + 2 * nadd + nrem + 3 +
-                  op->nblank,
-           i = 0;
-    const char **argv = malloc(argc * sizeof(*argv));
-    size_t *lens = malloc(argc * sizeof(*lens));
-    char *k_state = key(s, op->kind, op->id, "");
-    char *k_applied = key(s, op->kind, op->id, ":applied");
-    char *k_history = key(s, op->kind, op->id, ":history");
-    char *k_shard = entity_shard(s, op->kind, op->id);
-    char *k_order = key(s, op->kind, op->id, ":applied_order");
-    int slot = entity_slot(op->kind, op->id);
-    char *k_stats = slot < 0 ? NULL : stats_key(s, "stats", slot);
-    char *k_statseq = slot < 0 ? NULL : stats_key(s, "statseq", slot);
-    char ttl[24], hmax[24], amax[24], cset[24], cadd[24], crem[24],
-        trim[24], cblank[24];
-    int r = -1;
+/* ---- the apply call, written straight into RESP ----
+ * An apply batch is the worker's hot path: its commands are written into
+ * one buffer per call, without an argv array, a key string or a number
+ * text allocated per argument. */
 
-    if (!argv || !lens || !k_state || !k_applied || !k_history ||
-        !k_shard || !k_order || !k_stats || !k_statseq)
-        goto out;
-    if (op->ttl_ms > 0) /* its own ttl: never shortens the key's */
-        ttl_ms = op->ttl_ms;
-    snprintf(ttl, sizeof(ttl), "%lld", (long long)(ttl_ms > 0 ? ttl_ms : 1));
-    snprintf(hmax, sizeof(hmax), "%lld", (long long)s->history_max);
-    snprintf(amax, sizeof(amax), "%lld", (long long)s->applied_max);
-    snprintf(cset, sizeof(cset), "%zu", nset);
-    snprintf(cadd, sizeof(cadd), "%zu", nadd);
-    snprintf(crem, sizeof(crem), "%zu", nrem);
-#define ARG(p, l) (argv[i] = (p), lens[i] = (l), i++)
-#define SARG(p) ARG((p), strlen(p))
+typedef struct resp_s {
+    char *buf;
+    size_t len, cap;
+    bool oom;
+} resp_t;
+
+static void resp_room(resp_t *r, size_t more)
+{
+    if (r->oom || r->len + more <= r->cap)
+        return;
+    size_t cap = r->cap ? r->cap : 4096;
+    while (cap < r->len + more)
+        cap *= 2;
+    char *b = realloc(r->buf, cap);
+    if (!b) {
+        r->oom = true;
+        return;
+    }
+    r->buf = b;
+    r->cap = cap;
+}
+
+static void resp_raw(resp_t *r, const void *p, size_t n)
+{
+    resp_room(r, n);
+    if (r->oom)
+        return;
+    memcpy(r->buf + r->len, p, n);
+    r->len += n;
+}
+
+/* Decimal text of v into end-backwards; returns its start. */
+static char *fmt_int(char *end, int64_t v)
+{
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--end = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--end = '-';
+    return end;
+}
+
+/* "*<n>\r\n" or "$<n>\r\n" */
+static void resp_head(resp_t *r, char type, size_t n)
+{
+    char tmp[24], *e = tmp + sizeof(tmp), *p;
+    *--e = '\n';
+    *--e = '\r';
+    p = fmt_int(e, (int64_t)n);
+    *--p = type;
+    resp_raw(r, p, (size_t)(tmp + sizeof(tmp) - p));
+}
+
+static void resp_bulk(resp_t *r, const void *p, size_t n)
+{
+    resp_head(r, '$', n);
+    resp_raw(r, p, n);
+    resp_raw(r, "\r\n", 2);
+}
+
+static void resp_str(resp_t *r, const char *s)
+{
+    resp_bulk(r, s, strlen(s));
+}
+
+static void resp_int(resp_t *r, int64_t v)
+{
+    char tmp[24], *e = tmp + sizeof(tmp);
+    char *p = fmt_int(e, v);
+    resp_bulk(r, p, (size_t)(e - p));
+}
+
+/* One bulk string made of parts (a key). */
+static void resp_parts(resp_t *r, const char *const *parts, size_t n)
+{
+    size_t len = 0;
+    for (size_t i = 0; i < n; i++)
+        len += strlen(parts[i]);
+    resp_head(r, '$', len);
+    for (size_t i = 0; i < n; i++)
+        resp_raw(r, parts[i], strlen(parts[i]));
+    resp_raw(r, "\r\n", 2);
+}
+
+/* The slot of an entity's keys, without an allocation for a usual id. */
+static int entity_slot_fast(const char *kind, const char *id)
+{
+    char tag[2 * PL_ID_MAX + 8];
+    size_t kl = strlen(kind), il = strlen(id);
+    if (kl + il + 3 > sizeof(tag))
+        return entity_slot(kind, id);
+    tag[0] = '{';
+    memcpy(tag + 1, kind, kl);
+    tag[1 + kl] = ':';
+    memcpy(tag + 2 + kl, id, il);
+    tag[2 + kl + il] = '}';
+    return pl_slot_of(tag, kl + il + 3);
+}
+
+/* The number of arguments of op in the apply script (its count first). */
+static size_t apply_argc(const pl_store_apply_t *op)
+{
+    if (!op->event_id) /* drop only: "", the event ids */
+        return 1 + 1 + op->nblank;
+    return 1 + 14 + 2 * (op->set ? op->set->count : 0) +
+           2 * (op->timers_add ? op->timers_add->count : 0) +
+           (op->timers_remove ? op->timers_remove->count : 0) + op->nblank;
+}
+
+/* One apply script call for ops[idx[0..k)], all in `slot` (any on a
+ * single Redis), added to the pipeline.  0, or -1 (OOM). */
+static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
+                          const size_t *idx, size_t k, int slot,
+                          int64_t dedupe_ttl_ms, bool by_sha)
+{
+    resp_t r = {0};
+    size_t argc = 3, nkeys = 0;
+
+    for (size_t j = 0; j < k; j++) {
+        nkeys += ops[idx[j]].event_id ? 6 : 1;
+        argc += apply_argc(&ops[idx[j]]);
+    }
+    argc += nkeys;
+    resp_head(&r, '*', argc);
     if (by_sha) {
-        ARG("EVALSHA", 7);
-        ARG(s->apply_sha, 40);
+        resp_bulk(&r, "EVALSHA", 7);
+        resp_bulk(&r, s->apply_sha, 40);
     } else {
-        ARG("EVAL", 4);
-        ARG(apply_lua, sizeof(apply_lua) - 1);
+        resp_bulk(&r, "EVAL", 4);
+        resp_bulk(&r, apply_lua, sizeof(apply_lua) - 1);
     }
-    ARG("7", 1);
-    SARG(k_state);
-    SARG(k_applied);
-    SARG(k_history);
-    SARG(k_shard);
-    SARG(k_order);
-    SARG(k_stats);
-    SARG(k_statseq);
-    SARG(op->event_id);
-    SARG(op->expected_rev ? op->expected_rev : "");
-    ARG(op->outcome ? op->outcome : "", op->outcome ? op->outcome_len : 0);
-    SARG(ttl);
-    SARG(op->ttl_ms > 0 ? "max" : "set");
-    SARG(op->history ? op->history : "");
-    SARG(hmax);
-    SARG(amax);
-    SARG(cset);
-    for (size_t j = 0; j < nset; j++) {
-        SARG(op->set->keys[j]);
-        SARG(op->set->values[j]);
+    resp_int(&r, (int64_t)nkeys);
+    for (size_t j = 0; j < k; j++) {
+        const pl_store_apply_t *op = &ops[idx[j]];
+        int os = op->slot;
+        const char *tag = pl_slot_tag(os);
+        const char *ent[] = {s->prefix, "{", op->kind, ":", op->id, "}", ""};
+        const char *shard[] = {s->prefix, "timers:{", tag, "}"};
+        const char *stats[] = {s->prefix, "stats:{", tag, "}"};
+        const char *statseq[] = {s->prefix, "statseq:{", tag, "}"};
+        if (!op->event_id) { /* drop only: :applied */
+            ent[6] = ":applied";
+            resp_parts(&r, ent, 7);
+            continue;
+        }
+        resp_parts(&r, ent, 7);
+        ent[6] = ":applied";
+        resp_parts(&r, ent, 7);
+        ent[6] = ":history";
+        resp_parts(&r, ent, 7);
+        resp_parts(&r, shard, 4);
+        resp_parts(&r, stats, 4);
+        resp_parts(&r, statseq, 4);
     }
-    SARG(cadd);
-    for (size_t j = 0; j < nadd; j++) {
-        SARG(op->timers_add->values[j]); /* score */
-        SARG(op->timers_add->keys[j]);   /* member */
+    for (size_t j = 0; j < k; j++) {
+        const pl_store_apply_t *op = &ops[idx[j]];
+        size_t nset = op->set ? op->set->count : 0;
+        size_t nadd = op->timers_add ? op->timers_add->count : 0;
+        size_t nrem = op->timers_remove ? op->timers_remove->count : 0;
+        int64_t ttl = op->ttl_ms > 0 ? op->ttl_ms : dedupe_ttl_ms;
+        resp_int(&r, (int64_t)apply_argc(op) - 1);
+        if (!op->event_id) {
+            resp_bulk(&r, "", 0);
+            for (size_t i = 0; i < op->nblank; i++)
+                resp_str(&r, op->blank[i]);
+            continue;
+        }
+        resp_str(&r, op->event_id);
+        resp_str(&r, op->expected_rev ? op->expected_rev : "");
+        resp_bulk(&r, op->outcome ? op->outcome : "",
+                  op->outcome ? op->outcome_len : 0);
+        resp_int(&r, ttl > 0 ? ttl : 1);
+        /* its own ttl: never shortens the key's */
+        resp_str(&r, op->ttl_ms > 0 ? "max" : "set");
+        resp_str(&r, op->history ? op->history : "");
+        resp_int(&r, s->history_max);
+        resp_int(&r, s->applied_max);
+        resp_int(&r, (int64_t)nset);
+        for (size_t i = 0; i < nset; i++) {
+            resp_str(&r, op->set->keys[i]);
+            resp_str(&r, op->set->values[i]);
+        }
+        resp_int(&r, (int64_t)nadd);
+        for (size_t i = 0; i < nadd; i++) {
+            resp_str(&r, op->timers_add->values[i]); /* score */
+            resp_str(&r, op->timers_add->keys[i]);   /* member */
+        }
+        resp_int(&r, (int64_t)nrem);
+        for (size_t i = 0; i < nrem; i++)
+            resp_str(&r, op->timers_remove->items[i]);
+        resp_bulk(&r, op->stats ? op->stats : "", op->stats ? op->stats_len : 0);
+        resp_int(&r, s->marks ? s->marks[op->slot] : 0);
+        resp_int(&r, (int64_t)op->nblank);
+        for (size_t i = 0; i < op->nblank; i++)
+            resp_str(&r, op->blank[i]);
     }
-    SARG(crem);
-    for (size_t j = 0; j < nrem; j++)
-        SARG(op->timers_remove->items[j]);
-    ARG(op->stats ? op->stats : "", op->stats ? op->stats_len : 0);
-    snprintf(trim, sizeof(trim), "%lld",
-             (long long)(s->marks && slot >= 0 ? s->marks[slot] : 0));
-    SARG(trim);
-    snprintf(cblank, sizeof(cblank), "%zu", op->nblank);
-    SARG(cblank);
-    for (size_t j = 0; j < op->nblank; j++)
-        SARG(op->blank[j]);
-#undef SARG
-#undef ARG
-    r = add_keyed(s, 3, (int)i, argv, lens);
-out:
-    free(argv);
-    free(lens);
-    free(k_state);
-    free(k_applied);
-    free(k_history);
-    free(k_shard);
-    free(k_order);
-    free(k_stats);
-    free(k_statseq);
-    return r;
+    if (r.oom) {
+        free(r.buf);
+        return -1;
+    }
+    return pl_cluster_pipeline_add_resp(s->p, slot, r.buf, r.len);
 }
 
 /* op failed on its own: PL_APPLY_FAILED with a copy of Redis's text.
@@ -1010,25 +1177,13 @@ static int apply_failed(pl_store_apply_t *op, const char *text, size_t len)
     return 0;
 }
 
-/* Decode one script reply into op.  0 (op has its result), 1 NOSCRIPT (the
- * call did nothing: send it again with the script's body), -1 retriable,
- * -2 fatal (errstr set). */
-static int take_apply_reply(pl_store_t *s, pl_store_apply_t *op,
-                            const redisReply *r, char *errstr,
-                            size_t errstr_size)
+/* Decode one op's part of a script reply into op.  0 (op has its result)
+ * or -1 (OOM, errstr set). */
+static int take_apply_reply(pl_store_apply_t *op, const redisReply *r,
+                            char *errstr, size_t errstr_size)
 {
     static const char bad_reply[] = "ERR apply script: unexpected reply";
-    int c;
 
-    if (r->type == REDIS_REPLY_ERROR) {
-        if (error_code_is(r->str, "NOSCRIPT"))
-            return 1;
-        if ((c = error_reply(s, r, "apply script", errstr, errstr_size)) < 0)
-            return c;
-        if (apply_failed(op, r->str, r->len))
-            goto oom;
-        return 0;
-    }
     if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
         r->element[0]->type != REDIS_REPLY_INTEGER)
         goto bad;
@@ -1040,15 +1195,25 @@ static int take_apply_reply(pl_store_t *s, pl_store_apply_t *op,
                             ? r->element[1]->integer
                             : 0;
         return 0;
-    case 1:
+    case 1: {
+        const char *v;
+        size_t len, p = 0;
         if (r->elements < 2 || r->element[1]->type != REDIS_REPLY_STRING)
             goto bad;
+        v = r->element[1]->str;
+        len = r->element[1]->len;
+        /* "<n>|" (the record's number; none in a record written before
+         * it) */
+        while (p < len && v[p] >= '0' && v[p] <= '9')
+            p++;
+        p = p && p < len && v[p] == '|' ? p + 1 : 0;
         op->result = PL_APPLY_DUPLICATE;
-        op->stored_len = r->element[1]->len;
+        op->stored_len = len - p;
         if (!(op->stored = malloc(op->stored_len ? op->stored_len : 1)))
             goto oom;
-        memcpy(op->stored, r->element[1]->str, op->stored_len);
+        memcpy(op->stored, v + p, op->stored_len);
         return 0;
+    }
     case 2:
         if (r->elements < 2)
             goto bad;
@@ -1087,55 +1252,137 @@ static int wait_replicas(pl_store_t *s, char *errstr, size_t errstr_size)
     return -1;
 }
 
+void pl_store_set_call_ops(pl_store_t *s, int ops)
+{
+    s->call_ops = ops > 0 ? ops : APPLY_CALL_OPS;
+}
+
+/* One script call of an apply batch: ops idx[at .. at + n). */
+typedef struct apply_call_s {
+    size_t at, n;
+    int slot;
+    enum { CALL_SHA, CALL_EVAL, CALL_DONE } state;
+} apply_call_t;
+
+static int cmp_slot_idx(const void *a, const void *b, void *ops)
+{
+    const pl_store_apply_t *o = ops;
+    size_t x = *(const size_t *)a, y = *(const size_t *)b;
+    int sx = o[x].slot, sy = o[y].slot;
+    if (sx != sy)
+        return sx < sy ? -1 : 1;
+    return x < y ? -1 : x > y;
+}
+
 int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
                    int64_t dedupe_ttl_ms, char *errstr, size_t errstr_size)
 {
-    bool *again = NULL;
-    size_t n_again = 0;
-    int r, t;
+    size_t *idx = NULL, ncalls = 0;
+    apply_call_t *calls = NULL;
+    bool cluster;
+    int r;
 
     if (!n)
         return 0;
     if ((r = pl_store_connect(s, errstr, errstr_size)))
         return r;
-    begin(s);
-    for (size_t i = 0; i < n; i++)
-        if (add_apply(s, &ops[i], dedupe_ttl_ms, true))
-            goto oom;
-    if ((r = run(s, NULL, errstr, errstr_size)))
-        goto out_clear;
+    cluster = pl_cluster_is_cluster(s->cl);
+    /* at most n calls of one op each (a batch split, below), plus the
+     * batch's own calls */
+    if (!(idx = malloc(n * sizeof(*idx))) ||
+        !(calls = malloc(2 * n * sizeof(*calls))))
+        goto oom;
     for (size_t i = 0; i < n; i++) {
-        if ((t = take_apply_reply(s, &ops[i], reply(s, i), errstr,
-                                  errstr_size)) < 0) {
-            r = t;
+        idx[i] = i;
+        if ((ops[i].slot = entity_slot_fast(ops[i].kind, ops[i].id)) < 0)
+            goto oom;
+    }
+    /* One Redis: the batch in order, in calls of APPLY_CALL_OPS.  A
+     * cluster: one call per slot, its ops in their order (the ops of one
+     * entity share its slot, so their order holds). */
+    if (cluster)
+        qsort_r(idx, n, sizeof(*idx), cmp_slot_idx, ops);
+    for (size_t i = 0; i < n;) {
+        size_t j = i + 1;
+        while (j < n && j - i < (size_t)s->call_ops &&
+               (!cluster || ops[idx[j]].slot == ops[idx[i]].slot))
+            j++;
+        calls[ncalls++] = (apply_call_t){.at = i, .n = j - i,
+                                         .slot = ops[idx[i]].slot};
+        i = j;
+    }
+    for (int pass = 0;; pass++) {
+        size_t sent = 0, c0 = ncalls;
+        if (pass >= 4) { /* NOSCRIPT, split, NOSCRIPT: never more */
+            snprintf(errstr, errstr_size,
+                     "redis apply script: no answer after %d tries", pass);
+            r = -1;
             goto out_clear;
         }
-        if (t > 0) {
-            if (!again && !(again = calloc(n, sizeof(*again))))
-                goto oom;
-            again[i] = true;
-            n_again++;
-        }
-    }
-    if (n_again) {
-        /* A master lost its script cache (restart, failover, SCRIPT
-         * FLUSH); a NOSCRIPT call did nothing, so send exactly those again
-         * with the body, which caches it there. */
-        size_t k = 0;
         begin(s);
-        for (size_t i = 0; i < n; i++)
-            if (again[i] && add_apply(s, &ops[i], dedupe_ttl_ms, false))
+        for (size_t c = 0; c < ncalls; c++) {
+            if (calls[c].state == CALL_DONE)
+                continue;
+            if (add_apply_call(s, ops, idx + calls[c].at, calls[c].n,
+                               calls[c].slot, dedupe_ttl_ms,
+                               calls[c].state == CALL_SHA))
                 goto oom;
+            sent++;
+        }
+        if (!sent)
+            break;
         if ((r = run(s, NULL, errstr, errstr_size)))
             goto out_clear;
-        for (size_t i = 0; i < n; i++) {
-            if (!again[i])
+        for (size_t c = 0, k = 0; c < c0; c++) {
+            apply_call_t *call = &calls[c];
+            const redisReply *rp;
+            if (call->state == CALL_DONE)
                 continue;
-            if ((t = take_apply_reply(s, &ops[i], reply(s, k++), errstr,
-                                      errstr_size))) {
-                r = t > 0 ? -1 : t; /* NOSCRIPT for EVAL: cannot be */
+            rp = reply(s, k++);
+            if (rp->type == REDIS_REPLY_ERROR) {
+                int t;
+                if (error_code_is(rp->str, "NOSCRIPT")) {
+                    /* A master lost its script cache (restart, failover,
+                     * SCRIPT FLUSH): the call did nothing; again with the
+                     * body, which caches it there. */
+                    call->state = CALL_EVAL;
+                    continue;
+                }
+                if ((t = error_reply(s, rp, "apply script", errstr,
+                                     errstr_size)) < 0) {
+                    r = t;
+                    goto out_clear;
+                }
+                if (call->n == 1) {
+                    if (apply_failed(&ops[idx[call->at]], rp->str, rp->len))
+                        goto oom;
+                    call->state = CALL_DONE;
+                    continue;
+                }
+                /* The script stopped in one op of several (a Lua error:
+                 * the ops before it are written, they come back as
+                 * duplicates): each op again alone, so that only the
+                 * one at fault fails. */
+                for (size_t j = 0; j < call->n; j++)
+                    calls[ncalls++] = (apply_call_t){
+                        .at = call->at + j, .n = 1, .slot = call->slot,
+                        .state = call->state};
+                call->state = CALL_DONE;
+                continue;
+            }
+            if (rp->type != REDIS_REPLY_ARRAY || rp->elements != call->n) {
+                snprintf(errstr, errstr_size,
+                         "redis apply script: %zu answers to %zu events",
+                         rp->type == REDIS_REPLY_ARRAY ? rp->elements : 0,
+                         call->n);
+                r = -1;
                 goto out_clear;
             }
+            for (size_t j = 0; j < call->n; j++)
+                if (take_apply_reply(&ops[idx[call->at + j]], rp->element[j],
+                                     errstr, errstr_size))
+                    goto oom;
+            call->state = CALL_DONE;
         }
     }
     if (s->wait_replicas > 0 && (r = wait_replicas(s, errstr, errstr_size)))
@@ -1149,7 +1396,8 @@ out_clear:
     for (size_t i = 0; i < n; i++)
         pl_store_apply_clear(&ops[i]);
 out:
-    free(again);
+    free(idx);
+    free(calls);
     return r;
 }
 

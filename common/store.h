@@ -6,14 +6,12 @@
  *   <prefix>{deal:<id>}           hash: the entity's current state; field
  *                                 rev is its revision, a hash of the previous
  *                                 rev and the event_id that wrote it
- *   <prefix>{deal:<id>}:applied   hash: event_id -> the derived events that
- *                                 event produced (packed), expires after
- *                                 dedupe.ttl of quiet
- *   <prefix>{deal:<id>}:applied_order
- *                                 list: the event_ids of :applied, oldest
- *                                 first, so the oldest can be forgotten
- *                                 once there are more than applied_max;
- *                                 same expiry as :applied
+ *   <prefix>{deal:<id>}:applied   hash: event_id -> "<n>|" and the derived
+ *                                 events that event produced (packed;
+ *                                 dropped once its input offset is
+ *                                 committed), n numbering the records;
+ *                                 field "" holds the last n; expires
+ *                                 after dedupe.ttl of quiet
  *   <prefix>{deal:<id>}:history   list: one JSON entry per stage change,
  *                                 the newest history_max kept
  * (the same with "lead" for leads), and for timers
@@ -120,6 +118,11 @@ void pl_store_destroy(pl_store_t *s);
  * applied again (as duplicates).  0 (the default): no WAIT. */
 void pl_store_set_wait(pl_store_t *s, int replicas, int64_t timeout_ms);
 
+/* The most events one apply script call takes (default 128; < 1: the
+ * default).  1 sends one call per event, as before batching: the
+ * benchmark's comparison. */
+void pl_store_set_call_ops(pl_store_t *s, int ops);
+
 /* True once connected to a Redis Cluster. */
 bool pl_store_is_cluster(const pl_store_t *s);
 
@@ -131,8 +134,10 @@ int pl_store_set_username(pl_store_t *s, const char *username);
 
 /* Bounds on what one entity keeps, applied by every later apply:
  * history_max: the newest entries kept in :history (older ones trimmed);
- * applied_max: the most event_ids remembered in :applied, the oldest
- * forgotten first.  A value < 1 means no bound.  Defaults (never set):
+ * applied_max: the most event_ids remembered in :applied; past it the
+ * oldest are forgotten, down to applied_max - applied_max/8 (so that
+ * finding them comes once in applied_max/8 applies).  A value < 1 means no
+ * bound.  Defaults (never set):
  * 1000 and 1000. */
 void pl_store_set_limits(pl_store_t *s, int64_t history_max,
                          int64_t applied_max);
@@ -170,7 +175,9 @@ typedef struct pl_store_apply_s {
     /* in */
     const char *kind; /* "deal" or "lead" */
     const char *id;
-    const char *event_id;
+    const char *event_id;     /* NULL: only drop the stored outcomes of
+                                 blank[] (the other in fields unused);
+                                 its result is OK or FAILED */
     const char *expected_rev; /* rev the decision was made on ("": none) */
     char expected_rev_buf[PL_REV_LEN + 1]; /* room for the caller's copy */
     const pl_fields_t *set;   /* new state with its new "rev"; NULL or
@@ -201,10 +208,12 @@ typedef struct pl_store_apply_s {
     char *error;         /* FAILED: malloc'ed, Redis's error text */
     int64_t stats_seq;   /* OK with stats: the delta's sequence number in
                             its slot (for pl_store_stats_fold_deltas) */
+    int slot;            /* set by pl_store_apply: the entity's hash slot */
 } pl_store_apply_t;
 
-/* Apply n events in one round trip (one script call each, pipelined), in
- * order.  Fills each op's out fields.  The :applied record of each op
+/* Apply n events in one round trip, in order: against a single Redis one
+ * script call per 128 events, against a Redis Cluster one call per hash
+ * slot (its events in their order), the calls pipelined.  Fills each op's out fields.  The :applied record of each op
  * expires ttl_ms (else dedupe_ttl_ms) after its entity's last apply; the
  * limits of pl_store_set_limits() are enforced on the way.  0: every op has
  * its result, some maybe PL_APPLY_FAILED (a per-key error: only that op).

@@ -64,8 +64,6 @@ static bool log_due(int64_t *last)
 
 /* ---- the cache of entity states, keyed by id ---- */
 
-#define PEND_MAX 64
-
 typedef struct centry_s {
     struct centry_s *next;
     struct centry_s *cprev, *cnext; /* the CLOCK ring */
@@ -77,15 +75,6 @@ typedef struct centry_s {
                      created the entity, or NULL */
     uint64_t round;   /* the decide round that last decided an event of it */
     size_t last_item; /* ...and that event's index in the batch */
-    /* Events of it this worker applied whose stored outcome (kept for a
-     * redelivery of the same message) is not dropped yet: once their
-     * offset is committed, the next apply of the entity drops it. */
-    int npend, cappend;
-    struct pend_s {
-        int32_t part;
-        int64_t off;
-        char *id;
-    } *pend; /* grown on demand, at most PEND_MAX */
 } centry_t;
 
 #define CACHE_BUCKETS 65536
@@ -121,9 +110,6 @@ static void centry_free(cache_t *c, centry_t *e)
     }
     free(e->id);
     free(e->origin);
-    for (int i = 0; i < e->npend; i++)
-        free(e->pend[i].id);
-    free(e->pend);
     free(e);
     c->count--;
 }
@@ -222,6 +208,11 @@ typedef struct stats_s {
     /* the kind's own counters (pl_worker_count) */
     const char *extra_names[4];
     uint64_t extra[4];
+    /* where the loop's time went (seconds): polling and decoding, loading
+     * states, deciding, the apply round trip, producing, the after-apply
+     * round trip, waiting for deliveries, timers */
+    double t_poll, t_load, t_decide, t_apply, t_produce, t_after, t_reap,
+        t_tick;
 } stats_t;
 
 /* A batch whose derived events are produced but not yet all delivered. */
@@ -259,6 +250,22 @@ struct pl_worker_s {
     int64_t *committed;  /* per input partition: the last offset committed
                             (from commit_cb; 0: none known) */
     int ncommitted;
+    /* Applied events whose stored outcome (kept for a redelivery of their
+     * message) is still there, per input partition in offset order: once
+     * an offset is committed, the next apply batch drops its outcome (the
+     * event_id stays, for dedupe). */
+    struct unblankq_s {
+        struct unblank_s {
+            int64_t off;
+            char *ids; /* "<entity id>\0<event id>" */
+        } *v;
+        size_t head, n, cap;
+    } *unblank;
+    int nunblank_parts;
+    size_t nunblank;
+    struct unblank_s *blanking; /* taken for the batch being applied */
+    const char **blank_events;  /* their event ids */
+    size_t nblanking;
     pl_store_t *store;
     rd_kafka_t *consumer;
     rd_kafka_t *producer;
@@ -374,13 +381,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
 /* The result of every offset commit (auto commit, on revocation): a
  * failed one is counted as a Kafka error (librdkafka logs it, and retries
  * with the next commit; the final commit decides the exit status). */
-static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+static rd_kafka_resp_err_t
+note_committed(worker_t *w, const rd_kafka_topic_partition_list_t *offsets,
+               rd_kafka_resp_err_t err)
 {
-    worker_t *w = opaque;
-    (void)rk;
-    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
-        err = RD_KAFKA_RESP_ERR_NO_ERROR; /* nothing new to commit */
     for (int i = 0; offsets && i < offsets->cnt; i++) {
         const rd_kafka_topic_partition_t *p = &offsets->elems[i];
         if (p->err) {
@@ -404,7 +408,17 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                 w->committed[p->partition] = p->offset;
         }
     }
-    if (err)
+    return err;
+}
+
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque)
+{
+    worker_t *w = opaque;
+    (void)rk;
+    if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
+        err = RD_KAFKA_RESP_ERR_NO_ERROR; /* nothing new to commit */
+    if (note_committed(w, offsets, err))
         w->stats.kafka_errors++;
 }
 
@@ -446,8 +460,7 @@ static int commit_final(worker_t *w)
             err = rd_kafka_event_error(ev);
             if (err == RD_KAFKA_RESP_ERR__NO_OFFSET)
                 err = RD_KAFKA_RESP_ERR_NO_ERROR;
-            for (int i = 0; !err && offs && i < offs->cnt; i++)
-                err = offs->elems[i].err;
+            err = note_committed(w, offs, err);
             rd_kafka_event_destroy(ev);
             if (err)
                 pl_error("committing offsets: %s", rd_kafka_err2str(err));
@@ -774,7 +787,6 @@ typedef struct op_s {
     bool rejected;
     char *history;
     pl_delta_t stats;
-    char **blank; /* event ids whose stored outcome is dropped */
     void *outcome;
     size_t outcome_len;
     char rev[PL_REV_LEN + 1];
@@ -789,9 +801,6 @@ static void op_clear(op_t *op)
     pl_strlist_clear(&op->timers_remove);
     free(op->history);
     pl_delta_free(&op->stats);
-    for (size_t i = 0; i < op->apply.nblank; i++)
-        free(op->blank[i]);
-    free(op->blank);
     free(op->outcome);
     memset(op, 0, sizeof(*op));
 }
@@ -992,22 +1001,6 @@ static int decide(worker_t *w, size_t idx, op_t *op)
         memset(&d.stats, 0, sizeof(d.stats));
         op->apply.stats = op->stats.buf;
         op->apply.stats_len = op->stats.len;
-        /* earlier events of the entity whose offsets are committed by
-         * now: their stored outcomes go with this write */
-        for (int j = 0; j < e->npend;) {
-            int32_t p = e->pend[j].part;
-            if (p < w->ncommitted && e->pend[j].off < w->committed[p]) {
-                if (!op->blank &&
-                    !(op->blank = malloc((size_t)e->npend *
-                                         sizeof(*op->blank))))
-                    break; /* they stay, for a later apply */
-                op->blank[op->apply.nblank++] = e->pend[j].id;
-                e->pend[j] = e->pend[--e->npend];
-            } else {
-                j++;
-            }
-        }
-        op->apply.blank = (const char *const *)op->blank;
     } else if (is_new) {
         /* Refused for an entity that does not exist: only its event_id is
          * written, and kept a short time (a producer's retry); a replay
@@ -1167,34 +1160,144 @@ out:
     return r;
 }
 
-/* An event applied: its stored outcome is to be dropped once its offset is
- * committed (by the entity's next apply).  Past PEND_MAX pending for one
- * entity the oldest is forgotten: that outcome stays until the entity's
- * :applied record expires. */
-static void remember_outcome(worker_t *w, const item_t *it)
-{
-    centry_t *e = cache_get(&w->cache, w->kind->entity_id(&it->ev));
-    char *id;
+/* The most applied events whose outcome waits for its offset's commit to
+ * be dropped (about 60 bytes each), and the most dropped in one batch.
+ * Past the first, the oldest are forgotten: those outcomes stay until
+ * their entity's :applied record expires (dedupe.ttl). */
+#define UNBLANK_MAX 500000
+#define BLANK_PER_BATCH 2048
 
-    if (!e || !(id = strdup(it->ev.event_id)))
+static void unblank_pop(worker_t *w, struct unblankq_s *q, bool take)
+{
+    struct unblank_s *u = &q->v[q->head];
+    if (take)
+        w->blanking[w->nblanking++] = *u;
+    else
+        free(u->ids);
+    q->head = (q->head + 1) % q->cap;
+    q->n--;
+    w->nunblank--;
+}
+
+/* An event applied (it->msg): its stored outcome is to be dropped once its
+ * offset is committed. */
+static void unblank_push(worker_t *w, const item_t *it)
+{
+    int32_t part = it->msg->partition;
+    const char *id = w->kind->entity_id(&it->ev);
+    size_t il = strlen(id), el = strlen(it->ev.event_id);
+    struct unblankq_s *q;
+    char *ids;
+
+    if (part < 0 || part >= 65536)
         return;
-    if (e->npend == PEND_MAX) { /* forget the oldest */
-        free(e->pend[0].id);
-        memmove(e->pend, e->pend + 1, (PEND_MAX - 1) * sizeof(*e->pend));
-        e->npend--;
-    }
-    if (e->npend == e->cappend) {
-        int cap = e->cappend ? e->cappend * 2 : 4;
-        struct pend_s *np = realloc(e->pend, (size_t)cap * sizeof(*np));
-        if (!np) {
-            free(id);
+    if (part >= w->nunblank_parts) {
+        struct unblankq_s *nq =
+            realloc(w->unblank, (size_t)(part + 1) * sizeof(*nq));
+        if (!nq)
             return;
-        }
-        e->pend = np;
-        e->cappend = cap;
+        memset(nq + w->nunblank_parts, 0,
+               (size_t)(part + 1 - w->nunblank_parts) * sizeof(*nq));
+        w->unblank = nq;
+        w->nunblank_parts = part + 1;
     }
-    e->pend[e->npend++] = (struct pend_s){it->msg->partition,
-                                          it->msg->offset, id};
+    q = &w->unblank[part];
+    if (w->nunblank >= UNBLANK_MAX && q->n)
+        unblank_pop(w, q, false);
+    if (q->n == q->cap) {
+        size_t cap = q->cap ? q->cap * 2 : 256;
+        struct unblank_s *v = malloc(cap * sizeof(*v));
+        if (!v)
+            return;
+        for (size_t i = 0; i < q->n; i++)
+            v[i] = q->v[(q->head + i) % q->cap];
+        free(q->v);
+        q->v = v;
+        q->head = 0;
+        q->cap = cap;
+    }
+    if (!(ids = malloc(il + el + 2)))
+        return;
+    memcpy(ids, id, il + 1);
+    memcpy(ids + il + 1, it->ev.event_id, el + 1);
+    q->v[(q->head + q->n++) % q->cap] = (struct unblank_s){it->msg->offset,
+                                                           ids};
+    w->nunblank++;
+}
+
+/* Take the events whose offsets are committed (at most BLANK_PER_BATCH)
+ * into w->blanking, and make the ops that drop their outcomes: ops[0..n)
+ * (no event_id: pl_store_apply's "drop only").  Returns n. */
+static size_t unblank_take(worker_t *w, pl_store_apply_t *ops)
+{
+    if (!w->blanking &&
+        !(w->blanking = malloc(BLANK_PER_BATCH * sizeof(*w->blanking))))
+        return 0;
+    if (!w->blank_events &&
+        !(w->blank_events =
+              malloc(BLANK_PER_BATCH * sizeof(*w->blank_events))))
+        return 0;
+    for (int p = 0; p < w->nunblank_parts && p < w->ncommitted; p++) {
+        struct unblankq_s *q = &w->unblank[p];
+        while (q->n && w->nblanking < BLANK_PER_BATCH &&
+               q->v[q->head].off < w->committed[p])
+            unblank_pop(w, q, true);
+    }
+    for (size_t j = 0; j < w->nblanking; j++) {
+        const char *ids = w->blanking[j].ids;
+        w->blank_events[j] = ids + strlen(ids) + 1;
+        ops[j] = (pl_store_apply_t){.kind = w->kind->entity, .id = ids,
+                                    .blank = &w->blank_events[j],
+                                    .nblank = 1};
+    }
+    return w->nblanking;
+}
+
+static void unblank_done(worker_t *w);
+
+/* Shutdown, after the final commit: drop the outcomes of what it
+ * committed (one try: what fails stays until dedupe.ttl). */
+static void unblank_flush(worker_t *w)
+{
+    pl_store_apply_t *ap = malloc(BLANK_PER_BATCH * sizeof(*ap));
+    char err[512];
+    size_t nb;
+
+    while (ap && (nb = unblank_take(w, ap))) {
+        int r = pl_store_apply(w->store, ap, nb, w->dedupe_ttl_ms, err,
+                               sizeof(err));
+        for (size_t k = 0; k < nb; k++)
+            pl_store_apply_clear(&ap[k]);
+        unblank_done(w);
+        if (r) {
+            pl_warn("keeping the derived events of %zu committed events "
+                    "(until dedupe.ttl): %s", nb, err);
+            break;
+        }
+    }
+    free(ap);
+}
+
+/* The outcomes taken by unblank_take() are dropped (or given up on). */
+static void unblank_done(worker_t *w)
+{
+    for (size_t j = 0; j < w->nblanking; j++)
+        free(w->blanking[j].ids);
+    w->nblanking = 0;
+}
+
+static void unblank_free(worker_t *w)
+{
+    unblank_done(w);
+    free(w->blanking);
+    free(w->blank_events);
+    for (int p = 0; p < w->nunblank_parts; p++) {
+        struct unblankq_s *q = &w->unblank[p];
+        while (q->n)
+            unblank_pop(w, q, false);
+        free(q->v);
+    }
+    free(w->unblank);
 }
 
 /* True when an op before ops[k] in this round, for the same entity, came
@@ -1225,12 +1328,19 @@ static int apply_batch(worker_t *w)
     char err[512];
     int r = -2, lr;
 
+    uint64_t first_round = w->round + 1;
+
     for (;;) {
         size_t n = 0;
+        double t = pl_metrics_clock(), t1;
         if ((lr = load_states(w))) {
             r = lr;
             goto out;
         }
+        t1 = pl_metrics_clock();
+        w->stats.t_load += t1 - t;
+        w->stats.t_apply -= t1 - t;
+        t = t1;
         free(ops);
         if (!(ops = calloc(w->nitems ? w->nitems : 1, sizeof(*ops))))
             goto out;
@@ -1244,19 +1354,28 @@ static int apply_batch(worker_t *w)
             if (d == 0)
                 n++;
         }
+        t1 = pl_metrics_clock();
+        w->stats.t_decide += t1 - t;
+        w->stats.t_apply -= t1 - t;
         if (!n)
             break;
         {
-            pl_store_apply_t *ap = malloc(n * sizeof(*ap));
+            /* with the first round, drop the stored outcomes of events
+             * whose offsets are committed since */
+            pl_store_apply_t *ap = malloc((n + BLANK_PER_BATCH) * sizeof(*ap));
             double t0 = pl_metrics_clock();
+            size_t nb = 0;
             int ar;
             if (!ap)
                 goto out_ops;
             for (size_t k = 0; k < n; k++)
                 ap[k] = ops[k].apply;
-            while ((ar = pl_store_apply(w->store, ap, n, w->dedupe_ttl_ms,
-                                        err, sizeof(err))) != 0) {
-                for (size_t k = 0; k < n; k++)
+            if (w->round == first_round)
+                nb = unblank_take(w, ap + n);
+            while ((ar = pl_store_apply(w->store, ap, n + nb,
+                                        w->dedupe_ttl_ms, err,
+                                        sizeof(err))) != 0) {
+                for (size_t k = 0; k < n + nb; k++)
                     pl_store_apply_clear(&ap[k]);
                 if (ar == -2) {
                     pl_error("redis: %s; exiting", err);
@@ -1273,6 +1392,10 @@ static int apply_batch(worker_t *w)
             }
             pl_metrics_observe(w->metrics, PL_H_REDIS_APPLY,
                                pl_metrics_clock() - t0);
+            for (size_t k = n; k < n + nb; k++) /* a key of the wrong type:
+                                                   that outcome stays */
+                pl_store_apply_clear(&ap[k]);
+            unblank_done(w);
             /* what is left to do in Redis (after_run), once the batch's
              * derived events are produced */
             if (after_collect(w, ops, ap, n)) {
@@ -1294,8 +1417,7 @@ static int apply_batch(worker_t *w)
             switch (op->apply.result) {
             case PL_APPLY_OK:
                 it->done = true;
-                if (op->applied)
-                    remember_outcome(w, it);
+                unblank_push(w, it);
                 if (op->rejected)
                     w->stats.rejected++;
                 else
@@ -1359,6 +1481,7 @@ out_ops:
     for (size_t k = 0; ops && k < w->nitems; k++)
         op_clear(&ops[k]);
 out:
+    unblank_done(w); /* given up on: those outcomes stay */
     free(ops);
     return r;
 }
@@ -1573,6 +1696,11 @@ static void log_stats(worker_t *w)
             (unsigned long long)w->stats.batches,
             (unsigned long long)w->stats.redis_errors,
             (unsigned long long)w->stats.kafka_errors, extra);
+    pl_info("time (s): poll=%.2f load=%.2f decide=%.2f apply=%.2f "
+            "produce=%.2f after=%.2f reap=%.2f tick=%.2f",
+            w->stats.t_poll, w->stats.t_load, w->stats.t_decide,
+            w->stats.t_apply, w->stats.t_produce, w->stats.t_after,
+            w->stats.t_reap, w->stats.t_tick);
 }
 
 /* Metrics, each time the loop goes round: alive, and the gauges the loop
@@ -1652,6 +1780,7 @@ static int main_loop(worker_t *w)
     while (RUNNING) {
         int64_t deadline = 0;
         int r;
+        double t = pl_metrics_clock(), t1;
 
         /* 1. Poll a batch. */
         w->revoked = 0;
@@ -1734,6 +1863,9 @@ static int main_loop(worker_t *w)
                 return -1;
             }
         }
+        t1 = pl_metrics_clock();
+        w->stats.t_poll += t1 - t;
+        t = t1;
         if (!w->nitems)
             continue;
         w->stats.batches++;
@@ -1763,10 +1895,20 @@ static int main_loop(worker_t *w)
             batch_reset(w);
             return -1;
         }
+        t1 = pl_metrics_clock();
+        w->stats.t_apply += t1 - t; /* minus load and decide, below */
+        t = t1;
         pl_outbox_produce(&w->out, w->producer, role_topic, w);
+        t1 = pl_metrics_clock();
+        w->stats.t_produce += t1 - t;
+        t = t1;
         /* the batch's analytics fold and timer index: off the derived
          * events' path, but before its offsets can be stored */
-        if ((after_r = after_run(w, &after_backoff))) {
+        after_r = after_run(w, &after_backoff);
+        t1 = pl_metrics_clock();
+        w->stats.t_after += t1 - t;
+        t = t1;
+        if (after_r) {
             /* stopping, revoked or fatal: delivered or not, this batch's
              * offsets are not stored; it is redelivered and its duplicates
              * redo what was not done */
@@ -1786,8 +1928,12 @@ static int main_loop(worker_t *w)
         /* 6. ...and only once it is delivered are its offsets stored. */
         if ((r = reap(w, INFLIGHT_MAX - 1)))
             return -1; /* not delivered: exit non-zero */
+        t1 = pl_metrics_clock();
+        w->stats.t_reap += t1 - t;
+        t = t1;
         if (maybe_tick(w, &next_tick))
             return -1;
+        w->stats.t_tick += pl_metrics_clock() - t;
         if (stats_ms && pl_now_mono_ms() >= next_stats) {
             log_stats(w);
             next_stats = pl_now_mono_ms() + stats_ms;
@@ -2058,6 +2204,9 @@ out:
             w->producer = NULL;
         }
         cache_clear(&w->cache);
+        if (w->store)
+            unblank_flush(w);
+        unblank_free(w);
         pl_metrics_destroy(w->metrics); /* stops the endpoint */
         pl_store_destroy(w->store);
         pl_codec_destroy(w->codec);

@@ -136,7 +136,7 @@ static int decide(pl_worker_t *w, void *st, const pl_event_t *ev,
     d->applied = !d->rejected || (cur->exists &&
                                   next.last_event_at != cur->last_event_at);
     if (d->applied) {
-        if (pl_deal_to_fields(&next, "", &d->set) ||
+        if (pl_deal_to_fields_diff(cur, &next, "", &d->set) ||
             (oc.stage_changed &&
              !(d->history = pl_deal_history_entry(&oc, ev, &next))) ||
             timers_diff(rules, cur, &next, ev->deal_id, d) ||

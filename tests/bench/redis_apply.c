@@ -5,10 +5,12 @@
  * round trip per batch).
  *
  * The ops are synthetic but shaped like the worker's: a deal out of D, the
- * state as pl_deal_to_fields writes it with the chained revision, a history
- * entry and a packed derived event (pl_outbox_pack) in the shares the
- * generator reported (--applied-share, --history-share), rejected events
- * with their derived event and no state.  Revisions chain as the worker
+ * state as the worker writes it (pl_deal_to_fields_diff: all of a new
+ * deal, then what an event changed) with the chained revision, a stage
+ * move's analytics delta, a history entry and a packed derived event
+ * (pl_outbox_pack) in the shares the generator reported (--applied-share,
+ * --history-share), rejected events with their derived event and no
+ * state.  Revisions chain as the worker
  * predicts them, so every op applies (a conflict or duplicate is counted
  * and reported: it would mean the op was not what the worker sends).
  * Timers as the deal worker schedules them: every applied event moves the
@@ -24,12 +26,14 @@
  * store then sends each master its share of the batch).  --wait-replicas W
  * does what the workers' redis.wait.replicas does: after every batch, WAIT
  * until W replicas of each master written to have it (timeout 1 s, as
- * redis.wait.timeout's default; 0, the default: no WAIT).
+ * redis.wait.timeout's default; 0, the default: no WAIT).  --call-ops K
+ * puts at most K events in one script call (default 128, as the workers;
+ * 1: one call per event, the shape before batching, for the comparison).
  *
  *   bench_redis_apply --key-prefix P [--events N] [--deals D] [--batch 500]
  *       [--redis host:port[,host:port...]] [--wait-replicas W]
  *       [--applied-share A] [--history-share H] [--reminder-share R]
- *       [--seed S]
+ *       [--call-ops K] [--seed S]
  */
 #include "bench.h"
 #include "codec.h"
@@ -42,7 +46,8 @@ static const char *prog = "bench_redis_apply";
 int main(int argc, char **argv)
 {
     const char *redis = "127.0.0.1:16379", *prefix = NULL;
-    long long n = 1000000, deals_n = 100000, batch = 500, wait_replicas = 0;
+    long long n = 1000000, deals_n = 100000, batch = 500, wait_replicas = 0,
+              call_ops = 0;
     double applied_share = 0.87, history_share = 0.34, reminder_share = 0.15;
     uint64_t seed = 42;
     char err[1024];
@@ -73,6 +78,8 @@ int main(int argc, char **argv)
             deals_n = bench_parse_ll(prog, a, argv[++i], 1, 100000000);
         else if (!strcmp(a, "--batch"))
             batch = bench_parse_ll(prog, a, argv[++i], 1, 100000);
+        else if (!strcmp(a, "--call-ops"))
+            call_ops = bench_parse_ll(prog, a, argv[++i], 1, 100000);
         else if (!strcmp(a, "--wait-replicas"))
             wait_replicas = bench_parse_ll(prog, a, argv[++i], 0, 16);
         else if (!strcmp(a, "--seed"))
@@ -93,6 +100,7 @@ int main(int argc, char **argv)
     if (!(store = pl_store_new_nodes(redis, "", prefix, err, sizeof(err))))
         bench_die(prog, "--redis %s: %s", redis, err);
     pl_store_set_wait(store, (int)wait_replicas, 1000);
+    pl_store_set_call_ops(store, (int)call_ops);
     if (pl_store_connect(store, err, sizeof(err)))
         bench_die(prog, "%s", err);
 
@@ -188,9 +196,22 @@ int main(int argc, char **argv)
                 st.last_event_at = at;
                 st.activities = 0x13;
                 pl_store_next_rev(revs[d], eids[j], rev);
-                if (pl_deal_to_fields(&st, rev, &sets[j]))
-                    bench_die(prog, "out of memory");
+                /* what the worker writes: the whole state of a new deal,
+                 * then the fields an event changed (its times, rev) */
+                {
+                    pl_deal_state_t prev = st;
+                    prev.stage_entered_at = prev.last_event_at = 0;
+                    if (pl_deal_to_fields_diff(revs[d][0] ? &prev : NULL,
+                                               &st, rev, &sets[j]))
+                        bench_die(prog, "out of memory");
+                }
                 pl_deal_state_clear(&st);
+                /* a stage move's analytics delta, as the worker's */
+                if (moved) {
+                    ops[j].stats = "s|proposal|n\t1\ns|scoping|n\t-1\n"
+                                   "f|2026-05|USD|ana@example.com\t1234500000\n";
+                    ops[j].stats_len = strlen(ops[j].stats);
+                }
                 memcpy(revs[d], rev, sizeof(rev));
                 ops[j].set = &sets[j];
                 /* timers: the stale timer moves with every event */
@@ -287,10 +308,11 @@ int main(int argc, char **argv)
            "\"applied_ok\": %lld, \"duplicates\": %lld, \"conflicts\": %lld, "
            "\"seconds_in_apply\": %.3f, \"seconds\": %.3f, "
            "\"events_per_s\": %.0f, \"events_per_s_wall\": %.0f, "
-           "\"cluster\": %s, \"wait_replicas\": %lld}\n",
+           "\"cluster\": %s, \"wait_replicas\": %lld, \"call_ops\": %lld}\n",
            n, batch, rounds, ok, dup, conflict, t_apply, t1 - t0,
            (double)n / t_apply, (double)n / (t1 - t0),
-           pl_store_is_cluster(store) ? "true" : "false", wait_replicas);
+           pl_store_is_cluster(store) ? "true" : "false", wait_replicas,
+           call_ops ? call_ops : 128);
     pl_store_destroy(store);
     free(revs);
     free(ops);

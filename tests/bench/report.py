@@ -154,6 +154,7 @@ def main():
     consume = load(parts, "consume.json")
     redis = load(parts, "redis.json")
     redis0 = load(parts, "redis-wait0.json")
+    redis1 = load(parts, "redis-percall.json")
     lat = load(parts, "latency.json")
     timers = load(parts, "timers.json") or {}
     timers_idle = load(parts, "timers-idle.json")
@@ -189,6 +190,8 @@ def main():
         ceilings.append(("redis apply script", redis["events_per_s"]))
     if redis0:  # not a ceiling of these workers (they WAIT): for comparison
         res["ceilings"]["redis_apply_no_wait"] = redis0
+    if redis1:  # the old shape (a call per event): for comparison
+        res["ceilings"]["redis_apply_per_event"] = redis1
     lower = min(ceilings, key=lambda c: c[1]) if ceilings else None
     if lower:
         res["ceilings"]["lower"] = {"name": lower[0], "events_per_s": lower[1]}
@@ -343,13 +346,18 @@ def print_table(res, lower):
         r = c["redis_apply"]
         wr = " + WAIT %d" % r["wait_replicas"] \
             if r.get("wait_replicas") else ""
-        p(fmt % ("ceiling: Redis apply script, pipelined x%d%s"
-                 % (r["batch"], wr),
+        p(fmt % ("ceiling: Redis apply script, x%d a call, by %d%s"
+                 % (r.get("call_ops", 1), r["batch"], wr),
                  "%.0f ev/s" % r["events_per_s"],
                  "(conflicts %d)" % r["conflicts"] if r["conflicts"] else ""))
     if "redis_apply_no_wait" in c:
         r = c["redis_apply_no_wait"]
         p(fmt % ("  (the same without WAIT)", "%.0f ev/s" % r["events_per_s"],
+                 "(conflicts %d)" % r["conflicts"] if r["conflicts"] else ""))
+    if "redis_apply_per_event" in c:
+        r = c["redis_apply_per_event"]
+        p(fmt % ("  (one call per event, as before batching)",
+                 "%.0f ev/s" % r["events_per_s"],
                  "(conflicts %d)" % r["conflicts"] if r["conflicts"] else ""))
     for w in res["workers"]:
         k = w["workers"]

@@ -37,7 +37,8 @@
 #   1. bench_gen preloads N seeded deal events into <prefix>sales.deals
 #      (6 partitions) and says how many derived events they must yield;
 #   2. ceilings: bench_consume (librdkafka alone, no processing) and
-#      bench_redis_apply (the worker's apply script, pipelined by 500);
+#      bench_redis_apply (the worker's apply script, pipelined by 500, 128
+#      events a call; and once a call per event, the shape before batching);
 #   3. bench_throughput runs 1, 2 and 4 deal workers on that topic (a fresh
 #      group and key prefix each) until all is applied and delivered; Redis
 #      used_memory (summed over the masters of a cluster) is read before and
@@ -159,7 +160,9 @@ log "building $BUILD (Release)"
 TARGETS=(deal_worker pipelinectl bench_gen bench_consume bench_redis_apply
 	bench_throughput bench_latency bench_report_read)
 {
-	cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release &&
+	# --perf: Release with debug information, for the profile's call graphs
+	cmake -S "$REPO" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release \
+		-DCMAKE_C_FLAGS="$( ((PERF)) && echo -g)" &&
 		cmake --build "$BUILD" -j "$(nproc)" --target "${TARGETS[@]}"
 } >"$OUT/logs/build.log" 2>&1 ||
 	{ tail -n 40 "$OUT/logs/build.log" >&2; die "build failed (log: $OUT/logs/build.log)"; }
@@ -307,6 +310,21 @@ fi
 
 # ------------------------------------------------------------ 2. ceilings
 
+# apply_ceiling NAME KEYTAG WAIT [bench_redis_apply options...]: the Redis
+# ceiling of the apply script, into parts/NAME
+apply_ceiling() {
+	local name=$1 tag=$2 wr=$3
+	shift 3
+	"$BUILD/bench_redis_apply" --redis "$PL_REDIS" --key-prefix "${KP}$tag:" \
+		--events "$EVENTS" --deals "$DEALS" --batch 500 --seed "$SEED" \
+		--wait-replicas "$wr" "$@" \
+		--applied-share "$(jget "$PARTS_DIR/gen.json" 'd["applied"] / d["events"]')" \
+		--history-share "$(jget "$PARTS_DIR/gen.json" 'd["history_writes"] / d["events"]')" \
+		--reminder-share "$(jget "$PARTS_DIR/gen.json" 'd["close_date_writes"] / d["events"]')" \
+		>"$PARTS_DIR/$name"
+	((KEEP)) || del_keys "${KP}$tag:*"
+}
+
 if has_part ceilings; then
 	log "ceiling: librdkafka consuming ${TP}sales.deals, no processing"
 	"$BUILD/bench_consume" --brokers "$PL_BROKERS" --topic "${TP}sales.deals" --events "$EVENTS" \
@@ -318,15 +336,11 @@ if has_part ceilings; then
 		log "ceiling: Redis ($MODE) running the apply script, pipelined by 500, WAIT $wr"
 		name=redis.json
 		[[ $wr == "$WAIT" ]] || name=redis-wait$wr.json
-		"$BUILD/bench_redis_apply" --redis "$PL_REDIS" --key-prefix "${KP}redis$wr:" \
-			--events "$EVENTS" --deals "$DEALS" --batch 500 --seed "$SEED" \
-			--wait-replicas "$wr" \
-			--applied-share "$(jget "$PARTS_DIR/gen.json" 'd["applied"] / d["events"]')" \
-			--history-share "$(jget "$PARTS_DIR/gen.json" 'd["history_writes"] / d["events"]')" \
-			--reminder-share "$(jget "$PARTS_DIR/gen.json" 'd["close_date_writes"] / d["events"]')" \
-			>"$PARTS_DIR/$name"
-		((KEEP)) || del_keys "${KP}redis$wr:*"
+		apply_ceiling "$name" "redis$wr" "$wr"
 	done
+	# the shape before batching (one script call per event), for comparison
+	log "ceiling: Redis ($MODE) running the apply script one call per event, WAIT $WAIT"
+	apply_ceiling redis-percall.json redis1 "$WAIT" --call-ops 1
 fi
 
 # ------------------------------------------------------------ 3. workers
@@ -379,7 +393,11 @@ if has_part workers; then
 			perf report -i "$OUT/perf.data" --stdio --no-children \
 				--sort dso --percent-limit 0.5 -g none \
 				>"$OUT/perf-dso.txt" 2>/dev/null || true
-			log "profile of the one-worker run: $OUT/perf-top.txt, $OUT/perf-dso.txt"
+			# inclusive: the time under each function, its callees too
+			perf report -i "$OUT/perf.data" --stdio --children \
+				--sort symbol --percent-limit 2 -g none \
+				>"$OUT/perf-children.txt" 2>/dev/null || true
+			log "profile of the one-worker run: $OUT/perf-top.txt, $OUT/perf-dso.txt, $OUT/perf-children.txt"
 		fi
 	done
 fi

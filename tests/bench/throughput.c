@@ -229,12 +229,14 @@ int main(int argc, char **argv)
     }
     if (perf_out) {
         char pidbuf[24];
-        char *pargs[] = {"record", "-F", "999", "-g", "-o", (char *)perf_out,
-                         "-p", pidbuf};
+        /* DWARF call graphs: libc and the libraries have no frame
+         * pointers, so -g alone loses every caller of malloc */
+        char *pargs[] = {"record", "-F", "499", "--call-graph", "dwarf,8192",
+                         "-o", (char *)perf_out, "-p", pidbuf};
         char plog[600];
         snprintf(pidbuf, sizeof(pidbuf), "%d", (int)w[0].pid);
         snprintf(plog, sizeof(plog), "%s.log", perf_out);
-        perf_pid = spawn("/usr/bin/perf", pargs, 8, plog);
+        perf_pid = spawn("/usr/bin/perf", pargs, 9, plog);
     }
 
     while (!stop) {

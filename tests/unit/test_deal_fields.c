@@ -102,6 +102,67 @@ static void test_fields_roundtrip_full(void **state)
 
 /* Fewer fields: no lead, no close date, no activities, a negative and a
  * zero amount, every activity kind. */
+/* The diff a write sends, applied over the stored fields, gives exactly
+ * the fields of a whole write; an unchanged field is not sent. */
+static void test_fields_diff(void **state)
+{
+    pl_deal_state_t prev, next, back;
+    pl_fields_t stored = {0}, diff = {0}, whole = {0};
+    char rev[PL_REV_LEN + 1];
+    (void)state;
+
+    full_state(&prev);
+    full_state(&next);
+    pl_deal_state_init(&back);
+    assert_int_equal(pl_deal_to_fields(&prev, "r1", &stored), 0);
+
+    /* nothing changed: the revision alone */
+    assert_int_equal(pl_deal_to_fields_diff(&prev, &next, "r2", &diff), 0);
+    assert_int_equal(diff.count, 1);
+    assert_string_equal(pl_fields_get(&diff, "rev"), "r2");
+    pl_fields_clear(&diff);
+
+    /* a stage move, an activity, a new amount and owner */
+    free(next.stage);
+    next.stage = strdup("closed_won");
+    free(next.owner);
+    next.owner = strdup("someone.else@example.com");
+    next.stage_entered_at += 5;
+    next.last_event_at += 5;
+    next.amount += 1;
+    next.activities |= 1u << PL_ACT_EMAIL;
+    assert_int_equal(pl_deal_to_fields_diff(&prev, &next, "r2", &diff), 0);
+    assert_int_equal(diff.count, 7);
+    assert_null(pl_fields_get(&diff, "deal_id"));
+    assert_null(pl_fields_get(&diff, "created_at"));
+    assert_null(pl_fields_get(&diff, "expected_close_date"));
+    assert_string_equal(pl_fields_get(&diff, "activities"),
+                        "call,email,demo,contract_signed,note");
+    for (size_t i = 0; i < diff.count; i++)
+        assert_int_equal(
+            pl_fields_set(&stored, diff.keys[i], diff.values[i]), 0);
+    assert_int_equal(pl_deal_to_fields(&next, "r2", &whole), 0);
+    assert_int_equal(stored.count, whole.count);
+    for (size_t i = 0; i < whole.count; i++)
+        assert_string_equal(pl_fields_get(&stored, whole.keys[i]),
+                            whole.values[i]);
+    assert_int_equal(pl_deal_from_fields(&stored, &back, rev), 0);
+    assert_deal_stored_equal(&next, &back);
+
+    /* a deal that does not exist yet: every field */
+    pl_fields_clear(&diff);
+    prev.exists = false;
+    assert_int_equal(pl_deal_to_fields_diff(&prev, &next, "r2", &diff), 0);
+    assert_int_equal(diff.count, whole.count);
+
+    pl_fields_clear(&stored);
+    pl_fields_clear(&diff);
+    pl_fields_clear(&whole);
+    pl_deal_state_clear(&prev);
+    pl_deal_state_clear(&next);
+    pl_deal_state_clear(&back);
+}
+
 static void test_fields_roundtrip_sparse(void **state)
 {
     static const int64_t amounts[] = {-32500, 0, 1, 999999999999999999LL};
@@ -794,6 +855,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_fields_roundtrip_full),
+        cmocka_unit_test(test_fields_diff),
         cmocka_unit_test(test_fields_roundtrip_sparse),
         cmocka_unit_test(test_fields_absent_deal),
         cmocka_unit_test(test_fields_corrupt),

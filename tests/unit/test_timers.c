@@ -1245,13 +1245,12 @@ static void apply_case_clear(apply_case_t *c)
 /* Does the entity have any key, or a member in its timer shard? */
 static bool written(pl_store_t *s, const char *id, const char *member)
 {
-    static const char *const suffixes[] = {"", ":applied", ":history",
-                                           ":applied_order"};
+    static const char *const suffixes[] = {"", ":applied", ":history"};
     pl_fields_t timers = {0};
     char k[256], err[512];
     bool any = false;
 
-    for (size_t i = 0; i < 4; i++) {
+    for (size_t i = 0; i < 3; i++) {
         redisReply *r;
         entity_key(k, sizeof(k), id, suffixes[i]);
         r = rcmd("TYPE %s", k);
@@ -1283,7 +1282,6 @@ static void test_apply_per_key_errors(void **state)
         {"", "RPUSH %s x", "is a list, not a hash"},
         {":applied", "SET %s x", "is a string, not a hash"},
         {":history", "SET %s x", "is a string, not a list"},
-        {":applied_order", "HSET %s f v", "is a hash, not a list"},
         {NULL, NULL, "timer score is not a number"},
     };
     pl_store_t *s = store_open();
@@ -1399,8 +1397,9 @@ static void list_of(const char *k, char *buf, size_t size)
 }
 
 /* :history keeps the newest history_max entries; :applied remembers the
- * newest applied_max event ids (oldest forgotten first, through the
- * :applied_order list, which expires with it); defaults 1000 and 1000. */
+ * newest applied_max event ids (past it, the oldest are forgotten down to
+ * applied_max - applied_max/8; field "" counts the records); defaults 1000
+ * and 1000. */
 static void test_history_and_applied_bounds(void **state)
 {
     pl_store_t *s = store_open();
@@ -1412,13 +1411,15 @@ static void test_history_and_applied_bounds(void **state)
     entity_key(k, sizeof(k), "LIM", ":history");
     list_of(k, buf, sizeof(buf));
     assert_string_equal(buf, "h7,h8,h9");
-    entity_key(k, sizeof(k), "LIM", ":applied_order");
-    list_of(k, buf, sizeof(buf));
-    assert_string_equal(buf, "e6,e7,e8,e9");
-    assert_in_range(rint_cmd("PTTL %s", k), 3500000, 3600000);
     entity_key(k, sizeof(k), "LIM", ":applied");
-    assert_int_equal(rint_cmd("HLEN %s", k), 4);
-    assert_int_equal(rint_cmd("HEXISTS %s e6", k), 1);
+    assert_int_equal(rint_cmd("HLEN %s", k), 4 + 1);
+    for (int i = 6; i <= 9; i++)
+        assert_int_equal(rint_cmd("HEXISTS %s e%d", k, i), 1);
+    {
+        redisReply *r = rcmd("HGET %s e9", k);
+        assert_string_equal(r->str, "10|o");
+        freeReplyObject(r);
+    }
     assert_int_equal(rint_cmd("HEXISTS %s e5", k), 0);
     assert_in_range(rint_cmd("PTTL %s", k), 3500000, 3600000);
     /* a remembered id is a duplicate; a forgotten one is new again */
@@ -1427,7 +1428,7 @@ static void test_history_and_applied_bounds(void **state)
         apply_chain(s, "LIM", 9, 1, old_rev, PL_APPLY_DUPLICATE);
     }
     apply_chain(s, "LIM", 0, 1, rev, PL_APPLY_OK);
-    assert_int_equal(rint_cmd("HLEN %s", k), 4);
+    assert_int_equal(rint_cmd("HLEN %s", k), 4 + 1);
     assert_int_equal(rint_cmd("HEXISTS %s e0", k), 1);
     assert_int_equal(rint_cmd("HEXISTS %s e6", k), 0);
 
@@ -1439,9 +1440,11 @@ static void test_history_and_applied_bounds(void **state)
     entity_key(k, sizeof(k), "DEF", ":history");
     assert_int_equal(rint_cmd("LLEN %s", k), 1000);
     entity_key(k, sizeof(k), "DEF", ":applied");
-    assert_int_equal(rint_cmd("HLEN %s", k), 1000);
-    assert_int_equal(rint_cmd("HEXISTS %s e4", k), 0);
-    assert_int_equal(rint_cmd("HEXISTS %s e5", k), 1);
+    /* the 1001st forgot the oldest 126 (down to 875), then 4 more */
+    assert_int_equal(rint_cmd("HLEN %s", k), 879 + 1);
+    assert_int_equal(rint_cmd("HEXISTS %s e125", k), 0);
+    assert_int_equal(rint_cmd("HEXISTS %s e126", k), 1);
+    assert_int_equal(rint_cmd("HEXISTS %s e1004", k), 1);
     pl_store_destroy(s);
 }
 
@@ -1477,9 +1480,7 @@ static void test_ttl_override(void **state)
     /* an unknown id's rejection: a short-lived record only */
     reject(s, "GHOST", "e-ghost", "", 2000);
     entity_key(k, sizeof(k), "GHOST", ":applied");
-    entity_key(ko, sizeof(ko), "GHOST", ":applied_order");
     assert_in_range(rint_cmd("PTTL %s", k), 1, 2000);
-    assert_in_range(rint_cmd("PTTL %s", ko), 1, 2000);
     entity_key(ko, sizeof(ko), "GHOST", "");
     assert_int_equal(rint_cmd("EXISTS %s", ko), 0);
 
@@ -1487,9 +1488,7 @@ static void test_ttl_override(void **state)
     apply_chain(s, "REAL", 0, 1, rev, PL_APPLY_OK); /* ttl 1 h */
     reject(s, "REAL", "e-refused", rev, 2000);
     entity_key(k, sizeof(k), "REAL", ":applied");
-    entity_key(ko, sizeof(ko), "REAL", ":applied_order");
     assert_in_range(rint_cmd("PTTL %s", k), 3500000, 3600000);
-    assert_in_range(rint_cmd("PTTL %s", ko), 3500000, 3600000);
     assert_int_equal(rint_cmd("HEXISTS %s e-refused", k), 1);
 
     /* and a short one grows when the entity is then written */
