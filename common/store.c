@@ -335,37 +335,53 @@ static const char complete_lua[] =
 #define CONNECT_TIMEOUT_MS 2000
 #define REPLY_TIMEOUT_MS 10000
 
-/* KEYS: <p>{stats} (the figures), <p>{stats}:folded (slot -> the highest
- * sequence number folded).  ARGV: groups of slot, n, then n pairs of
- * sequence number and delta ("field\tinc\n"...).  Adds each delta whose
- * number is above the slot's mark, raises the mark; a field that comes to
- * 0 is deleted (the hash stays as small as the figures).  Returns {slot,
- * its mark now, ...}. */
+/* KEYS: <p>{stats} (the figures), <p>{stats}:folded (slot -> "<mark>" or
+ * "<mark>,<seq>,<seq>...": every delta of the slot numbered up to the mark
+ * is folded, and so are the ones listed above it).  ARGV: groups of slot,
+ * n, then n pairs of sequence number and delta ("field\tinc\n"...).  Adds
+ * each delta not folded yet, and raises the mark over every number folded
+ * without a gap.  A delta numbered above one not folded yet (another
+ * worker's, in the same slot, whose fold has not come) is listed, so that
+ * the other one still counts when it comes.  A field that comes to 0 is
+ * deleted (the hash stays as small as the figures).  Returns {slot, its
+ * mark now, ...}. */
 static const char fold_lua[] =
-    "local i, added, marks = 1, 0, {}\n"
+    "local i, marks = 1, {}\n"
     "while i <= #ARGV do\n"
     "  local slot, n = ARGV[i], tonumber(ARGV[i + 1])\n"
     "  i = i + 2\n"
-    "  local mark = tonumber(redis.call('HGET', KEYS[2], slot) or '0')\n"
-    "  local top = mark\n"
+    "  local was = redis.call('HGET', KEYS[2], slot) or '0'\n"
+    "  local mark, done = nil, {}\n"
+    "  for x in string.gmatch(was, '%d+') do\n"
+    "    if mark then done[tonumber(x)] = true else mark = tonumber(x) end\n"
+    "  end\n"
     "  for r = 1, n do\n"
     "    local seq = tonumber(ARGV[i])\n"
-    "    if seq > mark then\n"
+    "    if seq > mark and not done[seq] then\n"
     "      for f, v in string.gmatch(ARGV[i + 1], '([^\\t\\n]+)\\t(-?%d+)') do\n"
     "        if redis.call('HINCRBY', KEYS[1], f, v) == 0 then\n"
     "          redis.call('HDEL', KEYS[1], f)\n"
     "        end\n"
     "      end\n"
-    "      added = added + 1\n"
-    "      if seq > top then top = seq end\n"
+    "      done[seq] = true\n"
     "    end\n"
     "    i = i + 2\n"
     "  end\n"
-    "  if top > mark then\n"
-    "    redis.call('HSET', KEYS[2], slot, string.format('%d', top))\n"
+    "  while done[mark + 1] do\n"
+    "    done[mark + 1] = nil\n"
+    "    mark = mark + 1\n"
     "  end\n"
+    "  local now = {string.format('%d', mark)}\n"
+    "  local above = {}\n"
+    "  for x in pairs(done) do\n"
+    "    if x > mark then above[#above + 1] = x end\n"
+    "  end\n"
+    "  table.sort(above)\n"
+    "  for _, x in ipairs(above) do now[#now + 1] = string.format('%d', x) end\n"
+    "  now = table.concat(now, ',')\n"
+    "  if now ~= was then redis.call('HSET', KEYS[2], slot, now) end\n"
     "  marks[#marks + 1] = tonumber(slot)\n"
-    "  marks[#marks + 1] = top\n"
+    "  marks[#marks + 1] = mark\n"
     "end\n"
     "return marks\n";
 

@@ -1448,6 +1448,75 @@ static void test_history_and_applied_bounds(void **state)
     pl_store_destroy(s);
 }
 
+/* One applied op for deal `id` with an analytics delta; its sequence
+ * number. */
+static int64_t apply_delta(pl_store_t *s, const char *id, const char *delta)
+{
+    pl_store_apply_t op;
+    pl_fields_t set = {0};
+    char err[512] = "", eid[64], rev[PL_REV_LEN + 1];
+    int64_t seq;
+
+    snprintf(eid, sizeof(eid), "e-%s", id);
+    pl_store_next_rev("", eid, rev);
+    assert_int_equal(pl_fields_set(&set, "rev", rev), 0);
+    memset(&op, 0, sizeof(op));
+    op.kind = "deal";
+    op.id = id;
+    op.event_id = eid;
+    op.expected_rev = "";
+    op.set = &set;
+    op.outcome = "o";
+    op.outcome_len = 1;
+    op.stats = delta;
+    op.stats_len = strlen(delta);
+    if (pl_store_apply(s, &op, 1, DAY, err, sizeof(err)))
+        fail_msg("apply: %s", err);
+    assert_int_equal(op.result, PL_APPLY_OK);
+    seq = op.stats_seq;
+    pl_store_apply_clear(&op);
+    pl_fields_clear(&set);
+    return seq;
+}
+
+/* Two workers write deltas into one slot (two deals of that slot) and
+ * fold them from memory in the other order: both count, once.  Before,
+ * the second fold found the mark above its delta and dropped it. */
+static void test_fold_out_of_order(void **state)
+{
+    pl_store_t *s = store_open();
+    char x[32] = "FO-0", y[32], err[512] = "";
+    int slot = pl_store_entity_slot("deal", x), i = 1;
+    int64_t sx, sy;
+    pl_fields_t figs = {0};
+    const char *dx = "t|fold\t1\n", *dy = "t|fold\t10\n";
+
+    (void)state;
+    do
+        snprintf(y, sizeof(y), "FO-%d", i++);
+    while (pl_store_entity_slot("deal", y) != slot);
+    sx = apply_delta(s, x, dx);
+    sy = apply_delta(s, y, dy);
+    assert_int_equal(sy, sx + 1);
+    /* y's worker folds first, then x's; then y's again (a retry) */
+    assert_int_equal(
+        pl_store_stats_fold_deltas(s, &slot, &sy, &dy, 1, err, sizeof(err)),
+        0);
+    assert_int_equal(
+        pl_store_stats_fold_deltas(s, &slot, &sx, &dx, 1, err, sizeof(err)),
+        0);
+    assert_int_equal(
+        pl_store_stats_fold_deltas(s, &slot, &sy, &dy, 1, err, sizeof(err)),
+        0);
+    /* and the slot's list, as a redelivery's duplicate folds it */
+    assert_int_equal(pl_store_stats_fold(s, &slot, 1, err, sizeof(err)), 0);
+    assert_int_equal(pl_store_stats_read(s, &figs, err, sizeof(err)), 0);
+    assert_non_null(pl_fields_get(&figs, "t|fold"));
+    assert_string_equal(pl_fields_get(&figs, "t|fold"), "11");
+    pl_fields_clear(&figs);
+    pl_store_destroy(s);
+}
+
 /* A rejection (set NULL) with its own ttl_ms */
 static void reject(pl_store_t *s, const char *id, const char *event_id,
                    const char *rev, int64_t ttl_ms)
@@ -1621,6 +1690,7 @@ int main(void)
         cmocka_unit_test(test_apply_per_key_errors),
         cmocka_unit_test(test_history_and_applied_bounds),
         cmocka_unit_test(test_ttl_override),
+        cmocka_unit_test(test_fold_out_of_order),
         cmocka_unit_test(test_connect_errors),
         cmocka_unit_test(test_acl_users),
     };
