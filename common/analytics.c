@@ -253,6 +253,29 @@ int pl_analytics_stage_move(const pl_rules_t *r, const char *owner,
     return 0;
 }
 
+static bool same_str(const char *a, const char *b)
+{
+    return a == b || (a && b && !strcmp(a, b));
+}
+
+/* True when cur and next contribute the same to the figures (an activity,
+ * a rename...): their contributions would cancel out, line by line. */
+static bool same_contrib(const pl_rules_t *r, const pl_deal_state_t *cur,
+                         const pl_deal_state_t *next)
+{
+    int sc = -1, sn = -1;
+    bool oc = deal_open(r, cur, &sc), on = deal_open(r, next, &sn);
+    if (!oc && !on)
+        return true;
+    return oc == on && sc == sn && same_str(cur->owner, next->owner) &&
+           same_str(cur->currency, next->currency) &&
+           cur->has_close_date == next->has_close_date &&
+           (!cur->has_close_date ||
+            cur->expected_close_date == next->expected_close_date) &&
+           cur->has_amount == next->has_amount &&
+           (!cur->has_amount || cur->amount == next->amount);
+}
+
 int pl_analytics_deal_delta(const pl_rules_t *r, const pl_deal_state_t *cur,
                             const pl_deal_state_t *next,
                             const pl_deal_outcome_t *oc, const pl_event_t *ev,
@@ -260,8 +283,9 @@ int pl_analytics_deal_delta(const pl_rules_t *r, const pl_deal_state_t *cur,
 {
     if (oc->verdict != PL_DEAL_APPLIED)
         return 0;
-    if (pl_analytics_deal_contrib(r, cur, -1, d) ||
-        pl_analytics_deal_contrib(r, next, +1, d))
+    if (!same_contrib(r, cur, next) &&
+        (pl_analytics_deal_contrib(r, cur, -1, d) ||
+         pl_analytics_deal_contrib(r, next, +1, d)))
         return -1;
     if (!oc->stage_changed)
         return 0;

@@ -9,10 +9,20 @@
 #include "codec.h"
 
 #include <errno.h>
-#include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The activities seen, as a comma list ("call,demo"). */
+static void activities_text(uint32_t bits, char *acts, size_t size)
+{
+    size_t n = 0;
+    acts[0] = '\0';
+    for (int a = 0; a < PL_ACT__COUNT; a++)
+        if (bits & (1u << a))
+            n += (size_t)snprintf(acts + n, size - n, "%s%s", n ? "," : "",
+                                  pl_activity_name((pl_activity_t)a));
+}
 
 static bool str_changed(const char *was, const char *now)
 {
@@ -59,12 +69,9 @@ int pl_deal_to_fields_diff(const pl_deal_state_t *prev,
             return -1;
     }
     if (prev->activities != st->activities) {
-        pl_fields_t all = {0};
-        int r = pl_deal_to_fields(st, rev, &all) ||
-                pl_fields_set(out, "activities",
-                              pl_fields_get(&all, "activities"));
-        pl_fields_clear(&all);
-        return r ? -1 : 0;
+        char acts[256];
+        activities_text(st->activities, acts, sizeof(acts));
+        return pl_fields_set(out, "activities", acts);
     }
     return 0;
 }
@@ -73,7 +80,6 @@ int pl_deal_to_fields(const pl_deal_state_t *st, const char *rev,
                       pl_fields_t *out)
 {
     char buf[64], acts[256];
-    size_t n = 0;
 
     if (pl_fields_set_opt(out, "deal_id", st->deal_id) ||
         pl_fields_set_opt(out, "lead_id", st->lead_id) ||
@@ -95,13 +101,7 @@ int pl_deal_to_fields(const pl_deal_state_t *st, const char *rev,
         if (pl_fields_set(out, "expected_close_date", buf))
             return -1;
     }
-    acts[0] = '\0';
-    for (int a = 0; a < PL_ACT__COUNT; a++) {
-        if (st->activities & (1u << a))
-            n += (size_t)snprintf(acts + n, sizeof(acts) - n, "%s%s",
-                                  n ? "," : "",
-                                  pl_activity_name((pl_activity_t)a));
-    }
+    activities_text(st->activities, acts, sizeof(acts));
     return pl_fields_set(out, "activities", acts);
 }
 
@@ -152,34 +152,117 @@ int pl_deal_from_fields(const pl_fields_t *f, pl_deal_state_t *st,
     return 0;
 }
 
+/* ---- a JSON object written straight into a buffer (the history entry,
+ * once per stage change: no jansson tree).  Strings are escaped as
+ * jansson's json_dumps does (", \, the short escapes, other control
+ * characters as \u00XX; UTF-8 as is), so the text is the same. */
+
+typedef struct jw_s {
+    char *b;
+    size_t n, cap;
+    bool oom;
+} jw_t;
+
+static void jw_raw(jw_t *w, const char *p, size_t len)
+{
+    if (w->oom)
+        return;
+    if (w->n + len + 1 > w->cap) {
+        size_t cap = w->cap ? w->cap * 2 : 256;
+        while (cap < w->n + len + 1)
+            cap *= 2;
+        char *b = realloc(w->b, cap);
+        if (!b) {
+            w->oom = true;
+            return;
+        }
+        w->b = b;
+        w->cap = cap;
+    }
+    memcpy(w->b + w->n, p, len);
+    w->n += len;
+    w->b[w->n] = '\0';
+}
+
+static void jw_str(jw_t *w, const char *s)
+{
+    const char *run = s;
+    jw_raw(w, "\"", 1);
+    for (; *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        char esc[8];
+        const char *e = NULL;
+        if (c == '"')
+            e = "\\\"";
+        else if (c == '\\')
+            e = "\\\\";
+        else if (c == '\b')
+            e = "\\b";
+        else if (c == '\f')
+            e = "\\f";
+        else if (c == '\n')
+            e = "\\n";
+        else if (c == '\r')
+            e = "\\r";
+        else if (c == '\t')
+            e = "\\t";
+        else if (c < 0x20) {
+            snprintf(esc, sizeof(esc), "\\u%04X", c);
+            e = esc;
+        }
+        if (e) {
+            jw_raw(w, run, (size_t)(s - run));
+            jw_raw(w, e, strlen(e));
+            run = s + 1;
+        }
+    }
+    jw_raw(w, run, (size_t)(s - run));
+    jw_raw(w, "\"", 1);
+}
+
+/* ,"key":"value" (the first without the comma) */
+static void jw_kv(jw_t *w, const char *k, const char *v)
+{
+    jw_raw(w, w->n > 1 ? "," : "", w->n > 1 ? 1 : 0);
+    jw_str(w, k);
+    jw_raw(w, ":", 1);
+    jw_str(w, v);
+}
+
 char *pl_deal_history_entry(const pl_deal_outcome_t *out,
                             const pl_event_t *ev,
                             const pl_deal_state_t *next)
 {
-    char at[40], amount[PL_AMOUNT_BUFSZ];
-    char *s;
-    json_t *o;
+    char at[40], num[32];
+    jw_t w = {0};
 
-    pl_time_format_rfc3339(ev->occurred_at, at, sizeof(at));
-    o = json_pack("{s:s, s:s, s:s, s:s}", "from", out->from_stage, "to",
-                  out->to_stage, "at", at, "event_id", ev->event_id);
-    if (!o)
+    if (!ev->event_id)
         return NULL;
+    pl_time_format_rfc3339(ev->occurred_at, at, sizeof(at));
+    jw_raw(&w, "{", 1);
+    jw_kv(&w, "from", out->from_stage);
+    jw_kv(&w, "to", out->to_stage);
+    jw_kv(&w, "at", at);
+    jw_kv(&w, "event_id", ev->event_id);
     if (next) {
         if (next->owner)
-            json_object_set_new(o, "owner", json_string(next->owner));
-        json_object_set_new(o, "seconds",
-                            json_integer(out->seconds_in_previous_stage));
+            jw_kv(&w, "owner", next->owner);
+        snprintf(num, sizeof(num), ",\"seconds\":%lld",
+                 (long long)out->seconds_in_previous_stage);
+        jw_raw(&w, num, strlen(num));
         if (next->has_amount) {
-            pl_amount_format(next->amount, amount, sizeof(amount));
-            json_object_set_new(o, "amount", json_string(amount));
+            pl_amount_format(next->amount, num, sizeof(num));
+            jw_kv(&w, "amount", num);
         }
         if (next->currency)
-            json_object_set_new(o, "currency", json_string(next->currency));
+            jw_kv(&w, "currency", next->currency);
     }
-    s = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    json_decref(o);
-    return s;
+    jw_raw(&w, "}", 1);
+    if (w.oom) {
+        free(w.b);
+        return NULL;
+    }
+    return w.b;
 }
 
 int pl_deal_derived(const pl_rules_t *r, const pl_event_t *in,

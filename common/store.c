@@ -70,8 +70,8 @@
  * newest history_max entries (LTRIM after the RPUSH); once :applied holds
  * more than applied_max ids, the oldest (smallest n) are forgotten down to
  * applied_max - applied_max/8, so that the HGETALL this takes comes once
- * in applied_max/8 applies.  Steady state: one HINCRBY and one HLEN per
- * apply. */
+ * in applied_max/8 applies.  One HINCRBY per apply, and an HLEN once the
+ * entity has had more than applied_max records. */
 static const char apply_lua[] =
     "local function wrong(k, want)\n"
     "  return {3, 'WRONGTYPE ' .. k .. ' is a ' ..\n"
@@ -150,12 +150,12 @@ static const char apply_lua[] =
     "    if not is(K6, 'list') then return wrong(K6, 'list') end\n"
     "    if not is(K7, 'string') then return wrong(K7, 'string') end\n"
     "  end\n"
-    "  local n = ''\n"
+    "  local n, num = '', 0\n"
     "  if amax > 0 then\n"
-    "    n = redis.pcall('HINCRBY', K2, '', 1)\n"
-    "    if type(n) == 'table' then return {3, 'ERR ' .. K2 .. ': ' ..\n"
-    "                                        n['err']} end\n"
-    "    n = n .. '|'\n"
+    "    num = redis.pcall('HINCRBY', K2, '', 1)\n"
+    "    if type(num) == 'table' then return {3, 'ERR ' .. K2 .. ': ' ..\n"
+    "                                          num['err']} end\n"
+    "    n = num .. '|'\n"
     "  end\n"
     "  if nset > 0 then\n"
     "    redis.call('HSET', K1, unpack(ARGV, a + 10, a + 9 + 2*nset))\n"
@@ -185,9 +185,8 @@ static const char apply_lua[] =
     "  end\n"
     "  for j = iblank + 1, iblank + nblank do blank(K2, ARGV[j]) end\n"
     "  redis.call('HSET', K2, id, n .. ARGV[a + 3])\n"
-    "  if amax > 0 then\n"
-    "    local len = redis.call('HLEN', K2) - 1\n"
-    "    if len > amax then forget(K2, amax - math.floor(amax / 8), id) end\n"
+    "  if num > amax and redis.call('HLEN', K2) - 1 > amax then\n"
+    "    forget(K2, amax - math.floor(amax / 8), id)\n"
     "  end\n"
     "  if ARGV[a + 5] == 'max' then\n"
     "    local cur = redis.call('PTTL', K2)\n"
@@ -337,35 +336,65 @@ static const char complete_lua[] =
 
 /* KEYS: <p>{stats} (the figures), <p>{stats}:folded (slot -> "<mark>" or
  * "<mark>,<seq>,<seq>...": every delta of the slot numbered up to the mark
- * is folded, and so are the ones listed above it).  ARGV: groups of slot,
- * n, then n pairs of sequence number and delta ("field\tinc\n"...).  Adds
- * each delta not folded yet, and raises the mark over every number folded
- * without a gap.  A delta numbered above one not folded yet (another
+ * is folded, and so are the ones listed above it).  ARGV: the sum of the
+ * deltas ("" for none, below), then groups of slot, n, then n pairs of
+ * sequence number and delta ("field\tinc\n"...).  Adds each delta not
+ * folded yet (with the sum: the sum once, the deltas then being "", when
+ * no delta of the call is folded yet, else nothing and returns {-1}: the
+ * caller sends the deltas one by one), and raises the mark over every
+ * number folded without a gap.  A delta numbered above one not folded yet (another
  * worker's, in the same slot, whose fold has not come) is listed, so that
  * the other one still counts when it comes.  A field that comes to 0 is
  * deleted (the hash stays as small as the figures).  Returns {slot, its
  * mark now, ...}. */
 static const char fold_lua[] =
-    "local i, marks = 1, {}\n"
-    "while i <= #ARGV do\n"
-    "  local slot, n = ARGV[i], tonumber(ARGV[i + 1])\n"
-    "  i = i + 2\n"
-    "  local was = redis.call('HGET', KEYS[2], slot) or '0'\n"
-    "  local mark, done = nil, {}\n"
-    "  for x in string.gmatch(was, '%d+') do\n"
-    "    if mark then done[tonumber(x)] = true else mark = tonumber(x) end\n"
+    "local function add(d)\n"
+    "  for f, v in string.gmatch(d, '([^\\t\\n]+)\\t(-?%d+)') do\n"
+    "    if redis.call('HINCRBY', KEYS[1], f, v) == 0 then\n"
+    "      redis.call('HDEL', KEYS[1], f)\n"
+    "    end\n"
     "  end\n"
-    "  for r = 1, n do\n"
-    "    local seq = tonumber(ARGV[i])\n"
+    "end\n"
+    "local sum, i, groups, marks, slots = ARGV[1], 2, {}, {}, {}\n"
+    "while i <= #ARGV do\n"
+    "  local g = {slot = ARGV[i], n = tonumber(ARGV[i + 1]), at = i + 2,\n"
+    "             done = {}}\n"
+    "  groups[#groups + 1] = g\n"
+    "  slots[#slots + 1] = g.slot\n"
+    "  i = g.at + 2 * g.n\n"
+    "end\n"
+    "for c = 1, #slots, 1000 do\n"
+    "  local was = redis.call('HMGET', KEYS[2],\n"
+    "                         unpack(slots, c, math.min(c + 999, #slots)))\n"
+    "  for k = 1, #was do\n"
+    "    local g = groups[c + k - 1]\n"
+    "    g.was = was[k] or '0'\n"
+    "    for x in string.gmatch(g.was, '%d+') do\n"
+    "      if g.mark then g.done[tonumber(x)] = true\n"
+    "      else g.mark = tonumber(x) end\n"
+    "    end\n"
+    "  end\n"
+    "end\n"
+    "if sum ~= '' then\n"
+    "  for _, g in ipairs(groups) do\n"
+    "    local seen = {}\n"
+    "    for r = 0, g.n - 1 do\n"
+    "      local seq = tonumber(ARGV[g.at + 2 * r])\n"
+    "      if seq <= g.mark or g.done[seq] or seen[seq] then return {-1} end\n"
+    "      seen[seq] = true\n"
+    "    end\n"
+    "  end\n"
+    "  add(sum)\n"
+    "end\n"
+    "local changed = {}\n"
+    "for _, g in ipairs(groups) do\n"
+    "  local mark, done = g.mark, g.done\n"
+    "  for r = 0, g.n - 1 do\n"
+    "    local seq = tonumber(ARGV[g.at + 2 * r])\n"
     "    if seq > mark and not done[seq] then\n"
-    "      for f, v in string.gmatch(ARGV[i + 1], '([^\\t\\n]+)\\t(-?%d+)') do\n"
-    "        if redis.call('HINCRBY', KEYS[1], f, v) == 0 then\n"
-    "          redis.call('HDEL', KEYS[1], f)\n"
-    "        end\n"
-    "      end\n"
+    "      if sum == '' then add(ARGV[g.at + 2 * r + 1]) end\n"
     "      done[seq] = true\n"
     "    end\n"
-    "    i = i + 2\n"
     "  end\n"
     "  while done[mark + 1] do\n"
     "    done[mark + 1] = nil\n"
@@ -379,9 +408,16 @@ static const char fold_lua[] =
     "  table.sort(above)\n"
     "  for _, x in ipairs(above) do now[#now + 1] = string.format('%d', x) end\n"
     "  now = table.concat(now, ',')\n"
-    "  if now ~= was then redis.call('HSET', KEYS[2], slot, now) end\n"
-    "  marks[#marks + 1] = tonumber(slot)\n"
+    "  if now ~= g.was then\n"
+    "    changed[#changed + 1] = g.slot\n"
+    "    changed[#changed + 1] = now\n"
+    "  end\n"
+    "  marks[#marks + 1] = tonumber(g.slot)\n"
     "  marks[#marks + 1] = mark\n"
+    "end\n"
+    "for c = 1, #changed, 1000 do\n"
+    "  redis.call('HSET', KEYS[2],\n"
+    "             unpack(changed, c, math.min(c + 999, #changed)))\n"
     "end\n"
     "return marks\n";
 
@@ -424,6 +460,7 @@ struct pl_store_s {
     char due_sha[41];
     int64_t *marks; /* PL_SLOTS analytics fold marks as last seen (made on
                        the first fold): the applies pop what is folded */
+    int64_t *trimmed; /* PL_SLOTS: the mark last passed to an apply */
     int64_t redis_ms, redis_at; /* Redis's clock as last read (TIME in a
                                    script) and our monotonic ms then */
     char claim1_sha[41];
@@ -623,6 +660,7 @@ void pl_store_destroy(pl_store_t *s)
         free(s->shards[i]);
     free(s->shards);
     free(s->marks);
+    free(s->trimmed);
     free(s->nodes);
     free(s->username);
     if (s->password) /* not left behind in freed memory */
@@ -1168,7 +1206,15 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         for (size_t i = 0; i < nrem; i++)
             resp_str(&r, op->timers_remove->items[i]);
         resp_bulk(&r, op->stats ? op->stats : "", op->stats ? op->stats_len : 0);
-        resp_int(&r, s->marks ? s->marks[op->slot] : 0);
+        /* the fold mark, for popping the folded deltas: only when it
+         * moved since this store last passed it for the slot (else the
+         * script looks at the list's head for nothing) */
+        if (s->marks && s->trimmed && s->marks[op->slot] > s->trimmed[op->slot]) {
+            resp_int(&r, s->marks[op->slot]);
+            s->trimmed[op->slot] = s->marks[op->slot];
+        } else {
+            resp_int(&r, 0);
+        }
         resp_int(&r, (int64_t)op->nblank);
         for (size_t i = 0; i < op->nblank; i++)
             resp_str(&r, op->blank[i]);
@@ -1582,6 +1628,8 @@ static void bad_shard(pl_store_t *s, const char *text)
 static int index_scanned(pl_store_t *s, int from, int to, char *errstr,
                          size_t errstr_size);
 static char *due_key(const pl_store_t *s);
+static int add_index(pl_store_t *s, const char *kidx, const int *slots,
+                     const int64_t *scores, size_t n);
 
 int pl_store_claim_timers(pl_store_t *s, int from, int to, int shards_per_call,
                           int64_t lease_ms, int per_shard, pl_claim_t **claims,
@@ -2088,10 +2136,95 @@ typedef struct {
  * <p>{stats}: the wins of converted deals resolved to their leads' sources,
  * then one script call on the {stats} slot; the slots' marks it returns are
  * remembered (s->marks) for the next applies to trim by.  0, -1, -2. */
+/* One "field\tinc" line of a delta, for summing. */
+typedef struct {
+    const char *f;
+    size_t len;
+    long long v;
+} delta_line_t;
+
+static int cmp_delta_line(const void *a, const void *b)
+{
+    const delta_line_t *x = a, *y = b;
+    int c = memcmp(x->f, y->f, x->len < y->len ? x->len : y->len);
+    return c ? c : (x->len > y->len) - (x->len < y->len);
+}
+
+/* The sum of n deltas, one "field\tinc\n" line per field (fields summing
+ * to 0 left out): malloc'ed; NULL on OOM, on a line that is not
+ * "field\tinteger", or on an overflow (the caller folds the deltas one by
+ * one then). */
+static char *sum_deltas(const char *const *recs, size_t n)
+{
+    delta_line_t *l = NULL;
+    size_t nl = 0, cap = 0, out = 0;
+    char *text = NULL;
+
+    for (size_t i = 0; i < n; i++) {
+        for (const char *p = recs[i]; *p;) {
+            const char *nl_ = strchr(p, '\n'), *tab;
+            size_t len = nl_ ? (size_t)(nl_ - p) : strlen(p);
+            char *end;
+            long long v;
+            if (!len) {
+                p += nl_ ? 1 : 0;
+                continue;
+            }
+            if (!(tab = memchr(p, '\t', len)) || tab == p)
+                goto fail;
+            errno = 0;
+            v = strtoll(tab + 1, &end, 10);
+            if (errno || end != p + len)
+                goto fail;
+            if (nl == cap) {
+                size_t c = cap ? cap * 2 : 256;
+                delta_line_t *m = realloc(l, c * sizeof(*m));
+                if (!m)
+                    goto fail;
+                l = m;
+                cap = c;
+            }
+            l[nl++] = (delta_line_t){p, (size_t)(tab - p), v};
+            p += len + (nl_ ? 1 : 0);
+        }
+    }
+    qsort(l, nl, sizeof(*l), cmp_delta_line);
+    for (size_t i = 0, j; i < nl; i = j) {
+        long long sum = l[i].v;
+        for (j = i + 1; j < nl && !cmp_delta_line(&l[i], &l[j]); j++)
+            if (__builtin_add_overflow(sum, l[j].v, &sum))
+                goto fail;
+        l[i].v = sum;
+        out += l[i].len + 24;
+    }
+    if (!(text = malloc(out + 1)))
+        goto fail;
+    out = 0;
+    for (size_t i = 0, j; i < nl; i = j) {
+        for (j = i + 1; j < nl && !cmp_delta_line(&l[i], &l[j]); j++)
+            ;
+        if (l[i].v)
+            out += (size_t)sprintf(text + out, "%.*s\t%lld\n",
+                                   (int)l[i].len, l[i].f, l[i].v);
+    }
+    text[out] = '\0';
+    free(l);
+    return text;
+fail:
+    free(l);
+    free(text);
+    return NULL;
+}
+
+/* Fold the records (pending deltas, by slot) into the figures; with the
+ * due index's nt slots lowered in the same round trip (tslots, tscores). */
 static int fold_records(pl_store_t *s, const fold_slot_t *fs, size_t nfs,
                         const char *const *recs, const long long *seqs,
-                        size_t nrec, char *errstr, size_t errstr_size)
+                        size_t nrec, bool summed, const int *tslots,
+                        const int64_t *tscores, size_t nt, char *errstr,
+                        size_t errstr_size)
 {
+    char *sum = NULL, *kidx = nt ? due_key(s) : NULL;
     char **bodies = NULL, **leads = NULL, **sources = NULL;
     size_t nleads = 0;
     char *kfig = figures_key(s, ""), *kfold = figures_key(s, ":folded");
@@ -2099,7 +2232,9 @@ static int fold_records(pl_store_t *s, const fold_slot_t *fs, size_t nfs,
     size_t *lens = NULL;
     int r = -1, t;
 
-    if (!kfig || !kfold)
+    if (!kfig || !kfold || (nt && !kidx))
+        goto oom;
+    if (!s->trimmed && !(s->trimmed = calloc(PL_SLOTS, sizeof(*s->trimmed))))
         goto oom;
     if (!s->marks && !(s->marks = calloc(PL_SLOTS, sizeof(*s->marks))))
         goto oom;
@@ -2184,9 +2319,13 @@ static int fold_records(pl_store_t *s, const fold_slot_t *fs, size_t nfs,
             goto oom;
         }
     }
-    /* 3. fold: one script call on the {stats} slot */
-    {
-        size_t argc = 5 + 2 * nfs + 2 * nrec, i = 0;
+    /* 3. fold: one script call on the {stats} slot; with their sum when
+     * the deltas are new (summed: folded from memory), else (or when the
+     * script finds one folded already) one by one */
+    if (summed && nrec > 1)
+        sum = sum_deltas(bodies ? (const char *const *)bodies : recs, nrec);
+again: {
+        size_t argc = 6 + 2 * nfs + 2 * nrec, i = 0;
         char (*nums)[24] = calloc(2 * nfs + nrec, sizeof(*nums));
         size_t inum = 0;
         if (!nums || !(argv = malloc(argc * sizeof(*argv))) ||
@@ -2200,6 +2339,7 @@ static int fold_records(pl_store_t *s, const fold_slot_t *fs, size_t nfs,
         ARGS("2");
         ARGS(kfig);
         ARGS(kfold);
+        ARGS(sum ? sum : "");
         for (size_t f = 0; f < nfs; f++) {
             snprintf(nums[inum], sizeof(nums[inum]), "%d", fs[f].slot);
             ARGS(nums[inum++]);
@@ -2208,13 +2348,14 @@ static int fold_records(pl_store_t *s, const fold_slot_t *fs, size_t nfs,
             for (size_t e = fs[f].first; e < fs[f].first + fs[f].n; e++) {
                 snprintf(nums[inum], sizeof(nums[inum]), "%lld", seqs[e]);
                 ARGS(nums[inum++]);
-                ARGS(bodies ? bodies[e] : recs[e]);
+                ARGS(sum ? "" : bodies ? bodies[e] : recs[e]);
             }
         }
 #undef ARGS
         for (int pass = 0;; pass++) {
             begin(s);
-            if (add_keyed(s, 3, (int)i, argv, lens)) {
+            if (add_keyed(s, 3, (int)i, argv, lens) ||
+                (nt && add_index(s, kidx, tslots, tscores, nt))) {
                 free(nums);
                 goto oom;
             }
@@ -2226,12 +2367,25 @@ static int fold_records(pl_store_t *s, const fold_slot_t *fs, size_t nfs,
             r = t > 0 ? -1 : t;
             goto out;
         }
-        if (reply(s, 0)->type == REDIS_REPLY_ERROR) {
-            r = error_reply(s, reply(s, 0), "fold script", errstr,
-                            errstr_size) == -2
-                    ? -2
-                    : -1;
-            goto out;
+        for (size_t k = 0; k < pl_cluster_pipeline_count(s->p); k++) {
+            if (reply(s, k)->type == REDIS_REPLY_ERROR) {
+                r = error_reply(s, reply(s, k),
+                                k ? "ZADD" : "fold script", errstr,
+                                errstr_size) == -2
+                        ? -2
+                        : -1;
+                goto out;
+            }
+        }
+        if (sum && reply(s, 0)->type == REDIS_REPLY_ARRAY &&
+            reply(s, 0)->elements == 1) { /* {-1}: one by one */
+            free(sum);
+            sum = NULL;
+            free(argv);
+            free(lens);
+            argv = NULL;
+            lens = NULL;
+            goto again;
         }
     }
     {
@@ -2265,6 +2419,8 @@ out:
     free(lens);
     free(kfig);
     free(kfold);
+    free(kidx);
+    free(sum);
     return r;
 }
 
@@ -2337,8 +2493,8 @@ static int fold_round(pl_store_t *s, const int *slots, size_t n, bool *more,
         goto out;
     }
     /* 2, 3: resolve the wins' sources and fold */
-    if ((r = fold_records(s, fs, nfs, (const char *const *)recs, seqs,
-                          nrec, errstr, errstr_size)))
+    if ((r = fold_records(s, fs, nfs, (const char *const *)recs, seqs, nrec,
+                          false, NULL, NULL, 0, errstr, errstr_size)))
         goto out;
     /* 4. trim what is folded, slot by slot */
     for (int pass = 0;; pass++) {
@@ -2650,22 +2806,12 @@ out:
     return r;
 }
 
-int pl_store_timer_index(pl_store_t *s, const int *slots,
-                         const int64_t *scores, size_t n, char *errstr,
-                         size_t errstr_size)
+/* ZADD LT of the due index: slots[i] lowered to scores[i], 500 a command.
+ * 0 or -1 (OOM). */
+static int add_index(pl_store_t *s, const char *kidx, const int *slots,
+                     const int64_t *scores, size_t n)
 {
-    char *kidx;
-    int r;
-
-    if (!n)
-        return 0;
-    if ((r = pl_store_connect(s, errstr, errstr_size)))
-        return r;
-    if (!(kidx = due_key(s))) {
-        snprintf(errstr, errstr_size, "out of memory");
-        return -1;
-    }
-    begin(s);
+    int r = 0;
     for (size_t i = 0; i < n && !r; i += 500) {
         size_t k = n - i < 500 ? n - i : 500, a = 0;
         const char **argv = malloc((3 + 2 * k) * sizeof(*argv));
@@ -2688,6 +2834,26 @@ int pl_store_timer_index(pl_store_t *s, const int *slots,
         free(argv);
         free(num);
     }
+    return r;
+}
+
+int pl_store_timer_index(pl_store_t *s, const int *slots,
+                         const int64_t *scores, size_t n, char *errstr,
+                         size_t errstr_size)
+{
+    char *kidx;
+    int r;
+
+    if (!n)
+        return 0;
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        return r;
+    if (!(kidx = due_key(s))) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    begin(s);
+    r = add_index(s, kidx, slots, scores, n);
     free(kidx);
     if (r) {
         snprintf(errstr, errstr_size, "out of memory");
@@ -3011,6 +3177,15 @@ int pl_store_stats_fold_deltas(pl_store_t *s, const int *slots,
                                const int64_t *seqs, const char *const *deltas,
                                size_t n, char *errstr, size_t errstr_size)
 {
+    return pl_store_after_batch(s, slots, seqs, deltas, n, NULL, NULL, 0,
+                                errstr, errstr_size);
+}
+
+int pl_store_after_batch(pl_store_t *s, const int *slots,
+                         const int64_t *seqs, const char *const *deltas,
+                         size_t n, const int *tslots, const int64_t *tscores,
+                         size_t nt, char *errstr, size_t errstr_size)
+{
     mem_delta_t *d = NULL;
     fold_slot_t *fs = NULL;
     const char **recs = NULL;
@@ -3019,7 +3194,8 @@ int pl_store_stats_fold_deltas(pl_store_t *s, const int *slots,
     int r;
 
     if (!n)
-        return 0;
+        return pl_store_timer_index(s, tslots, tscores, nt, errstr,
+                                    errstr_size);
     if ((r = pl_store_connect(s, errstr, errstr_size)))
         return r;
     r = -1;
@@ -3041,7 +3217,9 @@ int pl_store_stats_fold_deltas(pl_store_t *s, const int *slots,
         recs[i] = d[i].delta;
         sq[i] = d[i].seq;
     }
-    r = m ? fold_records(s, fs, nfs, recs, sq, m, errstr, errstr_size) : 0;
+    r = m ? fold_records(s, fs, nfs, recs, sq, m, true, tslots, tscores, nt,
+                         errstr, errstr_size)
+          : pl_store_timer_index(s, tslots, tscores, nt, errstr, errstr_size);
 out:
     free(d);
     free(fs);

@@ -346,6 +346,13 @@ int pl_store_stats_fold_deltas(pl_store_t *s, const int *slots,
                                const int64_t *seqs, const char *const *deltas,
                                size_t n, char *errstr, size_t errstr_size);
 
+/* After an apply batch, in one round trip: pl_store_stats_fold_deltas()
+ * of n deltas and pl_store_timer_index() of nt slots.  0, -1, -2. */
+int pl_store_after_batch(pl_store_t *s, const int *slots,
+                         const int64_t *seqs, const char *const *deltas,
+                         size_t n, const int *tslots, const int64_t *tscores,
+                         size_t nt, char *errstr, size_t errstr_size);
+
 /* The hash slot of an entity's keys ({kind:id}), -1 on OOM. */
 int pl_store_entity_slot(const char *kind, const char *id);
 

@@ -760,8 +760,9 @@ static int publish_outcome(worker_t *w, const rd_kafka_message_t *m,
     char src[300];
     size_t hl;
 
-    if (dup && !len)
-        return 0; /* its input was committed: it was delivered then */
+    if (!len) /* nothing derived; or, for a duplicate, its input was
+                 committed: it was delivered then */
+        return 0;
     nl = memchr(stored, '\n', len);
     int n = snprintf(src, sizeof(src), "%s/%d/%lld",
                      rd_kafka_topic_name(m->rkt), (int)m->partition,
@@ -962,7 +963,11 @@ static int decide(worker_t *w, size_t idx, op_t *op)
         r = dead_letter(w, it->msg, d.poison) ? -1 : 1;
         goto out;
     }
-    if (pack_outcome(it->msg, &d.derived, &op->outcome, &op->outcome_len))
+    /* An event that derives nothing stores no outcome: a redelivery and a
+     * producer's duplicate both publish nothing, so there is nothing to
+     * tell apart (and nothing to drop once committed). */
+    if (d.derived.count &&
+        pack_outcome(it->msg, &d.derived, &op->outcome, &op->outcome_len))
         goto out;
     op->applied = d.applied;
     op->apply.kind = w->kind->entity;
@@ -1124,18 +1129,18 @@ static int after_run(worker_t *w, int64_t *backoff)
             tscores[nt++] = it->tscore;
         }
     }
-    for (int step = 0; step < 3; step++) {
-        while ((r = step == 0   ? (nf ? pl_store_stats_fold_deltas(
-                                            w->store, slots, seqs, deltas, nf,
-                                            err, sizeof(err))
-                                      : 0)
-                    : step == 1 ? (nd ? pl_store_stats_fold(w->store, dslots,
+    /* the fold from memory and the timer index in one round trip, then
+     * (rare) the duplicates' slots from their lists */
+    for (int step = 0; step < 2; step++) {
+        while ((r = step == 0   ? (nf || nt ? pl_store_after_batch(
+                                                  w->store, slots, seqs,
+                                                  deltas, nf, tslots,
+                                                  tscores, nt, err,
+                                                  sizeof(err))
+                                            : 0)
+                                : (nd ? pl_store_stats_fold(w->store, dslots,
                                                             nd, err,
                                                             sizeof(err))
-                                      : 0)
-                                : (nt ? pl_store_timer_index(
-                                            w->store, tslots, tscores, nt,
-                                            err, sizeof(err))
                                       : 0))) {
             if (r == -2) {
                 pl_error("redis: %s; exiting", err);
@@ -1417,7 +1422,8 @@ static int apply_batch(worker_t *w)
             switch (op->apply.result) {
             case PL_APPLY_OK:
                 it->done = true;
-                unblank_push(w, it);
+                if (op->outcome_len)
+                    unblank_push(w, it);
                 if (op->rejected)
                     w->stats.rejected++;
                 else

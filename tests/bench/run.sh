@@ -31,6 +31,9 @@
 #   --perf              record the one-worker run with perf (out/perf.*)
 #   --keep              keep this run's topics and Redis keys
 #
+# PL_BENCH_WORKER_ARGS (e.g. "--set batch.size=1000") is added to the
+# workers' command line, for experiments.
+#
 # It starts (or reuses) the local stack (--cluster: the cluster stack, which
 # it leaves running: deploy/stack.sh cluster stop), builds build-bench/
 # (Release), installs python3-matplotlib for the plot if missing, and then:
@@ -376,7 +379,7 @@ if has_part workers; then
 			--log-dir "$OUT/logs/w$run" "${perf_args[@]}" \
 			--worker "$BUILD/deal_worker" -- \
 			--set kafka.auto.commit.interval.ms=100 \
-			--set redis.wait.replicas="$wr" \
+			--set redis.wait.replicas="$wr" ${PL_BENCH_WORKER_ARGS:-} \
 			>"$PARTS_DIR/workers-$run.json" || rc=$?
 		((rc == 0)) || log "the $run-worker run did not finish cleanly (exit $rc); see $OUT/logs/w$run"
 		# The workers have stopped: what this run left in Redis.

@@ -20,7 +20,7 @@ import unittest
 STORE_TESTS = ["test_claim_uses_redis_time", "test_extend_and_lose_claims",
                "test_apply_per_key_errors",
                "test_history_and_applied_bounds", "test_ttl_override",
-               "test_fold_out_of_order",
+               "test_fold_out_of_order", "test_fold_sum",
                "test_connect_errors", "test_acl_users"]
 
 

@@ -273,6 +273,61 @@ static void test_fields_corrupt(void **state)
 
 /* ---- history ---- */
 
+/* The history entry is written without jansson, byte for byte as
+ * json_dumps(JSON_COMPACT | JSON_PRESERVE_ORDER) wrote it before: quotes,
+ * backslashes, control characters and UTF-8 in the strings. */
+static void test_history_entry_as_jansson(void **state)
+{
+    static const char *const owners[] = {
+        "ana@example.com", "a \"quoted\" \\ name", "tab\there\nnl\r",
+        "ctl\x01\x1f\b\f", "Zoë Ødegård 東京", "/slash/", ""};
+    (void)state;
+    for (size_t i = 0; i < sizeof(owners) / sizeof(*owners); i++) {
+        pl_deal_outcome_t out;
+        pl_event_t ev;
+        pl_deal_state_t next;
+        char *mine, *theirs, at[40], amount[64];
+        json_t *o;
+
+        memset(&out, 0, sizeof(out));
+        snprintf(out.from_stage, sizeof(out.from_stage), "scoping");
+        snprintf(out.to_stage, sizeof(out.to_stage), "proposal");
+        out.seconds_in_previous_stage = 86400 + (int64_t)i;
+        pl_event_init(&ev);
+        assert_int_equal(pl_str_set(&ev.event_id, owners[i]), 0);
+        ev.occurred_at = T0 + 123;
+        pl_deal_state_init(&next);
+        next.exists = true;
+        assert_int_equal(pl_str_set(&next.owner, owners[i]), 0);
+        assert_int_equal(pl_str_set(&next.currency, "EUR"), 0);
+        next.amount = 12345678901LL;
+        next.has_amount = i % 2 == 0;
+
+        pl_time_format_rfc3339(ev.occurred_at, at, sizeof(at));
+        o = json_pack("{s:s, s:s, s:s, s:s}", "from", out.from_stage, "to",
+                      out.to_stage, "at", at, "event_id", ev.event_id);
+        assert_non_null(o);
+        json_object_set_new(o, "owner", json_string(next.owner));
+        json_object_set_new(o, "seconds",
+                            json_integer(out.seconds_in_previous_stage));
+        if (next.has_amount) {
+            pl_amount_format(next.amount, amount, sizeof(amount));
+            json_object_set_new(o, "amount", json_string(amount));
+        }
+        json_object_set_new(o, "currency", json_string(next.currency));
+        theirs = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+        mine = pl_deal_history_entry(&out, &ev, &next);
+        assert_non_null(theirs);
+        assert_non_null(mine);
+        assert_string_equal(mine, theirs);
+        free(mine);
+        free(theirs);
+        json_decref(o);
+        pl_event_clear(&ev);
+        pl_deal_state_clear(&next);
+    }
+}
+
 static void test_history_entry(void **state)
 {
     pl_deal_outcome_t out;
@@ -860,6 +915,7 @@ int main(void)
         cmocka_unit_test(test_fields_absent_deal),
         cmocka_unit_test(test_fields_corrupt),
         cmocka_unit_test(test_history_entry),
+        cmocka_unit_test(test_history_entry_as_jansson),
         cmocka_unit_test(test_derived_stage_changed),
         cmocka_unit_test(test_derived_new_deal),
         cmocka_unit_test(test_derived_rejected),

@@ -1517,6 +1517,41 @@ static void test_fold_out_of_order(void **state)
     pl_store_destroy(s);
 }
 
+/* Deltas folded from memory go as their sum (one HINCRBY per field); a
+ * second fold of the same deltas (a retry) finds them folded and adds
+ * nothing, and a fold mixing new and folded deltas adds only the new. */
+static void test_fold_sum(void **state)
+{
+    pl_store_t *s = store_open();
+    const char *d[3] = {"u|a\t5\nu|b\t1\n", "u|a\t-2\nu|c\t7\n",
+                        "u|b\t-1\nu|d\t4\n"};
+    const char *ids[3] = {"FS-a", "FS-b", "FS-c"};
+    int slots[3];
+    int64_t seqs[3];
+    pl_fields_t figs = {0};
+    char err[512] = "";
+
+    (void)state;
+    for (int i = 0; i < 3; i++) {
+        slots[i] = pl_store_entity_slot("deal", ids[i]);
+        seqs[i] = apply_delta(s, ids[i], d[i]);
+    }
+    for (int round = 0; round < 2; round++)
+        assert_int_equal(pl_store_stats_fold_deltas(s, slots, seqs, d, 2, err,
+                                                    sizeof(err)),
+                         0);
+    assert_int_equal(pl_store_stats_fold_deltas(s, slots, seqs, d, 3, err,
+                                                sizeof(err)),
+                     0);
+    assert_int_equal(pl_store_stats_read(s, &figs, err, sizeof(err)), 0);
+    assert_string_equal(pl_fields_get(&figs, "u|a"), "3");
+    assert_null(pl_fields_get(&figs, "u|b")); /* 1 - 1: deleted */
+    assert_string_equal(pl_fields_get(&figs, "u|c"), "7");
+    assert_string_equal(pl_fields_get(&figs, "u|d"), "4");
+    pl_fields_clear(&figs);
+    pl_store_destroy(s);
+}
+
 /* A rejection (set NULL) with its own ttl_ms */
 static void reject(pl_store_t *s, const char *id, const char *event_id,
                    const char *rev, int64_t ttl_ms)
@@ -1691,6 +1726,7 @@ int main(void)
         cmocka_unit_test(test_history_and_applied_bounds),
         cmocka_unit_test(test_ttl_override),
         cmocka_unit_test(test_fold_out_of_order),
+        cmocka_unit_test(test_fold_sum),
         cmocka_unit_test(test_connect_errors),
         cmocka_unit_test(test_acl_users),
     };
