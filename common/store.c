@@ -30,9 +30,10 @@
 
 /* The apply script takes a batch: one call applies any number of events
  * (ops), in order, each as if alone.
- * KEYS: 6 per op (1 for an op that only drops outcomes, below): state,
+ * KEYS: 7 per op (1 for an op that only drops outcomes, below): state,
  * applied, history, the timer shard of the entity's slot, the analytics
- * delta list and its sequence counter of the entity's slot.
+ * delta list and its sequence counter of the entity's slot, out (the
+ * derived events kept for a redelivery).
  * ARGV: per op, the count c of its arguments, then these c:
  * event_id, expected revision, outcome, dedupe ttl (ms), ttl mode
  * ("set": the ttl, "max": never shorten the current one), history entry
@@ -46,27 +47,31 @@
  * numbered up to it are folded: they are popped from the list's head
  * first; "0": none).  Then n and n event_ids of the entity whose derived
  * events need no keeping any more (their input offsets are committed):
- * their :applied records keep the id (dedupe) but drop the derived events.
- * An op whose event_id is "" only drops stored outcomes: its one key is
- * :applied, its arguments "" and the event_ids whose records drop them.
+ * their :applied records keep the id (dedupe), :out drops the derived
+ * events.  An op whose event_id is "" only drops stored outcomes: its one
+ * key is :out, its arguments "" and the event_ids.
  * Returns one reply per op: {0, the delta's sequence number (0: none)}
- * applied, {1, outcome} duplicate (the record's value, its "<n>|" prefix
- * included), {2, {field, value...}} conflict, {3, error text} a key of the
- * wrong type or a bad argument.
+ * applied, {1, outcome} duplicate (from :out, else the record's value,
+ * whose "<n>|" prefix the caller strips: a record written before :out
+ * held its outcome there), {2, {field, value...}} conflict, {3, error
+ * text} a key of the wrong type or a bad argument.
  *
  * Nothing of an op is written before every check of it has passed (a Lua
  * error half way would leave the writes before it: Redis does not roll a
  * script back), so {3} means nothing of that op was written.  The two
  * hashes are checked by reading them (pcall: a wrong type is an error
  * reply, not a Lua error), the lists, the shard and the counter by TYPE
- * when they are to be written.  A Lua error (a write refused: OOM) fails
+ * when they are to be written, :out by being the first write (pcall).  A Lua error (a write refused: OOM) fails
  * the whole call, with the ops before it written: the caller applies the
  * batch again (those come back as duplicates) or, for an error that is
  * not retriable, each op alone.
  *
- * :applied records: event_id -> "<n>|<outcome>", n counting the entity's
- * records (kept in the field "", which no event_id can be: they are 1-128
- * bytes); a dropped outcome leaves "<n>|".  Bounds: :history keeps its
+ * :applied records: event_id -> "<n>|", n counting the entity's records
+ * (kept in the field "", which no event_id can be: they are 1-128 bytes).
+ * The outcome goes to :out (event_id -> outcome), apart, so that :applied
+ * stays a small listpack hash (a value over hash-max-listpack-value, 64
+ * bytes, would turn it into a hashtable for good); :out empties as
+ * outcomes are dropped, and Redis deletes an empty hash.  Bounds: :history keeps its
  * newest history_max entries (LTRIM after the RPUSH); once :applied holds
  * more than applied_max ids, the oldest (smallest n) are forgotten down to
  * applied_max - applied_max/8, so that the HGETALL this takes comes once
@@ -92,23 +97,14 @@ static const char apply_lua[] =
     "  table.sort(recs, function(x, y) return x[1] < y[1] end)\n"
     "  for i = 1, #recs - keep + 1 do redis.call('HDEL', K, recs[i][2]) end\n"
     "end\n"
-    "local function blank(K, id)\n"
-    "  local v = redis.pcall('HGET', K, id)\n"
-    "  if type(v) == 'table' then return false end\n"
-    "  if v then\n"
-    "    local p = string.match(v, '^%d+|') or ''\n"
-    "    if p ~= v then redis.call('HSET', K, id, p) end\n"
-    "  end\n"
-    "  return true\n"
-    "end\n"
     "local function apply(k, a, c)\n"
     "  local K1, K2, K3 = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]\n"
     "  local K4, K6, K7 = KEYS[k + 4], KEYS[k + 5], KEYS[k + 6]\n"
-    "  local id, hist = ARGV[a + 1], ARGV[a + 6]\n"
+    "  local KO, id, hist, o = KEYS[k + 7], ARGV[a + 1], ARGV[a + 6], ARGV[a + 3]\n"
     "  local ttl = tonumber(ARGV[a + 4])\n"
     "  local hmax = tonumber(ARGV[a + 7])\n"
     "  local amax = tonumber(ARGV[a + 8])\n"
-    "  if not K7 or not ttl or ttl < 1 or not hmax or not amax then\n"
+    "  if not KO or not ttl or ttl < 1 or not hmax or not amax then\n"
     "    return {3, 'ERR bad ttl, limits or keys'}\n"
     "  end\n"
     "  local nset = tonumber(ARGV[a + 9])\n"
@@ -132,7 +128,11 @@ static const char apply_lua[] =
     "  if type(prev) == 'table' and prev['err'] then\n"
     "    return wrong(K2, 'hash')\n"
     "  end\n"
-    "  if prev then return {1, prev} end\n"
+    "  if prev then\n"
+    "    local po = redis.pcall('HGET', KO, id)\n"
+    "    if type(po) == 'table' then return wrong(KO, 'hash') end\n"
+    "    return {1, po or prev}\n"
+    "  end\n"
     "  local rev = redis.pcall('HGET', K1, 'rev')\n"
     "  if type(rev) == 'table' and rev['err'] then\n"
     "    return wrong(K1, 'hash')\n"
@@ -149,6 +149,10 @@ static const char apply_lua[] =
     "  if stats ~= '' then\n"
     "    if not is(K6, 'list') then return wrong(K6, 'list') end\n"
     "    if not is(K7, 'string') then return wrong(K7, 'string') end\n"
+    "  end\n"
+    "  if o ~= '' then\n"
+    "    local e = redis.pcall('HSET', KO, id, o)\n"
+    "    if type(e) == 'table' then return wrong(KO, 'hash') end\n"
     "  end\n"
     "  local n, num = '', 0\n"
     "  if amax > 0 then\n"
@@ -183,8 +187,10 @@ static const char apply_lua[] =
     "    seq = redis.call('INCR', K7)\n"
     "    redis.call('RPUSH', K6, seq .. '\\n' .. stats)\n"
     "  end\n"
-    "  for j = iblank + 1, iblank + nblank do blank(K2, ARGV[j]) end\n"
-    "  redis.call('HSET', K2, id, n .. ARGV[a + 3])\n"
+    "  if nblank > 0 then\n"
+    "    redis.pcall('HDEL', KO, unpack(ARGV, iblank + 1, iblank + nblank))\n"
+    "  end\n"
+    "  redis.call('HSET', K2, id, n)\n"
     "  if num > amax and redis.call('HLEN', K2) - 1 > amax then\n"
     "    forget(K2, amax - math.floor(amax / 8), id)\n"
     "  end\n"
@@ -192,13 +198,14 @@ static const char apply_lua[] =
     "    local cur = redis.call('PTTL', K2)\n"
     "    if cur > ttl then ttl = cur end\n"
     "  end\n"
-    "  redis.call('PEXPIRE', K2, string.format('%d', ttl))\n"
+    "  ttl = string.format('%d', ttl)\n"
+    "  redis.call('PEXPIRE', K2, ttl)\n"
+    "  if o ~= '' then redis.call('PEXPIRE', KO, ttl) end\n"
     "  return {0, seq}\n"
     "end\n"
     "local function drop(K, a, c)\n"
-    "  for j = a + 2, a + c do\n"
-    "    if not blank(K, ARGV[j]) then return wrong(K, 'hash') end\n"
-    "  end\n"
+    "  local e = redis.pcall('HDEL', K, unpack(ARGV, a + 2, a + c))\n"
+    "  if type(e) == 'table' then return wrong(K, 'hash') end\n"
     "  return {0, 0}\n"
     "end\n"
     "local out, k, a = {}, 0, 1\n"
@@ -214,7 +221,7 @@ static const char apply_lua[] =
     "    return redis.error_reply('ERR apply script: bad argument count')\n"
     "  else\n"
     "    out[#out + 1] = apply(k, a, c)\n"
-    "    k = k + 6\n"
+    "    k = k + 7\n"
     "  end\n"
     "  a = a + 1 + c\n"
     "end\n"
@@ -1134,7 +1141,7 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
     size_t argc = 3, nkeys = 0;
 
     for (size_t j = 0; j < k; j++) {
-        nkeys += ops[idx[j]].event_id ? 6 : 1;
+        nkeys += ops[idx[j]].event_id ? 7 : 1;
         argc += apply_argc(&ops[idx[j]]);
     }
     argc += nkeys;
@@ -1155,8 +1162,8 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         const char *shard[] = {s->prefix, "timers:{", tag, "}"};
         const char *stats[] = {s->prefix, "stats:{", tag, "}"};
         const char *statseq[] = {s->prefix, "statseq:{", tag, "}"};
-        if (!op->event_id) { /* drop only: :applied */
-            ent[6] = ":applied";
+        if (!op->event_id) { /* drop only: :out */
+            ent[6] = ":out";
             resp_parts(&r, ent, 7);
             continue;
         }
@@ -1168,6 +1175,8 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         resp_parts(&r, shard, 4);
         resp_parts(&r, stats, 4);
         resp_parts(&r, statseq, 4);
+        ent[6] = ":out";
+        resp_parts(&r, ent, 7);
     }
     for (size_t j = 0; j < k; j++) {
         const pl_store_apply_t *op = &ops[idx[j]];
@@ -1206,10 +1215,12 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         for (size_t i = 0; i < nrem; i++)
             resp_str(&r, op->timers_remove->items[i]);
         resp_bulk(&r, op->stats ? op->stats : "", op->stats ? op->stats_len : 0);
-        /* the fold mark, for popping the folded deltas: only when it
-         * moved since this store last passed it for the slot (else the
-         * script looks at the list's head for nothing) */
-        if (s->marks && s->trimmed && s->marks[op->slot] > s->trimmed[op->slot]) {
+        /* the fold mark, for popping the folded deltas (the script does
+         * it for an op with a delta): only when it moved since this store
+         * last passed it for the slot (else the script looks at the
+         * list's head for nothing) */
+        if (op->stats_len && s->marks && s->trimmed && /* only then */
+            s->marks[op->slot] > s->trimmed[op->slot]) {
             resp_int(&r, s->marks[op->slot]);
             s->trimmed[op->slot] = s->marks[op->slot];
         } else {
@@ -2587,6 +2598,44 @@ static char *scan_pattern(const pl_store_t *s, const char *kind)
     }
     snprintf(p + o, n - o, "{%s:*}", kind);
     return p;
+}
+
+int pl_store_trim_folded(pl_store_t *s, char *errstr, size_t errstr_size)
+{
+    size_t n = 0;
+    int r, t = 0;
+
+    if (!s->marks || !s->trimmed)
+        return 0;
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        return r;
+    for (int pass = 0;; pass++) {
+        begin(s);
+        n = 0;
+        for (int slot = 0; slot < PL_SLOTS; slot++) {
+            char *k, top[24];
+            if (s->marks[slot] <= s->trimmed[slot])
+                continue;
+            k = stats_key(s, "stats", slot);
+            const char *a[] = {"EVALSHA", s->trim_sha, "1", k, top};
+            snprintf(top, sizeof(top), "%lld", (long long)s->marks[slot]);
+            t = k ? add(s, slot, 5, a, NULL) : -1;
+            free(k);
+            if (t) {
+                snprintf(errstr, errstr_size, "out of memory");
+                return -1;
+            }
+            n++;
+        }
+        if (!n || (t = run_scripts(s, errstr, errstr_size)) != 1 || pass)
+            break;
+    }
+    if (t)
+        return t > 0 ? -1 : t;
+    for (int slot = 0; slot < PL_SLOTS; slot++)
+        if (s->marks[slot] > s->trimmed[slot])
+            s->trimmed[slot] = s->marks[slot];
+    return 0;
 }
 
 int pl_store_scan_ids(pl_store_t *s, const char *kind,

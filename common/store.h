@@ -6,12 +6,12 @@
  *   <prefix>{deal:<id>}           hash: the entity's current state; field
  *                                 rev is its revision, a hash of the previous
  *                                 rev and the event_id that wrote it
- *   <prefix>{deal:<id>}:applied   hash: event_id -> "<n>|" and the derived
- *                                 events that event produced (packed;
- *                                 dropped once its input offset is
- *                                 committed), n numbering the records;
- *                                 field "" holds the last n; expires
- *                                 after dedupe.ttl of quiet
+ *   <prefix>{deal:<id>}:applied   hash: event_id -> "<n>|", n numbering the
+ *                                 records; field "" holds the last n;
+ *                                 expires after dedupe.ttl of quiet
+ *   <prefix>{deal:<id>}:out       hash: event_id -> the derived events that
+ *                                 event produced (packed), until its input
+ *                                 offset is committed; same expiry
  *   <prefix>{deal:<id>}:history   list: one JSON entry per stage change,
  *                                 the newest history_max kept
  * (the same with "lead" for leads), and for timers
@@ -352,6 +352,12 @@ int pl_store_after_batch(pl_store_t *s, const int *slots,
                          const int64_t *seqs, const char *const *deltas,
                          size_t n, const int *tslots, const int64_t *tscores,
                          size_t nt, char *errstr, size_t errstr_size);
+
+/* Pop the deltas this store saw folded from their slots' lists (an apply
+ * in the slot does it otherwise, the next time one comes): for a clean
+ * shutdown.  A slot's error reply is ignored (its deltas stay, folded).
+ * 0, -1, -2. */
+int pl_store_trim_folded(pl_store_t *s, char *errstr, size_t errstr_size);
 
 /* The hash slot of an entity's keys ({kind:id}), -1 on OOM. */
 int pl_store_entity_slot(const char *kind, const char *id);

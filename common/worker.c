@@ -2210,8 +2210,13 @@ out:
             w->producer = NULL;
         }
         cache_clear(&w->cache);
-        if (w->store)
+        if (w->store) {
+            char err[512];
             unblank_flush(w);
+            if (pl_store_trim_folded(w->store, err, sizeof(err)))
+                pl_warn("folded analytics deltas stay in Redis until the "
+                        "next apply in their slots: %s", err);
+        }
         unblank_free(w);
         pl_metrics_destroy(w->metrics); /* stops the endpoint */
         pl_store_destroy(w->store);

@@ -21,6 +21,7 @@
  * carry a prefix of their own, deleted afterwards.
  */
 #include "codec.h"
+#include "slots.h"
 #include "store.h"
 #include "testutil.h"
 
@@ -1245,19 +1246,19 @@ static void apply_case_clear(apply_case_t *c)
 /* Does the entity have any key, or a member in its timer shard? */
 static bool written(pl_store_t *s, const char *id, const char *member)
 {
-    static const char *const suffixes[] = {"", ":applied", ":history"};
+    static const char *const suffixes[] = {"", ":applied", ":out",
+                                           ":history"};
     pl_fields_t timers = {0};
     char k[256], err[512];
     bool any = false;
 
-    for (size_t i = 0; i < 3; i++) {
+    for (size_t i = 0; i < 4; i++) {
         redisReply *r;
         entity_key(k, sizeof(k), id, suffixes[i]);
         r = rcmd("TYPE %s", k);
         /* a key we planted with another type is not a write of ours */
-        if (strcmp(r->str, "none") && !strcmp(r->str, i == 0 || i == 1
-                                                           ? "hash"
-                                                           : "list"))
+        if (strcmp(r->str, "none") && !strcmp(r->str, i <= 2 ? "hash"
+                                                            : "list"))
             any = true;
         freeReplyObject(r);
     }
@@ -1281,6 +1282,7 @@ static void test_apply_per_key_errors(void **state)
     } cases[] = {
         {"", "RPUSH %s x", "is a list, not a hash"},
         {":applied", "SET %s x", "is a string, not a hash"},
+        {":out", "SET %s x", "is a string, not a hash"},
         {":history", "SET %s x", "is a string, not a list"},
         {NULL, NULL, "timer score is not a number"},
     };
@@ -1417,8 +1419,13 @@ static void test_history_and_applied_bounds(void **state)
         assert_int_equal(rint_cmd("HEXISTS %s e%d", k, i), 1);
     {
         redisReply *r = rcmd("HGET %s e9", k);
-        assert_string_equal(r->str, "10|o");
+        assert_string_equal(r->str, "10|");
         freeReplyObject(r);
+        entity_key(k, sizeof(k), "LIM", ":out");
+        r = rcmd("HGET %s e9", k);
+        assert_string_equal(r->str, "o");
+        freeReplyObject(r);
+        entity_key(k, sizeof(k), "LIM", ":applied");
     }
     assert_int_equal(rint_cmd("HEXISTS %s e5", k), 0);
     assert_in_range(rint_cmd("PTTL %s", k), 3500000, 3600000);
@@ -1549,6 +1556,14 @@ static void test_fold_sum(void **state)
     assert_string_equal(pl_fields_get(&figs, "u|c"), "7");
     assert_string_equal(pl_fields_get(&figs, "u|d"), "4");
     pl_fields_clear(&figs);
+    /* a clean shutdown pops the folded deltas from their lists */
+    assert_int_equal(pl_store_trim_folded(s, err, sizeof(err)), 0);
+    for (int i = 0; i < 3; i++) {
+        char k[256];
+        snprintf(k, sizeof(k), "%sstats:{%s}", key_prefix,
+                 pl_slot_tag(slots[i]));
+        assert_int_equal(rint_cmd("LLEN %s", k), 0);
+    }
     pl_store_destroy(s);
 }
 
