@@ -411,7 +411,7 @@ if has_part latency; then
 	log "latency: one worker, $LAT_RATE events/s for $LAT_SECONDS s (+3 s warm-up)"
 	wlog=$OUT/logs/latency-worker.log
 	PL_TOPIC_PREFIX=$LTP PL_KEY_PREFIX="${KP}lat:" PL_REDIS_WAIT_REPLICAS=$WAIT \
-		"$BUILD/deal_worker" >"$wlog" 2>&1 &
+		"$BUILD/deal_worker" ${PL_BENCH_WORKER_ARGS:-} >"$wlog" 2>&1 &
 	WPID=$!
 	BG_PIDS+=("$WPID")
 	for ((i = 0; i < 300; i++)); do
