@@ -22,6 +22,7 @@
  * ours, is remembered as bad, so the message costs no second request.
  */
 #include "codec.h"
+#include "sbuf.h"
 
 #include <avro.h>
 #include <errno.h>
@@ -2200,80 +2201,12 @@ int pl_codec_encode_line(pl_codec_t *c, const char *line, size_t len,
 /* pl_event_t -> JSON text                                                */
 /* ---------------------------------------------------------------------- */
 
-typedef struct sbuf_s {
-    char *buf;
-    size_t len, cap;
-    bool oom;
-} sbuf_t;
-
-static void sb_put(sbuf_t *sb, const char *s, size_t n)
-{
-    if (sb->oom)
-        return;
-    if (sb->len + n + 1 > sb->cap) {
-        size_t cap = sb->cap ? sb->cap : 256;
-        while (cap < sb->len + n + 1)
-            cap *= 2;
-        char *nb = realloc(sb->buf, cap);
-        if (!nb) {
-            sb->oom = true;
-            return;
-        }
-        sb->buf = nb;
-        sb->cap = cap;
-    }
-    memcpy(sb->buf + sb->len, s, n);
-    sb->len += n;
-    sb->buf[sb->len] = '\0';
-}
-
-static void sb_puts(sbuf_t *sb, const char *s)
-{
-    sb_put(sb, s, strlen(s));
-}
-
-static void sb_json_string(sbuf_t *sb, const char *s)
-{
-    sb_put(sb, "\"", 1);
-    for (const char *run = s;; s++) {
-        unsigned char ch = (unsigned char)*s;
-        if (ch >= 0x20 && ch != '"' && ch != '\\')
-            continue;
-        sb_put(sb, run, (size_t)(s - run));
-        if (!ch)
-            break;
-        char esc[8];
-        switch (ch) {
-        case '"':
-            sb_puts(sb, "\\\"");
-            break;
-        case '\\':
-            sb_puts(sb, "\\\\");
-            break;
-        case '\n':
-            sb_puts(sb, "\\n");
-            break;
-        case '\r':
-            sb_puts(sb, "\\r");
-            break;
-        case '\t':
-            sb_puts(sb, "\\t");
-            break;
-        default:
-            snprintf(esc, sizeof(esc), "\\u%04x", ch);
-            sb_puts(sb, esc);
-        }
-        run = s + 1;
-    }
-    sb_put(sb, "\"", 1);
-}
-
 /* Shortest "%.Ng" that reads back as the same double. */
-static void sb_double(sbuf_t *sb, double d)
+static void sb_double(pl_sbuf_t *sb, double d)
 {
     char buf[40];
     if (!isfinite(d)) {
-        sb_puts(sb, "null");
+        pl_sbuf_puts(sb, "null");
         return;
     }
     for (int prec = 15; prec <= 17; prec++) {
@@ -2281,10 +2214,10 @@ static void sb_double(sbuf_t *sb, double d)
         if (strtod(buf, NULL) == d)
             break;
     }
-    sb_puts(sb, buf);
+    pl_sbuf_puts(sb, buf);
 }
 
-static void sb_field(sbuf_t *sb, const pl_event_t *ev, const type_field_t *tf)
+static void sb_field(pl_sbuf_t *sb, const pl_event_t *ev, const type_field_t *tf)
 {
     const field_t *f = &fields[tf->fld];
     char buf[64];
@@ -2292,27 +2225,27 @@ static void sb_field(sbuf_t *sb, const pl_event_t *ev, const type_field_t *tf)
         const char *s = string_out(ev, tf);
         if (!s)
             return;
-        sb_puts(sb, ",\"");
-        sb_puts(sb, f->name);
-        sb_puts(sb, "\":");
-        sb_json_string(sb, s);
+        pl_sbuf_puts(sb, ",\"");
+        pl_sbuf_puts(sb, f->name);
+        pl_sbuf_puts(sb, "\":");
+        pl_sbuf_json_string(sb, s);
         return;
     }
     if (!present(ev, f) && !(f->kind == K_STRLIST && tf->use == REQ))
         return;
-    sb_puts(sb, ",\"");
-    sb_puts(sb, f->name);
-    sb_puts(sb, "\":");
+    pl_sbuf_puts(sb, ",\"");
+    pl_sbuf_puts(sb, f->name);
+    pl_sbuf_puts(sb, "\":");
     switch (f->kind) {
     case K_TIMESTAMP:
         if (pl_time_format_rfc3339(ci64_at(ev, f), buf, sizeof(buf)) < 0)
             snprintf(buf, sizeof(buf), "out of range");
-        sb_json_string(sb, buf);
+        pl_sbuf_json_string(sb, buf);
         break;
     case K_DATE:
         if (pl_date_format(ci32_at(ev, f), buf, sizeof(buf)) < 0)
             snprintf(buf, sizeof(buf), "out of range");
-        sb_json_string(sb, buf);
+        pl_sbuf_json_string(sb, buf);
         break;
     case K_DECIMAL: {
         /* A JSON number is read as a double, exact for the 4 decimals only
@@ -2323,14 +2256,14 @@ static void sb_field(sbuf_t *sb, const pl_event_t *ev, const type_field_t *tf)
         uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
         pl_amount_format(v, buf, sizeof(buf));
         if (mag % PL_AMOUNT_SCALE && mag > (UINT64_C(1) << 53))
-            sb_json_string(sb, buf);
+            pl_sbuf_json_string(sb, buf);
         else
-            sb_puts(sb, buf);
+            pl_sbuf_puts(sb, buf);
         break;
     }
     case K_LONG:
         snprintf(buf, sizeof(buf), "%lld", (long long)ci64_at(ev, f));
-        sb_puts(sb, buf);
+        pl_sbuf_puts(sb, buf);
         break;
     case K_DOUBLE:
         sb_double(sb, cdbl_at(ev, f));
@@ -2338,13 +2271,13 @@ static void sb_field(sbuf_t *sb, const pl_event_t *ev, const type_field_t *tf)
     case K_STRLIST: {
         const pl_strlist_t *l = clist_at(ev, f);
         bool has = (ev->present & f->bit) != 0;
-        sb_puts(sb, "[");
+        pl_sbuf_puts(sb, "[");
         for (size_t i = 0; has && i < l->count; i++) {
             if (i)
-                sb_puts(sb, ",");
-            sb_json_string(sb, l->items[i] ? l->items[i] : "");
+                pl_sbuf_puts(sb, ",");
+            pl_sbuf_json_string(sb, l->items[i] ? l->items[i] : "");
         }
-        sb_puts(sb, "]");
+        pl_sbuf_puts(sb, "]");
         break;
     }
     case K_STRING:
@@ -2354,16 +2287,16 @@ static void sb_field(sbuf_t *sb, const pl_event_t *ev, const type_field_t *tf)
 
 char *pl_codec_to_json(pl_codec_t *c, const pl_event_t *ev)
 {
-    sbuf_t sb = {0};
+    pl_sbuf_t sb = {0};
     (void)c;
     if (!ev || !type_known(ev->type))
         return NULL;
     const type_spec_t *ts = &types[ev->type];
-    sb_puts(&sb, "{\"type\":");
-    sb_json_string(&sb, pl_event_type_name(ev->type));
+    pl_sbuf_puts(&sb, "{\"type\":");
+    pl_sbuf_json_string(&sb, pl_event_type_name(ev->type));
     for (size_t i = 0; i < ts->nfields; i++)
         sb_field(&sb, ev, &ts->f[i]);
-    sb_puts(&sb, "}");
+    pl_sbuf_puts(&sb, "}");
     if (sb.oom) {
         free(sb.buf);
         return NULL;

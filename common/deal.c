@@ -7,6 +7,7 @@
 #include "deal.h"
 
 #include "codec.h"
+#include "sbuf.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -152,117 +153,52 @@ int pl_deal_from_fields(const pl_fields_t *f, pl_deal_state_t *st,
     return 0;
 }
 
-/* ---- a JSON object written straight into a buffer (the history entry,
- * once per stage change: no jansson tree).  Strings are escaped as
- * jansson's json_dumps does (", \, the short escapes, other control
- * characters as \u00XX; UTF-8 as is), so the text is the same. */
-
-typedef struct jw_s {
-    char *b;
-    size_t n, cap;
-    bool oom;
-} jw_t;
-
-static void jw_raw(jw_t *w, const char *p, size_t len)
-{
-    if (w->oom)
-        return;
-    if (w->n + len + 1 > w->cap) {
-        size_t cap = w->cap ? w->cap * 2 : 256;
-        while (cap < w->n + len + 1)
-            cap *= 2;
-        char *b = realloc(w->b, cap);
-        if (!b) {
-            w->oom = true;
-            return;
-        }
-        w->b = b;
-        w->cap = cap;
-    }
-    memcpy(w->b + w->n, p, len);
-    w->n += len;
-    w->b[w->n] = '\0';
-}
-
-static void jw_str(jw_t *w, const char *s)
-{
-    const char *run = s;
-    jw_raw(w, "\"", 1);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        char esc[8];
-        const char *e = NULL;
-        if (c == '"')
-            e = "\\\"";
-        else if (c == '\\')
-            e = "\\\\";
-        else if (c == '\b')
-            e = "\\b";
-        else if (c == '\f')
-            e = "\\f";
-        else if (c == '\n')
-            e = "\\n";
-        else if (c == '\r')
-            e = "\\r";
-        else if (c == '\t')
-            e = "\\t";
-        else if (c < 0x20) {
-            snprintf(esc, sizeof(esc), "\\u%04X", c);
-            e = esc;
-        }
-        if (e) {
-            jw_raw(w, run, (size_t)(s - run));
-            jw_raw(w, e, strlen(e));
-            run = s + 1;
-        }
-    }
-    jw_raw(w, run, (size_t)(s - run));
-    jw_raw(w, "\"", 1);
-}
-
 /* ,"key":"value" (the first without the comma) */
-static void jw_kv(jw_t *w, const char *k, const char *v)
+static void json_kv(pl_sbuf_t *w, const char *k, const char *v)
 {
-    jw_raw(w, w->n > 1 ? "," : "", w->n > 1 ? 1 : 0);
-    jw_str(w, k);
-    jw_raw(w, ":", 1);
-    jw_str(w, v);
+    if (w->len > 1)
+        pl_sbuf_put(w, ",", 1);
+    pl_sbuf_json_string(w, k);
+    pl_sbuf_put(w, ":", 1);
+    pl_sbuf_json_string(w, v);
 }
 
+/* Written straight into a buffer (once per stage change: no jansson tree),
+ * escaped as json_dumps did it, so the text is the same as before. */
 char *pl_deal_history_entry(const pl_deal_outcome_t *out,
                             const pl_event_t *ev,
                             const pl_deal_state_t *next)
 {
     char at[40], num[32];
-    jw_t w = {0};
+    pl_sbuf_t w = {0};
 
     if (!ev->event_id)
         return NULL;
     pl_time_format_rfc3339(ev->occurred_at, at, sizeof(at));
-    jw_raw(&w, "{", 1);
-    jw_kv(&w, "from", out->from_stage);
-    jw_kv(&w, "to", out->to_stage);
-    jw_kv(&w, "at", at);
-    jw_kv(&w, "event_id", ev->event_id);
+    pl_sbuf_put(&w, "{", 1);
+    json_kv(&w, "from", out->from_stage);
+    json_kv(&w, "to", out->to_stage);
+    json_kv(&w, "at", at);
+    json_kv(&w, "event_id", ev->event_id);
     if (next) {
         if (next->owner)
-            jw_kv(&w, "owner", next->owner);
+            json_kv(&w, "owner", next->owner);
         snprintf(num, sizeof(num), ",\"seconds\":%lld",
                  (long long)out->seconds_in_previous_stage);
-        jw_raw(&w, num, strlen(num));
+        pl_sbuf_put(&w, num, strlen(num));
         if (next->has_amount) {
             pl_amount_format(next->amount, num, sizeof(num));
-            jw_kv(&w, "amount", num);
+            json_kv(&w, "amount", num);
         }
         if (next->currency)
-            jw_kv(&w, "currency", next->currency);
+            json_kv(&w, "currency", next->currency);
     }
-    jw_raw(&w, "}", 1);
+    pl_sbuf_put(&w, "}", 1);
     if (w.oom) {
-        free(w.b);
+        free(w.buf);
         return NULL;
     }
-    return w.b;
+    return w.buf;
 }
 
 int pl_deal_derived(const pl_rules_t *r, const pl_event_t *in,

@@ -17,6 +17,7 @@
 #include "codec.h"
 #include "event.h"
 #include "log.h"
+#include "sbuf.h"
 #include "slots.h"
 
 #include <errno.h>
@@ -1020,35 +1021,11 @@ void pl_store_apply_clear(pl_store_apply_t *op)
  * one buffer per call, without an argv array, a key string or a number
  * text allocated per argument. */
 
-typedef struct resp_s {
-    char *buf;
-    size_t len, cap;
-    bool oom;
-} resp_t;
-
-static void resp_room(resp_t *r, size_t more)
-{
-    if (r->oom || r->len + more <= r->cap)
-        return;
-    size_t cap = r->cap ? r->cap : 4096;
-    while (cap < r->len + more)
-        cap *= 2;
-    char *b = realloc(r->buf, cap);
-    if (!b) {
-        r->oom = true;
-        return;
-    }
-    r->buf = b;
-    r->cap = cap;
-}
+typedef pl_sbuf_t resp_t;
 
 static void resp_raw(resp_t *r, const void *p, size_t n)
 {
-    resp_room(r, n);
-    if (r->oom)
-        return;
-    memcpy(r->buf + r->len, p, n);
-    r->len += n;
+    pl_sbuf_put(r, p, n);
 }
 
 /* Decimal text of v into end-backwards; returns its start. */

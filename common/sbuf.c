@@ -1,0 +1,78 @@
+/*
+ * sbuf.c - a growable text buffer (see sbuf.h).
+ */
+#include "sbuf.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void pl_sbuf_put(pl_sbuf_t *sb, const void *p, size_t n)
+{
+    if (sb->oom)
+        return;
+    if (sb->len + n + 1 > sb->cap) {
+        size_t cap = sb->cap ? sb->cap : 256;
+        while (cap < sb->len + n + 1)
+            cap *= 2;
+        char *nb = realloc(sb->buf, cap);
+        if (!nb) {
+            sb->oom = true;
+            return;
+        }
+        sb->buf = nb;
+        sb->cap = cap;
+    }
+    memcpy(sb->buf + sb->len, p, n);
+    sb->len += n;
+    sb->buf[sb->len] = '\0';
+}
+
+void pl_sbuf_puts(pl_sbuf_t *sb, const char *s)
+{
+    pl_sbuf_put(sb, s, strlen(s));
+}
+
+void pl_sbuf_json_string(pl_sbuf_t *sb, const char *s)
+{
+    pl_sbuf_put(sb, "\"", 1);
+    for (const char *run = s;; s++) {
+        unsigned char ch = (unsigned char)*s;
+        char esc[8];
+        const char *e;
+        if (ch >= 0x20 && ch != '"' && ch != '\\')
+            continue;
+        pl_sbuf_put(sb, run, (size_t)(s - run));
+        if (!ch)
+            break;
+        switch (ch) {
+        case '"':
+            e = "\\\"";
+            break;
+        case '\\':
+            e = "\\\\";
+            break;
+        case '\b':
+            e = "\\b";
+            break;
+        case '\f':
+            e = "\\f";
+            break;
+        case '\n':
+            e = "\\n";
+            break;
+        case '\r':
+            e = "\\r";
+            break;
+        case '\t':
+            e = "\\t";
+            break;
+        default:
+            snprintf(esc, sizeof(esc), "\\u%04X", ch);
+            e = esc;
+        }
+        pl_sbuf_puts(sb, e);
+        run = s + 1;
+    }
+    pl_sbuf_put(sb, "\"", 1);
+}

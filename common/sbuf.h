@@ -1,0 +1,31 @@
+/*
+ * sbuf.h - a growable text buffer, for the text the hot paths write
+ * straight into one allocation (a Redis call in RESP, a history entry, an
+ * event's JSON) instead of building trees or argument arrays.
+ *
+ * An allocation failure sets oom and every later put does nothing; the
+ * caller checks oom once at the end.  buf stays NUL-terminated (when not
+ * NULL); free it with free().
+ */
+#ifndef PL_SBUF_H
+#define PL_SBUF_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+typedef struct pl_sbuf_s {
+    char *buf;
+    size_t len, cap;
+    bool oom;
+} pl_sbuf_t;
+
+/* Append n bytes of p. */
+void pl_sbuf_put(pl_sbuf_t *sb, const void *p, size_t n);
+/* Append the string s. */
+void pl_sbuf_puts(pl_sbuf_t *sb, const char *s);
+/* Append s as a JSON string, quoted and escaped as jansson's json_dumps
+ * escapes it: \" \\ \b \f \n \r \t, other bytes below 0x20 as \u00XX,
+ * everything else (UTF-8 included) as it is. */
+void pl_sbuf_json_string(pl_sbuf_t *sb, const char *s);
+
+#endif
