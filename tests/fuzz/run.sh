@@ -45,7 +45,7 @@ mkdir -p "$out/obj" "$out/crashes"
 
 # The project sources the harnesses need, instrumented for coverage.
 objs=""
-for m in event codec rules; do
+for m in event codec rules sbuf; do
     $CC $cflags $san -fsanitize=fuzzer-no-link -Wall -Wextra \
         -c "$root/common/$m.c" -o "$out/obj/$m.o"
     objs="$objs $out/obj/$m.o"
@@ -56,7 +56,7 @@ for h in fuzz_decode fuzz_produce_line fuzz_rules; do
 done
 # The seed generator: plain, not a fuzzer.
 $CC $cflags -Wall -Wextra -Werror "$fz/gen_seeds.c" "$root/common/codec.c" \
-    "$root/common/event.c" $libs -o "$out/gen_seeds"
+    "$root/common/sbuf.c" "$root/common/event.c" $libs -o "$out/gen_seeds"
 
 # Seeds: JSON lines and their Avro, produce lines, rules files.
 c=$out/corpus
