@@ -432,8 +432,12 @@ alerts:
         shard = timer_shard_of(env, bad)
         redis_cli(env, "ZADD", shard, due, member)
 
-        # the worker completes it, and stays up ...
-        deadline = time.time() + 30
+        # the worker completes it, and stays up ...  The planted member is
+        # not in the due index: the worker finds it when the slot's index
+        # comes due, with the deal's own stale timer (proposal: 30 s after
+        # its creation, about when the ZADD above happened), so a 30 s wait
+        # raced with it; 60 s leaves room on a loaded machine.
+        deadline = time.time() + 60
         while time.time() < deadline and \
                 redis_cli(env, "ZSCORE", shard, member).strip():
             env.check_workers()
