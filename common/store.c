@@ -946,17 +946,23 @@ static bool shard_names(pl_store_t *s)
     return true;
 }
 
-/* The hash slot of an entity (its tag's). */
+/* The hash slot of an entity (its tag's): "{kind:id}" on the stack for
+ * any id within the limits, allocated only past them. */
 static int entity_slot(const char *kind, const char *id)
 {
-    size_t n = strlen(kind) + strlen(id) + 4;
-    char *tag = malloc(n);
+    char stack[2 * PL_ID_MAX + 8], *tag = stack;
+    size_t kl = strlen(kind), il = strlen(id), n = kl + il + 3;
     int slot;
-    if (!tag)
+    if (n > sizeof(stack) && !(tag = malloc(n)))
         return -1;
-    snprintf(tag, n, "{%s:%s}", kind, id);
-    slot = pl_slot_of(tag, strlen(tag));
-    free(tag);
+    tag[0] = '{';
+    memcpy(tag + 1, kind, kl);
+    tag[1 + kl] = ':';
+    memcpy(tag + 2 + kl, id, il);
+    tag[2 + kl + il] = '}';
+    slot = pl_slot_of(tag, n);
+    if (tag != stack)
+        free(tag);
     return slot;
 }
 
@@ -1081,21 +1087,6 @@ static void resp_parts(resp_t *r, const char *const *parts, size_t n)
     for (size_t i = 0; i < n; i++)
         resp_raw(r, parts[i], strlen(parts[i]));
     resp_raw(r, "\r\n", 2);
-}
-
-/* The slot of an entity's keys, without an allocation for a usual id. */
-static int entity_slot_fast(const char *kind, const char *id)
-{
-    char tag[2 * PL_ID_MAX + 8];
-    size_t kl = strlen(kind), il = strlen(id);
-    if (kl + il + 3 > sizeof(tag))
-        return entity_slot(kind, id);
-    tag[0] = '{';
-    memcpy(tag + 1, kind, kl);
-    tag[1 + kl] = ':';
-    memcpy(tag + 2 + kl, id, il);
-    tag[2 + kl + il] = '}';
-    return pl_slot_of(tag, kl + il + 3);
 }
 
 /* The number of arguments of op in the apply script (its count first). */
@@ -1344,7 +1335,7 @@ int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
         goto oom;
     for (size_t i = 0; i < n; i++) {
         idx[i] = i;
-        if ((ops[i].slot = entity_slot_fast(ops[i].kind, ops[i].id)) < 0)
+        if ((ops[i].slot = entity_slot(ops[i].kind, ops[i].id)) < 0)
             goto oom;
     }
     /* One Redis: the batch in order, in calls of APPLY_CALL_OPS.  A

@@ -1064,7 +1064,7 @@ static int after_collect(worker_t *w, op_t *ops, const pl_store_apply_t *ap,
                          size_t n)
 {
     for (size_t k = 0; k < n; k++) {
-        int slot = pl_store_entity_slot(ap[k].kind, ap[k].id);
+        int slot = ap[k].slot; /* set by pl_store_apply */
         int64_t first = -1;
         char *delta = NULL;
         if (ap[k].result == PL_APPLY_OK) {
@@ -1261,16 +1261,18 @@ static size_t unblank_take(worker_t *w, pl_store_apply_t *ops)
 static void unblank_done(worker_t *w);
 
 /* Shutdown, after the final commit: drop the outcomes of what it
- * committed (one try: what fails stays until dedupe.ttl). */
-static void unblank_flush(worker_t *w)
+ * committed (one try: what fails stays until dedupe.ttl).  0, or -1 when
+ * Redis failed (then the shutdown tries nothing more there). */
+static int unblank_flush(worker_t *w)
 {
+    int r = 0;
     pl_store_apply_t *ap = malloc(BLANK_PER_BATCH * sizeof(*ap));
     char err[512];
     size_t nb;
 
     while (ap && (nb = unblank_take(w, ap))) {
-        int r = pl_store_apply(w->store, ap, nb, w->dedupe_ttl_ms, err,
-                               sizeof(err));
+        r = pl_store_apply(w->store, ap, nb, w->dedupe_ttl_ms, err,
+                           sizeof(err));
         for (size_t k = 0; k < nb; k++)
             pl_store_apply_clear(&ap[k]);
         unblank_done(w);
@@ -1281,6 +1283,7 @@ static void unblank_flush(worker_t *w)
         }
     }
     free(ap);
+    return r ? -1 : 0;
 }
 
 /* The outcomes taken by unblank_take() are dropped (or given up on). */
@@ -2212,8 +2215,8 @@ out:
         cache_clear(&w->cache);
         if (w->store) {
             char err[512];
-            unblank_flush(w);
-            if (pl_store_trim_folded(w->store, err, sizeof(err)))
+            if (unblank_flush(w) == 0 &&
+                pl_store_trim_folded(w->store, err, sizeof(err)))
                 pl_warn("folded analytics deltas stay in Redis until the "
                         "next apply in their slots: %s", err);
         }
