@@ -1171,6 +1171,14 @@ out:
  * their entity's :applied record expires (dedupe.ttl). */
 #define UNBLANK_MAX 500000
 #define BLANK_PER_BATCH 2048
+/* ...and the most that ride with an apply of n events.  Offsets are
+ * committed about once a second, so the drops come in bursts: a second's
+ * events at once.  Sent with one small batch, they would hold its derived
+ * events back for as long as Redis takes to drop them all (12 ms for
+ * 2,000 at 2,000 events/s: the p99 latency).  Twice the batch, and then
+ * some, is spread over the batches that follow and still drains faster
+ * than the applies fill the queue (at most one drop per applied event). */
+#define BLANK_PER_APPLY(n) (2 * (n) + 64)
 
 static void unblank_pop(worker_t *w, struct unblankq_s *q, bool take)
 {
@@ -1230,11 +1238,14 @@ static void unblank_push(worker_t *w, const item_t *it)
     w->nunblank++;
 }
 
-/* Take the events whose offsets are committed (at most BLANK_PER_BATCH)
- * into w->blanking, and make the ops that drop their outcomes: ops[0..n)
- * (no event_id: pl_store_apply's "drop only").  Returns n. */
-static size_t unblank_take(worker_t *w, pl_store_apply_t *ops)
+/* Take the events whose offsets are committed (at most max, at most
+ * BLANK_PER_BATCH) into w->blanking, and make the ops that drop their
+ * outcomes: ops[0..n) (no event_id: pl_store_apply's "drop only").
+ * Returns n. */
+static size_t unblank_take(worker_t *w, pl_store_apply_t *ops, size_t max)
 {
+    if (max > BLANK_PER_BATCH)
+        max = BLANK_PER_BATCH;
     if (!w->blanking &&
         !(w->blanking = malloc(BLANK_PER_BATCH * sizeof(*w->blanking))))
         return 0;
@@ -1244,7 +1255,7 @@ static size_t unblank_take(worker_t *w, pl_store_apply_t *ops)
         return 0;
     for (int p = 0; p < w->nunblank_parts && p < w->ncommitted; p++) {
         struct unblankq_s *q = &w->unblank[p];
-        while (q->n && w->nblanking < BLANK_PER_BATCH &&
+        while (q->n && w->nblanking < max &&
                q->v[q->head].off < w->committed[p])
             unblank_pop(w, q, true);
     }
@@ -1270,7 +1281,7 @@ static int unblank_flush(worker_t *w)
     char err[512];
     size_t nb;
 
-    while (ap && (nb = unblank_take(w, ap))) {
+    while (ap && (nb = unblank_take(w, ap, BLANK_PER_BATCH))) {
         r = pl_store_apply(w->store, ap, nb, w->dedupe_ttl_ms, err,
                            sizeof(err));
         for (size_t k = 0; k < nb; k++)
@@ -1379,7 +1390,7 @@ static int apply_batch(worker_t *w)
             for (size_t k = 0; k < n; k++)
                 ap[k] = ops[k].apply;
             if (w->round == first_round)
-                nb = unblank_take(w, ap + n);
+                nb = unblank_take(w, ap + n, BLANK_PER_APPLY(n));
             while ((ar = pl_store_apply(w->store, ap, n + nb,
                                         w->dedupe_ttl_ms, err,
                                         sizeof(err))) != 0) {

@@ -137,6 +137,15 @@ class Env:
             raise AssertionError(p.stderr.decode())
         return json.loads(p.stdout)
 
+    def redis_cli(self, *args):
+        """One command on this Env's Redis, through redis-cli (raw
+        output)."""
+        host, port = self.redis.rsplit(":", 1)
+        p = subprocess.run(["redis-cli", "--raw", "-h", host, "-p", port] +
+                           [str(a) for a in args], capture_output=True,
+                           text=True, timeout=30, check=True)
+        return p.stdout
+
     # ---- workers ----
     def start_worker(self, program="deal_worker", extra=()):
         log = open(os.path.join(LOGS, "%s-%s-%d.log" % (

@@ -113,5 +113,53 @@ class CommitsWhileIdle(IntegrationCase):
                          "derived events were published twice")
 
 
+class OutcomesDroppedOnceCommitted(IntegrationCase):
+    workers = 0
+
+    def out_keys(self, tag):
+        env = self.env
+        return env.redis_cli("--scan", "--pattern",
+                             env.key_prefix + "{deal:O-%s-*}:out" % tag
+                             ).split()
+
+    def test_outcomes_are_dropped_in_small_steps_then_at_shutdown(self):
+        """The derived events kept for a redelivery (:out) are dropped once
+        their input offsets are committed: while the worker runs, a little
+        with each later batch (a second's worth of drops never rides with
+        one small batch whole), and the rest by a clean shutdown.  The
+        :applied records (dedupe) stay."""
+        env = self.env
+        tag = uuid.uuid4().hex[:6]
+        events = [ev("deal.created", deal_id="O-%s-%d" % (tag, i))
+                  for i in range(300)]
+        w = env.start_worker()
+        env.produce("sales.deals", events)
+        env.wait_for("sales.pipeline", lambda m: len(m) >= len(events))
+        self.assertGreater(len(self.out_keys(tag)), 0)
+        time.sleep(3)  # auto commit runs every second
+        # One event a batch: each carries at most 2 + 64 drops, so the 300
+        # take several batches, and all of them are gone after 20.
+        seen = []
+        for i in range(20):
+            marker = ev("deal.created", deal_id="M-%s-%d" % (tag, i))
+            env.produce("sales.deals", [marker])
+            env.wait_for("sales.pipeline",
+                         lambda m: marker["event_id"] in causes(m))
+            seen.append(len(self.out_keys(tag)))
+            if not seen[-1]:
+                break
+        self.assertEqual(seen[-1], 0, "outcomes kept: %s" % seen)
+        self.assertGreater(len(seen), 2,
+                           "all dropped with one small batch: %s" % seen)
+        self.assertTrue(all(a >= b for a, b in zip(seen, seen[1:])), seen)
+        self.assertEqual(int(env.redis_cli(
+            "EXISTS", env.key_prefix + "{deal:O-%s-7}:applied" % tag)), 1)
+        # the markers' own outcomes: dropped by the shutdown's flush
+        env.stop_worker(w)
+        left = env.redis_cli("--scan", "--pattern",
+                             env.key_prefix + "{deal:M-%s-*}:out" % tag)
+        self.assertEqual(left.split(), [])
+
+
 if __name__ == "__main__":
     main()
