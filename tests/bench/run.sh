@@ -244,6 +244,20 @@ redis_memory() { # [pattern]: prints "used_memory keys"
 	done
 	echo "$mem $keys"
 }
+# The stage histories' share of it: MEMORY USAGE (exact: SAMPLES 0; the
+# key, its entry and the list) of every key matching a pattern, summed.
+redis_key_bytes() { # pattern: prints the bytes
+	local node nodes sum=0 v
+	nodes=$(redis_nodes) || return 1
+	for node in $nodes; do
+		v=$(redis-cli -h "${node%:*}" -p "${node##*:}" --scan --pattern "$1" |
+			sed 's/^/MEMORY USAGE "/; s/$/" SAMPLES 0/' |
+			redis-cli -h "${node%:*}" -p "${node##*:}" |
+			awk '{ s += $1 } END { printf "%d", s }')
+		sum=$((sum + ${v:-0}))
+	done
+	echo "$sum"
+}
 # SIGTERM, then SIGKILL if the worker has not exited within 30 s (a worker
 # that hangs on shutdown must not hang the benchmark; it is reported).
 stop_worker() { # pid [log]
@@ -384,8 +398,10 @@ if has_part workers; then
 		((rc == 0)) || log "the $run-worker run did not finish cleanly (exit $rc); see $OUT/logs/w$run"
 		# The workers have stopped: what this run left in Redis.
 		if [[ -n $mem0 ]] && read -r mem1 keys < <(redis_memory "${KP}w$run:*"); then
-			printf '{"used_memory_before": %s, "used_memory_after": %s, "keys": %s, "nodes": "%s"}\n' \
-				"$mem0" "$mem1" "$keys" "$(redis_nodes | paste -sd, -)" \
+			hist=null
+			[[ $run != 1 ]] || hist=$(redis_key_bytes "${KP}w$run:*:history") || hist=null
+			printf '{"used_memory_before": %s, "used_memory_after": %s, "keys": %s, "history_bytes": %s, "nodes": "%s"}\n' \
+				"$mem0" "$mem1" "$keys" "${hist:-null}" "$(redis_nodes | paste -sd, -)" \
 				>"$PARTS_DIR/memory-$run.json"
 		fi
 		((KEEP)) || del_keys "${KP}w$run:*"

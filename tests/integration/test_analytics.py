@@ -359,7 +359,7 @@ class Live(unittest.TestCase):
     def test_3_rebuild_gives_the_live_figures(self):
         # `report rebuild` wants the workers stopped (an event applied
         # during a rebuild may be counted twice or not at all)
-        self.env.close()
+        self.env.close(clean=False)
         self.env.ctl("report", "rebuild", timeout=120)
         rebuilt = expect_reports(self, self.env, self.s, "after rebuild")
         if self.live_problems:
