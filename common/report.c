@@ -1438,14 +1438,8 @@ int pl_report_sum_fields(const pl_report_sum_t *s, pl_fields_t *out)
         if (!s->m.keys[i] || !s->m.vals[i])
             continue;
         snprintf(num, sizeof(num), "%" PRId64, s->m.vals[i]);
-        out->keys[out->count] = strdup(s->m.keys[i]);
-        out->values[out->count] = strdup(num);
-        if (!out->keys[out->count] || !out->values[out->count]) {
-            free(out->keys[out->count]);
-            free(out->values[out->count]);
+        if (pl_fields_append(out, s->m.keys[i], num))
             return -1;
-        }
-        out->count++;
     }
     return 0;
 }

@@ -480,20 +480,57 @@ struct pl_store_s {
 
 /* ---- fields ---- */
 
+/* The strings of a list: blocks of 256 bytes and up (doubling to 4 KB),
+ * newest first; a string that fits no block gets one of its own size. */
+struct pl_fields_block_s {
+    pl_fields_block_t *next;
+    size_t used, size;
+    char data[];
+};
+
+#define FIELDS_BLOCK_MIN 256
+#define FIELDS_BLOCK_MAX 4096
+
 void pl_fields_clear(pl_fields_t *f)
 {
-    for (size_t i = 0; i < f->count; i++) {
-        free(f->keys[i]);
-        free(f->values[i]);
+    pl_fields_block_t *b = f->blocks, *next;
+    for (; b; b = next) {
+        next = b->next;
+        free(b);
     }
     free(f->keys);
     free(f->values);
     memset(f, 0, sizeof(*f));
 }
 
+static char *fields_strdup(pl_fields_t *f, const char *s)
+{
+    size_t n = strlen(s) + 1;
+    pl_fields_block_t *b = f->blocks;
+    char *p;
+
+    if (!b || b->size - b->used < n) {
+        size_t size = b ? b->size * 2 : FIELDS_BLOCK_MIN;
+        if (size > FIELDS_BLOCK_MAX)
+            size = FIELDS_BLOCK_MAX;
+        if (size < n)
+            size = n;
+        if (!(b = malloc(sizeof(*b) + size)))
+            return NULL;
+        b->next = f->blocks;
+        b->used = 0;
+        b->size = size;
+        f->blocks = b;
+    }
+    p = b->data + b->used;
+    memcpy(p, s, n);
+    b->used += n;
+    return p;
+}
+
 /* Append k = v without looking for k first: for replies whose fields are
  * unique (HGETALL, ZRANGE), so a large hash reads in linear time. */
-static int fields_append(pl_fields_t *f, const char *k, const char *v)
+int pl_fields_append(pl_fields_t *f, const char *k, const char *v)
 {
     if (f->count == f->cap) {
         size_t cap = f->cap ? f->cap * 2 : 16;
@@ -506,13 +543,9 @@ static int fields_append(pl_fields_t *f, const char *k, const char *v)
         f->values = values;
         f->cap = cap;
     }
-    f->keys[f->count] = strdup(k);
-    f->values[f->count] = strdup(v);
-    if (!f->keys[f->count] || !f->values[f->count]) {
-        free(f->keys[f->count]);
-        free(f->values[f->count]);
+    if (!(f->keys[f->count] = fields_strdup(f, k)) ||
+        !(f->values[f->count] = fields_strdup(f, v)))
         return -1;
-    }
     f->count++;
     return 0;
 }
@@ -522,14 +555,13 @@ int pl_fields_set(pl_fields_t *f, const char *k, const char *v)
     char *vc;
     for (size_t i = 0; i < f->count; i++) {
         if (!strcmp(f->keys[i], k)) {
-            if (!(vc = strdup(v)))
+            if (!(vc = fields_strdup(f, v)))
                 return -1;
-            free(f->values[i]);
-            f->values[i] = vc;
+            f->values[i] = vc; /* the old one stays in its block */
             return 0;
         }
     }
-    return fields_append(f, k, v);
+    return pl_fields_append(f, k, v);
 }
 
 const char *pl_fields_get(const pl_fields_t *f, const char *k)
@@ -545,11 +577,13 @@ int pl_fields_set_opt(pl_fields_t *f, const char *k, const char *v)
     return v ? pl_fields_set(f, k, v) : 0;
 }
 
+static char *fmt_int(char *end, int64_t v);
+
 int pl_fields_set_int(pl_fields_t *f, const char *k, int64_t v)
 {
     char buf[24];
-    snprintf(buf, sizeof(buf), "%lld", (long long)v);
-    return pl_fields_set(f, k, buf);
+    buf[23] = '\0';
+    return pl_fields_set(f, k, fmt_int(buf + 23, v));
 }
 
 int pl_fields_get_int(const pl_fields_t *f, const char *k, int64_t *v,
@@ -577,7 +611,7 @@ static int fields_from_reply(pl_fields_t *f, const redisReply *r)
     if (r->type != REDIS_REPLY_ARRAY)
         return -1;
     for (size_t i = 0; i + 1 < r->elements; i += 2)
-        if (fields_append(f, r->element[i]->str ? r->element[i]->str : "",
+        if (pl_fields_append(f, r->element[i]->str ? r->element[i]->str : "",
                           r->element[i + 1]->str ? r->element[i + 1]->str
                                                  : ""))
             return -1;
@@ -1077,15 +1111,16 @@ static void resp_int(resp_t *r, int64_t v)
     resp_bulk(r, p, (size_t)(e - p));
 }
 
-/* One bulk string made of parts (a key). */
-static void resp_parts(resp_t *r, const char *const *parts, size_t n)
+/* One bulk string made of parts of known lengths (a key). */
+static void resp_parts(resp_t *r, const char *const *parts,
+                       const size_t *lens, size_t n)
 {
     size_t len = 0;
     for (size_t i = 0; i < n; i++)
-        len += strlen(parts[i]);
+        len += lens[i];
     resp_head(r, '$', len);
     for (size_t i = 0; i < n; i++)
-        resp_raw(r, parts[i], strlen(parts[i]));
+        resp_raw(r, parts[i], lens[i]);
     resp_raw(r, "\r\n", 2);
 }
 
@@ -1122,30 +1157,39 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         resp_bulk(&r, apply_lua, sizeof(apply_lua) - 1);
     }
     resp_int(&r, (int64_t)nkeys);
+    size_t plen = strlen(s->prefix);
+#define SUFFIX(str) (ent[6] = (str), lens[6] = sizeof(str) - 1)
     for (size_t j = 0; j < k; j++) {
         const pl_store_apply_t *op = &ops[idx[j]];
-        int os = op->slot;
-        const char *tag = pl_slot_tag(os);
+        const char *tag = pl_slot_tag(op->slot);
+        size_t tl = strlen(tag);
         const char *ent[] = {s->prefix, "{", op->kind, ":", op->id, "}", ""};
-        const char *shard[] = {s->prefix, "timers:{", tag, "}"};
-        const char *stats[] = {s->prefix, "stats:{", tag, "}"};
-        const char *statseq[] = {s->prefix, "statseq:{", tag, "}"};
+        size_t lens[] = {plen, 1, strlen(op->kind), 1, strlen(op->id), 1, 0};
+        const char *slotk[] = {s->prefix, "", tag, "}"};
+        size_t slens[] = {plen, 0, tl, 1};
         if (!op->event_id) { /* drop only: :out */
-            ent[6] = ":out";
-            resp_parts(&r, ent, 7);
+            SUFFIX(":out");
+            resp_parts(&r, ent, lens, 7);
             continue;
         }
-        resp_parts(&r, ent, 7);
-        ent[6] = ":applied";
-        resp_parts(&r, ent, 7);
-        ent[6] = ":history";
-        resp_parts(&r, ent, 7);
-        resp_parts(&r, shard, 4);
-        resp_parts(&r, stats, 4);
-        resp_parts(&r, statseq, 4);
-        ent[6] = ":out";
-        resp_parts(&r, ent, 7);
+        resp_parts(&r, ent, lens, 7);
+        SUFFIX(":applied");
+        resp_parts(&r, ent, lens, 7);
+        SUFFIX(":history");
+        resp_parts(&r, ent, lens, 7);
+        slotk[1] = "timers:{";
+        slens[1] = 8;
+        resp_parts(&r, slotk, slens, 4);
+        slotk[1] = "stats:{";
+        slens[1] = 7;
+        resp_parts(&r, slotk, slens, 4);
+        slotk[1] = "statseq:{";
+        slens[1] = 9;
+        resp_parts(&r, slotk, slens, 4);
+        SUFFIX(":out");
+        resp_parts(&r, ent, lens, 7);
     }
+#undef SUFFIX
     for (size_t j = 0; j < k; j++) {
         const pl_store_apply_t *op = &ops[idx[j]];
         size_t nset = op->set ? op->set->count : 0;
@@ -2711,7 +2755,7 @@ int pl_store_stats_replace(pl_store_t *s, const pl_fields_t *figures,
             char sl[16];
             snprintf(sl, sizeof(sl), "%d", slot);
             if (rep->type == REDIS_REPLY_STRING &&
-                fields_append(&marks, sl, rep->str)) {
+                pl_fields_append(&marks, sl, rep->str)) {
                 pl_fields_clear(&marks);
                 snprintf(errstr, errstr_size, "out of memory");
                 r = -1;

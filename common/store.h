@@ -57,16 +57,24 @@
 
 #define PL_REV_LEN 32 /* hex characters of a revision */
 
-/* A flat list of hash fields (owned strings). */
+/* A flat list of hash fields.  The strings belong to the list: they sit in
+ * its own blocks (a few allocations for a whole hash, not two a field), so
+ * they are only ever added through these functions, never freed one by
+ * one; pl_fields_clear() frees them all.  {0} is an empty list. */
+typedef struct pl_fields_block_s pl_fields_block_t;
 typedef struct pl_fields_s {
     size_t count, cap;
     char **keys;
     char **values;
+    pl_fields_block_t *blocks;
 } pl_fields_t;
 
 void pl_fields_clear(pl_fields_t *f);
 /* Append (or replace) k.  0 or -1 (OOM). */
 int pl_fields_set(pl_fields_t *f, const char *k, const char *v);
+/* Append k = v without looking for k first (the caller knows it is not
+ * there).  0 or -1 (OOM). */
+int pl_fields_append(pl_fields_t *f, const char *k, const char *v);
 /* The value of k, NULL when absent. */
 const char *pl_fields_get(const pl_fields_t *f, const char *k);
 /* Set k to v, or nothing when v is NULL.  0 or -1 (OOM). */
