@@ -171,6 +171,10 @@ static int node_connect(pl_cluster_t *c, int i)
                 n->ctx ? n->ctx->errstr : "out of memory");
         goto out_drop;
     }
+    /* keep the reply buffer between pipelines (hiredis frees an empty one
+     * past 16 KB, so every batch's replies allocated it again), up to
+     * 1 MB */
+    n->ctx->reader->maxbuf = 1024 * 1024;
     if (redisSetTimeout(n->ctx, c->tv) != REDIS_OK) {
         set_err(c->last_err, sizeof(c->last_err), "%s: %s", n->addr,
                 n->ctx->errstr);

@@ -480,16 +480,17 @@ struct pl_store_s {
 
 /* ---- fields ---- */
 
-/* The strings of a list: blocks of 256 bytes and up (doubling to 4 KB),
- * newest first; a string that fits no block gets one of its own size. */
+/* The strings of a list: blocks of 256 bytes and up (doubling to 1 KB, so
+ * that malloc's per-thread cache keeps them), newest first; a string that
+ * fits no block gets one of its own size. */
 struct pl_fields_block_s {
     pl_fields_block_t *next;
     size_t used, size;
     char data[];
 };
 
-#define FIELDS_BLOCK_MIN 256
-#define FIELDS_BLOCK_MAX 4096
+#define FIELDS_BLOCK_MIN (256 - sizeof(pl_fields_block_t))
+#define FIELDS_BLOCK_MAX (1024 - sizeof(pl_fields_block_t))
 
 void pl_fields_clear(pl_fields_t *f)
 {
@@ -510,7 +511,8 @@ static char *fields_strdup(pl_fields_t *f, const char *s)
     char *p;
 
     if (!b || b->size - b->used < n) {
-        size_t size = b ? b->size * 2 : FIELDS_BLOCK_MIN;
+        size_t size = b ? 2 * (b->size + sizeof(*b)) - sizeof(*b)
+                        : FIELDS_BLOCK_MIN;
         if (size > FIELDS_BLOCK_MAX)
             size = FIELDS_BLOCK_MAX;
         if (size < n)
