@@ -1351,6 +1351,29 @@ typedef struct apply_call_s {
     enum { CALL_SHA, CALL_EVAL, CALL_DONE } state;
 } apply_call_t;
 
+/* A call that failed as a whole (an error reply, or an answer that is not
+ * the script's): a call of one op fails that op (the event is
+ * dead-lettered); a call of several stopped in one of them (a Lua error:
+ * the ops before it are written, they come back as duplicates), so each op
+ * goes again alone, and only the one at fault fails.  0 or -1 (OOM). */
+static int split_or_fail(pl_store_apply_t *ops, const size_t *idx,
+                         apply_call_t *calls, size_t *ncalls,
+                         apply_call_t *call, const char *text, size_t len)
+{
+    if (call->n == 1) {
+        if (apply_failed(&ops[idx[call->at]], text, len))
+            return -1;
+    } else {
+        for (size_t j = 0; j < call->n; j++)
+            calls[(*ncalls)++] = (apply_call_t){.at = call->at + j,
+                                                .n = 1,
+                                                .slot = call->slot,
+                                                .state = call->state};
+    }
+    call->state = CALL_DONE;
+    return 0;
+}
+
 static int cmp_slot_idx(const void *a, const void *b, void *ops)
 {
     const pl_store_apply_t *o = ops;
@@ -1440,30 +1463,27 @@ int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
                     r = t;
                     goto out_clear;
                 }
-                if (call->n == 1) {
-                    if (apply_failed(&ops[idx[call->at]], rp->str, rp->len))
-                        goto oom;
-                    call->state = CALL_DONE;
-                    continue;
-                }
-                /* The script stopped in one op of several (a Lua error:
-                 * the ops before it are written, they come back as
-                 * duplicates): each op again alone, so that only the
-                 * one at fault fails. */
-                for (size_t j = 0; j < call->n; j++)
-                    calls[ncalls++] = (apply_call_t){
-                        .at = call->at + j, .n = 1, .slot = call->slot,
-                        .state = call->state};
-                call->state = CALL_DONE;
+                if (split_or_fail(ops, idx, calls, &ncalls, call, rp->str,
+                                  rp->len))
+                    goto oom;
                 continue;
             }
             if (rp->type != REDIS_REPLY_ARRAY || rp->elements != call->n) {
-                snprintf(errstr, errstr_size,
-                         "redis apply script: %zu answers to %zu events",
-                         rp->type == REDIS_REPLY_ARRAY ? rp->elements : 0,
-                         call->n);
-                r = -1;
-                goto out_clear;
+                /* Not our script's answer (only a script of another body
+                 * under our SHA could give it): as for an error, each op
+                 * alone, and one that still gets it is dead-lettered;
+                 * never retried for ever behind a stuck partition. */
+                char text[96];
+                int tl = snprintf(text, sizeof(text),
+                                  "ERR apply script: %zu answers to %zu "
+                                  "events",
+                                  rp->type == REDIS_REPLY_ARRAY ? rp->elements
+                                                                : 0,
+                                  call->n);
+                if (split_or_fail(ops, idx, calls, &ncalls, call, text,
+                                  (size_t)tl))
+                    goto oom;
+                continue;
             }
             for (size_t j = 0; j < call->n; j++)
                 if (take_apply_reply(&ops[idx[call->at + j]], rp->element[j],
