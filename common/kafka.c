@@ -234,9 +234,19 @@ rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
                            * is 64 MB; it also caps fetch.max.bytes, a
                            * response that stays in memory while any
                            * message of it does).  The benchmark runs as
-                           * fast with 4 MB as with 8; 2 MB starves it. */
+                           * fast with 4 MB as with 8; 2 MB starves it.
+                           * A partition whose queue is over either
+                           * threshold is looked at again only about a
+                           * second later (librdkafka 2.0.2; 2.1 made it
+                           * fetch.queue.backoff.ms), so the message
+                           * threshold must hold most of a second of
+                           * work: with 2,000 the worker sat idle for
+                           * 0.75 s of every 2.4 at 13,000 events/s (the
+                           * benchmark's 1M-event run: 12 s of 92);
+                           * with 10,000, about 1 s in all; 20,000 was
+                           * no faster and took peak RSS past 64 MB. */
                           "queued.max.messages.kbytes", "4096",
-                          "queued.min.messages", "2000",
+                          "queued.min.messages", "10000",
                           /* a dead worker's partitions move within about
                            * 10 s (librdkafka's default is 45 s).  The
                            * assignor stays librdkafka's default (eager

@@ -208,11 +208,12 @@ typedef struct stats_s {
     /* the kind's own counters (pl_worker_count) */
     const char *extra_names[4];
     uint64_t extra[4];
-    /* where the loop's time went (seconds): polling and decoding, loading
+    /* where the loop's time went (seconds): polling and decoding (idle:
+     * the part of it spent in polls that found nothing to do), loading
      * states, deciding, the apply round trip, producing, the after-apply
      * round trip, waiting for deliveries, timers */
-    double t_poll, t_load, t_decide, t_apply, t_produce, t_after, t_reap,
-        t_tick;
+    double t_poll, t_idle, t_load, t_decide, t_apply, t_produce, t_after,
+        t_reap, t_tick;
 } stats_t;
 
 /* A batch whose derived events are produced but not yet all delivered. */
@@ -1716,9 +1717,10 @@ static void log_stats(worker_t *w)
             (unsigned long long)w->stats.batches,
             (unsigned long long)w->stats.redis_errors,
             (unsigned long long)w->stats.kafka_errors, extra);
-    pl_info("time (s): poll=%.2f load=%.2f decide=%.2f apply=%.2f "
-            "produce=%.2f after=%.2f reap=%.2f tick=%.2f",
-            w->stats.t_poll, w->stats.t_load, w->stats.t_decide,
+    pl_info("time (s): poll=%.2f (idle=%.2f) load=%.2f decide=%.2f "
+            "apply=%.2f produce=%.2f after=%.2f reap=%.2f tick=%.2f",
+            w->stats.t_poll, w->stats.t_idle, w->stats.t_load,
+            w->stats.t_decide,
             w->stats.t_apply, w->stats.t_produce, w->stats.t_after,
             w->stats.t_reap, w->stats.t_tick);
 }
@@ -1824,7 +1826,11 @@ static int main_loop(worker_t *w)
                     int64_t left = next_tick - pl_now_mono_ms();
                     timeout = left < 0 ? 0 : left < 100 ? (int)left : 100;
                 }
+                double tq = pl_metrics_clock();
                 m = rd_kafka_consumer_poll(w->consumer, timeout);
+                if (!m && !w->nitems) /* nothing to do: not waiting for
+                                         the end of a batch */
+                    w->stats.t_idle += pl_metrics_clock() - tq;
             }
             metrics_round(w);
             if (w->revoked) {
