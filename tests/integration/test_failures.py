@@ -13,6 +13,18 @@ def causes(msgs):
     return [m["caused_by"] for m in msgs]
 
 
+def created_and_published(env, letter, n=300):
+    """Start a worker and have it apply and publish n new deals
+    "<letter>-<tag>-<i>"; returns (tag, events, worker)."""
+    tag = uuid.uuid4().hex[:6]
+    events = [ev("deal.created", deal_id="%s-%s-%d" % (letter, tag, i))
+              for i in range(n)]
+    w = env.start_worker()
+    env.produce("sales.deals", events)
+    env.wait_for("sales.pipeline", lambda m: len(m) >= len(events))
+    return tag, events, w
+
+
 class RedisOutage(IntegrationCase):
     workers = 0
 
@@ -94,12 +106,7 @@ class CommitsWhileIdle(IntegrationCase):
         even if the worker then sits idle and dies: a successor publishes
         nothing again."""
         env = self.env
-        tag = uuid.uuid4().hex[:6]
-        events = [ev("deal.created", deal_id="I-%s-%d" % (tag, i))
-                  for i in range(300)]
-        w = env.start_worker()
-        env.produce("sales.deals", events)
-        env.wait_for("sales.pipeline", lambda m: len(m) >= len(events))
+        tag, events, w = created_and_published(env, "I")
         time.sleep(3)  # auto commit runs every second
         w.send_signal(signal.SIGKILL)
         w.wait()
@@ -129,12 +136,7 @@ class OutcomesDroppedOnceCommitted(IntegrationCase):
         one small batch whole), and the rest by a clean shutdown.  The
         :applied records (dedupe) stay."""
         env = self.env
-        tag = uuid.uuid4().hex[:6]
-        events = [ev("deal.created", deal_id="O-%s-%d" % (tag, i))
-                  for i in range(300)]
-        w = env.start_worker()
-        env.produce("sales.deals", events)
-        env.wait_for("sales.pipeline", lambda m: len(m) >= len(events))
+        tag, _, w = created_and_published(env, "O")
         self.assertGreater(len(self.out_keys(tag)), 0)
         time.sleep(3)  # auto commit runs every second
         # One event a batch: each carries at most 2 + 64 drops, so the 300
