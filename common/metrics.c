@@ -18,6 +18,7 @@
 #include "metrics.h"
 
 #include "report.h"
+#include "sbuf.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -316,80 +317,41 @@ out:
 
 /* ---- the page ---- */
 
-typedef struct buf_s {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} buf_t;
-
-static void bprintf(buf_t *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void bprintf(buf_t *b, const char *fmt, ...)
-{
-    va_list ap;
-    int n;
-
-    if (b->oom)
-        return;
-    for (;;) {
-        va_start(ap, fmt);
-        n = vsnprintf(b->p + b->len, b->cap - b->len, fmt, ap);
-        va_end(ap);
-        if (n < 0) {
-            b->oom = true;
-            return;
-        }
-        if ((size_t)n < b->cap - b->len) {
-            b->len += (size_t)n;
-            return;
-        }
-        size_t cap = (b->cap + (size_t)n + 1) * 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->oom = true;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-}
-
 /* A label value with \, " and newline escaped. */
-static void bescape(buf_t *b, const char *s)
+static void bescape(pl_sbuf_t *b, const char *s)
 {
     for (; *s; s++) {
         if (*s == '\\')
-            bprintf(b, "\\\\");
+            pl_sbuf_printf(b, "\\\\");
         else if (*s == '"')
-            bprintf(b, "\\\"");
+            pl_sbuf_printf(b, "\\\"");
         else if (*s == '\n')
-            bprintf(b, "\\n");
+            pl_sbuf_printf(b, "\\n");
         else
-            bprintf(b, "%c", *s);
+            pl_sbuf_printf(b, "%c", *s);
     }
 }
 
-static void header(buf_t *b, const char *name, const char *suffix,
+static void header(pl_sbuf_t *b, const char *name, const char *suffix,
                    const char *help, const char *type)
 {
-    bprintf(b, "# HELP pipeline_%s%s %s\n# TYPE pipeline_%s%s %s\n", name,
+    pl_sbuf_printf(b, "# HELP pipeline_%s%s %s\n# TYPE pipeline_%s%s %s\n", name,
             suffix, help, name, suffix, type);
 }
 
 char *pl_metrics_render(pl_metrics_t *m, size_t *len)
 {
-    buf_t b = {0};
+    pl_sbuf_t b = {0};
 
-    if (!(b.p = malloc(b.cap = 8192)))
+    if (!(b.buf = malloc(b.cap = 8192)))
         return NULL;
-    b.p[0] = '\0';
+    b.buf[0] = '\0';
     for (int c = 0; c < PL_M_COUNTERS; c++) {
         const metric_def_t *d = &counter_defs[c];
         if (d->timers && !m->timers)
             continue;
         header(&b, d->name, "_total", d->help, "counter");
-        bprintf(&b, "pipeline_%s_total{worker=\"%s\"} %llu\n", d->name,
+        pl_sbuf_printf(&b, "pipeline_%s_total{worker=\"%s\"} %llu\n", d->name,
                 m->worker,
                 (unsigned long long)atomic_load_explicit(
                     &m->counters[c], memory_order_relaxed));
@@ -399,17 +361,17 @@ char *pl_metrics_render(pl_metrics_t *m, size_t *len)
         if (d->timers && !m->timers)
             continue;
         header(&b, d->name, "", d->help, "gauge");
-        bprintf(&b, "pipeline_%s{worker=\"%s\"} %lld\n", d->name, m->worker,
+        pl_sbuf_printf(&b, "pipeline_%s{worker=\"%s\"} %lld\n", d->name, m->worker,
                 (long long)atomic_load_explicit(&m->gauges[g],
                                                 memory_order_relaxed));
     }
     header(&b, LAG_NAME, "", LAG_HELP, "gauge");
     pthread_mutex_lock(&m->lock);
     for (size_t i = 0; i < m->nlags; i++) {
-        bprintf(&b, "pipeline_" LAG_NAME "{worker=\"%s\",topic=\"",
+        pl_sbuf_printf(&b, "pipeline_" LAG_NAME "{worker=\"%s\",topic=\"",
                 m->worker);
         bescape(&b, m->lags[i].topic);
-        bprintf(&b, "\",partition=\"%d\"} %lld\n", (int)m->lags[i].partition,
+        pl_sbuf_printf(&b, "\",partition=\"%d\"} %lld\n", (int)m->lags[i].partition,
                 (long long)m->lags[i].lag);
     }
     pthread_mutex_unlock(&m->lock);
@@ -423,33 +385,33 @@ char *pl_metrics_render(pl_metrics_t *m, size_t *len)
             cum += atomic_load_explicit(&m->hists[h].buckets[k],
                                         memory_order_relaxed);
             if (k < d->nb)
-                bprintf(&b, "pipeline_%s_bucket{worker=\"%s\",le=\"%g\"} "
+                pl_sbuf_printf(&b, "pipeline_%s_bucket{worker=\"%s\",le=\"%g\"} "
                             "%llu\n",
                         d->d.name, m->worker, d->le[k],
                         (unsigned long long)cum);
             else
-                bprintf(&b, "pipeline_%s_bucket{worker=\"%s\",le=\"+Inf\"} "
+                pl_sbuf_printf(&b, "pipeline_%s_bucket{worker=\"%s\",le=\"+Inf\"} "
                             "%llu\n",
                         d->d.name, m->worker, (unsigned long long)cum);
         }
-        bprintf(&b, "pipeline_%s_sum{worker=\"%s\"} %.6f\n", d->d.name,
+        pl_sbuf_printf(&b, "pipeline_%s_sum{worker=\"%s\"} %.6f\n", d->d.name,
                 m->worker,
                 (double)atomic_load_explicit(&m->hists[h].sum,
                                              memory_order_relaxed) /
                     d->scale);
-        bprintf(&b, "pipeline_%s_count{worker=\"%s\"} %llu\n", d->d.name,
+        pl_sbuf_printf(&b, "pipeline_%s_count{worker=\"%s\"} %llu\n", d->d.name,
                 m->worker, (unsigned long long)cum);
     }
     pthread_mutex_lock(&m->lock);
     if (m->analytics)
-        bprintf(&b, "%s", m->analytics);
+        pl_sbuf_printf(&b, "%s", m->analytics);
     pthread_mutex_unlock(&m->lock);
     if (b.oom) {
-        free(b.p);
+        free(b.buf);
         return NULL;
     }
     *len = b.len;
-    return b.p;
+    return b.buf;
 }
 
 /* The analytics gauges (report.h), with their help. */
@@ -486,35 +448,35 @@ static const struct {
 int pl_metrics_set_analytics(pl_metrics_t *m,
                              const struct pl_report_gauge_s *g, size_t n)
 {
-    buf_t b = {0};
+    pl_sbuf_t b = {0};
 
     if (!m)
         return 0;
-    if (!(b.p = malloc(b.cap = 4096)))
+    if (!(b.buf = malloc(b.cap = 4096)))
         return -1;
-    b.p[0] = '\0';
+    b.buf[0] = '\0';
     for (size_t d = 0; d < N_ANALYTICS; d++) {
         bool any = false;
         for (size_t i = 0; i < n; i++) {
             if (strcmp(g[i].name, analytics_defs[d].name))
                 continue;
             if (!any)
-                bprintf(&b, "# HELP %s %s\n# TYPE %s gauge\n",
+                pl_sbuf_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n",
                         analytics_defs[d].name, analytics_defs[d].help,
                         analytics_defs[d].name);
             any = true;
-            bprintf(&b, "%s{worker=\"%s\"%s%s} %.17g\n", g[i].name,
+            pl_sbuf_printf(&b, "%s{worker=\"%s\"%s%s} %.17g\n", g[i].name,
                     m->worker, g[i].labels && *g[i].labels ? "," : "",
                     g[i].labels ? g[i].labels : "", g[i].value);
         }
     }
     if (b.oom) {
-        free(b.p);
+        free(b.buf);
         return -1;
     }
     pthread_mutex_lock(&m->lock);
     free(m->analytics);
-    m->analytics = b.p;
+    m->analytics = b.buf;
     pthread_mutex_unlock(&m->lock);
     return 0;
 }

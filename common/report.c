@@ -18,6 +18,7 @@
 
 #include "analytics.h"
 #include "codec.h"
+#include "sbuf.h"
 
 #include <inttypes.h>
 #include <math.h>
@@ -764,56 +765,6 @@ json_t *pl_report_sources(const pl_fields_t *figures)
 /* ------------------------------------------------------------------------ */
 /* Text                                                                     */
 
-typedef struct sbuf_s {
-    char *p;
-    size_t len, cap;
-    bool oom;
-} sbuf_t;
-
-static void sb_putn(sbuf_t *b, const char *s, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->len + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        char *np;
-        while (cap < b->len + n + 1)
-            cap *= 2;
-        if (!(np = realloc(b->p, cap))) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-    b->p[b->len] = '\0';
-}
-
-static void sb_puts(sbuf_t *b, const char *s)
-{
-    sb_putn(b, s, strlen(s));
-}
-
-static void sb_printf(sbuf_t *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-
-static void sb_printf(sbuf_t *b, const char *fmt, ...)
-{
-    char buf[256];
-    va_list ap;
-    int n;
-
-    va_start(ap, fmt);
-    n = vsnprintf(buf, sizeof(buf), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(buf))
-        b->oom = true; /* never longer: numbers and short words only */
-    else
-        sb_putn(b, buf, (size_t)n);
-}
-
 /* The shortest text of a double that reads back as it: whole numbers
  * without ".0", no exponent unless the number is tiny or huge, so an
  * amount prints as its decimal. */
@@ -846,7 +797,7 @@ static void fmt_real(double d, char *buf, size_t n)
     }
 }
 
-static void sb_json_string(sbuf_t *b, const char *s)
+static void sb_json_string(pl_sbuf_t *b, const char *s)
 {
     json_t *j = json_string(s);
     char *t = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
@@ -854,12 +805,12 @@ static void sb_json_string(sbuf_t *b, const char *s)
     if (!t)
         b->oom = true;
     else
-        sb_puts(b, t);
+        pl_sbuf_puts(b, t);
     free(t);
     json_decref(j);
 }
 
-static void sb_json(sbuf_t *b, const json_t *j)
+static void sb_json(pl_sbuf_t *b, const json_t *j)
 {
     char num[64];
 
@@ -868,61 +819,61 @@ static void sb_json(sbuf_t *b, const json_t *j)
         const char *k;
         json_t *v;
         bool first = true;
-        sb_puts(b, "{");
+        pl_sbuf_puts(b, "{");
         json_object_foreach((json_t *)j, k, v) {
             if (!first)
-                sb_puts(b, ",");
+                pl_sbuf_puts(b, ",");
             first = false;
             sb_json_string(b, k);
-            sb_puts(b, ":");
+            pl_sbuf_puts(b, ":");
             sb_json(b, v);
         }
-        sb_puts(b, "}");
+        pl_sbuf_puts(b, "}");
         break;
     }
     case JSON_ARRAY:
-        sb_puts(b, "[");
+        pl_sbuf_puts(b, "[");
         for (size_t i = 0; i < json_array_size(j); i++) {
             if (i)
-                sb_puts(b, ",");
+                pl_sbuf_puts(b, ",");
             sb_json(b, json_array_get(j, i));
         }
-        sb_puts(b, "]");
+        pl_sbuf_puts(b, "]");
         break;
     case JSON_STRING:
         sb_json_string(b, json_string_value(j));
         break;
     case JSON_INTEGER:
-        sb_printf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
+        pl_sbuf_printf(b, "%" JSON_INTEGER_FORMAT, json_integer_value(j));
         break;
     case JSON_REAL:
         fmt_real(json_real_value(j), num, sizeof(num));
-        sb_puts(b, num);
+        pl_sbuf_puts(b, num);
         break;
     case JSON_TRUE:
-        sb_puts(b, "true");
+        pl_sbuf_puts(b, "true");
         break;
     case JSON_FALSE:
-        sb_puts(b, "false");
+        pl_sbuf_puts(b, "false");
         break;
     case JSON_NULL:
-        sb_puts(b, "null");
+        pl_sbuf_puts(b, "null");
         break;
     }
 }
 
 char *pl_report_dumps(const json_t *report)
 {
-    sbuf_t b = {0};
+    pl_sbuf_t b = {0};
 
     if (!report)
         return NULL;
     sb_json(&b, report);
     if (b.oom) {
-        free(b.p);
+        free(b.buf);
         return NULL;
     }
-    return b.p;
+    return b.buf;
 }
 
 /* ---- tables ---- */
@@ -1075,7 +1026,7 @@ static const col_t sources_cols[] = {
     {NULL, NULL, C_TEXT},
 };
 
-static void table_print(sbuf_t *b, const col_t *cols, const json_t *rows)
+static void table_print(pl_sbuf_t *b, const col_t *cols, const json_t *rows)
 {
     size_t nrows = json_array_size(rows);
     int ncols = 0, w[TABLE_COLS_MAX];
@@ -1121,20 +1072,20 @@ static void table_print(sbuf_t *b, const col_t *cols, const json_t *rows)
             bool left = cols[c].kind == C_TEXT;
             bool last = c == ncols - 1;
             if (c)
-                sb_puts(b, "  ");
+                pl_sbuf_puts(b, "  ");
             if (left && last)
-                sb_puts(b, s); /* no trailing blanks */
+                pl_sbuf_puts(b, s); /* no trailing blanks */
             else
-                sb_printf(b, left ? "%-*s" : "%*s", w[c], s);
+                pl_sbuf_printf(b, left ? "%-*s" : "%*s", w[c], s);
         }
-        sb_puts(b, "\n");
+        pl_sbuf_puts(b, "\n");
     }
     free(cells);
 }
 
 char *pl_report_table(const json_t *report)
 {
-    sbuf_t b = {0};
+    pl_sbuf_t b = {0};
     const json_t *rows;
 
     if ((rows = json_object_get(report, "months")) && json_is_array(rows)) {
@@ -1143,9 +1094,9 @@ char *pl_report_table(const json_t *report)
                json_is_array(rows)) {
         const json_t *bn = json_object_get(report, "bottleneck");
         table_print(&b, stages_cols, rows);
-        sb_puts(&b, "bottleneck: ");
-        sb_puts(&b, json_is_string(bn) ? json_string_value(bn) : "none");
-        sb_puts(&b, "\n");
+        pl_sbuf_puts(&b, "bottleneck: ");
+        pl_sbuf_puts(&b, json_is_string(bn) ? json_string_value(bn) : "none");
+        pl_sbuf_puts(&b, "\n");
     } else if ((rows = json_object_get(report, "sources")) &&
                json_is_array(rows)) {
         table_print(&b, sources_cols, rows);
@@ -1153,10 +1104,10 @@ char *pl_report_table(const json_t *report)
         return NULL;
     }
     if (b.oom) {
-        free(b.p);
+        free(b.buf);
         return NULL;
     }
-    return b.p;
+    return b.buf;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1169,36 +1120,36 @@ typedef struct gauges_s {
 } gauges_t;
 
 /* One label value, escaped for the Prometheus text format. */
-static void sb_label(sbuf_t *b, const char *name, const char *value)
+static void sb_label(pl_sbuf_t *b, const char *name, const char *value)
 {
     if (b->len)
-        sb_puts(b, ",");
-    sb_puts(b, name);
-    sb_puts(b, "=\"");
+        pl_sbuf_puts(b, ",");
+    pl_sbuf_puts(b, name);
+    pl_sbuf_puts(b, "=\"");
     for (const char *p = value; *p; p++) {
         if (*p == '\\' || *p == '"')
-            sb_putn(b, "\\", 1), sb_putn(b, p, 1);
+            pl_sbuf_put(b, "\\", 1), pl_sbuf_put(b, p, 1);
         else if (*p == '\n')
-            sb_puts(b, "\\n");
+            pl_sbuf_puts(b, "\\n");
         else
-            sb_putn(b, p, 1);
+            pl_sbuf_put(b, p, 1);
     }
-    sb_puts(b, "\"");
+    pl_sbuf_puts(b, "\"");
 }
 
 /* Add name{labels} = value; labels: NULL-terminated name, value pairs. */
 static void gauge_add(gauges_t *gs, const char *name,
                       const char *const *labels, double value)
 {
-    sbuf_t b = {0};
+    pl_sbuf_t b = {0};
 
     if (gs->oom)
         return;
     for (size_t i = 0; labels[i]; i += 2)
         sb_label(&b, labels[i], labels[i + 1]);
-    if (!b.p && !b.oom)
-        b.p = strdup("");
-    if (b.oom || !b.p)
+    if (!b.buf && !b.oom)
+        b.buf = strdup("");
+    if (b.oom || !b.buf)
         goto oom;
     if (gs->n == gs->cap) {
         size_t cap = gs->cap ? gs->cap * 2 : 32;
@@ -1208,10 +1159,10 @@ static void gauge_add(gauges_t *gs, const char *name,
         gs->g = ng;
         gs->cap = cap;
     }
-    gs->g[gs->n++] = (pl_report_gauge_t){name, b.p, value};
+    gs->g[gs->n++] = (pl_report_gauge_t){name, b.buf, value};
     return;
 oom:
-    free(b.p);
+    free(b.buf);
     gs->oom = true;
 }
 

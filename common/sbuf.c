@@ -3,6 +3,7 @@
  */
 #include "sbuf.h"
 
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,36 @@ void pl_sbuf_put(pl_sbuf_t *sb, const void *p, size_t n)
 void pl_sbuf_puts(pl_sbuf_t *sb, const char *s)
 {
     pl_sbuf_put(sb, s, strlen(s));
+}
+
+void pl_sbuf_printf(pl_sbuf_t *sb, const char *fmt, ...)
+{
+    char small[256], *big = NULL;
+    va_list ap;
+    int n;
+
+    if (sb->oom)
+        return;
+    va_start(ap, fmt);
+    n = vsnprintf(small, sizeof(small), fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        sb->oom = true;
+        return;
+    }
+    if ((size_t)n < sizeof(small)) {
+        pl_sbuf_put(sb, small, (size_t)n);
+        return;
+    }
+    if (!(big = malloc((size_t)n + 1))) {
+        sb->oom = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    pl_sbuf_put(sb, big, (size_t)n);
+    free(big);
 }
 
 void pl_sbuf_json_string(pl_sbuf_t *sb, const char *s)

@@ -23,6 +23,9 @@ typedef struct pl_sbuf_s {
 void pl_sbuf_put(pl_sbuf_t *sb, const void *p, size_t n);
 /* Append the string s. */
 void pl_sbuf_puts(pl_sbuf_t *sb, const char *s);
+/* Append printf-formatted text (any length). */
+void pl_sbuf_printf(pl_sbuf_t *sb, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 /* Append s as a JSON string, quoted and escaped as jansson's json_dumps
  * escapes it: \" \\ \b \f \n \r \t, other bytes below 0x20 as \u00XX,
  * everything else (UTF-8 included) as it is. */
