@@ -335,8 +335,8 @@ static void bescape(pl_sbuf_t *b, const char *s)
 static void header(pl_sbuf_t *b, const char *name, const char *suffix,
                    const char *help, const char *type)
 {
-    pl_sbuf_printf(b, "# HELP pipeline_%s%s %s\n# TYPE pipeline_%s%s %s\n", name,
-            suffix, help, name, suffix, type);
+    pl_sbuf_printf(b, "# HELP pipeline_%s%s %s\n# TYPE pipeline_%s%s %s\n",
+                   name, suffix, help, name, suffix, type);
 }
 
 char *pl_metrics_render(pl_metrics_t *m, size_t *len)
@@ -352,27 +352,28 @@ char *pl_metrics_render(pl_metrics_t *m, size_t *len)
             continue;
         header(&b, d->name, "_total", d->help, "counter");
         pl_sbuf_printf(&b, "pipeline_%s_total{worker=\"%s\"} %llu\n", d->name,
-                m->worker,
-                (unsigned long long)atomic_load_explicit(
-                    &m->counters[c], memory_order_relaxed));
+                       m->worker,
+                       (unsigned long long)atomic_load_explicit(
+                           &m->counters[c], memory_order_relaxed));
     }
     for (int g = 0; g < PL_G_GAUGES; g++) {
         const metric_def_t *d = &gauge_defs[g];
         if (d->timers && !m->timers)
             continue;
         header(&b, d->name, "", d->help, "gauge");
-        pl_sbuf_printf(&b, "pipeline_%s{worker=\"%s\"} %lld\n", d->name, m->worker,
-                (long long)atomic_load_explicit(&m->gauges[g],
-                                                memory_order_relaxed));
+        pl_sbuf_printf(&b, "pipeline_%s{worker=\"%s\"} %lld\n", d->name,
+                       m->worker,
+                       (long long)atomic_load_explicit(&m->gauges[g],
+                                                       memory_order_relaxed));
     }
     header(&b, LAG_NAME, "", LAG_HELP, "gauge");
     pthread_mutex_lock(&m->lock);
     for (size_t i = 0; i < m->nlags; i++) {
         pl_sbuf_printf(&b, "pipeline_" LAG_NAME "{worker=\"%s\",topic=\"",
-                m->worker);
+                       m->worker);
         bescape(&b, m->lags[i].topic);
-        pl_sbuf_printf(&b, "\",partition=\"%d\"} %lld\n", (int)m->lags[i].partition,
-                (long long)m->lags[i].lag);
+        pl_sbuf_printf(&b, "\",partition=\"%d\"} %lld\n",
+                       (int)m->lags[i].partition, (long long)m->lags[i].lag);
     }
     pthread_mutex_unlock(&m->lock);
     for (int h = 0; h < PL_H_HISTS; h++) {
@@ -385,22 +386,24 @@ char *pl_metrics_render(pl_metrics_t *m, size_t *len)
             cum += atomic_load_explicit(&m->hists[h].buckets[k],
                                         memory_order_relaxed);
             if (k < d->nb)
-                pl_sbuf_printf(&b, "pipeline_%s_bucket{worker=\"%s\",le=\"%g\"} "
-                            "%llu\n",
-                        d->d.name, m->worker, d->le[k],
-                        (unsigned long long)cum);
+                pl_sbuf_printf(&b,
+                               "pipeline_%s_bucket{worker=\"%s\",le=\"%g\"} "
+                               "%llu\n",
+                               d->d.name, m->worker, d->le[k],
+                               (unsigned long long)cum);
             else
-                pl_sbuf_printf(&b, "pipeline_%s_bucket{worker=\"%s\",le=\"+Inf\"} "
-                            "%llu\n",
-                        d->d.name, m->worker, (unsigned long long)cum);
+                pl_sbuf_printf(&b,
+                               "pipeline_%s_bucket{worker=\"%s\",le=\"+Inf\"} "
+                               "%llu\n",
+                               d->d.name, m->worker, (unsigned long long)cum);
         }
         pl_sbuf_printf(&b, "pipeline_%s_sum{worker=\"%s\"} %.6f\n", d->d.name,
-                m->worker,
-                (double)atomic_load_explicit(&m->hists[h].sum,
-                                             memory_order_relaxed) /
-                    d->scale);
+                       m->worker,
+                       (double)atomic_load_explicit(&m->hists[h].sum,
+                                                    memory_order_relaxed) /
+                           d->scale);
         pl_sbuf_printf(&b, "pipeline_%s_count{worker=\"%s\"} %llu\n", d->d.name,
-                m->worker, (unsigned long long)cum);
+                       m->worker, (unsigned long long)cum);
     }
     pthread_mutex_lock(&m->lock);
     if (m->analytics)
@@ -462,12 +465,12 @@ int pl_metrics_set_analytics(pl_metrics_t *m,
                 continue;
             if (!any)
                 pl_sbuf_printf(&b, "# HELP %s %s\n# TYPE %s gauge\n",
-                        analytics_defs[d].name, analytics_defs[d].help,
-                        analytics_defs[d].name);
+                               analytics_defs[d].name, analytics_defs[d].help,
+                               analytics_defs[d].name);
             any = true;
             pl_sbuf_printf(&b, "%s{worker=\"%s\"%s%s} %.17g\n", g[i].name,
-                    m->worker, g[i].labels && *g[i].labels ? "," : "",
-                    g[i].labels ? g[i].labels : "", g[i].value);
+                           m->worker, g[i].labels && *g[i].labels ? "," : "",
+                           g[i].labels ? g[i].labels : "", g[i].value);
         }
     }
     if (b.oom) {

@@ -62,22 +62,22 @@
  * script back), so {3} means nothing of that op was written.  The two
  * hashes are checked by reading them (pcall: a wrong type is an error
  * reply, not a Lua error), the lists, the shard and the counter by TYPE
- * when they are to be written, :out by being the first write (pcall).  A Lua error (a write refused: OOM) fails
- * the whole call, with the ops before it written: the caller applies the
- * batch again (those come back as duplicates) or, for an error that is
- * not retriable, each op alone.
+ * when they are to be written, :out by being the first write (pcall).  A
+ * Lua error (a write refused: OOM) fails the whole call, with the ops
+ * before it written: the caller applies the batch again (those come back
+ * as duplicates) or, for an error that is not retriable, each op alone.
  *
  * :applied records: event_id -> "<n>|", n counting the entity's records
  * (kept in the field "", which no event_id can be: they are 1-128 bytes).
  * The outcome goes to :out (event_id -> outcome), apart, so that :applied
  * stays a small listpack hash (a value over hash-max-listpack-value, 64
  * bytes, would turn it into a hashtable for good); :out empties as
- * outcomes are dropped, and Redis deletes an empty hash.  Bounds: :history keeps its
- * newest history_max entries (LTRIM after the RPUSH); once :applied holds
- * more than applied_max ids, the oldest (smallest n) are forgotten down to
- * applied_max - applied_max/8, so that the HGETALL this takes comes once
- * in applied_max/8 applies.  One HINCRBY per apply, and an HLEN once the
- * entity has had more than applied_max records. */
+ * outcomes are dropped, and Redis deletes an empty hash.  Bounds: :history
+ * keeps its newest history_max entries (LTRIM after the RPUSH); once
+ * :applied holds more than applied_max ids, the oldest (smallest n) are
+ * forgotten down to applied_max - applied_max/8, so that the HGETALL this
+ * takes comes once in applied_max/8 applies.  One HINCRBY per apply, and
+ * an HLEN once the entity has had more than applied_max records. */
 static const char apply_lua[] =
     "local function wrong(k, want)\n"
     "  return {3, 'WRONGTYPE ' .. k .. ' is a ' ..\n"
@@ -101,7 +101,8 @@ static const char apply_lua[] =
     "local function apply(k, a, c)\n"
     "  local K1, K2, K3 = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]\n"
     "  local K4, K6, K7 = KEYS[k + 4], KEYS[k + 5], KEYS[k + 6]\n"
-    "  local KO, id, hist, o = KEYS[k + 7], ARGV[a + 1], ARGV[a + 6], ARGV[a + 3]\n"
+    "  local KO, id, hist = KEYS[k + 7], ARGV[a + 1], ARGV[a + 6]\n"
+    "  local o = ARGV[a + 3]\n"
     "  local ttl = tonumber(ARGV[a + 4])\n"
     "  local hmax = tonumber(ARGV[a + 7])\n"
     "  local amax = tonumber(ARGV[a + 8])\n"
@@ -350,11 +351,11 @@ static const char complete_lua[] =
  * folded yet (with the sum: the sum once, the deltas then being "", when
  * no delta of the call is folded yet, else nothing and returns {-1}: the
  * caller sends the deltas one by one), and raises the mark over every
- * number folded without a gap.  A delta numbered above one not folded yet (another
- * worker's, in the same slot, whose fold has not come) is listed, so that
- * the other one still counts when it comes.  A field that comes to 0 is
- * deleted (the hash stays as small as the figures).  Returns {slot, its
- * mark now, ...}. */
+ * number folded without a gap.  A delta numbered above one not folded
+ * yet (another worker's, in the same slot, whose fold has not come) is
+ * listed, so that the other one still counts when it comes.  A field
+ * that comes to 0 is deleted (the hash stays as small as the figures).
+ * Returns {slot, its mark now, ...}. */
 static const char fold_lua[] =
     "local function add(d)\n"
     "  for f, v in string.gmatch(d, '([^\\t\\n]+)\\t(-?%d+)') do\n"
@@ -1228,7 +1229,8 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         resp_int(&r, (int64_t)nrem);
         for (size_t i = 0; i < nrem; i++)
             resp_str(&r, op->timers_remove->items[i]);
-        resp_bulk(&r, op->stats ? op->stats : "", op->stats ? op->stats_len : 0);
+        resp_bulk(&r, op->stats ? op->stats : "",
+                  op->stats ? op->stats_len : 0);
         /* the fold mark, for popping the folded deltas (the script does
          * it for an op with a delta): only when it moved since this store
          * last passed it for the slot (else the script looks at the
