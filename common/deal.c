@@ -2,7 +2,8 @@
  * deal.c - deal state <-> Redis hash fields, history entries and derived
  * events (see deal.h).  Field values are text a person can read with
  * redis-cli: amounts as decimals, dates as YYYY-MM-DD, times as epoch ms,
- * activities as a comma list.
+ * activities as the bits of the kinds seen (an older layout: a comma
+ * list).
  */
 #include "deal.h"
 
@@ -14,20 +15,52 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The activities seen, as a comma list ("call,demo"). */
-static void activities_text(uint32_t bits, char *acts, size_t size)
-{
-    size_t n = 0;
-    acts[0] = '\0';
-    for (int a = 0; a < PL_ACT__COUNT; a++)
-        if (bits & (1u << a))
-            n += (size_t)snprintf(acts + n, size - n, "%s%s", n ? "," : "",
-                                  pl_activity_name((pl_activity_t)a));
-}
-
 static bool str_changed(const char *was, const char *now)
 {
     return now && (!was || strcmp(was, now));
+}
+
+/* The state hash's fields: the short name this version writes, and the
+ * long one of the layout before it, which is still read (a hash of the
+ * older layout is rewritten in the short names by its next write, which
+ * removes the long ones).  The deal_id is not stored: it is the key's.
+ * rev and origin keep their names (the runtime's, for every kind). */
+enum {
+    F_LEAD_ID, F_NAME, F_OWNER, F_CURRENCY, F_STAGE, F_CREATED_AT,
+    F_STAGE_ENTERED_AT, F_LAST_EVENT_AT, F_AMOUNT, F_CLOSE_DATE,
+    F_ACTIVITIES, F__COUNT
+};
+static const struct {
+    const char *name, *old;
+} FIELDS[F__COUNT] = {
+    [F_LEAD_ID] = {"l", "lead_id"},
+    [F_NAME] = {"n", "name"},
+    [F_OWNER] = {"o", "owner"},
+    [F_CURRENCY] = {"c", "currency"},
+    [F_STAGE] = {"s", "stage"},
+    [F_CREATED_AT] = {"ca", "created_at"},
+    [F_STAGE_ENTERED_AT] = {"se", "stage_entered_at"},
+    [F_LAST_EVENT_AT] = {"le", "last_event_at"},
+    [F_AMOUNT] = {"a", "amount"},
+    [F_CLOSE_DATE] = {"cd", "expected_close_date"},
+    [F_ACTIVITIES] = {"ac", "activities"},
+};
+#define NAME(f) (FIELDS[f].name)
+
+const char *pl_deal_field_long_name(const char *field)
+{
+    for (int i = 0; i < F__COUNT; i++)
+        if (!strcmp(field, FIELDS[i].name))
+            return FIELDS[i].old;
+    return NULL;
+}
+
+int pl_deal_old_fields(pl_strlist_t *out)
+{
+    for (int i = 0; i < F__COUNT; i++)
+        if (pl_strlist_add(out, FIELDS[i].old))
+            return -1;
+    return pl_strlist_add(out, "deal_id");
 }
 
 int pl_deal_to_fields_diff(const pl_deal_state_t *prev,
@@ -36,109 +69,137 @@ int pl_deal_to_fields_diff(const pl_deal_state_t *prev,
 {
     char buf[64];
 
-    if (!prev || !prev->exists)
+    if (!prev || !prev->exists || prev->old_layout)
         return pl_deal_to_fields(st, rev, out);
-#define STR(f)                                                               \
-    if (str_changed(prev->f, st->f) && pl_fields_set(out, #f, st->f))        \
+#define STR(f, F)                                                            \
+    if (str_changed(prev->f, st->f) && pl_fields_set(out, NAME(F), st->f))   \
         return -1
-#define INT(f)                                                               \
-    if (prev->f != st->f && pl_fields_set_int(out, #f, st->f))               \
+#define INT(f, F)                                                            \
+    if (prev->f != st->f && pl_fields_set_int(out, NAME(F), st->f))          \
         return -1
-    STR(deal_id);
-    STR(lead_id);
-    STR(name);
-    STR(owner);
-    STR(currency);
-    STR(stage);
-    INT(created_at);
-    INT(stage_entered_at);
-    INT(last_event_at);
+    STR(lead_id, F_LEAD_ID);
+    STR(name, F_NAME);
+    STR(owner, F_OWNER);
+    STR(currency, F_CURRENCY);
+    STR(stage, F_STAGE);
+    INT(created_at, F_CREATED_AT);
+    INT(stage_entered_at, F_STAGE_ENTERED_AT);
+    INT(last_event_at, F_LAST_EVENT_AT);
 #undef STR
 #undef INT
     if (pl_fields_set(out, "rev", rev))
         return -1;
     if (st->has_amount && (!prev->has_amount || prev->amount != st->amount)) {
         pl_amount_format(st->amount, buf, sizeof(buf));
-        if (pl_fields_set(out, "amount", buf))
+        if (pl_fields_set(out, NAME(F_AMOUNT), buf))
             return -1;
     }
     if (st->has_close_date &&
         (!prev->has_close_date ||
          prev->expected_close_date != st->expected_close_date)) {
         pl_date_format(st->expected_close_date, buf, sizeof(buf));
-        if (pl_fields_set(out, "expected_close_date", buf))
+        if (pl_fields_set(out, NAME(F_CLOSE_DATE), buf))
             return -1;
     }
-    if (prev->activities != st->activities) {
-        char acts[256];
-        activities_text(st->activities, acts, sizeof(acts));
-        return pl_fields_set(out, "activities", acts);
-    }
+    if (prev->activities != st->activities)
+        return pl_fields_set_int(out, NAME(F_ACTIVITIES), st->activities);
     return 0;
 }
 
 int pl_deal_to_fields(const pl_deal_state_t *st, const char *rev,
                       pl_fields_t *out)
 {
-    char buf[64], acts[256];
+    char buf[64];
 
-    if (pl_fields_set_opt(out, "deal_id", st->deal_id) ||
-        pl_fields_set_opt(out, "lead_id", st->lead_id) ||
-        pl_fields_set_opt(out, "name", st->name) || pl_fields_set_opt(out, "owner", st->owner) ||
-        pl_fields_set_opt(out, "currency", st->currency) ||
-        pl_fields_set_opt(out, "stage", st->stage) ||
-        pl_fields_set_int(out, "created_at", st->created_at) ||
-        pl_fields_set_int(out, "stage_entered_at", st->stage_entered_at) ||
-        pl_fields_set_int(out, "last_event_at", st->last_event_at) ||
+    if (pl_fields_set_opt(out, NAME(F_LEAD_ID), st->lead_id) ||
+        pl_fields_set_opt(out, NAME(F_NAME), st->name) ||
+        pl_fields_set_opt(out, NAME(F_OWNER), st->owner) ||
+        pl_fields_set_opt(out, NAME(F_CURRENCY), st->currency) ||
+        pl_fields_set_opt(out, NAME(F_STAGE), st->stage) ||
+        pl_fields_set_int(out, NAME(F_CREATED_AT), st->created_at) ||
+        pl_fields_set_int(out, NAME(F_STAGE_ENTERED_AT),
+                          st->stage_entered_at) ||
+        pl_fields_set_int(out, NAME(F_LAST_EVENT_AT), st->last_event_at) ||
         pl_fields_set(out, "rev", rev))
         return -1;
     if (st->has_amount) {
         pl_amount_format(st->amount, buf, sizeof(buf));
-        if (pl_fields_set(out, "amount", buf))
+        if (pl_fields_set(out, NAME(F_AMOUNT), buf))
             return -1;
     }
     if (st->has_close_date) {
         pl_date_format(st->expected_close_date, buf, sizeof(buf));
-        if (pl_fields_set(out, "expected_close_date", buf))
+        if (pl_fields_set(out, NAME(F_CLOSE_DATE), buf))
             return -1;
     }
-    activities_text(st->activities, acts, sizeof(acts));
-    return pl_fields_set(out, "activities", acts);
+    return pl_fields_set_int(out, NAME(F_ACTIVITIES), st->activities);
 }
 
-int pl_deal_from_fields(const pl_fields_t *f, pl_deal_state_t *st,
-                        char *rev)
+/* The name field F has in f: its own, else (a hash of the older layout,
+ * or one half rewritten) its old one, which sets *old. */
+static const char *key_of(const pl_fields_t *f, int F, bool *old)
+{
+    if (pl_fields_get(f, FIELDS[F].name) ||
+        !pl_fields_get(f, FIELDS[F].old))
+        return FIELDS[F].name;
+    *old = true;
+    return FIELDS[F].old;
+}
+
+static const char *get(const pl_fields_t *f, int F, bool *old)
+{
+    return pl_fields_get(f, key_of(f, F, old));
+}
+
+static int get_int(const pl_fields_t *f, int F, int64_t *out, bool *old)
+{
+    return pl_fields_get_int(f, key_of(f, F, old), out, NULL);
+}
+
+int pl_deal_from_fields(const pl_fields_t *f, const char *id,
+                        pl_deal_state_t *st, char *rev)
 {
     const char *v;
+    bool old = false;
 
     pl_deal_state_clear(st);
     v = pl_fields_get(f, "rev");
     snprintf(rev, PL_REV_LEN + 1, "%s", v ? v : "");
-    if (!pl_fields_get(f, "stage"))
+    if (!get(f, F_STAGE, &old))
         return 0;
     st->exists = true;
-    if (pl_str_set(&st->deal_id, pl_fields_get(f, "deal_id")) ||
-        pl_str_set(&st->lead_id, pl_fields_get(f, "lead_id")) ||
-        pl_str_set(&st->name, pl_fields_get(f, "name")) ||
-        pl_str_set(&st->owner, pl_fields_get(f, "owner")) ||
-        pl_str_set(&st->currency, pl_fields_get(f, "currency")) ||
-        pl_str_set(&st->stage, pl_fields_get(f, "stage")))
+    if (!(v = pl_fields_get(f, "deal_id"))) /* an older layout kept it */
+        v = id;
+    else
+        old = true;
+    if (pl_str_set(&st->deal_id, v) ||
+        pl_str_set(&st->lead_id, get(f, F_LEAD_ID, &old)) ||
+        pl_str_set(&st->name, get(f, F_NAME, &old)) ||
+        pl_str_set(&st->owner, get(f, F_OWNER, &old)) ||
+        pl_str_set(&st->currency, get(f, F_CURRENCY, &old)) ||
+        pl_str_set(&st->stage, get(f, F_STAGE, &old)))
         return -1;
-    if (pl_fields_get_int(f, "created_at", &st->created_at, NULL) ||
-        pl_fields_get_int(f, "stage_entered_at", &st->stage_entered_at, NULL) ||
-        pl_fields_get_int(f, "last_event_at", &st->last_event_at, NULL))
+    if (get_int(f, F_CREATED_AT, &st->created_at, &old) ||
+        get_int(f, F_STAGE_ENTERED_AT, &st->stage_entered_at, &old) ||
+        get_int(f, F_LAST_EVENT_AT, &st->last_event_at, &old))
         return -1;
-    if ((v = pl_fields_get(f, "amount"))) {
+    if ((v = get(f, F_AMOUNT, &old))) {
         if (pl_amount_parse(v, &st->amount))
             return -1;
         st->has_amount = true;
     }
-    if ((v = pl_fields_get(f, "expected_close_date"))) {
+    if ((v = get(f, F_CLOSE_DATE, &old))) {
         if (pl_date_parse(v, &st->expected_close_date))
             return -1;
         st->has_close_date = true;
     }
-    if ((v = pl_fields_get(f, "activities"))) {
+    if (!strcmp(key_of(f, F_ACTIVITIES, &old), NAME(F_ACTIVITIES))) {
+        int64_t bits = 0; /* bit 1 << pl_activity_t per kind seen */
+        if (get_int(f, F_ACTIVITIES, &bits, &old) || bits < 0 ||
+            bits > UINT32_MAX)
+            return -1;
+        st->activities = (uint32_t)bits;
+    } else if ((v = get(f, F_ACTIVITIES, &old))) { /* "call,demo" */
         while (*v) {
             const char *c = strchr(v, ',');
             size_t n = c ? (size_t)(c - v) : strlen(v);
@@ -150,6 +211,7 @@ int pl_deal_from_fields(const pl_fields_t *f, pl_deal_state_t *st,
             v += n + (c ? 1 : 0);
         }
     }
+    st->old_layout = old;
     return 0;
 }
 

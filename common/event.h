@@ -90,7 +90,9 @@ typedef enum pl_event_type_e {
     PL_EV__COUNT
 } pl_event_type_t;
 
-/* deal.activity kinds; also bit positions in pl_deal_state_t.activities */
+/* deal.activity kinds; also bit positions in pl_deal_state_t.activities
+ * and in the state hash's "ac" field: stored, so the order never changes
+ * (a new kind goes last) */
 typedef enum pl_activity_e {
     PL_ACT_CALL = 0,
     PL_ACT_EMAIL,

@@ -97,6 +97,8 @@ typedef struct pl_deal_state_s {
     uint32_t activities;          /* bit (1u << pl_activity_t) per kind seen */
     int64_t version;              /* bumped by the store on every applied
                                      event; the engine copies it unchanged */
+    bool old_layout;              /* read from a hash with the long field
+                                     names of an older version (deal.c) */
 } pl_deal_state_t;
 
 /* Zero st: a deal that does not exist (no allocation). */

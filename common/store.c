@@ -46,15 +46,16 @@
  * slot's delta list as "<seq>\n<delta>" with the next sequence number of
  * the slot, then the slot's fold mark as the caller knows it (the deltas
  * numbered up to it are folded: they are popped from the list's head
- * first; "0": none).  Then n and n event_ids of the entity whose derived
- * events need no keeping any more (their input offsets are committed):
- * their :applied records keep the id (dedupe), :out drops the derived
- * events.  An op whose event_id is "" only drops stored outcomes: its one
- * key is :out, its arguments "" and the event_ids.
+ * first; "0": none).  Then n and n fields to remove from the state (the
+ * names of an older layout, which the write replaces).  An op whose
+ * event_id is "" only drops stored outcomes: its one key is :out, its
+ * arguments "" and the event_ids whose derived events need no keeping
+ * any more (their input offsets are committed): their :applied records
+ * keep the id (dedupe), :out drops the derived events.
  * Returns one reply per op: {0, the delta's sequence number (0: none)}
  * applied, {1, outcome} duplicate (from :out, else the record's value,
- * whose "<n>|" prefix the caller strips: a record written before :out
- * held its outcome there), {2, {field, value...}} conflict, {3, error
+ * "<n>", or "<n>|..." from an older version whose prefix the caller
+ * strips: a record written before :out held its outcome there), {2, {field, value...}} conflict, {3, error
  * text} a key of the wrong type or a bad argument.
  *
  * Nothing of an op is written before every check of it has passed (a Lua
@@ -67,7 +68,7 @@
  * before it written: the caller applies the batch again (those come back
  * as duplicates) or, for an error that is not retriable, each op alone.
  *
- * :applied records: event_id -> "<n>|", n counting the entity's records
+ * :applied records: event_id -> n (an integer), n counting the entity's records
  * (kept in the field "", which no event_id can be: they are 1-128 bytes).
  * The outcome goes to :out (event_id -> outcome), apart, so that :applied
  * stays a small listpack hash (a value over hash-max-listpack-value, 64
@@ -91,8 +92,10 @@ static const char apply_lua[] =
     "  local all, recs = redis.call('HGETALL', K), {}\n"
     "  for i = 1, #all, 2 do\n"
     "    if all[i] ~= '' and all[i] ~= id then\n"
-    "      recs[#recs + 1] = {tonumber(string.match(all[i + 1], '^(%d+)|'))\n"
-    "                         or 0, all[i]}\n"
+    "      local v = all[i + 1]\n"
+    "      recs[#recs + 1] = {tonumber(string.match(v, '^(%d+)$') or\n"
+    "                                  string.match(v, '^(%d+)|')) or 0,\n"
+    "                         all[i]}\n"
     "    end\n"
     "  end\n"
     "  table.sort(recs, function(x, y) return x[1] < y[1] end)\n"
@@ -121,9 +124,9 @@ static const char apply_lua[] =
     "  local nrem = tonumber(ARGV[irem])\n"
     "  local stats = ARGV[irem + nrem + 1] or ''\n"
     "  local trim = tonumber(ARGV[irem + nrem + 2] or '0') or 0\n"
-    "  local iblank = irem + nrem + 3\n"
-    "  local nblank = tonumber(ARGV[iblank] or '0') or 0\n"
-    "  if iblank + nblank ~= a + c then\n"
+    "  local iunset = irem + nrem + 3\n"
+    "  local nunset = tonumber(ARGV[iunset] or '0') or 0\n"
+    "  if iunset + nunset ~= a + c then\n"
     "    return {3, 'ERR apply script: bad arguments'}\n"
     "  end\n"
     "  local prev = redis.pcall('HGET', K2, id)\n"
@@ -161,10 +164,13 @@ static const char apply_lua[] =
     "    num = redis.pcall('HINCRBY', K2, '', 1)\n"
     "    if type(num) == 'table' then return {3, 'ERR ' .. K2 .. ': ' ..\n"
     "                                          num['err']} end\n"
-    "    n = num .. '|'\n"
+    "    n = num\n"
     "  end\n"
     "  if nset > 0 then\n"
     "    redis.call('HSET', K1, unpack(ARGV, a + 10, a + 9 + 2*nset))\n"
+    "  end\n"
+    "  if nunset > 0 then\n"
+    "    redis.call('HDEL', K1, unpack(ARGV, iunset + 1, iunset + nunset))\n"
     "  end\n"
     "  if nadd > 0 then\n"
     "    redis.call('ZADD', K4, unpack(ARGV, iadd + 1, iadd + 2*nadd))\n"
@@ -188,9 +194,6 @@ static const char apply_lua[] =
     "    end\n"
     "    seq = redis.call('INCR', K7)\n"
     "    redis.call('RPUSH', K6, seq .. '\\n' .. stats)\n"
-    "  end\n"
-    "  if nblank > 0 then\n"
-    "    redis.pcall('HDEL', KO, unpack(ARGV, iblank + 1, iblank + nblank))\n"
     "  end\n"
     "  redis.call('HSET', K2, id, n)\n"
     "  if num > amax and redis.call('HLEN', K2) - 1 > amax then\n"
@@ -1134,7 +1137,8 @@ static size_t apply_argc(const pl_store_apply_t *op)
         return 1 + 1 + op->nblank;
     return 1 + 14 + 2 * (op->set ? op->set->count : 0) +
            2 * (op->timers_add ? op->timers_add->count : 0) +
-           (op->timers_remove ? op->timers_remove->count : 0) + op->nblank;
+           (op->timers_remove ? op->timers_remove->count : 0) +
+           (op->unset ? op->unset->count : 0);
 }
 
 /* One apply script call for ops[idx[0..k)], all in `slot` (any on a
@@ -1242,9 +1246,9 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         } else {
             resp_int(&r, 0);
         }
-        resp_int(&r, (int64_t)op->nblank);
-        for (size_t i = 0; i < op->nblank; i++)
-            resp_str(&r, op->blank[i]);
+        resp_int(&r, (int64_t)(op->unset ? op->unset->count : 0));
+        for (size_t i = 0; op->unset && i < op->unset->count; i++)
+            resp_str(&r, op->unset->items[i]);
     }
     if (r.oom) {
         free(r.buf);
@@ -1291,11 +1295,12 @@ static int take_apply_reply(pl_store_apply_t *op, const redisReply *r,
             goto bad;
         v = r->element[1]->str;
         len = r->element[1]->len;
-        /* "<n>|" (the record's number; none in a record written before
-         * it) */
+        /* "<n>" (the record's number), or from an older version "<n>|"
+         * (the outcome went to :out) or the outcome itself: a topic name
+         * first, never digits alone */
         while (p < len && v[p] >= '0' && v[p] <= '9')
             p++;
-        p = p && p < len && v[p] == '|' ? p + 1 : 0;
+        p = p == len ? len : p && v[p] == '|' ? p + 1 : 0;
         op->result = PL_APPLY_DUPLICATE;
         op->stored_len = len - p;
         if (!(op->stored = malloc(op->stored_len ? op->stored_len : 1)))
@@ -1574,7 +1579,17 @@ static json_t *field_json(const char *k, const char *v)
         if (a)
             return a;
     }
-    if (!strcmp(k, "activities")) {
+    if (!strcmp(k, "activities") && *v >= '0' && *v <= '9') {
+        /* the bits of the kinds seen (1 << pl_activity_t) */
+        json_t *a = json_array();
+        unsigned long long bits = strtoull(v, &end, 10);
+        for (int i = 0; a && !*end && i < PL_ACT__COUNT; i++)
+            if (bits & (1ull << i))
+                json_array_append_new(
+                    a, json_string(pl_activity_name((pl_activity_t)i)));
+        return a;
+    }
+    if (!strcmp(k, "activities")) { /* an older layout: "call,demo" */
         json_t *a = json_array();
         const char *p = v;
         while (a && *p) {
@@ -1597,10 +1612,12 @@ static int add_timers_json(pl_store_t *s, const char *kind, const char *id,
                            json_t *o, char *errstr, size_t errstr_size);
 
 int pl_store_entity_json(pl_store_t *s, const char *kind, const char *id,
+                         const char *(*long_name)(const char *field),
                          char **json_out, char *errstr, size_t errstr_size)
 {
     pl_fields_t state = {0}, hist = {0};
     json_t *o = NULL, *h;
+    char idk[32];
     int r = -1;
 
     *json_out = NULL;
@@ -1614,9 +1631,19 @@ int pl_store_entity_json(pl_store_t *s, const char *kind, const char *id,
         goto out;
     if (!(o = json_object()) || !(h = json_array()))
         goto oom;
-    for (size_t i = 0; i < state.count; i++)
-        json_object_set_new(o, state.keys[i],
-                            field_json(state.keys[i], state.values[i]));
+    /* the fields under their own names, then the renamed ones: a field
+     * of the new layout wins over its old name in a half rewritten hash */
+    for (int pass = 0; pass < 2; pass++)
+        for (size_t i = 0; i < state.count; i++) {
+            const char *k = long_name ? long_name(state.keys[i]) : NULL;
+            if (!k != !pass)
+                json_object_set_new(o, k ? k : state.keys[i],
+                                    field_json(k ? k : state.keys[i],
+                                               state.values[i]));
+        }
+    snprintf(idk, sizeof(idk), "%s_id", kind);
+    if (!json_object_get(o, idk))
+        json_object_set_new(o, idk, json_string(id));
     for (size_t i = 0; i < hist.count; i++) {
         json_t *e = json_loads(hist.values[i], 0, NULL);
         json_array_append_new(h, e ? e : json_string(hist.values[i]));

@@ -196,10 +196,14 @@ typedef struct pl_store_apply_s {
     const char *history;      /* entry to append, or NULL */
     const void *outcome;      /* derived events, packed (pl_outbox_pack) */
     size_t outcome_len;
-    const char *const *blank; /* event_ids of earlier events of the entity
-                                 whose input offsets are committed: their
-                                 stored outcome is dropped (kept: the id) */
+    const char *const *blank; /* drop ops (event_id NULL): event_ids of
+                                 earlier events of the entity whose input
+                                 offsets are committed: their stored
+                                 outcome is dropped (kept: the id) */
     size_t nblank;
+    const pl_strlist_t *unset; /* fields to remove from the state with
+                                  the write (the names of an older layout
+                                  it replaces), or NULL */
     const char *stats;        /* the analytics delta ("field\tinc\n"...,
                                  analytics.h) to record with the write, or
                                  NULL */
@@ -334,8 +338,11 @@ int pl_store_history(pl_store_t *s, const char *kind, const char *id,
 
 /* An entity's ("deal", "lead") state hash and history as one JSON object
  * (malloc'ed), a deal with its pending timers, for `pipelinectl deal ID`
- * and `lead ID`.  1 found, 0 not found, -1 error. */
+ * and `lead ID`.  long_name (may be NULL) gives a state field's name for
+ * people (NULL: its own); "<kind>_id" is added when the hash lacks it.
+ * 1 found, 0 not found, -1 error. */
 int pl_store_entity_json(pl_store_t *s, const char *kind, const char *id,
+                         const char *(*long_name)(const char *field),
                          char **json_out, char *errstr, size_t errstr_size);
 
 /* ---- analytics (analytics.h) ---- */

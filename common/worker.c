@@ -690,7 +690,7 @@ static int load_states(worker_t *w)
         const char *rev = pl_fields_get(&fields[j], "rev");
         if (!e)
             goto out;
-        if (w->kind->state_load(e->st, &fields[j])) {
+        if (w->kind->state_load(e->st, ids[j], &fields[j])) {
             /* A damaged hash: its events cannot be decided.  They go to
              * the dead-letter topic, the rest of the batch goes on. */
             char why[512];
@@ -786,6 +786,7 @@ typedef struct op_s {
     pl_fields_t set;
     pl_fields_t timers_add;
     pl_strlist_t timers_remove;
+    pl_strlist_t unset;
     bool rejected;
     char *history;
     pl_delta_t stats;
@@ -801,6 +802,7 @@ static void op_clear(op_t *op)
     pl_fields_clear(&op->set);
     pl_fields_clear(&op->timers_add);
     pl_strlist_clear(&op->timers_remove);
+    pl_strlist_clear(&op->unset);
     free(op->history);
     pl_delta_free(&op->stats);
     free(op->outcome);
@@ -871,6 +873,7 @@ static void decision_clear(pl_decision_t *d)
     pl_fields_clear(&d->set);
     pl_fields_clear(&d->timers_add);
     pl_strlist_clear(&d->timers_remove);
+    pl_strlist_clear(&d->unset);
     free(d->history);
     pl_delta_free(&d->stats);
     pl_outbox_reset(&d->derived);
@@ -1003,6 +1006,9 @@ static int decide(worker_t *w, size_t idx, op_t *op)
         memset(&d.timers_remove, 0, sizeof(d.timers_remove));
         op->apply.timers_add = &op->timers_add;
         op->apply.timers_remove = &op->timers_remove;
+        op->unset = d.unset; /* moved */
+        memset(&d.unset, 0, sizeof(d.unset));
+        op->apply.unset = &op->unset;
         op->stats = d.stats; /* moved */
         memset(&d.stats, 0, sizeof(d.stats));
         op->apply.stats = op->stats.buf;

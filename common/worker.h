@@ -29,6 +29,8 @@ typedef struct pl_decision_s {
                             true when a refusal touches the state */
     pl_fields_t timers_add;     /* timer member -> due (ms): to schedule */
     pl_strlist_t timers_remove; /* timer members to unschedule */
+    pl_strlist_t unset;  /* applied: state fields to remove with the write
+                            (the names of an older layout it replaces) */
     pl_outbox_t derived; /* what to publish, in order */
     pl_delta_t stats;    /* applied: the event's analytics delta
                             (analytics.h), written with the state */
@@ -48,8 +50,9 @@ typedef struct pl_worker_kind_s {
     size_t state_size;
     void (*state_init)(void *st);
     void (*state_clear)(void *st);
-    /* Parse a state hash (rev is handled by the runtime).  0 or -1. */
-    int (*state_load)(void *st, const pl_fields_t *f);
+    /* Parse the state hash of entity id (rev is handled by the runtime).
+     * 0 or -1. */
+    int (*state_load)(void *st, const char *id, const pl_fields_t *f);
     /* Optional: check the rules have what this worker needs.  0, or -1
      * with errstr set (start-up stops). */
     int (*check_rules)(const pl_rules_t *r, char *errstr, size_t errstr_size);

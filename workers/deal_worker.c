@@ -41,10 +41,10 @@ static void state_clear(void *st)
     pl_deal_state_clear(st);
 }
 
-static int state_load(void *st, const pl_fields_t *f)
+static int state_load(void *st, const char *id, const pl_fields_t *f)
 {
     char rev[PL_REV_LEN + 1];
-    return pl_deal_from_fields(f, st, rev);
+    return pl_deal_from_fields(f, id, st, rev);
 }
 
 /* A timer's member in its shard: "<timer>|<due ms>|<deal id>"
@@ -136,13 +136,18 @@ static int decide(pl_worker_t *w, void *st, const pl_event_t *ev,
     d->applied = !d->rejected || (cur->exists &&
                                   next.last_event_at != cur->last_event_at);
     if (d->applied) {
-        if (pl_deal_to_fields_diff(cur, &next, "", &d->set) ||
+        /* a hash of the older layout is written whole, in the new names,
+         * and loses the old ones */
+        if ((cur->exists && cur->old_layout &&
+             pl_deal_old_fields(&d->unset)) ||
+            pl_deal_to_fields_diff(cur, &next, "", &d->set) ||
             (oc.stage_changed &&
              !(d->history = pl_deal_history_entry(&oc, ev, &next))) ||
             timers_diff(rules, cur, &next, ev->deal_id, d) ||
             pl_analytics_deal_delta(rules, cur, &next, &oc, ev, &d->stats))
             goto out;
         pl_deal_state_clear(cur);
+        next.old_layout = false;
         *cur = next; /* moved */
         pl_deal_state_init(&next);
     }
@@ -408,7 +413,7 @@ static int fire_timers(pl_worker_t *w)
             continue;
         pl_deal_state_init(&st);
         pl_event_init(&alert);
-        if (pl_deal_from_fields(&states[i], &st, rev) == 0)
+        if (pl_deal_from_fields(&states[i], ids[i], &st, rev) == 0)
             a = pl_rules_deal_alert(rules, &st, names[i], dues[i], now,
                                     &alert);
         if (a == 0 &&

@@ -34,8 +34,9 @@ static void state_clear(void *st)
     pl_lead_state_clear(st);
 }
 
-static int state_load(void *st, const pl_fields_t *f)
+static int state_load(void *st, const char *id, const pl_fields_t *f)
 {
+    (void)id; /* the lead hash keeps its lead_id */
     return pl_lead_from_fields(f, st);
 }
 

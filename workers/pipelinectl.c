@@ -1569,8 +1569,10 @@ static int pl_ctl_cmd_entity(const pl_ctl_opts_t *o, const char *kind,
     }
     if (!(store = pl_ctl_store_open(o, &rc)))
         return rc;
-    found = pl_store_entity_json(store, kind, argv[0], &json, errstr,
-                                 sizeof(errstr));
+    found = pl_store_entity_json(
+        store, kind, argv[0],
+        strcmp(kind, "deal") ? NULL : pl_deal_field_long_name, &json,
+        errstr, sizeof(errstr));
     if (found < 0) {
         pl_ctl_err("redis %s: %s", o->redis, errstr);
     } else if (found == 0) {
@@ -2314,7 +2316,7 @@ static int pl_ctl_rebuild_deal_cb(void *opaque, const char *id,
     int rc;
 
     pl_deal_state_init(&st);
-    if (pl_deal_from_fields(state, &st, rev)) {
+    if (pl_deal_from_fields(state, id, &st, rev)) {
         pl_ctl_err("deal %s: a field of its state does not parse; skipped",
                    id);
         pl_deal_state_clear(&st);

@@ -129,9 +129,20 @@ done
 [[ $WORKERS =~ ^[1-9][0-9]*(,[1-9][0-9]*)*$ ]] || die "--workers: expected e.g. 1,2,4"
 
 RUN_ID=$(date -u +%Y%m%d%H%M%S)-$$
-TP="bench.$RUN_ID."      # topic prefix of this run
+# The run's topic and key prefixes are short: a key's name is part of what
+# it costs Redis, and the memory figures should be near those of a default
+# deployment (no key prefix, topic sales.deals), not of a long run id.  The
+# tag is the time in seconds and the pid, in base 36 (unique to a machine
+# for two years).
+base36() {
+	local n=$1 d=0123456789abcdefghijklmnopqrstuvwxyz s=
+	while ((n > 0)); do s=${d:n%36:1}$s; n=$((n / 36)); done
+	printf '%s' "${s:-0}"
+}
+TAG=b$(base36 $(($(date +%s) % 60466176)))$(base36 $(($$ % 1296)))
+TP="$TAG."               # topic prefix of this run
 LTP="${TP}lat."          # topic prefix of the latency run
-KP="bench:$RUN_ID:"      # Redis key prefix of this run
+KP="$TAG:"               # Redis key prefix of this run
 mkdir -p -- "$OUT"
 rm -rf -- "$OUT/parts" "$OUT/logs"
 mkdir -p -- "$OUT/parts" "$OUT/logs"

@@ -72,6 +72,48 @@ class WalkToWon(IntegrationCase):
                           "negotiation", "closing", "won"])
 
 
+class OlderLayout(IntegrationCase):
+    def test_a_hash_of_the_older_layout_is_read_and_renamed(self):
+        """A state hash as a version before the short field names wrote
+        it (long names, the deal_id) reads the same, and the first write
+        over it leaves only the short names."""
+        env, d = self.env, did()
+        key = "%s{deal:%s}" % (env.key_prefix, d)
+        t0 = 1793613600000
+        env.redis_cli(
+            "HSET", key, "deal_id", d, "lead_id", "L-9", "name", "Acme",
+            "owner", "ana", "currency", "EUR", "stage", "proposal",
+            "created_at", t0, "stage_entered_at", t0 + 60000,
+            "last_event_at", t0 + 90000, "rev", "0" * 32,
+            "amount", "12000.5", "expected_close_date", "2026-12-31",
+            "activities", "demo")
+        before = env.deal(d)
+        self.assertEqual(before["stage"], "proposal")
+        self.assertEqual(before["deal_id"], d)
+        e = ev("deal.stage_requested", deal_id=d, to_stage="negotiation",
+               occurred_at=at(160))
+        env.produce("sales.deals", [e])
+        msgs = env.wait_for("sales.pipeline",
+                            lambda m: derived_of(m, e["event_id"]))
+        m = derived_of(msgs, e["event_id"])[0]
+        self.assertEqual((m["type"], m["from_stage"], m["to_stage"]),
+                         ("deal.stage_changed", "proposal", "negotiation"))
+        self.assertEqual(m["seconds_in_previous_stage"], 100)
+        self.assertEqual((m["amount"], m["currency"], m["owner"]),
+                         (12000.5, "EUR", "ana"))
+        self.assertEqual(
+            set(env.redis_cli("HKEYS", key).split()),
+            {"l", "n", "o", "c", "s", "ca", "se", "le", "a", "cd", "ac",
+             "rev"})
+        after = env.deal(d)
+        for k in ("deal_id", "lead_id", "name", "owner", "currency",
+                  "created_at", "amount", "expected_close_date",
+                  "activities"):
+            self.assertEqual(after[k], before[k], k)
+        self.assertEqual(after["stage"], "negotiation")
+        self.assertEqual(after["stage_entered_at"], at(160))
+
+
 class ReasonCodes(IntegrationCase):
     def expect_rejection(self, events, code, from_stage, to_stage, words):
         self.env.produce("sales.deals", events)

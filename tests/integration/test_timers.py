@@ -424,9 +424,10 @@ alerts:
                 env.deal(bad) and env.deal(bad)["timers"]):
             time.sleep(0.2)
         # The deal as an older release (or a hand edit) may have stored it:
-        # closing on 0000-01-01, its closing_soon@7d due in the year -1.
+        # closing on 0000-01-01 (field "cd"), its closing_soon@7d due in
+        # the year -1.
         state_key = "%s{deal:%s}" % (env.key_prefix, bad)
-        redis_cli(env, "HSET", state_key, "expected_close_date", "0000-01-01")
+        redis_cli(env, "HSET", state_key, "cd", "0000-01-01")
         due = -62167219200000 - 7 * 86400000
         member = "closing_soon@7d|%d|%s" % (due, bad)
         shard = timer_shard_of(env, bad)

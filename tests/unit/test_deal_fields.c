@@ -81,18 +81,28 @@ static void test_fields_roundtrip_full(void **state)
     pl_deal_state_init(&back);
     assert_int_equal(pl_deal_to_fields(&st, REV, &f), 0);
 
-    /* readable with redis-cli */
-    assert_string_equal(pl_fields_get(&f, "stage"), "negotiation");
-    assert_string_equal(pl_fields_get(&f, "amount"), "1234567.8901");
-    assert_string_equal(pl_fields_get(&f, "expected_close_date"),
-                        "2024-02-29");
-    assert_string_equal(pl_fields_get(&f, "activities"),
-                        "call,demo,contract_signed,note");
-    assert_string_equal(pl_fields_get(&f, "created_at"), "1700000000000");
+    /* readable with redis-cli, under short names; the deal_id is the
+     * key's */
+    assert_string_equal(pl_fields_get(&f, "s"), "negotiation");
+    assert_string_equal(pl_fields_get(&f, "a"), "1234567.8901");
+    assert_string_equal(pl_fields_get(&f, "cd"), "2024-02-29");
+    /* the bits of the kinds seen, in the order that is stored for good:
+     * call 0, demo 3, contract_signed 6, note 7 */
+    assert_string_equal(pl_fields_get(&f, "ac"), "201");
+    assert_string_equal(pl_fields_get(&f, "ca"), "1700000000000");
     assert_string_equal(pl_fields_get(&f, "rev"), REV);
+    assert_null(pl_fields_get(&f, "deal_id"));
+    assert_int_equal(f.count, 12);
+    for (size_t i = 0; i < f.count; i++)
+        if (strcmp(f.keys[i], "rev") &&
+            !pl_deal_field_long_name(f.keys[i]))
+            fail_msg("field %s has no long name", f.keys[i]);
+    assert_string_equal(pl_deal_field_long_name("le"), "last_event_at");
+    assert_null(pl_deal_field_long_name("rev"));
 
-    assert_int_equal(pl_deal_from_fields(&f, &back, rev), 0);
+    assert_int_equal(pl_deal_from_fields(&f, "D-1", &back, rev), 0);
     assert_string_equal(rev, REV);
+    assert_false(back.old_layout);
     assert_deal_stored_equal(&st, &back);
 
     pl_fields_clear(&f);
@@ -133,11 +143,9 @@ static void test_fields_diff(void **state)
     next.activities |= 1u << PL_ACT_EMAIL;
     assert_int_equal(pl_deal_to_fields_diff(&prev, &next, "r2", &diff), 0);
     assert_int_equal(diff.count, 7);
-    assert_null(pl_fields_get(&diff, "deal_id"));
-    assert_null(pl_fields_get(&diff, "created_at"));
-    assert_null(pl_fields_get(&diff, "expected_close_date"));
-    assert_string_equal(pl_fields_get(&diff, "activities"),
-                        "call,email,demo,contract_signed,note");
+    assert_null(pl_fields_get(&diff, "ca"));
+    assert_null(pl_fields_get(&diff, "cd"));
+    assert_string_equal(pl_fields_get(&diff, "ac"), "203");
     for (size_t i = 0; i < diff.count; i++)
         assert_int_equal(
             pl_fields_set(&stored, diff.keys[i], diff.values[i]), 0);
@@ -146,7 +154,7 @@ static void test_fields_diff(void **state)
     for (size_t i = 0; i < whole.count; i++)
         assert_string_equal(pl_fields_get(&stored, whole.keys[i]),
                             whole.values[i]);
-    assert_int_equal(pl_deal_from_fields(&stored, &back, rev), 0);
+    assert_int_equal(pl_deal_from_fields(&stored, "D-1", &back, rev), 0);
     assert_deal_stored_equal(&next, &back);
 
     /* a deal that does not exist yet: every field */
@@ -154,6 +162,14 @@ static void test_fields_diff(void **state)
     prev.exists = false;
     assert_int_equal(pl_deal_to_fields_diff(&prev, &next, "r2", &diff), 0);
     assert_int_equal(diff.count, whole.count);
+
+    /* one stored in the older layout: every field, in the new names */
+    pl_fields_clear(&diff);
+    prev.exists = true;
+    prev.old_layout = true;
+    assert_int_equal(pl_deal_to_fields_diff(&prev, &next, "r2", &diff), 0);
+    assert_int_equal(diff.count, whole.count);
+    assert_non_null(pl_fields_get(&diff, "ca"));
 
     pl_fields_clear(&stored);
     pl_fields_clear(&diff);
@@ -183,9 +199,9 @@ static void test_fields_roundtrip_sparse(void **state)
         st.created_at = st.stage_entered_at = st.last_event_at = T0;
 
         assert_int_equal(pl_deal_to_fields(&st, "", &f), 0);
-        assert_null(pl_fields_get(&f, "lead_id"));
-        assert_null(pl_fields_get(&f, "expected_close_date"));
-        assert_int_equal(pl_deal_from_fields(&f, &back, rev), 0);
+        assert_null(pl_fields_get(&f, "l"));
+        assert_null(pl_fields_get(&f, "cd"));
+        assert_int_equal(pl_deal_from_fields(&f, "D-2", &back, rev), 0);
         assert_string_equal(rev, "");
         assert_deal_stored_equal(&st, &back);
         pl_fields_clear(&f);
@@ -205,27 +221,28 @@ static void test_fields_absent_deal(void **state)
     pl_deal_state_init(&st);
     pl_deal_state_init(&back);
     assert_int_equal(pl_deal_to_fields(&st, REV, &f), 0);
-    assert_null(pl_fields_get(&f, "stage"));
-    assert_int_equal(pl_deal_from_fields(&f, &back, rev), 0);
+    assert_null(pl_fields_get(&f, "s"));
+    assert_int_equal(pl_deal_from_fields(&f, "D-3", &back, rev), 0);
     assert_false(back.exists);
     assert_null(back.stage);
     assert_string_equal(rev, REV);
     pl_fields_clear(&f);
 
     /* an empty hash (redis: key not found) */
-    assert_int_equal(pl_deal_from_fields(&f, &back, rev), 0);
+    assert_int_equal(pl_deal_from_fields(&f, "D-3", &back, rev), 0);
     assert_false(back.exists);
     assert_string_equal(rev, "");
 
     /* leftovers without a stage */
     assert_int_equal(pl_fields_set(&f, "deal_id", "D-3"), 0);
+    assert_int_equal(pl_fields_set(&f, "a", "5"), 0);
     assert_int_equal(pl_fields_set(&f, "amount", "5"), 0);
-    assert_int_equal(pl_deal_from_fields(&f, &back, rev), 0);
+    assert_int_equal(pl_deal_from_fields(&f, "D-3", &back, rev), 0);
     assert_false(back.exists);
 
     /* from_fields starts from a clean state: old content is freed */
     full_state(&back);
-    assert_int_equal(pl_deal_from_fields(&f, &back, rev), 0);
+    assert_int_equal(pl_deal_from_fields(&f, "D-3", &back, rev), 0);
     assert_false(back.exists);
     assert_null(back.owner);
     assert_false(back.has_amount);
@@ -234,19 +251,57 @@ static void test_fields_absent_deal(void **state)
     pl_deal_state_clear(&back);
 }
 
-/* One corrupt field: -1, not a silently zeroed value. */
+/* st's fields as the older layout wrote them: long names, the deal_id,
+ * the activities as a comma list (always there). */
+static void old_layout_fields(const pl_deal_state_t *st, pl_fields_t *out)
+{
+    pl_fields_t f = {0};
+    char acts[256] = "";
+    size_t n = 0;
+
+    assert_int_equal(pl_deal_to_fields(st, REV, &f), 0);
+    assert_int_equal(pl_fields_set(out, "deal_id", st->deal_id), 0);
+    for (size_t i = 0; i < f.count; i++) {
+        const char *k = pl_deal_field_long_name(f.keys[i]);
+        if (strcmp(f.keys[i], "ac"))
+            assert_int_equal(
+                pl_fields_set(out, k ? k : f.keys[i], f.values[i]), 0);
+    }
+    for (int a = 0; a < PL_ACT__COUNT; a++)
+        if (st->activities & (1u << a))
+            n += (size_t)snprintf(acts + n, sizeof(acts) - n, "%s%s",
+                                  n ? "," : "",
+                                  pl_activity_name((pl_activity_t)a));
+    assert_int_equal(pl_fields_set(out, "activities", acts), 0);
+    pl_fields_clear(&f);
+}
+
+/* One corrupt field: -1, not a silently zeroed value.  field is a long
+ * name: it is set under its short name in the layout of today, and in a
+ * hash of the older layout under its own. */
 static void expect_corrupt(const char *field, const char *value)
 {
     pl_deal_state_t st, back;
     pl_fields_t f = {0};
     char rev[PL_REV_LEN + 1];
+    const char *k = NULL;
     int r;
 
     full_state(&st);
     pl_deal_state_init(&back);
     assert_int_equal(pl_deal_to_fields(&st, REV, &f), 0);
+    for (size_t i = 0; i < f.count; i++)
+        if (!strcmp(pl_deal_field_long_name(f.keys[i]) ?: "", field))
+            k = f.keys[i];
+    assert_non_null(k);
+    assert_int_equal(pl_fields_set(&f, k, value), 0);
+    r = pl_deal_from_fields(&f, "D-1", &back, rev);
+    pl_fields_clear(&f);
+    if (r != -1)
+        fail_msg("%s=\"%s\" accepted", field, value);
+    old_layout_fields(&st, &f);
     assert_int_equal(pl_fields_set(&f, field, value), 0);
-    r = pl_deal_from_fields(&f, &back, rev);
+    r = pl_deal_from_fields(&f, "D-1", &back, rev);
     pl_fields_clear(&f);
     pl_deal_state_clear(&st);
     pl_deal_state_clear(&back);
@@ -269,6 +324,71 @@ static void test_fields_corrupt(void **state)
     /* an empty time is not 0 (the Unix epoch) */
     expect_corrupt("created_at", "");
     expect_corrupt("stage_entered_at", "");
+    /* the activities' bits: a number (the older layout's comma list is
+     * text) */
+    {
+        pl_deal_state_t back;
+        pl_fields_t f = {0};
+        char rev[PL_REV_LEN + 1];
+        static const char *const bad[] = {"call", "-1", "4294967296", "1x",
+                                          ""};
+        pl_deal_state_init(&back);
+        for (size_t i = 0; i < sizeof(bad) / sizeof(*bad); i++) {
+            assert_int_equal(pl_fields_set(&f, "s", "scoping"), 0);
+            assert_int_equal(pl_fields_set(&f, "ac", bad[i]), 0);
+            if (pl_deal_from_fields(&f, "D-1", &back, rev) != -1)
+                fail_msg("ac=\"%s\" accepted", bad[i]);
+            pl_fields_clear(&f);
+        }
+        pl_deal_state_clear(&back);
+    }
+}
+
+/* A hash the older layout wrote (long names, the deal_id) reads back the
+ * same and is marked old_layout; in a hash half rewritten the short name
+ * wins; pl_deal_old_fields names every field to remove. */
+static void test_fields_old_layout(void **state)
+{
+    pl_deal_state_t st, back;
+    pl_fields_t f = {0};
+    pl_strlist_t old = {0};
+    char rev[PL_REV_LEN + 1];
+    (void)state;
+
+    full_state(&st);
+    pl_deal_state_init(&back);
+    old_layout_fields(&st, &f);
+    assert_non_null(pl_fields_get(&f, "stage_entered_at"));
+    assert_string_equal(pl_fields_get(&f, "activities"),
+                        "call,demo,contract_signed,note");
+    assert_null(pl_fields_get(&f, "se"));
+    assert_int_equal(pl_deal_from_fields(&f, "D-other", &back, rev), 0);
+    assert_string_equal(rev, REV);
+    assert_true(back.old_layout);
+    assert_deal_stored_equal(&st, &back); /* deal_id from the hash */
+
+    /* half rewritten: a newer stage under "s" wins over "stage" */
+    assert_int_equal(pl_fields_set(&f, "s", "closing"), 0);
+    assert_int_equal(pl_deal_from_fields(&f, "D-1", &back, rev), 0);
+    assert_string_equal(back.stage, "closing");
+    assert_true(back.old_layout);
+
+    /* the names a rewrite removes: every old one there is, no new one */
+    assert_int_equal(pl_deal_old_fields(&old), 0);
+    for (size_t i = 0; i < f.count; i++) {
+        bool listed = false;
+        for (size_t j = 0; j < old.count; j++)
+            listed |= !strcmp(old.items[j], f.keys[i]);
+        if (listed != (strcmp(f.keys[i], "rev") &&
+                       strcmp(f.keys[i], "s")))
+            fail_msg("field %s %s in the old names", f.keys[i],
+                     listed ? "wrongly" : "not");
+    }
+
+    pl_strlist_clear(&old);
+    pl_fields_clear(&f);
+    pl_deal_state_clear(&st);
+    pl_deal_state_clear(&back);
 }
 
 /* ---- history ---- */
@@ -914,6 +1034,7 @@ int main(void)
         cmocka_unit_test(test_fields_roundtrip_sparse),
         cmocka_unit_test(test_fields_absent_deal),
         cmocka_unit_test(test_fields_corrupt),
+        cmocka_unit_test(test_fields_old_layout),
         cmocka_unit_test(test_history_entry),
         cmocka_unit_test(test_history_entry_as_jansson),
         cmocka_unit_test(test_derived_stage_changed),

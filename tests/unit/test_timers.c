@@ -1419,7 +1419,7 @@ static void test_history_and_applied_bounds(void **state)
         assert_int_equal(rint_cmd("HEXISTS %s e%d", k, i), 1);
     {
         redisReply *r = rcmd("HGET %s e9", k);
-        assert_string_equal(r->str, "10|");
+        assert_string_equal(r->str, "10");
         freeReplyObject(r);
         entity_key(k, sizeof(k), "LIM", ":out");
         r = rcmd("HGET %s e9", k);
@@ -1452,6 +1452,65 @@ static void test_history_and_applied_bounds(void **state)
     assert_int_equal(rint_cmd("HEXISTS %s e125", k), 0);
     assert_int_equal(rint_cmd("HEXISTS %s e126", k), 1);
     assert_int_equal(rint_cmd("HEXISTS %s e1004", k), 1);
+    pl_store_destroy(s);
+}
+
+/* Event eid of deal id again: a duplicate; what was stored for it. */
+static char *duplicate_of(pl_store_t *s, const char *id, const char *eid)
+{
+    pl_store_apply_t op;
+    char err[512] = "", *out;
+
+    memset(&op, 0, sizeof(op));
+    op.kind = "deal";
+    op.id = id;
+    op.event_id = eid;
+    op.expected_rev = "";
+    if (pl_store_apply(s, &op, 1, 3600000, err, sizeof(err)))
+        fail_msg("apply: %s", err);
+    if (op.result != PL_APPLY_DUPLICATE)
+        fail_msg("%s: result %d, not a duplicate", eid, (int)op.result);
+    assert_non_null(out = strndup(op.stored, op.stored_len));
+    pl_store_apply_clear(&op);
+    return out;
+}
+
+/* :applied records of older versions: "<n>|" (numbered, the outcome in
+ * :out) and the outcome itself (before numbers) are still read, for a
+ * duplicate and for the oldest-first bound, next to today's "<n>". */
+static void test_applied_records_of_older_versions(void **state)
+{
+    pl_store_t *s = store_open();
+    char rev[PL_REV_LEN + 1] = "", k[256], *o;
+
+    (void)state;
+    pl_store_set_limits(s, 10, 2);
+    apply_chain(s, "OLDREC", 0, 3, rev, PL_APPLY_OK);
+    entity_key(k, sizeof(k), "OLDREC", ":out");
+    freeReplyObject(rcmd("DEL %s", k));
+    entity_key(k, sizeof(k), "OLDREC", ":applied");
+    freeReplyObject(rcmd("HSET %s e0 1|", k));
+    freeReplyObject(rcmd("HSET %s e1 %s", k, "t/0/5\nX"));
+    {
+        redisReply *r = rcmd("HGET %s e2", k);
+        assert_string_equal(r->str, "3");
+        freeReplyObject(r);
+    }
+    o = duplicate_of(s, "OLDREC", "e0");
+    assert_string_equal(o, "");
+    free(o);
+    o = duplicate_of(s, "OLDREC", "e1");
+    assert_string_equal(o, "t/0/5\nX");
+    free(o);
+    o = duplicate_of(s, "OLDREC", "e2");
+    assert_string_equal(o, "");
+    free(o);
+    /* past the bound (2) the oldest go: e1 (no number), then e0 (1) */
+    apply_chain(s, "OLDREC", 3, 1, rev, PL_APPLY_OK);
+    assert_int_equal(rint_cmd("HEXISTS %s e1", k), 0);
+    assert_int_equal(rint_cmd("HEXISTS %s e0", k), 0);
+    assert_int_equal(rint_cmd("HEXISTS %s e2", k), 1);
+    assert_int_equal(rint_cmd("HEXISTS %s e3", k), 1);
     pl_store_destroy(s);
 }
 
@@ -1739,6 +1798,7 @@ int main(void)
         cmocka_unit_test(test_extend_and_lose_claims),
         cmocka_unit_test(test_apply_per_key_errors),
         cmocka_unit_test(test_history_and_applied_bounds),
+        cmocka_unit_test(test_applied_records_of_older_versions),
         cmocka_unit_test(test_ttl_override),
         cmocka_unit_test(test_fold_out_of_order),
         cmocka_unit_test(test_fold_sum),
