@@ -52,6 +52,7 @@ class Env:
         self.brokers = brokers or BROKERS
         self.redis = redis or REDIS
         self.workers = []
+        self.extra_topics = []  # made by a test under other names
         os.makedirs(LOGS, exist_ok=True)
         self.ctl("topics", "create", "--partitions", str(partitions),
                  "--replication", str(replication), "sales.leads", "sales.deals", "sales.pipeline",
@@ -211,8 +212,8 @@ class Env:
         if os.environ.get("PL_TEST_KEEP") == "1":
             return
         try:
-            self.ctl("topics", "delete", *self.TOPICS, check=False,
-                     timeout=30)
+            self.ctl("topics", "delete", *self.TOPICS, *self.extra_topics,
+                     check=False, timeout=30)
         except subprocess.TimeoutExpired:
             pass
         if "," in self.redis:

@@ -503,6 +503,7 @@ class LeaseHeldWhileDelivering(TimerCase):
         self.assertIsNone(a.poll())
         self.assertIsNone(b.poll())
         env.ctl("topics", "create", "--partitions", "3", "sales.alerts-late")
+        env.extra_topics.append("sales.alerts-late")
         msgs = env.wait_for(
             "sales.alerts-late",
             lambda m: {x["deal_id"] for x in m} >= set(deals), timeout=120)
