@@ -4,6 +4,8 @@
  */
 #include "analytics.h"
 
+#include "sbuf.h"
+
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -64,7 +66,7 @@ double pl_hist_percentile(const int64_t counts[PL_HIST_BUCKETS], double p)
 
 /* ---- fields ---- */
 
-void pl_field_escape(const char *in, char *out, size_t out_size)
+size_t pl_field_escape(const char *in, char *out, size_t out_size)
 {
     static const char hex[] = "0123456789ABCDEF";
     size_t o = 0;
@@ -78,8 +80,11 @@ void pl_field_escape(const char *in, char *out, size_t out_size)
             out[o++] = (char)*p;
         }
     }
-    if (out_size)
-        out[o < out_size ? o : out_size - 1] = '\0';
+    if (!out_size)
+        return 0;
+    o = o < out_size ? o : out_size - 1;
+    out[o] = '\0';
+    return o;
 }
 
 static int hexval(char c)
@@ -139,13 +144,19 @@ int pl_delta_add(pl_delta_t *d, int64_t inc, const char *const *parts)
             return -1;
         if (i)
             d->buf[d->len++] = '|';
-        pl_field_escape(parts[i], d->buf + d->len, d->cap - d->len);
-        d->len += strlen(d->buf + d->len);
+        d->len += pl_field_escape(parts[i], d->buf + d->len,
+                                  d->cap - d->len);
     }
     if (reserve(d, 24))
         return -1;
-    d->len += (size_t)snprintf(d->buf + d->len, d->cap - d->len,
-                               "\t%lld\n", (long long)inc);
+    {
+        char num[24], *e = num + sizeof(num), *p = pl_fmt_int(e, inc);
+        d->buf[d->len++] = '\t';
+        memcpy(d->buf + d->len, p, (size_t)(e - p));
+        d->len += (size_t)(e - p);
+        d->buf[d->len++] = '\n';
+        d->buf[d->len] = '\0';
+    }
     return 0;
 }
 

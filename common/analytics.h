@@ -136,8 +136,9 @@ int pl_analytics_lead_delta(const pl_lead_state_t *cur,
 void pl_month_of_day(int32_t day, char out[8]);
 void pl_month_of_ms(int64_t ms, char out[8]);
 
-/* Percent-encode one field component into out (size >= 3 * strlen + 1). */
-void pl_field_escape(const char *in, char *out, size_t out_size);
+/* Percent-encode one field component into out (size >= 3 * strlen + 1);
+ * returns its length. */
+size_t pl_field_escape(const char *in, char *out, size_t out_size);
 /* Decode in place. */
 void pl_field_unescape(char *s);
 

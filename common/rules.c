@@ -2805,9 +2805,20 @@ static int64_t sat_add(int64_t a, int64_t b)
 static void put_timer(pl_timer_t *out, int *n, const char *prefix,
                       const char *suffix, int64_t due)
 {
+    char *name;
+    size_t size = sizeof(out->name), a, b;
     if (*n >= PL_TIMERS_MAX)
         return; /* cannot happen: the loader caps closing_soon */
-    snprintf(out[*n].name, sizeof(out[*n].name), "%s%s", prefix, suffix);
+    name = out[*n].name;
+    /* prefix then suffix, cut to fit as snprintf would (this runs twice
+     * an event) */
+    a = strlen(prefix);
+    a = a < size - 1 ? a : size - 1;
+    b = strlen(suffix);
+    b = b < size - 1 - a ? b : size - 1 - a;
+    memcpy(name, prefix, a);
+    memcpy(name + a, suffix, b);
+    name[a + b] = '\0';
     out[*n].due = due;
     (*n)++;
 }

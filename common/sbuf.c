@@ -107,3 +107,15 @@ void pl_sbuf_json_string(pl_sbuf_t *sb, const char *s)
     }
     pl_sbuf_put(sb, "\"", 1);
 }
+
+char *pl_fmt_int(char *end, int64_t v)
+{
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        *--end = (char)('0' + u % 10);
+        u /= 10;
+    } while (u);
+    if (v < 0)
+        *--end = '-';
+    return end;
+}

@@ -12,6 +12,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 typedef struct pl_sbuf_s {
     char *buf;
@@ -30,5 +31,10 @@ void pl_sbuf_printf(pl_sbuf_t *sb, const char *fmt, ...)
  * escapes it: \" \\ \b \f \n \r \t, other bytes below 0x20 as \u00XX,
  * everything else (UTF-8 included) as it is. */
 void pl_sbuf_json_string(pl_sbuf_t *sb, const char *s);
+
+/* The decimal text of v written backwards, ending just before end (20
+ * bytes at most); returns its start.  No NUL (the hot paths know the
+ * length: end - start). */
+char *pl_fmt_int(char *end, int64_t v);
 
 #endif

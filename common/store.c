@@ -583,13 +583,12 @@ int pl_fields_set_opt(pl_fields_t *f, const char *k, const char *v)
     return v ? pl_fields_set(f, k, v) : 0;
 }
 
-static char *fmt_int(char *end, int64_t v);
 
 int pl_fields_set_int(pl_fields_t *f, const char *k, int64_t v)
 {
     char buf[24];
     buf[23] = '\0';
-    return pl_fields_set(f, k, fmt_int(buf + 23, v));
+    return pl_fields_set(f, k, pl_fmt_int(buf + 23, v));
 }
 
 int pl_fields_get_int(const pl_fields_t *f, const char *k, int64_t *v,
@@ -1074,26 +1073,13 @@ static void resp_raw(resp_t *r, const void *p, size_t n)
     pl_sbuf_put(r, p, n);
 }
 
-/* Decimal text of v into end-backwards; returns its start. */
-static char *fmt_int(char *end, int64_t v)
-{
-    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        *--end = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
-    if (v < 0)
-        *--end = '-';
-    return end;
-}
-
 /* "*<n>\r\n" or "$<n>\r\n" */
 static void resp_head(resp_t *r, char type, size_t n)
 {
     char tmp[24], *e = tmp + sizeof(tmp), *p;
     *--e = '\n';
     *--e = '\r';
-    p = fmt_int(e, (int64_t)n);
+    p = pl_fmt_int(e, (int64_t)n);
     *--p = type;
     resp_raw(r, p, (size_t)(tmp + sizeof(tmp) - p));
 }
@@ -1113,7 +1099,7 @@ static void resp_str(resp_t *r, const char *s)
 static void resp_int(resp_t *r, int64_t v)
 {
     char tmp[24], *e = tmp + sizeof(tmp);
-    char *p = fmt_int(e, v);
+    char *p = pl_fmt_int(e, v);
     resp_bulk(r, p, (size_t)(e - p));
 }
 
@@ -2277,9 +2263,15 @@ static char *sum_deltas(const char *const *recs, size_t n)
     for (size_t i = 0, j; i < nl; i = j) {
         for (j = i + 1; j < nl && !cmp_delta_line(&l[i], &l[j]); j++)
             ;
-        if (l[i].v)
-            out += (size_t)sprintf(text + out, "%.*s\t%lld\n",
-                                   (int)l[i].len, l[i].f, l[i].v);
+        if (l[i].v) { /* "<field>\t<sum>\n" */
+            char num[24], *e = num + sizeof(num), *d = pl_fmt_int(e, l[i].v);
+            memcpy(text + out, l[i].f, l[i].len);
+            out += l[i].len;
+            text[out++] = '\t';
+            memcpy(text + out, d, (size_t)(e - d));
+            out += (size_t)(e - d);
+            text[out++] = '\n';
+        }
     }
     text[out] = '\0';
     free(l);

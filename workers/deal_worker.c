@@ -18,12 +18,14 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "sbuf.h"
 #include "slots.h"
 #include "worker.h"
 
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <string.h>
 
 static const char *deal_id(const pl_event_t *ev)
@@ -57,6 +59,23 @@ static char *timer_member(const pl_timer_t *t, const char *deal_id)
                : m;
 }
 
+/* The same into buf, or NULL when it does not fit (no allocation: this
+ * runs for every timer an event changes). */
+static const char *timer_member_in(const pl_timer_t *t, const char *deal_id,
+                                   char *buf, size_t size)
+{
+    char num[24], *e = num + sizeof(num), *d = pl_fmt_int(e, t->due);
+    size_t a = strlen(t->name), b = (size_t)(e - d), c = strlen(deal_id);
+    if (a + b + c + 3 > size)
+        return NULL;
+    memcpy(buf, t->name, a);
+    buf[a] = '|';
+    memcpy(buf + a + 1, d, b);
+    buf[a + 1 + b] = '|';
+    memcpy(buf + a + 2 + b, deal_id, c + 1);
+    return buf;
+}
+
 static bool has_timer(const pl_timer_t *ts, int n, const pl_timer_t *t)
 {
     for (int i = 0; i < n; i++)
@@ -75,16 +94,18 @@ static int timers_diff(const pl_rules_t *r, const pl_deal_state_t *cur,
     pl_timer_t before[PL_TIMERS_MAX], after[PL_TIMERS_MAX];
     int nb = cur->exists ? pl_rules_deal_timers(r, cur, before) : 0;
     int na = pl_rules_deal_timers(r, next, after);
-    char *member, due[24];
+    char buf[512], *member;
+    const char *m;
     int rc;
 
     for (int i = 0; i < na; i++) {
         if (has_timer(before, nb, &after[i]))
             continue;
-        if (!(member = timer_member(&after[i], deal_id)))
+        member = NULL;
+        if (!(m = timer_member_in(&after[i], deal_id, buf, sizeof(buf))) &&
+            !(m = member = timer_member(&after[i], deal_id)))
             return -1;
-        snprintf(due, sizeof(due), "%" PRId64, after[i].due);
-        rc = pl_fields_set(&d->timers_add, member, due);
+        rc = pl_fields_set_int(&d->timers_add, m, after[i].due);
         free(member);
         if (rc)
             return -1;
@@ -92,9 +113,11 @@ static int timers_diff(const pl_rules_t *r, const pl_deal_state_t *cur,
     for (int i = 0; i < nb; i++) {
         if (has_timer(after, na, &before[i]))
             continue;
-        if (!(member = timer_member(&before[i], deal_id)))
+        member = NULL;
+        if (!(m = timer_member_in(&before[i], deal_id, buf, sizeof(buf))) &&
+            !(m = member = timer_member(&before[i], deal_id)))
             return -1;
-        rc = pl_strlist_add(&d->timers_remove, member);
+        rc = pl_strlist_add(&d->timers_remove, m);
         free(member);
         if (rc)
             return -1;
