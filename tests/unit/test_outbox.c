@@ -358,16 +358,17 @@ static rd_kafka_t *mock_producer(const char *timeout_ms, const topics_t *t,
 
 /* Read everything in partition 0 of the five topics from the mock cluster
  * with one consumer, and check each holds exactly the defs of its role,
- * reps times over, in produce order. */
-static void expect_all_topics(rd_kafka_mock_cluster_t *mc, const topics_t *t,
-                              int reps)
+ * reps times over: in produce order, or (ordered false) each exactly once
+ * in any order. */
+static void expect_topics(rd_kafka_mock_cluster_t *mc, const topics_t *t,
+                          int reps, bool ordered)
 {
     static const pl_topic_role_t roles[] = {PL_TOPIC_PIPELINE, PL_TOPIC_ALERTS,
                                             PL_TOPIC_DEALS, PL_TOPIC_LEADS,
                                             PL_TOPIC_DLQ};
     const msgdef_t *want[5][64];
     size_t n[5] = {0}, got[5] = {0};
-    bool eof[5] = {false};
+    bool eof[5] = {false}, seen[5][64] = {{false}};
     size_t neof = 0;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     rd_kafka_topic_partition_list_t *parts;
@@ -430,13 +431,30 @@ static void expect_all_topics(rd_kafka_mock_cluster_t *mc, const topics_t *t,
             if (got[r] >= n[r])
                 fail_msg("%s: more than %zu messages",
                          rd_kafka_topic_name(m->rkt), n[r]);
-            w = want[r][got[r]];
-            assert_int_equal(m->key_len, w->key_len);
-            if (m->key_len)
-                assert_memory_equal(m->key, w->key, m->key_len);
-            assert_int_equal(m->len, w->value_len);
-            if (m->len)
-                assert_memory_equal(m->payload, w->value, m->len);
+            if (ordered) {
+                w = want[r][got[r]];
+                assert_int_equal(m->key_len, w->key_len);
+                if (m->key_len)
+                    assert_memory_equal(m->key, w->key, m->key_len);
+                assert_int_equal(m->len, w->value_len);
+                if (m->len)
+                    assert_memory_equal(m->payload, w->value, m->len);
+            } else { /* the first def it matches that is not seen yet */
+                size_t k;
+                for (k = 0; k < n[r]; k++) {
+                    w = want[r][k];
+                    if (!seen[r][k] && m->key_len == w->key_len &&
+                        m->len == w->value_len &&
+                        (!m->key_len ||
+                         !memcmp(m->key, w->key, m->key_len)) &&
+                        (!m->len || !memcmp(m->payload, w->value, m->len)))
+                        break;
+                }
+                if (k == n[r])
+                    fail_msg("%s: a message that was not produced, or "
+                             "twice", rd_kafka_topic_name(m->rkt));
+                seen[r][k] = true;
+            }
             got[r]++;
         }
         rd_kafka_message_destroy(m);
@@ -456,6 +474,12 @@ static void expect_all_topics(rd_kafka_mock_cluster_t *mc, const topics_t *t,
         }
     }
     rd_kafka_destroy(c);
+}
+
+static void expect_all_topics(rd_kafka_mock_cluster_t *mc, const topics_t *t,
+                              int reps)
+{
+    expect_topics(mc, t, reps, true);
 }
 
 /* What each delivery test runs on: its own topics (named after the run), a
@@ -566,8 +590,13 @@ static void *later_thread(void *arg)
     return NULL;
 }
 
-/* The broker is down for longer than message.timeout.ms: the first tries
- * time out, and the outbox keeps producing them until it is back. */
+/* The broker is down for longer than message.timeout.ms (a finite one, set
+ * by the user; ours is 0): the first tries time out, and the outbox keeps
+ * producing them until it is back.  Each arrives exactly once, but not
+ * necessarily in order: when the broker comes back while a retry round is
+ * queued, the head of the round may time out while its tail is delivered,
+ * and the head is then produced after it (the README says so of
+ * message.timeout.ms). */
 static void test_deliver_survives_broker_down(void **state)
 {
     rig_t g;
@@ -597,7 +626,38 @@ static void test_deliver_survives_broker_down(void **state)
     /* it cannot have been delivered before the broker came back */
     assert_true(pl_now_mono_ms() - t0 >= 1400);
     expect_all_delivered(&g.ob);
-    expect_all_topics(g.mc, &g.t, 1);
+    expect_topics(g.mc, &g.t, 1, false);
+    rig_stop(&g);
+}
+
+/* The same outage with our message.timeout.ms, 0 (never): nothing times
+ * out, librdkafka retries in order, and every topic holds its messages in
+ * produce order. */
+static void test_deliver_in_order_over_broker_down(void **state)
+{
+    rig_t g;
+    volatile sig_atomic_t stop = 0;
+    pthread_t th;
+    later_t up = {0};
+    (void)state;
+
+    rig_start(&g, "down-ordered", "0");
+    {
+        const struct rd_kafka_metadata *md = NULL;
+        assert_int_equal(rd_kafka_metadata(g.rk, 1, NULL, &md, 5000), 0);
+        rd_kafka_metadata_destroy(md);
+    }
+    assert_int_equal(rd_kafka_mock_broker_set_down(g.mc, 1), 0);
+    up.mc = g.mc;
+    up.broker = 1;
+    up.delay_ms = 1500;
+    assert_int_equal(pthread_create(&th, NULL, later_thread, &up), 0);
+    add_defs(&g.ob, 0, N_DEFS);
+    add_defs(&g.ob, 0, N_DEFS);
+    assert_int_equal(rig_deliver(&g, &stop, 200), 0);
+    assert_int_equal(pthread_join(th, NULL), 0);
+    expect_all_delivered(&g.ob);
+    expect_all_topics(g.mc, &g.t, 2);
     rig_stop(&g);
 }
 
@@ -789,6 +849,7 @@ int main(void)
         cmocka_unit_test(test_deliver_all),
         cmocka_unit_test(test_deliver_retries_failed),
         cmocka_unit_test(test_deliver_survives_broker_down),
+        cmocka_unit_test(test_deliver_in_order_over_broker_down),
         cmocka_unit_test(test_deliver_stop_on_permanent_failure),
         cmocka_unit_test(test_deliver_stop_while_retrying),
         cmocka_unit_test(test_deliver_grace_while_broker_down),
