@@ -89,7 +89,7 @@ static const setting_t settings[] = {
      "Folder of the .avsc files and ids.tsv"},
     {"batch.size", "PL_BATCH_SIZE", T_INT, "500", 1, 100000,
      "Most messages applied in one Redis round trip"},
-    {"cache.size", "PL_CACHE_SIZE", T_INT, "20000", 1, 100000000,
+    {"cache.size", "PL_CACHE_SIZE", T_INT, "40000", 1, 100000000,
      "Most entity states a worker keeps in memory (the least recently "
      "used are evicted past it: CLOCK)"},
     {"batch.wait.ms", "PL_BATCH_WAIT_MS", T_INT, "2", 0, 10000,

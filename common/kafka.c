@@ -229,12 +229,18 @@ rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
                           "auto.commit.interval.ms", "1000",
                           "auto.offset.reset", "earliest",
                           "enable.partition.eof", "false",
-                          /* prefetch: 4 MB is many batches, and keeps the
-                           * worker's memory small (librdkafka's default
-                           * is 64 MB; it also caps fetch.max.bytes, a
-                           * response that stays in memory while any
-                           * message of it does).  The benchmark runs as
-                           * fast with 4 MB as with 8; 2 MB starves it.
+                          /* prefetch: 2 MB a partition is many batches,
+                           * and keeps the worker's memory small
+                           * (librdkafka's default is 64 MB; it also caps
+                           * fetch.max.bytes, a response that stays in
+                           * memory while any message of it does).  On
+                           * the benchmark's 1M-event load 2 MB runs as
+                           * fast as 4 and 8, 1 MB starves the worker
+                           * (idle 25 s of 84), and 4 MB took 11 MB more
+                           * of peak RSS, room the entity cache uses
+                           * better (cache.size 40,000 instead of 20,000:
+                           * loads 1 s instead of 5.5).  Large events fill
+                           * 2 MB sooner: see the README's Performance.
                            * A partition whose queue is over either
                            * threshold is looked at again only about a
                            * second later (librdkafka 2.0.2; 2.1 made it
@@ -245,7 +251,7 @@ rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
                            * benchmark's 1M-event run: 12 s of 92);
                            * with 10,000, about 1 s in all; 20,000 was
                            * no faster and took peak RSS past 64 MB. */
-                          "queued.max.messages.kbytes", "4096",
+                          "queued.max.messages.kbytes", "2048",
                           "queued.min.messages", "10000",
                           /* a dead worker's partitions move within about
                            * 10 s (librdkafka's default is 45 s).  The
