@@ -55,8 +55,9 @@
  * Returns one reply per op: {0, the delta's sequence number (0: none)}
  * applied, {1, outcome} duplicate (from :out, else the record's value,
  * "<n>", or "<n>|..." from an older version whose prefix the caller
- * strips: a record written before :out held its outcome there), {2, {field, value...}} conflict, {3, error
- * text} a key of the wrong type or a bad argument.
+ * strips: a record written before :out held its outcome there), {2,
+ * {field, value...}} conflict, {3, error text} a key of the wrong type or
+ * a bad argument.
  *
  * Nothing of an op is written before every check of it has passed (a Lua
  * error half way would leave the writes before it: Redis does not roll a
@@ -68,8 +69,9 @@
  * before it written: the caller applies the batch again (those come back
  * as duplicates) or, for an error that is not retriable, each op alone.
  *
- * :applied records: event_id -> n (an integer), n counting the entity's records
- * (kept in the field "", which no event_id can be: they are 1-128 bytes).
+ * :applied records: event_id -> n (an integer), n counting the entity's
+ * records (kept in the field "", which no event_id can be: they are 1-128
+ * bytes).
  * The outcome goes to :out (event_id -> outcome), apart, so that :applied
  * stays a small listpack hash (a value over hash-max-listpack-value, 64
  * bytes, would turn it into a hashtable for good); :out empties as
@@ -582,7 +584,6 @@ int pl_fields_set_opt(pl_fields_t *f, const char *k, const char *v)
 {
     return v ? pl_fields_set(f, k, v) : 0;
 }
-
 
 int pl_fields_set_int(pl_fields_t *f, const char *k, int64_t v)
 {
