@@ -590,23 +590,19 @@ static void *later_thread(void *arg)
     return NULL;
 }
 
-/* The broker is down for longer than message.timeout.ms (a finite one, set
- * by the user; ours is 0): the first tries time out, and the outbox keeps
- * producing them until it is back.  Each arrives exactly once, but not
- * necessarily in order: when the broker comes back while a retry round is
- * queued, the head of the round may time out while its tail is delivered,
- * and the head is then produced after it (the README says so of
- * message.timeout.ms). */
-static void test_deliver_survives_broker_down(void **state)
+/* reps rounds of the defs delivered while the broker is down for 1.5 s,
+ * with the producer's message.timeout.ms timeout_ms; the topics are then
+ * checked, in produce order or not. */
+static void deliver_over_outage(const char *run, const char *timeout_ms,
+                                int reps, bool ordered)
 {
     rig_t g;
     volatile sig_atomic_t stop = 0;
     pthread_t th;
     later_t up = {0};
     int64_t t0;
-    (void)state;
 
-    rig_start(&g, "down", "500");
+    rig_start(&g, run, timeout_ms);
     /* connect and learn the topics first, so the outage hits produce */
     {
         const struct rd_kafka_metadata *md = NULL;
@@ -618,7 +614,8 @@ static void test_deliver_survives_broker_down(void **state)
     up.broker = 1;
     up.delay_ms = 1500;
     assert_int_equal(pthread_create(&th, NULL, later_thread, &up), 0);
-    add_defs(&g.ob, 0, N_DEFS);
+    for (int r = 0; r < reps; r++)
+        add_defs(&g.ob, 0, N_DEFS);
 
     t0 = pl_now_mono_ms();
     assert_int_equal(rig_deliver(&g, &stop, 200), 0);
@@ -626,8 +623,21 @@ static void test_deliver_survives_broker_down(void **state)
     /* it cannot have been delivered before the broker came back */
     assert_true(pl_now_mono_ms() - t0 >= 1400);
     expect_all_delivered(&g.ob);
-    expect_topics(g.mc, &g.t, 1, false);
+    expect_topics(g.mc, &g.t, reps, ordered);
     rig_stop(&g);
+}
+
+/* The broker is down for longer than message.timeout.ms (a finite one, set
+ * by the user; ours is 0): the first tries time out, and the outbox keeps
+ * producing them until it is back.  Each arrives exactly once, but not
+ * necessarily in order: when the broker comes back while a retry round is
+ * queued, the head of the round may time out while its tail is delivered,
+ * and the head is then produced after it (the README says so of
+ * message.timeout.ms). */
+static void test_deliver_survives_broker_down(void **state)
+{
+    (void)state;
+    deliver_over_outage("down", "500", 1, false);
 }
 
 /* The same outage with our message.timeout.ms, 0 (never): nothing times
@@ -635,30 +645,8 @@ static void test_deliver_survives_broker_down(void **state)
  * produce order. */
 static void test_deliver_in_order_over_broker_down(void **state)
 {
-    rig_t g;
-    volatile sig_atomic_t stop = 0;
-    pthread_t th;
-    later_t up = {0};
     (void)state;
-
-    rig_start(&g, "down-ordered", "0");
-    {
-        const struct rd_kafka_metadata *md = NULL;
-        assert_int_equal(rd_kafka_metadata(g.rk, 1, NULL, &md, 5000), 0);
-        rd_kafka_metadata_destroy(md);
-    }
-    assert_int_equal(rd_kafka_mock_broker_set_down(g.mc, 1), 0);
-    up.mc = g.mc;
-    up.broker = 1;
-    up.delay_ms = 1500;
-    assert_int_equal(pthread_create(&th, NULL, later_thread, &up), 0);
-    add_defs(&g.ob, 0, N_DEFS);
-    add_defs(&g.ob, 0, N_DEFS);
-    assert_int_equal(rig_deliver(&g, &stop, 200), 0);
-    assert_int_equal(pthread_join(th, NULL), 0);
-    expect_all_delivered(&g.ob);
-    expect_all_topics(g.mc, &g.t, 2);
-    rig_stop(&g);
+    deliver_over_outage("down-ordered", "0", 2, true);
 }
 
 /* A topic that always fails and the stop flag set: deliver gives up with -1
