@@ -55,7 +55,9 @@ const char *pl_deal_field_long_name(const char *field)
     return NULL;
 }
 
-int pl_deal_old_fields(pl_strlist_t *out)
+/* The field names of the older layout (and its deal_id), which the first
+ * write over such a hash removes. */
+static int old_fields(pl_strlist_t *out)
 {
     for (int i = 0; i < F__COUNT; i++)
         if (pl_strlist_add(out, FIELDS[i].old))
@@ -65,11 +67,15 @@ int pl_deal_old_fields(pl_strlist_t *out)
 
 int pl_deal_to_fields_diff(const pl_deal_state_t *prev,
                            const pl_deal_state_t *st, const char *rev,
-                           pl_fields_t *out)
+                           pl_fields_t *out, pl_strlist_t *unset)
 {
     char buf[64];
 
-    if (!prev || !prev->exists || prev->old_layout)
+    if (prev && prev->exists && prev->old_layout) /* renamed: whole */
+        return (unset && old_fields(unset)) || pl_deal_to_fields(st, rev, out)
+                   ? -1
+                   : 0;
+    if (!prev || !prev->exists)
         return pl_deal_to_fields(st, rev, out);
 #define STR(f, F)                                                            \
     if (str_changed(prev->f, st->f) && pl_fields_set(out, NAME(F), st->f))   \

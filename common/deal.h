@@ -16,11 +16,12 @@ int pl_deal_to_fields(const pl_deal_state_t *st, const char *rev,
 /* The fields of st that differ from prev (the state as stored, rev
  * included always): what an apply writes over the stored hash, which then
  * holds every field of st.  A field st lacks is never removed (nor does a
- * whole write remove it).  prev NULL, not existing or of the older layout:
- * every field. */
+ * whole write remove it).  prev NULL or not existing: every field.  prev
+ * of the older layout (long names): every field, and the old names to
+ * remove in unset (NULL: none wanted).  0 or -1 (OOM). */
 int pl_deal_to_fields_diff(const pl_deal_state_t *prev,
                            const pl_deal_state_t *st, const char *rev,
-                           pl_fields_t *out);
+                           pl_fields_t *out, pl_strlist_t *unset);
 
 /* Parse the state hash of deal id into st (initialised) and its revision
  * into rev (PL_REV_LEN + 1 bytes; "" when none).  A hash without a stage
@@ -34,10 +35,6 @@ int pl_deal_from_fields(const pl_fields_t *f, const char *id,
  * last_event_at...; see the README's Redis keys): the long name of one,
  * for people (pipelinectl), or NULL when field is not one of them. */
 const char *pl_deal_field_long_name(const char *field);
-
-/* Add to out the field names of the older layout (and its deal_id), which
- * the first write over such a hash removes.  0 or -1 (OOM). */
-int pl_deal_old_fields(pl_strlist_t *out);
 
 /* The history entry of a stage change, as a malloc'ed JSON object:
  * {"from","to","at","event_id","owner","seconds","amount","currency"}

@@ -322,13 +322,13 @@ static void bescape(pl_sbuf_t *b, const char *s)
 {
     for (; *s; s++) {
         if (*s == '\\')
-            pl_sbuf_printf(b, "\\\\");
+            pl_sbuf_put(b, "\\\\", 2);
         else if (*s == '"')
-            pl_sbuf_printf(b, "\\\"");
+            pl_sbuf_put(b, "\\\"", 2);
         else if (*s == '\n')
-            pl_sbuf_printf(b, "\\n");
+            pl_sbuf_put(b, "\\n", 2);
         else
-            pl_sbuf_printf(b, "%c", *s);
+            pl_sbuf_put(b, s, 1);
     }
 }
 
@@ -407,7 +407,7 @@ char *pl_metrics_render(pl_metrics_t *m, size_t *len)
     }
     pthread_mutex_lock(&m->lock);
     if (m->analytics)
-        pl_sbuf_printf(&b, "%s", m->analytics);
+        pl_sbuf_puts(&b, m->analytics);
     pthread_mutex_unlock(&m->lock);
     if (b.oom) {
         free(b.buf);

@@ -26,7 +26,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <string.h>
 
 static const char *deal_id(const pl_event_t *ev)
 {
@@ -51,12 +50,16 @@ static int state_load(void *st, const char *id, const pl_fields_t *f)
 
 /* A timer's member in its shard: "<timer>|<due ms>|<deal id>"
  * (malloc'ed, NULL on OOM). */
+static const char *timer_member_in(const pl_timer_t *t, const char *deal_id,
+                                   char *buf, size_t size);
+
 static char *timer_member(const pl_timer_t *t, const char *deal_id)
 {
-    char *m;
-    return asprintf(&m, "%s|%" PRId64 "|%s", t->name, t->due, deal_id) < 0
-               ? NULL
-               : m;
+    size_t size = strlen(t->name) + strlen(deal_id) + 24;
+    char *m = malloc(size);
+    if (m)
+        timer_member_in(t, deal_id, m, size);
+    return m;
 }
 
 /* The same into buf, or NULL when it does not fit (no allocation: this
@@ -159,11 +162,7 @@ static int decide(pl_worker_t *w, void *st, const pl_event_t *ev,
     d->applied = !d->rejected || (cur->exists &&
                                   next.last_event_at != cur->last_event_at);
     if (d->applied) {
-        /* a hash of the older layout is written whole, in the new names,
-         * and loses the old ones */
-        if ((cur->exists && cur->old_layout &&
-             pl_deal_old_fields(&d->unset)) ||
-            pl_deal_to_fields_diff(cur, &next, "", &d->set) ||
+        if (pl_deal_to_fields_diff(cur, &next, "", &d->set, &d->unset) ||
             (oc.stage_changed &&
              !(d->history = pl_deal_history_entry(&oc, ev, &next))) ||
             timers_diff(rules, cur, &next, ev->deal_id, d) ||

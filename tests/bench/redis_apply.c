@@ -202,7 +202,7 @@ int main(int argc, char **argv)
                     pl_deal_state_t prev = st;
                     prev.stage_entered_at = prev.last_event_at = 0;
                     if (pl_deal_to_fields_diff(revs[d][0] ? &prev : NULL,
-                                               &st, rev, &sets[j]))
+                                               &st, rev, &sets[j], NULL))
                         bench_die(prog, "out of memory");
                 }
                 pl_deal_state_clear(&st);

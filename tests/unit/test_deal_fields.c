@@ -127,7 +127,8 @@ static void test_fields_diff(void **state)
     assert_int_equal(pl_deal_to_fields(&prev, "r1", &stored), 0);
 
     /* nothing changed: the revision alone */
-    assert_int_equal(pl_deal_to_fields_diff(&prev, &next, "r2", &diff), 0);
+    assert_int_equal(
+        pl_deal_to_fields_diff(&prev, &next, "r2", &diff, NULL), 0);
     assert_int_equal(diff.count, 1);
     assert_string_equal(pl_fields_get(&diff, "rev"), "r2");
     pl_fields_clear(&diff);
@@ -141,7 +142,8 @@ static void test_fields_diff(void **state)
     next.last_event_at += 5;
     next.amount += 1;
     next.activities |= 1u << PL_ACT_EMAIL;
-    assert_int_equal(pl_deal_to_fields_diff(&prev, &next, "r2", &diff), 0);
+    assert_int_equal(
+        pl_deal_to_fields_diff(&prev, &next, "r2", &diff, NULL), 0);
     assert_int_equal(diff.count, 7);
     assert_null(pl_fields_get(&diff, "ca"));
     assert_null(pl_fields_get(&diff, "cd"));
@@ -160,14 +162,16 @@ static void test_fields_diff(void **state)
     /* a deal that does not exist yet: every field */
     pl_fields_clear(&diff);
     prev.exists = false;
-    assert_int_equal(pl_deal_to_fields_diff(&prev, &next, "r2", &diff), 0);
+    assert_int_equal(
+        pl_deal_to_fields_diff(&prev, &next, "r2", &diff, NULL), 0);
     assert_int_equal(diff.count, whole.count);
 
     /* one stored in the older layout: every field, in the new names */
     pl_fields_clear(&diff);
     prev.exists = true;
     prev.old_layout = true;
-    assert_int_equal(pl_deal_to_fields_diff(&prev, &next, "r2", &diff), 0);
+    assert_int_equal(
+        pl_deal_to_fields_diff(&prev, &next, "r2", &diff, NULL), 0);
     assert_int_equal(diff.count, whole.count);
     assert_non_null(pl_fields_get(&diff, "ca"));
 
@@ -346,11 +350,12 @@ static void test_fields_corrupt(void **state)
 
 /* A hash the older layout wrote (long names, the deal_id) reads back the
  * same and is marked old_layout; in a hash half rewritten the short name
- * wins; pl_deal_old_fields names every field to remove. */
+ * wins; the diff over it is the whole state, and it names every old field
+ * to remove. */
 static void test_fields_old_layout(void **state)
 {
     pl_deal_state_t st, back;
-    pl_fields_t f = {0};
+    pl_fields_t f = {0}, diff = {0}, whole = {0};
     pl_strlist_t old = {0};
     char rev[PL_REV_LEN + 1];
     (void)state;
@@ -374,7 +379,10 @@ static void test_fields_old_layout(void **state)
     assert_true(back.old_layout);
 
     /* the names a rewrite removes: every old one there is, no new one */
-    assert_int_equal(pl_deal_old_fields(&old), 0);
+    assert_int_equal(pl_deal_to_fields_diff(&back, &st, REV, &diff, &old),
+                     0);
+    assert_int_equal(pl_deal_to_fields(&st, REV, &whole), 0);
+    assert_int_equal(diff.count, whole.count);
     for (size_t i = 0; i < f.count; i++) {
         bool listed = false;
         for (size_t j = 0; j < old.count; j++)
@@ -387,6 +395,8 @@ static void test_fields_old_layout(void **state)
 
     pl_strlist_clear(&old);
     pl_fields_clear(&f);
+    pl_fields_clear(&diff);
+    pl_fields_clear(&whole);
     pl_deal_state_clear(&st);
     pl_deal_state_clear(&back);
 }
