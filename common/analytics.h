@@ -9,10 +9,17 @@
  *     also computes the event's effect on the figures: a list of counter
  *     increments ("field\tincrement\n" lines, a "delta").  The apply script
  *     that writes the entity's new state appends the delta, with a sequence
- *     number, to a list in the entity's own slot (<p>stats:{<tag>}, the
- *     slot's counter <p>statseq:{<tag>}), in the same script call.  So a
- *     delta exists exactly when the state change does: a duplicate, a
- *     conflict or a failed apply writes none; one script touches one slot.
+ *     number, to a delta list (<p>stats:{<tag>}, its counter
+ *     <p>statseq:{<tag>}), in the same script call.  So a delta exists
+ *     exactly when the state change does: a duplicate, a conflict or a
+ *     failed apply writes none.  One script call pushes one entry, the
+ *     deltas of all its applied events under one number.  On a Redis
+ *     Cluster a call holds one slot's events and uses that slot's list (one
+ *     script touches one slot); on a single Redis every call uses the list
+ *     of slot PL_DELTA_SLOT (store.h), so a batch of 500 events makes four
+ *     pushes, not 500.  Earlier versions pushed to the entity's own slot,
+ *     one entry an event: a duplicate folds both lists, so deltas such a
+ *     version left behind still count.
  *
  *  2. Folding, deduplicated by sequence number.  The figures live in one
  *     hash, <p>{stats}, and <p>{stats}:folded remembers per slot the highest

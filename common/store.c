@@ -33,8 +33,9 @@
  * (ops), in order, each as if alone.
  * KEYS: 7 per op (1 for an op that only drops outcomes, below): state,
  * applied, history, the timer shard of the entity's slot, the analytics
- * delta list and its sequence counter of the entity's slot, out (the
- * derived events kept for a redelivery).
+ * delta list and its sequence counter of the call (the same for every op
+ * of a call: pl_store_delta_slot()'s), out (the derived events kept for a
+ * redelivery).
  * ARGV: per op, the count c of its arguments, then these c:
  * event_id, expected revision, outcome, dedupe ttl (ms), ttl mode
  * ("set": the ttl, "max": never shorten the current one), history entry
@@ -42,18 +43,21 @@
  * field/value pairs to write to the state, its new revision "rev" among
  * them (n = 0: rejected, the state stays as it is), then n and n
  * score/member pairs to add to the timer shard, then n and n members to
- * remove from it, then the analytics delta ("" for none), appended to the
- * slot's delta list as "<seq>\n<delta>" with the next sequence number of
- * the slot, then the slot's fold mark as the caller knows it (the deltas
- * numbered up to it are folded: they are popped from the list's head
- * first; "0": none).  Then n and n fields to remove from the state (the
+ * remove from it, then the analytics delta ("" for none), then the delta
+ * list's fold mark as the caller knows it (the deltas numbered up to it
+ * are folded: they are popped from the list's head first; "0": none).
+ * The deltas of the call's applied ops go to the list at the end of the
+ * call, as one entry "<seq>\n<delta><delta>..." numbered by the list's
+ * counter: one push a call, not one an event (a Lua error half way pushes
+ * the deltas of the ops written before it, then fails the call).  Then n
+ * and n fields to remove from the state (the
  * names of an older layout, which the write replaces).  An op whose
  * event_id is "" only drops stored outcomes: its one key is :out, its
  * arguments "" and the event_ids whose derived events need no keeping
  * any more (their input offsets are committed): their :applied records
  * keep the id (dedupe), :out drops the derived events.
- * Returns one reply per op: {0, the delta's sequence number (0: none)}
- * applied, {1, outcome} duplicate (from :out, else the record's value,
+ * Returns one reply per op: {0, the sequence number of the entry that
+ * holds its delta (0: none)} applied, {1, outcome} duplicate (from :out, else the record's value,
  * "<n>", or "<n>|..." from an older version whose prefix the caller
  * strips: a record written before :out held its outcome there), {2,
  * {field, value...}} conflict, {3, error text} a key of the wrong type or
@@ -102,6 +106,35 @@ static const char apply_lua[] =
     "  end\n"
     "  table.sort(recs, function(x, y) return x[1] < y[1] end)\n"
     "  for i = 1, #recs - keep + 1 do redis.call('HDEL', K, recs[i][2]) end\n"
+    "end\n"
+    "local lists, order = {}, {}\n"
+    "local function list_of(K6, K7)\n"
+    "  local l = lists[K6]\n"
+    "  if not l then\n"
+    "    l = {K7 = K7, trim = 0, parts = {}, replies = {}}\n"
+    "    if not is(K6, 'list') then l.bad = wrong(K6, 'list')\n"
+    "    elseif not is(K7, 'string') then l.bad = wrong(K7, 'string') end\n"
+    "    lists[K6] = l\n"
+    "    order[#order + 1] = K6\n"
+    "  end\n"
+    "  return l\n"
+    "end\n"
+    "local function flush()\n"
+    "  for _, K6 in ipairs(order) do\n"
+    "    local l = lists[K6]\n"
+    "    if #l.parts > 0 then\n"
+    "      while l.trim > 0 do\n"
+    "        local h = redis.call('LINDEX', K6, 0)\n"
+    "        if not h or (tonumber(string.match(h, '^(%d+)')) or\n"
+    "                     l.trim + 1) > l.trim then break end\n"
+    "        redis.call('LPOP', K6)\n"
+    "      end\n"
+    "      local seq = redis.call('INCR', l.K7)\n"
+    "      redis.call('RPUSH', K6, seq .. '\\n' .. table.concat(l.parts))\n"
+    "      for _, r in ipairs(l.replies) do r[2] = seq end\n"
+    "      l.parts, l.replies = {}, {}\n"
+    "    end\n"
+    "  end\n"
     "end\n"
     "local function apply(k, a, c)\n"
     "  local K1, K2, K3 = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]\n"
@@ -153,9 +186,10 @@ static const char apply_lua[] =
     "  if nadd + nrem > 0 and not is(K4, 'zset') then\n"
     "    return wrong(K4, 'zset')\n"
     "  end\n"
+    "  local l\n"
     "  if stats ~= '' then\n"
-    "    if not is(K6, 'list') then return wrong(K6, 'list') end\n"
-    "    if not is(K7, 'string') then return wrong(K7, 'string') end\n"
+    "    l = list_of(K6, K7)\n"
+    "    if l.bad then return l.bad end\n"
     "  end\n"
     "  if o ~= '' then\n"
     "    local e = redis.pcall('HSET', KO, id, o)\n"
@@ -186,16 +220,12 @@ static const char apply_lua[] =
     "      redis.call('LTRIM', K3, string.format('%d', -hmax), -1)\n"
     "    end\n"
     "  end\n"
-    "  local seq = 0\n"
-    "  if stats ~= '' then\n"
-    "    while trim > 0 do\n"
-    "      local h = redis.call('LINDEX', K6, 0)\n"
-    "      if not h or (tonumber(string.match(h, '^(%d+)')) or trim + 1) >\n"
-    "                  trim then break end\n"
-    "      redis.call('LPOP', K6)\n"
-    "    end\n"
-    "    seq = redis.call('INCR', K7)\n"
-    "    redis.call('RPUSH', K6, seq .. '\\n' .. stats)\n"
+    "  local res = {0, 0}\n"
+    "  if l then\n"
+    "    if trim > l.trim then l.trim = trim end\n"
+    "    if string.sub(stats, -1) ~= '\\n' then stats = stats .. '\\n' end\n"
+    "    l.parts[#l.parts + 1] = stats\n"
+    "    l.replies[#l.replies + 1] = res\n"
     "  end\n"
     "  redis.call('HSET', K2, id, n)\n"
     "  if num > amax and redis.call('HLEN', K2) - 1 > amax then\n"
@@ -208,7 +238,7 @@ static const char apply_lua[] =
     "  ttl = string.format('%d', ttl)\n"
     "  redis.call('PEXPIRE', K2, ttl)\n"
     "  if o ~= '' then redis.call('PEXPIRE', KO, ttl) end\n"
-    "  return {0, seq}\n"
+    "  return res\n"
     "end\n"
     "local function drop(K, a, c)\n"
     "  local e = redis.pcall('HDEL', K, unpack(ARGV, a + 2, a + c))\n"
@@ -219,19 +249,28 @@ static const char apply_lua[] =
     "while a <= #ARGV do\n"
     "  local c = tonumber(ARGV[a])\n"
     "  if not c or c < 1 or a + c > #ARGV then\n"
+    "    flush()\n"
     "    return redis.error_reply('ERR apply script: bad argument count')\n"
     "  end\n"
     "  if ARGV[a + 1] == '' then\n"
     "    out[#out + 1] = drop(KEYS[k + 1], a, c)\n"
     "    k = k + 1\n"
     "  elseif c < 14 then\n"
+    "    flush()\n"
     "    return redis.error_reply('ERR apply script: bad argument count')\n"
     "  else\n"
-    "    out[#out + 1] = apply(k, a, c)\n"
+    "    local ok, res = pcall(apply, k, a, c)\n"
+    "    if not ok then\n"
+    "      flush()\n"
+    "      if type(res) == 'table' and res.err then return res end\n"
+    "      return redis.error_reply('ERR ' .. tostring(res))\n"
+    "    end\n"
+    "    out[#out + 1] = res\n"
     "    k = k + 7\n"
     "  end\n"
     "  a = a + 1 + c\n"
     "end\n"
+    "flush()\n"
     "return out\n";
 
 /* Redis's clock in ms, for the timer scripts (a worker's own clock may be
@@ -360,13 +399,46 @@ static const char complete_lua[] =
  * yet (another worker's, in the same slot, whose fold has not come) is
  * listed, so that the other one still counts when it comes.  A field
  * that comes to 0 is deleted (the hash stays as small as the figures).
+ * The fields go in one HMGET and one HSET (and HDEL) for all, each sum
+ * computed in Lua, where it is exact: both terms are integers of at most
+ * 15 digits, under 2^53 (a double's integers); any other term, and a
+ * field named twice in one delta, goes by HINCRBY, which checks and adds
+ * 64-bit integers (and errors on a value that is not one, as before). 
  * Returns {slot, its mark now, ...}. */
 static const char fold_lua[] =
+    "local function incr(f, v)\n"
+    "  if redis.call('HINCRBY', KEYS[1], f, v) == 0 then\n"
+    "    redis.call('HDEL', KEYS[1], f)\n"
+    "  end\n"
+    "end\n"
+    "local function small(v)\n"
+    "  return v and (v == '0' or string.match(v, '^-?[1-9]%d?%d?%d?%d?%d?%d?'\n"
+    "                                           .. '%d?%d?%d?%d?%d?%d?%d?%d?$'))\n"
+    "end\n"
     "local function add(d)\n"
+    "  local fs, vs, seen = {}, {}, {}\n"
     "  for f, v in string.gmatch(d, '([^\\t\\n]+)\\t(-?%d+)') do\n"
-    "    if redis.call('HINCRBY', KEYS[1], f, v) == 0 then\n"
-    "      redis.call('HDEL', KEYS[1], f)\n"
+    "    if seen[f] or not small(v) then incr(f, v)\n"
+    "    else seen[f] = true; fs[#fs + 1] = f; vs[#vs + 1] = v end\n"
+    "  end\n"
+    "  for c = 1, #fs, 1000 do\n"
+    "    local e = math.min(c + 999, #fs)\n"
+    "    local was = redis.call('HMGET', KEYS[1], unpack(fs, c, e))\n"
+    "    local set, del = {}, {}\n"
+    "    for i = c, e do\n"
+    "      local o = was[i - c + 1]\n"
+    "      if o and not small(o) then incr(fs[i], vs[i])\n"
+    "      else\n"
+    "        local v = (o and tonumber(o) or 0) + tonumber(vs[i])\n"
+    "        if v == 0 then del[#del + 1] = fs[i]\n"
+    "        else\n"
+    "          set[#set + 1] = fs[i]\n"
+    "          set[#set + 1] = string.format('%d', v)\n"
+    "        end\n"
+    "      end\n"
     "    end\n"
+    "    if #set > 0 then redis.call('HSET', KEYS[1], unpack(set)) end\n"
+    "    if #del > 0 then redis.call('HDEL', KEYS[1], unpack(del)) end\n"
     "  end\n"
     "end\n"
     "local sum, i, groups, marks, slots = ARGV[1], 2, {}, {}, {}\n"
@@ -1129,9 +1201,10 @@ static size_t apply_argc(const pl_store_apply_t *op)
 }
 
 /* One apply script call for ops[idx[0..k)], all in `slot` (any on a
- * single Redis), added to the pipeline.  0, or -1 (OOM). */
+ * single Redis), added to the pipeline; their deltas go to the list of
+ * dslot (delta_slot()).  0, or -1 (OOM). */
 static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
-                          const size_t *idx, size_t k, int slot,
+                          const size_t *idx, size_t k, int slot, int dslot,
                           int64_t dedupe_ttl_ms, bool by_sha)
 {
     resp_t r = {0};
@@ -1152,6 +1225,9 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
     }
     resp_int(&r, (int64_t)nkeys);
     size_t plen = strlen(s->prefix);
+    const char *dtag = pl_slot_tag(dslot);
+    size_t dtl = strlen(dtag);
+    bool trim_sent = false;
 #define SUFFIX(str) (ent[6] = (str), lens[6] = sizeof(str) - 1)
     for (size_t j = 0; j < k; j++) {
         const pl_store_apply_t *op = &ops[idx[j]];
@@ -1161,6 +1237,8 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         size_t lens[] = {plen, 1, strlen(op->kind), 1, strlen(op->id), 1, 0};
         const char *slotk[] = {s->prefix, "", tag, "}"};
         size_t slens[] = {plen, 0, tl, 1};
+        const char *dk[] = {s->prefix, "", dtag, "}"};
+        size_t dlens[] = {plen, 0, dtl, 1};
         if (!op->event_id) { /* drop only: :out */
             SUFFIX(":out");
             resp_parts(&r, ent, lens, 7);
@@ -1174,12 +1252,12 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         slotk[1] = "timers:{";
         slens[1] = 8;
         resp_parts(&r, slotk, slens, 4);
-        slotk[1] = "stats:{";
-        slens[1] = 7;
-        resp_parts(&r, slotk, slens, 4);
-        slotk[1] = "statseq:{";
-        slens[1] = 9;
-        resp_parts(&r, slotk, slens, 4);
+        dk[1] = "stats:{";
+        dlens[1] = 7;
+        resp_parts(&r, dk, dlens, 4);
+        dk[1] = "statseq:{";
+        dlens[1] = 9;
+        resp_parts(&r, dk, dlens, 4);
         SUFFIX(":out");
         resp_parts(&r, ent, lens, 7);
     }
@@ -1223,13 +1301,15 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         resp_bulk(&r, op->stats ? op->stats : "",
                   op->stats ? op->stats_len : 0);
         /* the fold mark, for popping the folded deltas (the script does
-         * it for an op with a delta): only when it moved since this store
-         * last passed it for the slot (else the script looks at the
-         * list's head for nothing) */
-        if (op->stats_len && s->marks && s->trimmed && /* only then */
-            s->marks[op->slot] > s->trimmed[op->slot]) {
-            resp_int(&r, s->marks[op->slot]);
-            s->trimmed[op->slot] = s->marks[op->slot];
+         * it once a call, when it pushes the call's deltas): only when it
+         * moved since this store last passed it for the slot (else the
+         * script looks at the list's head for nothing), with the call's
+         * first delta */
+        if (op->stats_len && !trim_sent && s->marks && s->trimmed &&
+            s->marks[dslot] > s->trimmed[dslot]) {
+            resp_int(&r, s->marks[dslot]);
+            s->trimmed[dslot] = s->marks[dslot];
+            trim_sent = true;
         } else {
             resp_int(&r, 0);
         }
@@ -1368,6 +1448,11 @@ static int split_or_fail(pl_store_apply_t *ops, const size_t *idx,
     return 0;
 }
 
+int pl_store_delta_slot(pl_store_t *s, int slot)
+{
+    return s->cl && pl_cluster_is_cluster(s->cl) ? slot : PL_DELTA_SLOT;
+}
+
 static int cmp_slot_idx(const void *a, const void *b, void *ops)
 {
     const pl_store_apply_t *o = ops;
@@ -1428,7 +1513,9 @@ int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
             if (calls[c].state == CALL_DONE)
                 continue;
             if (add_apply_call(s, ops, idx + calls[c].at, calls[c].n,
-                               calls[c].slot, dedupe_ttl_ms,
+                               calls[c].slot,
+                               pl_store_delta_slot(s, calls[c].slot),
+                               dedupe_ttl_ms,
                                calls[c].state == CALL_SHA))
                 goto oom;
             sent++;
@@ -1479,10 +1566,13 @@ int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
                     goto oom;
                 continue;
             }
-            for (size_t j = 0; j < call->n; j++)
-                if (take_apply_reply(&ops[idx[call->at + j]], rp->element[j],
-                                     errstr, errstr_size))
+            for (size_t j = 0; j < call->n; j++) {
+                pl_store_apply_t *op = &ops[idx[call->at + j]];
+                if (take_apply_reply(op, rp->element[j], errstr,
+                                     errstr_size))
                     goto oom;
+                op->stats_slot = pl_store_delta_slot(s, call->slot);
+            }
             call->state = CALL_DONE;
         }
     }
@@ -3294,8 +3384,9 @@ int pl_store_after_batch(pl_store_t *s, const int *slots,
     mem_delta_t *d = NULL;
     fold_slot_t *fs = NULL;
     const char **recs = NULL;
+    char **merged = NULL;
     long long *sq = NULL;
-    size_t m = 0, nfs = 0;
+    size_t m = 0, nfs = 0, nrec = 0, nmerged = 0;
     int r;
 
     if (!n)
@@ -3306,6 +3397,7 @@ int pl_store_after_batch(pl_store_t *s, const int *slots,
     r = -1;
     if (!(d = malloc(n * sizeof(*d))) || !(fs = calloc(n, sizeof(*fs))) ||
         !(recs = malloc(n * sizeof(*recs))) ||
+        !(merged = calloc(n, sizeof(*merged))) ||
         !(sq = malloc(n * sizeof(*sq)))) {
         snprintf(errstr, errstr_size, "out of memory");
         goto out;
@@ -3314,18 +3406,45 @@ int pl_store_after_batch(pl_store_t *s, const int *slots,
         if (seqs[i] > 0 && slots[i] >= 0 && slots[i] < PL_SLOTS)
             d[m++] = (mem_delta_t){slots[i], seqs[i], deltas[i]};
     qsort(d, m, sizeof(*d), cmp_mem_delta);
-    for (size_t i = 0; i < m; i++) {
+    /* the deltas of one script call share its entry (slot, seq): one
+     * record, as the entry holds them */
+    for (size_t i = 0, j; i < m; i = j) {
+        pl_sbuf_t b = {0};
+        for (j = i + 1; j < m && d[j].slot == d[i].slot &&
+                        d[j].seq == d[i].seq;
+             j++)
+            ;
         if (!nfs || fs[nfs - 1].slot != d[i].slot)
-            fs[nfs++] = (fold_slot_t){.slot = d[i].slot, .first = i};
+            fs[nfs++] = (fold_slot_t){.slot = d[i].slot, .first = nrec};
         fs[nfs - 1].n++;
         fs[nfs - 1].top = d[i].seq;
-        recs[i] = d[i].delta;
-        sq[i] = d[i].seq;
+        sq[nrec] = d[i].seq;
+        if (j == i + 1) {
+            recs[nrec++] = d[i].delta;
+            continue;
+        }
+        for (size_t e = i; e < j; e++) {
+            size_t len = strlen(d[e].delta);
+            pl_sbuf_put(&b, d[e].delta, len);
+            if (len && d[e].delta[len - 1] != '\n')
+                pl_sbuf_put(&b, "\n", 1);
+        }
+        if (b.oom) {
+            free(b.buf);
+            snprintf(errstr, errstr_size, "out of memory");
+            goto out;
+        }
+        merged[nmerged++] = b.buf;
+        recs[nrec++] = b.buf ? b.buf : "";
     }
-    r = m ? fold_records(s, fs, nfs, recs, sq, m, true, tslots, tscores, nt,
-                         errstr, errstr_size)
-          : pl_store_timer_index(s, tslots, tscores, nt, errstr, errstr_size);
+    r = nrec ? fold_records(s, fs, nfs, recs, sq, nrec, true, tslots,
+                            tscores, nt, errstr, errstr_size)
+             : pl_store_timer_index(s, tslots, tscores, nt, errstr,
+                                    errstr_size);
 out:
+    for (size_t i = 0; i < nmerged; i++)
+        free(merged[i]);
+    free(merged);
     free(d);
     free(fs);
     free(recs);

@@ -218,15 +218,18 @@ typedef struct pl_store_apply_s {
     size_t stored_len;
     pl_fields_t current; /* CONFLICT: the state as it is now */
     char *error;         /* FAILED: malloc'ed, Redis's error text */
-    int64_t stats_seq;   /* OK with stats: the delta's sequence number in
-                            its slot (for pl_store_stats_fold_deltas) */
+    int64_t stats_seq;   /* OK with stats: the sequence number of the
+                            entry that holds the delta (with the deltas of
+                            the other ops of its script call) */
+    int stats_slot;      /* ...in the list of this slot (for
+                            pl_store_stats_fold_deltas) */
     int slot;            /* set by pl_store_apply: the entity's hash slot */
 } pl_store_apply_t;
 
 /* Apply n events in one round trip, in order: against a single Redis one
  * script call per 128 events, against a Redis Cluster one call per hash
- * slot (its events in their order), the calls pipelined.  Fills each op's out fields.  The :applied record of each op
- * expires ttl_ms (else dedupe_ttl_ms) after its entity's last apply; the
+ * slot (its events in their order), the calls pipelined.  Fills each
+ * op's out fields.  The :applied record of each op expires ttl_ms (else dedupe_ttl_ms) after its entity's last apply; the
  * limits of pl_store_set_limits() are enforced on the way.  0: every op has
  * its result, some maybe PL_APPLY_FAILED (a per-key error: only that op).
  * -1: retriable (connection lost, timeout, or a retriable error reply such
@@ -353,8 +356,10 @@ int pl_store_stats_read(pl_store_t *s, pl_fields_t *out, char *errstr,
                         size_t errstr_size);
 
 /* Fold deltas this worker just wrote (deltas[i], numbered seqs[i] in
- * slots[i]: the stats_seq of an applied op; seqs[i] <= 0 are skipped) from
- * memory, without reading the slots' lists: one script call.  The folded
+ * slots[i]: the stats_seq and stats_slot of an applied op; seqs[i] <= 0
+ * are skipped; the deltas of one entry, the ops of one call, are folded
+ * together) from memory, without reading the slots' lists: one script
+ * call.  The folded
  * deltas are popped from their lists by later applies to their slots (the
  * apply script trims what the store knows is folded).  0, -1, -2. */
 int pl_store_stats_fold_deltas(pl_store_t *s, const int *slots,
@@ -373,6 +378,12 @@ int pl_store_after_batch(pl_store_t *s, const int *slots,
  * shutdown.  A slot's error reply is ignored (its deltas stay, folded).
  * 0, -1, -2. */
 int pl_store_trim_folded(pl_store_t *s, char *errstr, size_t errstr_size);
+
+/* The slot whose delta list holds the analytics deltas of the entities
+ * of `slot` (analytics.h): on a Redis Cluster the slot itself, on a single
+ * Redis PL_DELTA_SLOT, the one list of every apply call. */
+#define PL_DELTA_SLOT 0
+int pl_store_delta_slot(pl_store_t *s, int slot);
 
 /* The hash slot of an entity's keys ({kind:id}), -1 on OOM. */
 int pl_store_entity_slot(const char *kind, const char *id);

@@ -1091,7 +1091,8 @@ static int after_collect(worker_t *w, op_t *ops, const pl_store_apply_t *ap,
             continue;
         }
         if ((delta || ap[k].result == PL_APPLY_DUPLICATE || first >= 0) &&
-            after_push(w, delta ? slot : -1, delta ? ap[k].stats_seq : 0,
+            after_push(w, delta ? ap[k].stats_slot : -1,
+                       delta ? ap[k].stats_seq : 0,
                        delta,
                        ap[k].result == PL_APPLY_DUPLICATE ? slot : -1,
                        first >= 0 ? slot : -1, first)) {
@@ -1110,7 +1111,8 @@ static int after_run(worker_t *w, int64_t *backoff)
     after_t *a = &w->after;
     size_t n = a->n, nf = 0, nd = 0, nt = 0;
     int *slots = malloc((n ? n : 1) * sizeof(*slots));
-    int *dslots = malloc((n ? n : 1) * sizeof(*dslots));
+    int *dslots = malloc((n + 1) * sizeof(*dslots));
+    bool delta_slot_listed = false;
     int *tslots = malloc((n ? n : 1) * sizeof(*tslots));
     int64_t *seqs = malloc((n ? n : 1) * sizeof(*seqs));
     int64_t *tscores = malloc((n ? n : 1) * sizeof(*tscores));
@@ -1129,8 +1131,17 @@ static int after_run(worker_t *w, int64_t *backoff)
             seqs[nf] = it->seq;
             deltas[nf++] = it->delta;
         }
-        if (it->dslot >= 0)
+        if (it->dslot >= 0) {
+            /* the duplicate's delta is in the list of its call (on one
+             * Redis PL_DELTA_SLOT's), or, written by an earlier version,
+             * its own slot's */
+            int ds = pl_store_delta_slot(w->store, it->dslot);
             dslots[nd++] = it->dslot;
+            if (ds != it->dslot && !delta_slot_listed) {
+                dslots[nd++] = ds;
+                delta_slot_listed = true;
+            }
+        }
         if (it->tslot >= 0) {
             tslots[nt] = it->tslot;
             tscores[nt++] = it->tscore;

@@ -1515,8 +1515,9 @@ static void test_applied_records_of_older_versions(void **state)
 }
 
 /* One applied op for deal `id` with an analytics delta; its sequence
- * number. */
-static int64_t apply_delta(pl_store_t *s, const char *id, const char *delta)
+ * number, and in *slot the slot of the list that holds it. */
+static int64_t apply_delta(pl_store_t *s, const char *id, const char *delta,
+                           int *slot)
 {
     pl_store_apply_t op;
     pl_fields_t set = {0};
@@ -1540,6 +1541,8 @@ static int64_t apply_delta(pl_store_t *s, const char *id, const char *delta)
         fail_msg("apply: %s", err);
     assert_int_equal(op.result, PL_APPLY_OK);
     seq = op.stats_seq;
+    *slot = op.stats_slot;
+    assert_int_equal(*slot, pl_store_delta_slot(s, op.slot));
     pl_store_apply_clear(&op);
     pl_fields_clear(&set);
     return seq;
@@ -1552,7 +1555,7 @@ static void test_fold_out_of_order(void **state)
 {
     pl_store_t *s = store_open();
     char x[32] = "FO-0", y[32], err[512] = "";
-    int slot = pl_store_entity_slot("deal", x), i = 1;
+    int slot = pl_store_entity_slot("deal", x), i = 1, dsx, dsy;
     int64_t sx, sy;
     pl_fields_t figs = {0};
     const char *dx = "t|fold\t1\n", *dy = "t|fold\t10\n";
@@ -1561,8 +1564,10 @@ static void test_fold_out_of_order(void **state)
     do
         snprintf(y, sizeof(y), "FO-%d", i++);
     while (pl_store_entity_slot("deal", y) != slot);
-    sx = apply_delta(s, x, dx);
-    sy = apply_delta(s, y, dy);
+    sx = apply_delta(s, x, dx, &dsx);
+    sy = apply_delta(s, y, dy, &dsy);
+    assert_int_equal(dsx, dsy);
+    slot = dsx;
     assert_int_equal(sy, sx + 1);
     /* y's worker folds first, then x's; then y's again (a retry) */
     assert_int_equal(
@@ -1599,8 +1604,7 @@ static void test_fold_sum(void **state)
 
     (void)state;
     for (int i = 0; i < 3; i++) {
-        slots[i] = pl_store_entity_slot("deal", ids[i]);
-        seqs[i] = apply_delta(s, ids[i], d[i]);
+        seqs[i] = apply_delta(s, ids[i], d[i], &slots[i]);
     }
     for (int round = 0; round < 2; round++)
         assert_int_equal(pl_store_stats_fold_deltas(s, slots, seqs, d, 2, err,
@@ -1623,6 +1627,164 @@ static void test_fold_sum(void **state)
                  pl_slot_tag(slots[i]));
         assert_int_equal(rint_cmd("LLEN %s", k), 0);
     }
+    pl_store_destroy(s);
+}
+
+/* op i of a call for deal ids[i] with delta d[i] (its fields in *set) */
+static void delta_op(pl_store_apply_t *op, pl_fields_t *set, const char *id,
+                     const char *eid, const char *delta)
+{
+    char rev[PL_REV_LEN + 1];
+
+    pl_store_next_rev("", eid, rev);
+    assert_int_equal(pl_fields_set(set, "rev", rev), 0);
+    memset(op, 0, sizeof(*op));
+    op->kind = "deal";
+    op->id = id;
+    op->event_id = eid;
+    op->expected_rev = "";
+    op->set = set;
+    op->outcome = "o";
+    op->outcome_len = 1;
+    op->stats = delta;
+    op->stats_len = strlen(delta);
+}
+
+/* The deltas of one script call go to its list as one entry: every op
+ * has its number, and it counts each delta once, whether folded from
+ * memory (the ops' deltas, one record) or from the list. */
+static void test_fold_call_entry(void **state)
+{
+    pl_store_t *s = store_open();
+    const char *ids[3] = {"CE-a", "CE-b", "CE-c"};
+    const char *eids[3] = {"e-ce-a", "e-ce-b", "e-ce-c"};
+    const char *d[3] = {"v|a\t5\nv|b\t1\n", "v|a\t-2\n", "v|c\t7\n"};
+    pl_store_apply_t ops[3];
+    pl_fields_t set[3] = {{0}}, figs = {0};
+    int slots[3];
+    int64_t seqs[3];
+    char err[512] = "", k[256], body[256];
+    long long before;
+    redisReply *r;
+
+    (void)state;
+    for (int i = 0; i < 3; i++)
+        delta_op(&ops[i], &set[i], ids[i], eids[i], d[i]);
+    if (pl_store_is_cluster(s))
+        skip(); /* one call per slot there: one delta an entry */
+    snprintf(k, sizeof(k), "%sstats:{%s}", key_prefix,
+             pl_slot_tag(PL_DELTA_SLOT));
+    before = rint_cmd("LLEN %s", k);
+    if (pl_store_apply(s, ops, 3, DAY, err, sizeof(err)))
+        fail_msg("apply: %s", err);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(ops[i].result, PL_APPLY_OK);
+        assert_int_equal(ops[i].stats_slot, PL_DELTA_SLOT);
+        assert_true(ops[i].stats_seq > 0);
+        assert_int_equal(ops[i].stats_seq, ops[0].stats_seq);
+        slots[i] = ops[i].stats_slot;
+        seqs[i] = ops[i].stats_seq;
+    }
+    assert_int_equal(rint_cmd("LLEN %s", k), before + 1);
+    r = rcmd("LINDEX %s -1", k);
+    snprintf(body, sizeof(body), "%lld\n%s%s%s", (long long)seqs[0], d[0],
+             d[1], d[2]);
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    assert_string_equal(r->str, body);
+    freeReplyObject(r);
+    /* from memory, twice (a retry), then from the list */
+    for (int round = 0; round < 2; round++)
+        assert_int_equal(pl_store_stats_fold_deltas(s, slots, seqs, d, 3, err,
+                                                    sizeof(err)),
+                         0);
+    assert_int_equal(pl_store_stats_fold(s, slots, 1, err, sizeof(err)), 0);
+    assert_int_equal(pl_store_stats_read(s, &figs, err, sizeof(err)), 0);
+    assert_non_null(pl_fields_get(&figs, "v|a"));
+    assert_string_equal(pl_fields_get(&figs, "v|a"), "3");
+    assert_string_equal(pl_fields_get(&figs, "v|b"), "1");
+    assert_string_equal(pl_fields_get(&figs, "v|c"), "7");
+    pl_fields_clear(&figs);
+    for (int i = 0; i < 3; i++) {
+        pl_store_apply_clear(&ops[i]);
+        pl_fields_clear(&set[i]);
+    }
+    pl_store_destroy(s);
+}
+
+/* A call that stops on an error in its second op (a timer score Redis
+ * refuses) still records the first op's delta, which is written: the
+ * first comes back as a duplicate when each goes again alone, and its
+ * delta is folded from the list, as a duplicate's is. */
+static void test_fold_call_error_keeps_deltas(void **state)
+{
+    pl_store_t *s = store_open();
+    pl_store_apply_t ops[2];
+    pl_fields_t set[2] = {{0}}, timers = {0}, figs = {0};
+    char err[512] = "";
+    int slot;
+
+    (void)state;
+    delta_op(&ops[0], &set[0], "CX-a", "e-cx-a", "x|a\t4\n");
+    delta_op(&ops[1], &set[1], "CX-b", "e-cx-b", "x|b\t9\n");
+    /* Lua's tonumber takes it, ZADD does not */
+    assert_int_equal(pl_fields_set(&timers, "stale@1d|1|CX-b", " 5"), 0);
+    ops[1].timers_add = &timers;
+    if (pl_store_apply(s, ops, 2, DAY, err, sizeof(err)))
+        fail_msg("apply: %s", err);
+    if (!pl_store_is_cluster(s)) /* one call: split */
+        assert_int_equal(ops[0].result, PL_APPLY_DUPLICATE);
+    assert_int_not_equal(ops[1].result, PL_APPLY_OK);
+    slot = pl_store_delta_slot(s, ops[0].slot);
+    assert_int_equal(pl_store_stats_fold(s, &slot, 1, err, sizeof(err)), 0);
+    assert_int_equal(pl_store_stats_read(s, &figs, err, sizeof(err)), 0);
+    assert_non_null(pl_fields_get(&figs, "x|a"));
+    assert_string_equal(pl_fields_get(&figs, "x|a"), "4");
+    assert_null(pl_fields_get(&figs, "x|b"));
+    pl_fields_clear(&figs);
+    pl_fields_clear(&timers);
+    for (int i = 0; i < 2; i++) {
+        pl_store_apply_clear(&ops[i]);
+        pl_fields_clear(&set[i]);
+    }
+    pl_store_destroy(s);
+}
+
+/* The fold adds in Lua what it can add exactly (integers of up to 15
+ * digits) and leaves the rest to HINCRBY: a figure past 2^53, a term of 18
+ * digits, a field named twice in a delta, a figure that comes to 0. */
+static void test_fold_exact(void **state)
+{
+    pl_store_t *s = store_open();
+    const char *d[2] = {"z|big\t1\nz|s\t5\nz|s\t-5\nz|s\t2\nz|n\t-3\n"
+                        "z|z\t-3\nz|bi\t123456789012345678\n",
+                        "z|big\t1\nz|bi\t-1\nz|m\t999999999999999\n"};
+    int slots[2];
+    int64_t seqs[2];
+    char err[512] = "", k[256];
+    pl_fields_t figs = {0};
+
+    (void)state;
+    snprintf(k, sizeof(k), "%s{stats}", key_prefix);
+    freeReplyObject(rcmd("HSET %s z|big 9007199254740993 z|z 3 z|m "
+                         "999999999999999",
+                         k));
+    /* one delta alone (added delta by delta), then both (as their sum) */
+    seqs[0] = apply_delta(s, "ZX-0", d[0], &slots[0]);
+    seqs[1] = apply_delta(s, "ZX-1", d[1], &slots[1]);
+    assert_int_equal(pl_store_stats_fold_deltas(s, slots, seqs, d, 1, err,
+                                                sizeof(err)),
+                     0);
+    assert_int_equal(pl_store_stats_fold_deltas(s, slots, seqs, d, 2, err,
+                                                sizeof(err)),
+                     0);
+    assert_int_equal(pl_store_stats_read(s, &figs, err, sizeof(err)), 0);
+    assert_string_equal(pl_fields_get(&figs, "z|big"), "9007199254740995");
+    assert_string_equal(pl_fields_get(&figs, "z|s"), "2");
+    assert_string_equal(pl_fields_get(&figs, "z|n"), "-3");
+    assert_null(pl_fields_get(&figs, "z|z"));
+    assert_string_equal(pl_fields_get(&figs, "z|bi"), "123456789012345677");
+    assert_string_equal(pl_fields_get(&figs, "z|m"), "1999999999999998");
+    pl_fields_clear(&figs);
     pl_store_destroy(s);
 }
 
@@ -1802,6 +1964,9 @@ int main(void)
         cmocka_unit_test(test_ttl_override),
         cmocka_unit_test(test_fold_out_of_order),
         cmocka_unit_test(test_fold_sum),
+        cmocka_unit_test(test_fold_call_entry),
+        cmocka_unit_test(test_fold_exact),
+        cmocka_unit_test(test_fold_call_error_keeps_deltas),
         cmocka_unit_test(test_connect_errors),
         cmocka_unit_test(test_acl_users),
     };
