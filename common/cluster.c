@@ -70,6 +70,7 @@ typedef struct {
     int ask_node; /* >= 0: ASKING + the command to this node, next round */
     int node;     /* this round: where it was sent, -1 not sent */
     bool asking;  /* this round: ASKING went before it */
+    bool sent;    /* written ahead of the first round (node set) */
     redisReply *reply;
 } cmd_t;
 
@@ -577,8 +578,47 @@ static void node_failed(pl_cluster_pipeline_t *p, int n)
                 : "connection failed");
     node_drop(&c->nodes[n]);
     for (size_t i = 0; i < p->n; i++)
-        if (p->cmds[i].node == n)
+        if (p->cmds[i].node == n) {
             p->cmds[i].node = -1;
+            p->cmds[i].sent = false;
+        }
+}
+
+void pl_cluster_pipeline_send(pl_cluster_pipeline_t *p)
+{
+    pl_cluster_t *c = p->c;
+    for (size_t n = 0; n < c->n_nodes; n++) {
+        bool any = false;
+        int done = 0;
+        for (size_t i = 0; i < p->n; i++) {
+            cmd_t *cmd = &p->cmds[i];
+            if (!cmd->sent && !cmd->reply && cmd->ask_node < 0 &&
+                c->slots[cmd->slot] == (int)n)
+                any = true;
+        }
+        if (!any || node_connect(c, (int)n) != 0)
+            continue; /* pl_cluster_exec() sends them, or says why not */
+        for (size_t i = 0; i < p->n && !done; i++) {
+            cmd_t *cmd = &p->cmds[i];
+            if (cmd->sent || cmd->reply || cmd->ask_node >= 0 ||
+                c->slots[cmd->slot] != (int)n)
+                continue;
+            if (redisAppendFormattedCommand(c->nodes[n].ctx, cmd->cmd,
+                                            cmd->len) != REDIS_OK) {
+                done = -1; /* out of memory: the rest in the first round */
+                break;
+            }
+            cmd->node = (int)n;
+            cmd->asking = false;
+            cmd->sent = true;
+        }
+        done = 0;
+        while (!done)
+            if (redisBufferWrite(c->nodes[n].ctx, &done) != REDIS_OK) {
+                node_failed(p, (int)n); /* all of it again, then */
+                break;
+            }
+    }
 }
 
 /* One round: send every command without a reply, one pipeline per node,
@@ -590,6 +630,8 @@ static int exec_round(pl_cluster_pipeline_t *p, bool *refresh, bool *wait)
     size_t n_nodes = c->n_nodes; /* redirects may add nodes while reading */
     for (size_t i = 0; i < p->n; i++) {
         cmd_t *cmd = &p->cmds[i];
+        if (cmd->sent)
+            continue; /* written already: only its reply to read */
         cmd->asking = false;
         cmd->node = -1;
         if (cmd->reply)
@@ -621,7 +663,7 @@ static int exec_round(pl_cluster_pipeline_t *p, bool *refresh, bool *wait)
         }
         for (size_t i = 0; i < p->n && !done; i++) {
             cmd_t *cmd = &p->cmds[i];
-            if (cmd->node != (int)n)
+            if (cmd->node != (int)n || cmd->sent)
                 continue;
             if ((cmd->asking &&
                  redisAppendCommand(c->nodes[n].ctx, "ASKING") != REDIS_OK) ||
@@ -695,6 +737,8 @@ static int exec_round(pl_cluster_pipeline_t *p, bool *refresh, bool *wait)
             }
         }
     }
+    for (size_t i = 0; i < p->n; i++)
+        p->cmds[i].sent = false; /* the next round sends what is left */
     return 0;
 }
 

@@ -113,6 +113,13 @@ int pl_cluster_pipeline_add_keyed(pl_cluster_pipeline_t *p, int key_index,
 int pl_cluster_pipeline_add_resp(pl_cluster_pipeline_t *p, int slot,
                                  char *cmd, size_t len);
 
+/* Write the commands added so far that are not written yet, without
+ * reading any reply: the servers work on them while the caller prepares
+ * more.  pl_cluster_exec() writes the rest and reads every reply, in
+ * order.  Best effort: what cannot be written now (no connection, a
+ * redirect pending) is left to pl_cluster_exec(), which says why. */
+void pl_cluster_pipeline_send(pl_cluster_pipeline_t *p);
+
 size_t pl_cluster_pipeline_count(const pl_cluster_pipeline_t *p);
 
 /* Sends every command that has no reply yet, one pipeline per node, and

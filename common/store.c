@@ -533,6 +533,10 @@ struct pl_store_s {
     int64_t history_max, applied_max;
     int wait_replicas;      /* > 0: WAIT after each apply batch */
     int call_ops;           /* most events in one apply script call */
+    /* pl_store_apply_start(): the ops whose first early_n have their
+     * early_calls script calls written, replies unread (NULL: none) */
+    const pl_store_apply_t *early_ops;
+    size_t early_n, early_calls;
     int64_t wait_timeout_ms;
     pl_cluster_t *cl;       /* NULL: not connected */
     pl_cluster_pipeline_t *p;
@@ -764,6 +768,8 @@ oom:
 
 static void disconnect(pl_store_t *s)
 {
+    s->early_ops = NULL; /* its replies go with the connection */
+    s->early_n = s->early_calls = 0;
     pl_cluster_pipeline_destroy(s->p);
     s->p = NULL;
     pl_cluster_destroy(s->cl);
@@ -823,6 +829,15 @@ bool pl_store_is_cluster(const pl_store_t *s)
 /* A new round of commands (the previous replies are freed). */
 static void begin(pl_store_t *s)
 {
+    if (s->early_ops) {
+        /* an apply started and never finished (its batch was given up):
+         * read its replies, so that the connection is in step.  Its ops
+         * are applied or not; the batch comes again (duplicates). */
+        char err[256];
+        s->early_ops = NULL;
+        s->early_n = s->early_calls = 0;
+        (void)pl_cluster_exec(s->p, err, sizeof(err));
+    }
     pl_cluster_pipeline_reset(s->p);
 }
 
@@ -1463,14 +1478,68 @@ static int cmp_slot_idx(const void *a, const void *b, void *ops)
     return x < y ? -1 : x > y;
 }
 
+void pl_store_apply_start(pl_store_t *s, pl_store_apply_t *ops, size_t n,
+                          int64_t dedupe_ttl_ms)
+{
+    size_t k = (size_t)s->call_ops, *idx;
+    bool sent = false;
+    char err[256];
+
+    if (s->early_ops == ops && s->early_n + k > n)
+        return; /* not a whole call more yet */
+    if (s->early_ops != ops) {
+        begin(s); /* (reads what an abandoned start left) */
+        if (pl_store_connect(s, err, sizeof(err)) ||
+            pl_cluster_is_cluster(s->cl))
+            return; /* pl_store_apply() does it all */
+        s->early_ops = ops;
+    }
+    if (!(idx = malloc(k * sizeof(*idx))))
+        return;
+    while (s->early_n + k <= n) {
+        size_t at = s->early_n;
+        for (size_t j = 0; j < k; j++) {
+            idx[j] = at + j;
+            if ((ops[at + j].slot = entity_slot(ops[at + j].kind,
+                                                ops[at + j].id)) < 0)
+                goto out;
+        }
+        if (add_apply_call(s, ops, idx, k, ops[at].slot,
+                           pl_store_delta_slot(s, ops[at].slot),
+                           dedupe_ttl_ms, true))
+            goto out; /* the rest goes with pl_store_apply() */
+        s->early_n += k;
+        s->early_calls++;
+        sent = true;
+    }
+out:
+    free(idx);
+    if (sent)
+        pl_cluster_pipeline_send(s->p);
+}
+
+void pl_store_apply_abandon(pl_store_t *s)
+{
+    if (s->early_ops)
+        begin(s);
+}
+
 int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
                    int64_t dedupe_ttl_ms, char *errstr, size_t errstr_size)
 {
-    size_t *idx = NULL, ncalls = 0;
+    size_t *idx = NULL, ncalls = 0, early = 0;
     apply_call_t *calls = NULL;
     bool cluster;
     int r;
 
+    if (s->early_ops == ops && s->early_n <= n) {
+        /* pl_store_apply_start() wrote the calls of ops[0 .. early_n):
+         * the first calls of this batch, as it cuts them (whole calls,
+         * on a single Redis) */
+        early = s->early_calls;
+        s->early_ops = NULL;
+        s->early_n = s->early_calls = 0;
+    }
     if (!n)
         return 0;
     if ((r = pl_store_connect(s, errstr, errstr_size)))
@@ -1508,10 +1577,15 @@ int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
             r = -1;
             goto out_clear;
         }
-        begin(s);
+        if (pass || !early)
+            begin(s);
         for (size_t c = 0; c < ncalls; c++) {
             if (calls[c].state == CALL_DONE)
                 continue;
+            if (!pass && c < early) { /* in the pipeline already */
+                sent++;
+                continue;
+            }
             if (add_apply_call(s, ops, idx + calls[c].at, calls[c].n,
                                calls[c].slot,
                                pl_store_delta_slot(s, calls[c].slot),

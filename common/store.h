@@ -241,6 +241,23 @@ int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
                    int64_t dedupe_ttl_ms, char *errstr, size_t errstr_size);
 void pl_store_apply_clear(pl_store_apply_t *op);
 
+/* Start pl_store_apply() of ops before all of them are decided: on a
+ * single Redis, the script calls of ops[0..n) that fill a whole call (128
+ * ops) and are not written yet are written now, without waiting for
+ * replies, so Redis applies them while the caller decides the rest.  Call
+ * it as ops are added (n growing, the same array), then pl_store_apply()
+ * on the same array (these first) writes the rest and reads every reply.
+ * Nothing else may use the store in between; if another call comes first,
+ * it reads and drops those replies (the batch must then be applied again:
+ * those ops come back as duplicates).  On a Redis Cluster (calls by slot)
+ * it does nothing.  Errors are left to pl_store_apply(). */
+void pl_store_apply_start(pl_store_t *s, pl_store_apply_t *ops, size_t n,
+                          int64_t dedupe_ttl_ms);
+/* Give up a started apply without pl_store_apply(): its replies are read
+ * and dropped (before the ops' array is freed: a new one at the same
+ * address must not be taken for it). */
+void pl_store_apply_abandon(pl_store_t *s);
+
 /* The timer shard of a hash slot (malloc'ed), NULL on OOM. */
 char *pl_store_timer_shard(const pl_store_t *s, int slot);
 

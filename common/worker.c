@@ -1361,6 +1361,7 @@ static bool after_mispredicted_duplicate(worker_t *w, const op_t *ops,
 static int apply_batch(worker_t *w)
 {
     op_t *ops = NULL;
+    pl_store_apply_t *ap = NULL;
     int64_t backoff = 100;
     char err[512];
     int r = -2, lr;
@@ -1379,7 +1380,10 @@ static int apply_batch(worker_t *w)
         w->stats.t_apply -= t1 - t;
         t = t1;
         free(ops);
-        if (!(ops = calloc(w->nitems ? w->nitems : 1, sizeof(*ops))))
+        free(ap);
+        ap = NULL;
+        if (!(ops = calloc(w->nitems ? w->nitems : 1, sizeof(*ops))) ||
+            !(ap = malloc((w->nitems + BLANK_PER_BATCH) * sizeof(*ap))))
             goto out;
         w->round++;
         for (size_t i = 0; i < w->nitems; i++) {
@@ -1388,8 +1392,13 @@ static int apply_batch(worker_t *w)
             int d = decide(w, i, &ops[n]);
             if (d < 0)
                 goto out_ops;
-            if (d == 0)
+            if (d == 0) {
+                /* Redis applies each whole call of ops while the next
+                 * are decided */
+                ap[n] = ops[n].apply;
                 n++;
+                pl_store_apply_start(w->store, ap, n, w->dedupe_ttl_ms);
+            }
         }
         t1 = pl_metrics_clock();
         w->stats.t_decide += t1 - t;
@@ -1399,14 +1408,9 @@ static int apply_batch(worker_t *w)
         {
             /* with the first round, drop the stored outcomes of events
              * whose offsets are committed since */
-            pl_store_apply_t *ap = malloc((n + BLANK_PER_BATCH) * sizeof(*ap));
             double t0 = pl_metrics_clock();
             size_t nb = 0;
             int ar;
-            if (!ap)
-                goto out_ops;
-            for (size_t k = 0; k < n; k++)
-                ap[k] = ops[k].apply;
             if (w->round == first_round)
                 nb = unblank_take(w, ap + n, BLANK_PER_APPLY(n));
             while ((ar = pl_store_apply(w->store, ap, n + nb,
@@ -1416,12 +1420,10 @@ static int apply_batch(worker_t *w)
                     pl_store_apply_clear(&ap[k]);
                 if (ar == -2) {
                     pl_error("redis: %s; exiting", err);
-                    free(ap);
                     r = -3;
                     goto out_ops;
                 }
                 if (wait_out_redis(w, err, &backoff)) {
-                    free(ap);
                     r = -1;
                     goto out_ops;
                 }
@@ -1438,14 +1440,12 @@ static int apply_batch(worker_t *w)
             if (after_collect(w, ops, ap, n)) {
                 for (size_t k = 0; k < n; k++)
                     pl_store_apply_clear(&ap[k]);
-                free(ap);
                 r = -2;
                 goto out_ops;
             }
             pl_metrics_redis_ok(w->metrics);
             for (size_t k = 0; k < n; k++)
                 ops[k].apply = ap[k];
-            free(ap);
         }
         set_paused(w, false);
         for (size_t k = 0; k < n; k++) {
@@ -1520,7 +1520,10 @@ out_ops:
         op_clear(&ops[k]);
 out:
     unblank_done(w); /* given up on: those outcomes stay */
+    if (w->store)
+        pl_store_apply_abandon(w->store); /* (when decide failed) */
     free(ops);
+    free(ap);
     return r;
 }
 

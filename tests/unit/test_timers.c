@@ -1788,6 +1788,78 @@ static void test_fold_exact(void **state)
     pl_store_destroy(s);
 }
 
+#define EARLY_OPS 300
+
+/* pl_store_apply_start() writes each whole call (128 ops) as it fills:
+ * Redis has applied them before pl_store_apply(), which sends the rest and
+ * reads every reply, in order; an abandoned start is read and dropped
+ * (its ops come back as duplicates), and the connection stays in step. */
+static void test_apply_start(void **state)
+{
+    pl_store_t *s = store_open();
+    pl_store_apply_t *ops = calloc(EARLY_OPS, sizeof(*ops));
+    pl_fields_t *set = calloc(EARLY_OPS, sizeof(*set));
+    char (*ids)[32] = calloc(EARLY_OPS, sizeof(*ids));
+    char (*eids)[32] = calloc(EARLY_OPS, sizeof(*eids));
+    char err[512] = "", k[256];
+
+    (void)state;
+    assert_non_null(ops);
+    assert_non_null(set);
+    assert_non_null(ids);
+    assert_non_null(eids);
+    if (pl_store_is_cluster(s))
+        skip(); /* calls by slot: nothing starts early */
+    for (int i = 0; i < EARLY_OPS; i++) {
+        snprintf(ids[i], sizeof(ids[i]), "ES-%d", i);
+        snprintf(eids[i], sizeof(eids[i]), "e-es-%d", i);
+        delta_op(&ops[i], &set[i], ids[i], eids[i], "w|n\t1\n");
+    }
+    for (size_t n = 1; n <= 200; n++)
+        pl_store_apply_start(s, ops, n, DAY);
+    /* the first call (ops 0-127) is written; op 128's is not yet */
+    entity_key(k, sizeof(k), "ES-0", ":applied");
+    for (int i = 0; i < 200 && !rint_cmd("HEXISTS %s e-es-0", k); i++)
+        usleep(5000);
+    assert_int_equal(rint_cmd("HEXISTS %s e-es-0", k), 1);
+    entity_key(k, sizeof(k), "ES-127", ":applied");
+    assert_int_equal(rint_cmd("HEXISTS %s e-es-127", k), 1);
+    entity_key(k, sizeof(k), "ES-128", ":applied");
+    assert_int_equal(rint_cmd("EXISTS %s", k), 0);
+    if (pl_store_apply(s, ops, EARLY_OPS, DAY, err, sizeof(err)))
+        fail_msg("apply: %s", err);
+    for (int i = 0; i < EARLY_OPS; i++) {
+        assert_int_equal(ops[i].result, PL_APPLY_OK);
+        assert_true(ops[i].stats_seq > 0);
+        pl_store_apply_clear(&ops[i]);
+    }
+    /* the same events again, started and abandoned: read and dropped */
+    for (int i = 0; i < EARLY_OPS; i++) {
+        pl_fields_clear(&set[i]);
+        snprintf(ids[i], sizeof(ids[i]), "EA-%d", i);
+        snprintf(eids[i], sizeof(eids[i]), "e-ea-%d", i);
+        delta_op(&ops[i], &set[i], ids[i], eids[i], "w|n\t1\n");
+    }
+    pl_store_apply_start(s, ops, 256, DAY);
+    pl_store_apply_abandon(s);
+    /* then applied for real (the same array: a new batch there) */
+    if (pl_store_apply(s, ops, EARLY_OPS, DAY, err, sizeof(err)))
+        fail_msg("apply: %s", err);
+    for (int i = 0; i < EARLY_OPS; i++) {
+        assert_int_equal(ops[i].result,
+                         i < 256 ? PL_APPLY_DUPLICATE : PL_APPLY_OK);
+        pl_store_apply_clear(&ops[i]);
+        pl_fields_clear(&set[i]);
+    }
+    entity_key(k, sizeof(k), "EA-299", ":applied");
+    assert_int_equal(rint_cmd("HEXISTS %s e-ea-299", k), 1);
+    free(ops);
+    free(set);
+    free(ids);
+    free(eids);
+    pl_store_destroy(s);
+}
+
 /* A rejection (set NULL) with its own ttl_ms */
 static void reject(pl_store_t *s, const char *id, const char *event_id,
                    const char *rev, int64_t ttl_ms)
@@ -1965,6 +2037,7 @@ int main(void)
         cmocka_unit_test(test_fold_out_of_order),
         cmocka_unit_test(test_fold_sum),
         cmocka_unit_test(test_fold_call_entry),
+        cmocka_unit_test(test_apply_start),
         cmocka_unit_test(test_fold_exact),
         cmocka_unit_test(test_fold_call_error_keeps_deltas),
         cmocka_unit_test(test_connect_errors),
