@@ -1483,15 +1483,16 @@ void pl_store_apply_start(pl_store_t *s, pl_store_apply_t *ops, size_t n,
 {
     size_t k = (size_t)s->call_ops, *idx;
     bool sent = false;
-    char err[256];
 
     if (s->early_ops == ops && s->early_n + k > n)
         return; /* not a whole call more yet */
     if (s->early_ops != ops) {
+        /* not connected (pl_store_apply() connects), or a cluster (calls
+         * by slot, cut once the batch is whole): pl_store_apply() does it
+         * all.  Cheap: this runs once an op. */
+        if (!s->cl || s->drop || pl_cluster_is_cluster(s->cl))
+            return;
         begin(s); /* (reads what an abandoned start left) */
-        if (pl_store_connect(s, err, sizeof(err)) ||
-            pl_cluster_is_cluster(s->cl))
-            return; /* pl_store_apply() does it all */
         s->early_ops = ops;
     }
     if (!(idx = malloc(k * sizeof(*idx))))
