@@ -1603,9 +1603,8 @@ static void test_fold_sum(void **state)
     char err[512] = "";
 
     (void)state;
-    for (int i = 0; i < 3; i++) {
+    for (int i = 0; i < 3; i++)
         seqs[i] = apply_delta(s, ids[i], d[i], &slots[i]);
-    }
     for (int round = 0; round < 2; round++)
         assert_int_equal(pl_store_stats_fold_deltas(s, slots, seqs, d, 2, err,
                                                     sizeof(err)),
@@ -1648,6 +1647,15 @@ static void delta_op(pl_store_apply_t *op, pl_fields_t *set, const char *id,
     op->outcome_len = 1;
     op->stats = delta;
     op->stats_len = strlen(delta);
+}
+
+static void delta_ops_clear(pl_store_apply_t *ops, pl_fields_t *set,
+                            size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        pl_store_apply_clear(&ops[i]);
+        pl_fields_clear(&set[i]);
+    }
 }
 
 /* The deltas of one script call go to its list as one entry: every op
@@ -1704,10 +1712,7 @@ static void test_fold_call_entry(void **state)
     assert_string_equal(pl_fields_get(&figs, "v|b"), "1");
     assert_string_equal(pl_fields_get(&figs, "v|c"), "7");
     pl_fields_clear(&figs);
-    for (int i = 0; i < 3; i++) {
-        pl_store_apply_clear(&ops[i]);
-        pl_fields_clear(&set[i]);
-    }
+    delta_ops_clear(ops, set, 3);
     pl_store_destroy(s);
 }
 
@@ -1742,10 +1747,7 @@ static void test_fold_call_error_keeps_deltas(void **state)
     assert_null(pl_fields_get(&figs, "x|b"));
     pl_fields_clear(&figs);
     pl_fields_clear(&timers);
-    for (int i = 0; i < 2; i++) {
-        pl_store_apply_clear(&ops[i]);
-        pl_fields_clear(&set[i]);
-    }
+    delta_ops_clear(ops, set, 2);
     pl_store_destroy(s);
 }
 
