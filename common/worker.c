@@ -1362,6 +1362,7 @@ static int apply_batch(worker_t *w)
 {
     op_t *ops = NULL;
     pl_store_apply_t *ap = NULL;
+    size_t nops = 0;
     int64_t backoff = 100;
     char err[512];
     int r = -2, lr;
@@ -1382,8 +1383,9 @@ static int apply_batch(worker_t *w)
         free(ops);
         free(ap);
         ap = NULL;
-        if (!(ops = calloc(w->nitems ? w->nitems : 1, sizeof(*ops))) ||
-            !(ap = malloc((w->nitems + BLANK_PER_BATCH) * sizeof(*ap))))
+        nops = w->nitems;
+        if (!(ops = calloc(nops ? nops : 1, sizeof(*ops))) ||
+            !(ap = malloc((nops + BLANK_PER_BATCH) * sizeof(*ap))))
             goto out;
         w->round++;
         for (size_t i = 0; i < w->nitems; i++) {
@@ -1516,7 +1518,9 @@ static int apply_batch(worker_t *w)
     r = 0;
     goto out;
 out_ops:
-    for (size_t k = 0; ops && k < w->nitems; k++)
+    /* (nops: the room of ops; messages polled while Redis was waited out
+     * joined the batch after it) */
+    for (size_t k = 0; ops && k < nops; k++)
         op_clear(&ops[k]);
 out:
     unblank_done(w); /* given up on: those outcomes stay */
