@@ -57,11 +57,11 @@
  * any more (their input offsets are committed): their :applied records
  * keep the id (dedupe), :out drops the derived events.
  * Returns one reply per op: {0, the sequence number of the entry that
- * holds its delta (0: none)} applied, {1, outcome} duplicate (from :out, else the record's value,
- * "<n>", or "<n>|..." from an older version whose prefix the caller
- * strips: a record written before :out held its outcome there), {2,
- * {field, value...}} conflict, {3, error text} a key of the wrong type or
- * a bad argument.
+ * holds its delta (0: none)} applied, {1, outcome} duplicate (from :out,
+ * else the record's value, "<n>", or "<n>|..." from an older version
+ * whose prefix the caller strips: a record written before :out held its
+ * outcome there), {2, {field, value...}} conflict, {3, error text} a
+ * key of the wrong type or a bad argument.
  *
  * Nothing of an op is written before every check of it has passed (a Lua
  * error half way would leave the writes before it: Redis does not roll a
@@ -403,7 +403,7 @@ static const char complete_lua[] =
  * computed in Lua, where it is exact: both terms are integers of at most
  * 15 digits, under 2^53 (a double's integers); any other term, and a
  * field named twice in one delta, goes by HINCRBY, which checks and adds
- * 64-bit integers (and errors on a value that is not one, as before). 
+ * 64-bit integers (and errors on a value that is not one, as before).
  * Returns {slot, its mark now, ...}. */
 static const char fold_lua[] =
     "local function incr(f, v)\n"
@@ -412,8 +412,9 @@ static const char fold_lua[] =
     "  end\n"
     "end\n"
     "local function small(v)\n"
-    "  return v and (v == '0' or string.match(v, '^-?[1-9]%d?%d?%d?%d?%d?%d?'\n"
-    "                                           .. '%d?%d?%d?%d?%d?%d?%d?%d?$'))\n"
+    "  return v and (v == '0' or\n"
+    "                string.match(v, '^-?[1-9]%d?%d?%d?%d?%d?%d?%d?'\n"
+    "                                .. '%d?%d?%d?%d?%d?%d?%d?$'))\n"
     "end\n"
     "local function add(d)\n"
     "  local fs, vs, seen = {}, {}, {}\n"

@@ -229,8 +229,9 @@ typedef struct pl_store_apply_s {
 /* Apply n events in one round trip, in order: against a single Redis one
  * script call per 128 events, against a Redis Cluster one call per hash
  * slot (its events in their order), the calls pipelined.  Fills each
- * op's out fields.  The :applied record of each op expires ttl_ms (else dedupe_ttl_ms) after its entity's last apply; the
- * limits of pl_store_set_limits() are enforced on the way.  0: every op has
+ * op's out fields.  The :applied record of each op expires ttl_ms (else
+ * dedupe_ttl_ms) after its entity's last apply; the limits of
+ * pl_store_set_limits() are enforced on the way.  0: every op has
  * its result, some maybe PL_APPLY_FAILED (a per-key error: only that op).
  * -1: retriable (connection lost, timeout, or a retriable error reply such
  * as LOADING, READONLY, OOM): some may have been applied; applying the
