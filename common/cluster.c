@@ -598,21 +598,18 @@ void pl_cluster_pipeline_send(pl_cluster_pipeline_t *p)
         }
         if (!any || node_connect(c, (int)n) != 0)
             continue; /* pl_cluster_exec() sends them, or says why not */
-        for (size_t i = 0; i < p->n && !done; i++) {
+        for (size_t i = 0; i < p->n; i++) {
             cmd_t *cmd = &p->cmds[i];
             if (cmd->sent || cmd->reply || cmd->ask_node >= 0 ||
                 c->slots[cmd->slot] != (int)n)
                 continue;
             if (redisAppendFormattedCommand(c->nodes[n].ctx, cmd->cmd,
-                                            cmd->len) != REDIS_OK) {
-                done = -1; /* out of memory: the rest in the first round */
-                break;
-            }
+                                            cmd->len) != REDIS_OK)
+                break; /* out of memory: the rest in the first round */
             cmd->node = (int)n;
             cmd->asking = false;
             cmd->sent = true;
         }
-        done = 0;
         while (!done)
             if (redisBufferWrite(c->nodes[n].ctx, &done) != REDIS_OK) {
                 node_failed(p, (int)n); /* all of it again, then */

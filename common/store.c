@@ -1529,7 +1529,7 @@ void pl_store_apply_abandon(pl_store_t *s)
 int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
                    int64_t dedupe_ttl_ms, char *errstr, size_t errstr_size)
 {
-    size_t *idx = NULL, ncalls = 0, early = 0;
+    size_t *idx = NULL, ncalls = 0, early = 0, early_n = 0;
     apply_call_t *calls = NULL;
     bool cluster;
     int r;
@@ -1537,8 +1537,9 @@ int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
     if (s->early_ops == ops && s->early_n <= n) {
         /* pl_store_apply_start() wrote the calls of ops[0 .. early_n):
          * the first calls of this batch, as it cuts them (whole calls,
-         * on a single Redis) */
+         * on a single Redis), their slots set */
         early = s->early_calls;
+        early_n = s->early_n;
         s->early_ops = NULL;
         s->early_n = s->early_calls = 0;
     }
@@ -1554,7 +1555,8 @@ int pl_store_apply(pl_store_t *s, pl_store_apply_t *ops, size_t n,
         goto oom;
     for (size_t i = 0; i < n; i++) {
         idx[i] = i;
-        if ((ops[i].slot = entity_slot(ops[i].kind, ops[i].id)) < 0)
+        if (i >= early_n &&
+            (ops[i].slot = entity_slot(ops[i].kind, ops[i].id)) < 0)
             goto oom;
     }
     /* One Redis: the batch in order, in calls of APPLY_CALL_OPS.  A

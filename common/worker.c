@@ -1111,8 +1111,7 @@ static int after_run(worker_t *w, int64_t *backoff)
     after_t *a = &w->after;
     size_t n = a->n, nf = 0, nd = 0, nt = 0;
     int *slots = malloc((n ? n : 1) * sizeof(*slots));
-    int *dslots = malloc((n + 1) * sizeof(*dslots));
-    bool delta_slot_listed = false;
+    int *dslots = malloc((2 * n + 1) * sizeof(*dslots));
     int *tslots = malloc((n ? n : 1) * sizeof(*tslots));
     int64_t *seqs = malloc((n ? n : 1) * sizeof(*seqs));
     int64_t *tscores = malloc((n ? n : 1) * sizeof(*tscores));
@@ -1137,10 +1136,8 @@ static int after_run(worker_t *w, int64_t *backoff)
              * its own slot's */
             int ds = pl_store_delta_slot(w->store, it->dslot);
             dslots[nd++] = it->dslot;
-            if (ds != it->dslot && !delta_slot_listed) {
+            if (ds != it->dslot) /* (pl_store_stats_fold folds each once) */
                 dslots[nd++] = ds;
-                delta_slot_listed = true;
-            }
         }
         if (it->tslot >= 0) {
             tslots[nt] = it->tslot;
