@@ -79,13 +79,15 @@ MAIN_LIBS_DIR=$REPO_DIR/.stack/kafka/libs
 
 HOST=127.0.0.1
 TOPICS=(sales.leads sales.deals sales.pipeline sales.alerts sales.dlq)
-# clang: the fuzz harnesses and the clang build; prometheus: promtool, which
+# clang: the fuzz harnesses and the clang build (libclang-rt-dev: its
+# sanitizer and libFuzzer runtimes, only recommended by clang, so not
+# installed with it here); prometheus: promtool, which
 # the metrics test checks /metrics with; systemd: systemd-analyze, which the
 # unit files are verified with.
 APT_PACKAGES=(cmake gcc make pkg-config librdkafka-dev libavro-dev
 	libhiredis-dev libyaml-dev libjansson-dev libcmocka-dev libssl-dev
 	libmicrohttpd-dev libcurl4-openssl-dev python3 redis-server redis-tools
-	maven clang
+	maven clang libclang-rt-dev
 	prometheus systemd)
 JDK_PACKAGE=default-jdk-headless
 

@@ -26,14 +26,21 @@ root=$(cd "$(dirname "$0")/../.." && pwd)
 out=$root/build-fuzz
 fz=$root/tests/fuzz
 
-if ! command -v clang >/dev/null 2>&1; then
-    echo "run.sh: clang missing; installing it from Debian" >&2
+CC=${FUZZ_CC:-clang}
+# clang, and its sanitizer and libFuzzer runtimes (libclang-rt-dev: clang
+# only recommends it, so a machine can have clang without them)
+if ! command -v "$CC" >/dev/null 2>&1 ||
+    ! echo 'int LLVMFuzzerTestOneInput(const char *d, unsigned long n)
+{ (void)d; (void)n; return 0; }' |
+    "$CC" -x c -fsanitize=fuzzer,address,undefined -o /dev/null - \
+        >/dev/null 2>&1; then
+    echo "run.sh: clang or its runtimes missing; installing from Debian" >&2
     sudo_=""
     [ "$(id -u)" = 0 ] || sudo_=sudo
-    $sudo_ apt-get install -y clang ||
-        { $sudo_ apt-get update && $sudo_ apt-get install -y clang; }
+    $sudo_ apt-get install -y clang libclang-rt-dev ||
+        { $sudo_ apt-get update &&
+            $sudo_ apt-get install -y clang libclang-rt-dev; }
 fi
-CC=${FUZZ_CC:-clang}
 
 pkgs="avro-c jansson libcrypto yaml-0.1"
 cflags="-std=c11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE \
