@@ -2823,10 +2823,18 @@ static void put_timer(pl_timer_t *out, int *n, const char *prefix,
     (*n)++;
 }
 
-static int timer_cmp(const void *a, const void *b)
+/* By name: an insertion sort, stable as glibc's qsort (a merge sort) is,
+ * for a handful of timers, twice an event (qsort's setup was 3% of a
+ * worker's profile). */
+static void timers_sort(pl_timer_t *t, int n)
 {
-    return strcmp(((const pl_timer_t *)a)->name,
-                  ((const pl_timer_t *)b)->name);
+    for (int i = 1; i < n; i++) {
+        pl_timer_t x = t[i];
+        int j = i;
+        for (; j > 0 && strcmp(t[j - 1].name, x.name) > 0; j--)
+            t[j] = t[j - 1];
+        t[j] = x;
+    }
 }
 
 int pl_rules_deal_timers(const pl_rules_t *r, const pl_deal_state_t *st,
@@ -2874,7 +2882,7 @@ int pl_rules_deal_timers(const pl_rules_t *r, const pl_deal_state_t *st,
         !(st->activities & (1u << a->cns_unless)))
         put_timer(out, &n, "contract_not_sent", "",
                   sat_add(st->stage_entered_at, a->cns_ms));
-    qsort(out, (size_t)n, sizeof(*out), timer_cmp);
+    timers_sort(out, n);
     return n;
 }
 
