@@ -3129,12 +3129,12 @@ static int add_index(pl_store_t *s, const char *kidx, const int *slots,
             argv[a++] = "ZADD";
             argv[a++] = kidx;
             argv[a++] = "LT";
-            for (size_t j = 0; j < k; j++) {
-                snprintf(num[2 * j], sizeof(num[0]), "%lld",
-                         (long long)scores[i + j]);
-                snprintf(num[2 * j + 1], sizeof(num[0]), "%d", slots[i + j]);
-                argv[a++] = num[2 * j];
-                argv[a++] = num[2 * j + 1];
+            for (size_t j = 0; j < k; j++) { /* (no snprintf: a batch's) */
+                char *e1 = num[2 * j] + sizeof(num[0]) - 1,
+                     *e2 = num[2 * j + 1] + sizeof(num[0]) - 1;
+                *e1 = *e2 = '\0';
+                argv[a++] = pl_fmt_int(e1, scores[i + j]);
+                argv[a++] = pl_fmt_int(e2, slots[i + j]);
             }
             r = add_keyed(s, 1, (int)a, argv, NULL);
         }

@@ -32,7 +32,10 @@
 #   --keep              keep this run's topics and Redis keys
 #
 # PL_BENCH_WORKER_ARGS (e.g. "--set batch.size=1000") is added to the
-# workers' command line, for experiments.
+# workers' command line, for experiments.  PL_BENCH_WORKER_WRAP runs the
+# throughput part's workers through a program of yours (given the worker's
+# path and arguments), e.g. tests/bench/callgrind.sh: instruction counts,
+# which the noise of a shared machine does not move.
 #
 # It starts (or reuses) the local stack (--cluster: the cluster stack, which
 # it leaves running: deploy/stack.sh cluster stop), builds build-bench/
@@ -402,7 +405,8 @@ if has_part workers; then
 			--deals-topic "${TP}sales.deals" \
 			--pipeline-topic "${TP}sales.pipeline" \
 			--log-dir "$OUT/logs/w$run" "${perf_args[@]}" \
-			--worker "$BUILD/deal_worker" -- \
+			--worker "${PL_BENCH_WORKER_WRAP:-$BUILD/deal_worker}" -- \
+			${PL_BENCH_WORKER_WRAP:+"$BUILD/deal_worker"} \
 			--set kafka.auto.commit.interval.ms=100 \
 			--set redis.wait.replicas="$wr" ${PL_BENCH_WORKER_ARGS:-} \
 			>"$PARTS_DIR/workers-$run.json" || rc=$?
