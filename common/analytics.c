@@ -4,6 +4,7 @@
  */
 #include "analytics.h"
 
+#include "codec.h"
 #include "sbuf.h"
 
 #include <math.h>
@@ -164,6 +165,17 @@ int pl_delta_add(pl_delta_t *d, int64_t inc, const char *const *parts)
 
 void pl_month_of_ms(int64_t ms, char out[8])
 {
+    /* the date's first 7 characters (formatted by hand: a gmtime_r and an
+     * snprintf were a few thousand instructions, several times an event);
+     * gmtime_r for the years a date cannot have */
+    int64_t day = ms >= 0 ? ms / 86400000 : -((-ms + 86399999) / 86400000);
+    char date[16];
+    if (day >= INT32_MIN && day <= INT32_MAX &&
+        !pl_date_format((int32_t)day, date, sizeof(date))) {
+        memcpy(out, date, 7);
+        out[7] = '\0';
+        return;
+    }
     time_t t = (time_t)(ms >= 0 ? ms / 1000 : (ms - 999) / 1000);
     struct tm tm;
     unsigned y, m;

@@ -1373,17 +1373,8 @@ int pl_report_sum_fields(const pl_report_sum_t *s, pl_fields_t *out)
 {
     size_t need = out->count + pl_report_sum_count(s);
 
-    if (need > out->cap) {
-        char **k = realloc(out->keys, need * sizeof(*k));
-        if (!k)
-            return -1;
-        out->keys = k;
-        char **v = realloc(out->values, need * sizeof(*v));
-        if (!v)
-            return -1;
-        out->values = v;
-        out->cap = need;
-    }
+    if (pl_fields_reserve(out, need))
+        return -1;
     for (size_t i = 0; i < s->m.cap; i++) {
         char num[24];
         if (!s->m.keys[i] || !s->m.vals[i])

@@ -8,25 +8,21 @@
 #include <stdlib.h>
 #include <string.h>
 
-void pl_sbuf_put(pl_sbuf_t *sb, const void *p, size_t n)
+bool pl_sbuf_grow(pl_sbuf_t *sb, size_t n)
 {
+    size_t cap = sb->cap ? sb->cap : 256;
+    char *nb;
     if (sb->oom)
-        return;
-    if (sb->len + n + 1 > sb->cap) {
-        size_t cap = sb->cap ? sb->cap : 256;
-        while (cap < sb->len + n + 1)
-            cap *= 2;
-        char *nb = realloc(sb->buf, cap);
-        if (!nb) {
-            sb->oom = true;
-            return;
-        }
-        sb->buf = nb;
-        sb->cap = cap;
+        return false;
+    while (cap < sb->len + n + 1)
+        cap *= 2;
+    if (!(nb = realloc(sb->buf, cap))) {
+        sb->oom = true;
+        return false;
     }
-    memcpy(sb->buf + sb->len, p, n);
-    sb->len += n;
-    sb->buf[sb->len] = '\0';
+    sb->buf = nb;
+    sb->cap = cap;
+    return true;
 }
 
 void pl_sbuf_puts(pl_sbuf_t *sb, const char *s)

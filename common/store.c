@@ -587,8 +587,7 @@ void pl_fields_clear(pl_fields_t *f)
         next = b->next;
         free(b);
     }
-    free(f->keys);
-    free(f->values);
+    free(f->keys); /* (values share its allocation) */
     memset(f, 0, sizeof(*f));
 }
 
@@ -620,19 +619,32 @@ static char *fields_strdup(pl_fields_t *f, const char *s)
 
 /* Append k = v without looking for k first: for replies whose fields are
  * unique (HGETALL, ZRANGE), so a large hash reads in linear time. */
+int pl_fields_reserve(pl_fields_t *f, size_t need)
+{
+    size_t cap = f->cap ? f->cap : 16;
+    char **kv;
+
+    if (need <= f->cap)
+        return 0;
+    while (cap < need)
+        cap *= 2;
+    if (!(kv = malloc(2 * cap * sizeof(*kv))))
+        return -1;
+    if (f->count) {
+        memcpy(kv, f->keys, f->count * sizeof(*kv));
+        memcpy(kv + cap, f->values, f->count * sizeof(*kv));
+    }
+    free(f->keys);
+    f->keys = kv;
+    f->values = kv + cap;
+    f->cap = cap;
+    return 0;
+}
+
 int pl_fields_append(pl_fields_t *f, const char *k, const char *v)
 {
-    if (f->count == f->cap) {
-        size_t cap = f->cap ? f->cap * 2 : 16;
-        char **keys = realloc(f->keys, cap * sizeof(*keys)), **values;
-        if (!keys)
-            return -1;
-        f->keys = keys;
-        if (!(values = realloc(f->values, cap * sizeof(*values))))
-            return -1;
-        f->values = values;
-        f->cap = cap;
-    }
+    if (f->count == f->cap && pl_fields_reserve(f, f->count + 1))
+        return -1;
     if (!(f->keys[f->count] = fields_strdup(f, k)) ||
         !(f->values[f->count] = fields_strdup(f, v)))
         return -1;

@@ -64,12 +64,14 @@
 typedef struct pl_fields_block_s pl_fields_block_t;
 typedef struct pl_fields_s {
     size_t count, cap;
-    char **keys;
+    char **keys;   /* one allocation, keys then values (pl_fields_reserve) */
     char **values;
     pl_fields_block_t *blocks;
 } pl_fields_t;
 
 void pl_fields_clear(pl_fields_t *f);
+/* Room for need pairs.  0 or -1 (OOM). */
+int pl_fields_reserve(pl_fields_t *f, size_t need);
 /* Append (or replace) k.  0 or -1 (OOM). */
 int pl_fields_set(pl_fields_t *f, const char *k, const char *v);
 /* Append k = v without looking for k first (the caller knows it is not
