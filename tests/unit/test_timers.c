@@ -481,6 +481,49 @@ static void test_closed_deals_have_none(void **state)
 }
 
 /* Alert ids: deterministic per deal, timer and due; distinct otherwise. */
+/* CRC16-XMODEM bit by bit, as Redis's crc16.c defines it: the reference
+ * the table-driven pl_slot_of must agree with. */
+static uint16_t crc16_bitwise(const char *buf, size_t len)
+{
+    uint16_t crc = 0;
+    for (size_t i = 0; i < len; i++) {
+        crc ^= (uint16_t)((unsigned char)buf[i] << 8);
+        for (int b = 0; b < 8; b++)
+            crc = crc & 0x8000 ? (uint16_t)((crc << 1) ^ 0x1021)
+                               : (uint16_t)(crc << 1);
+    }
+    return crc;
+}
+
+static void test_slot_of(void **state)
+{
+    char key[64];
+    unsigned x = 12345;
+    (void)state;
+    /* the check value of CRC16-XMODEM, and CLUSTER KEYSLOT's answers */
+    assert_int_equal(pl_slot_of("123456789", 9), 0x31C3 % PL_SLOTS);
+    assert_int_equal(pl_slot_of("foo", 3), 12182);
+    assert_int_equal(pl_slot_of("{foo}:x", 7), 12182);
+    assert_int_equal(pl_slot_of("{}foo", 5),
+                     crc16_bitwise("{}foo", 5) % PL_SLOTS);
+    for (int i = 0; i < 2000; i++) { /* any bytes, any length */
+        size_t len = (size_t)(i % 60);
+        for (size_t j = 0; j < len; j++) {
+            x = x * 1103515245u + 12345u;
+            key[j] = (char)(x >> 16 & 0xff);
+            if (key[j] == '{' || key[j] == '}')
+                key[j] = 'a';
+        }
+        assert_int_equal(pl_slot_of(key, len),
+                         crc16_bitwise(key, len) % PL_SLOTS);
+    }
+    /* every slot's tag hashes to its slot */
+    for (int slot = 0; slot < PL_SLOTS; slot++) {
+        const char *t = pl_slot_tag(slot);
+        assert_int_equal(pl_slot_of(t, strlen(t)), slot);
+    }
+}
+
 static void test_alert_ids(void **state)
 {
     const pl_rules_t *r = *state;
@@ -2016,6 +2059,7 @@ int main(void)
                                         setup_default, teardown_rules),
         cmocka_unit_test_setup_teardown(test_closed_deals_have_none,
                                         setup_default, teardown_rules),
+        cmocka_unit_test(test_slot_of),
         cmocka_unit_test_setup_teardown(test_alert_ids, setup_default,
                                         teardown_rules),
         cmocka_unit_test_setup_teardown(test_alerts_validate, setup_default,
