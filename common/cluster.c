@@ -63,9 +63,8 @@ struct pl_cluster {
 };
 
 typedef struct {
-    char *cmd; /* RESP, from redisFormatCommandArgv (or the caller's, own) */
+    char *cmd; /* RESP (format_argv's or the caller's): free() */
     size_t len;
-    bool own;  /* cmd is the caller's, to free() */
     int slot;
     int ask_node; /* >= 0: ASKING + the command to this node, next round */
     int node;     /* this round: where it was sent, -1 not sent */
@@ -467,10 +466,7 @@ pl_cluster_pipeline_t *pl_cluster_pipeline_new(pl_cluster_t *c)
 void pl_cluster_pipeline_reset(pl_cluster_pipeline_t *p)
 {
     for (size_t i = 0; i < p->n; i++) {
-        if (p->cmds[i].own)
-            free(p->cmds[i].cmd);
-        else
-            redisFreeCommand(p->cmds[i].cmd);
+        free(p->cmds[i].cmd);
         if (p->cmds[i].reply)
             freeReplyObject(p->cmds[i].reply);
     }
@@ -500,15 +496,59 @@ static int pipeline_room(pl_cluster_pipeline_t *p)
     return 0;
 }
 
+/* "<type><n>\r\n" at w; its end. */
+static char *resp_head(char *w, char type, size_t n)
+{
+    char tmp[24], *e = tmp + sizeof(tmp), *d = e;
+    do {
+        *--d = (char)('0' + n % 10);
+        n /= 10;
+    } while (n);
+    *w++ = type;
+    memcpy(w, d, (size_t)(e - d));
+    w += e - d;
+    *w++ = '\r';
+    *w++ = '\n';
+    return w;
+}
+
+/* The command in RESP, as redisFormatCommandArgv writes it, in one
+ * allocation sized first (hiredis formats each length with sprintf: half
+ * the cost of a large ZADD or script call).  Its length, or -1 (OOM). */
+static long format_argv(char **out, int argc, const char **argv,
+                        const size_t *argvlen)
+{
+    size_t total = 1 + 20 + 2, len;
+    char *cmd, *w;
+
+    for (int i = 0; i < argc; i++) {
+        len = argvlen ? argvlen[i] : strlen(argv[i]);
+        total += 1 + 20 + 2 + len + 2;
+    }
+    if (!(cmd = malloc(total + 1)))
+        return -1;
+    w = resp_head(cmd, '*', (size_t)argc);
+    for (int i = 0; i < argc; i++) {
+        len = argvlen ? argvlen[i] : strlen(argv[i]);
+        w = resp_head(w, '$', len);
+        memcpy(w, argv[i], len);
+        w += len;
+        *w++ = '\r';
+        *w++ = '\n';
+    }
+    *w = '\0';
+    *out = cmd;
+    return (long)(w - cmd);
+}
+
 int pl_cluster_pipeline_add(pl_cluster_pipeline_t *p, int slot, int argc,
                             const char **argv, const size_t *argvlen)
 {
     char *cmd = NULL;
-    int len;
+    long len;
     if (slot < 0 || slot >= PL_SLOTS || argc < 1 || pipeline_room(p))
         return -1;
-    len = redisFormatCommandArgv(&cmd, argc, argv, argvlen);
-    if (len < 0)
+    if ((len = format_argv(&cmd, argc, argv, argvlen)) < 0)
         return -1;
     p->cmds[p->n++] = (cmd_t){.cmd = cmd, .len = (size_t)len, .slot = slot,
                               .ask_node = -1, .node = -1};
@@ -522,8 +562,8 @@ int pl_cluster_pipeline_add_resp(pl_cluster_pipeline_t *p, int slot,
         free(cmd);
         return -1;
     }
-    p->cmds[p->n++] = (cmd_t){.cmd = cmd, .len = len, .own = true,
-                              .slot = slot, .ask_node = -1, .node = -1};
+    p->cmds[p->n++] = (cmd_t){.cmd = cmd, .len = len, .slot = slot,
+                              .ask_node = -1, .node = -1};
     return 0;
 }
 

@@ -121,7 +121,8 @@ void pl_event_clear(pl_event_t *ev)
         &ev->message,     &ev->kind,
     };
     for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
-        free(*strs[i]);
+        if (*strs[i]) /* most are unset: free(NULL) is still a call */
+            free(*strs[i]);
     pl_strlist_clear(&ev->technologies);
     pl_strlist_clear(&ev->hiring_for);
     pl_strlist_clear(&ev->reasons);
