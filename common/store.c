@@ -1248,6 +1248,9 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         argc += apply_argc(&ops[idx[j]]);
     }
     argc += nkeys;
+    /* room for a typical call at once (an op of the benchmark's load is
+     * about 600 bytes of RESP), not a realloc and a copy at each doubling */
+    pl_sbuf_grow(&r, 640 * k);
     resp_head(&r, '*', argc);
     if (by_sha) {
         resp_bulk(&r, "EVALSHA", 7);
