@@ -26,6 +26,7 @@
  */
 #include "cluster.h"
 
+#include "sbuf.h"
 #include "slots.h"
 
 #include <errno.h>
@@ -499,11 +500,7 @@ static int pipeline_room(pl_cluster_pipeline_t *p)
 /* "<type><n>\r\n" at w; its end. */
 static char *resp_head(char *w, char type, size_t n)
 {
-    char tmp[24], *e = tmp + sizeof(tmp), *d = e;
-    do {
-        *--d = (char)('0' + n % 10);
-        n /= 10;
-    } while (n);
+    char tmp[24], *e = tmp + sizeof(tmp), *d = pl_fmt_int(e, (int64_t)n);
     *w++ = type;
     memcpy(w, d, (size_t)(e - d));
     w += e - d;

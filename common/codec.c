@@ -715,11 +715,7 @@ int pl_amount_format(int64_t scaled, char *buf, size_t n)
         }
         *--p = '.';
     }
-    mag /= PL_AMOUNT_SCALE;
-    do {
-        *--p = (char)('0' + mag % 10);
-        mag /= 10;
-    } while (mag);
+    p = pl_fmt_int(p, (int64_t)(mag / PL_AMOUNT_SCALE));
     if (scaled < 0)
         *--p = '-';
     len = (size_t)(e - p);

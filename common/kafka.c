@@ -11,6 +11,7 @@
 #include "kafka.h"
 
 #include "log.h"
+#include "sbuf.h"
 
 #include <openssl/sha.h>
 #include <stdatomic.h>
@@ -90,23 +91,11 @@ static bool fatal_class(rd_kafka_resp_err_t err)
     }
 }
 
-/* Copy as much of src as fits (a truncated message beats none). */
-static void copy_text(char *dst, size_t size, const char *src)
-{
-    size_t n = strlen(src);
-    if (!size)
-        return;
-    if (n >= size)
-        n = size - 1;
-    memcpy(dst, src, n);
-    dst[n] = '\0';
-}
-
 static void set_fatal(const char *text)
 {
     int expected = 0;
     if (atomic_compare_exchange_strong(&fatal_seen, &expected, 1)) {
-        copy_text(fatal_text, sizeof(fatal_text), text);
+        pl_copy_text(fatal_text, sizeof(fatal_text), text);
         atomic_store(&fatal_seen, 2);
     }
 }
@@ -116,7 +105,7 @@ bool pl_kafka_fatal(char *buf, size_t size)
     if (atomic_load(&fatal_seen) != 2)
         return false;
     if (buf && size)
-        copy_text(buf, size, fatal_text);
+        pl_copy_text(buf, size, fatal_text); /* truncated beats none */
     return true;
 }
 

@@ -24,6 +24,8 @@
  */
 #include "rules.h"
 
+#include "sbuf.h"
+
 #include <errno.h>
 #include <math.h>
 #include <stdarg.h>
@@ -1623,22 +1625,12 @@ int pl_deal_state_copy(pl_deal_state_t *dst, const pl_deal_state_t *src)
 /* ------------------------------------------------------------------------ */
 /* The engine                                                               */
 
-/* snprintf(dst, size, "%s", src) without the format's cost (twice an
- * event). */
-static void copy_str(char *dst, size_t size, const char *src)
-{
-    size_t n = src ? strlen(src) : 0;
-    if (n >= size)
-        n = size - 1;
-    memcpy(dst, src ? src : "", n);
-    dst[n] = '\0';
-}
-
 static void set_stages(pl_deal_outcome_t *out, const char *from,
                        const char *to)
 {
-    copy_str(out->from_stage, sizeof(out->from_stage), from);
-    copy_str(out->to_stage, sizeof(out->to_stage), to);
+    /* (not snprintf "%s": twice an event) */
+    pl_copy_text(out->from_stage, sizeof(out->from_stage), from);
+    pl_copy_text(out->to_stage, sizeof(out->to_stage), to);
 }
 
 static void reject(pl_deal_outcome_t *out, const char *code,

@@ -25,6 +25,17 @@ bool pl_sbuf_grow(pl_sbuf_t *sb, size_t n)
     return true;
 }
 
+void pl_copy_text(char *dst, size_t size, const char *src)
+{
+    size_t n = src ? strlen(src) : 0;
+    if (!size)
+        return;
+    if (n >= size)
+        n = size - 1;
+    memcpy(dst, src ? src : "", n);
+    dst[n] = '\0';
+}
+
 void pl_sbuf_puts(pl_sbuf_t *sb, const char *s)
 {
     pl_sbuf_put(sb, s, strlen(s));

@@ -45,6 +45,10 @@ void pl_sbuf_printf(pl_sbuf_t *sb, const char *fmt, ...)
  * everything else (UTF-8 included) as it is. */
 void pl_sbuf_json_string(pl_sbuf_t *sb, const char *s);
 
+/* Copy as much of src (NULL: "") as fits in size bytes, NUL-terminated:
+ * snprintf(dst, size, "%s", src) without the cost of a format. */
+void pl_copy_text(char *dst, size_t size, const char *src);
+
 /* The decimal text of v written backwards, ending just before end (20
  * bytes at most); returns its start.  No NUL (the hot paths know the
  * length: end - start). */

@@ -3,6 +3,8 @@
  */
 #include "slots.h"
 
+#include "sbuf.h"
+
 #include <pthread.h>
 #include <string.h>
 
@@ -52,14 +54,10 @@ static void build_tags(void)
 {
     int left = PL_SLOTS;
     for (unsigned n = 0; left; n++) {
-        char cand[12], *e = cand + sizeof(cand) - 1, *p = e;
-        unsigned v = n;
+        char cand[12], *e = cand + sizeof(cand) - 1, *p;
         int slot;
         *e = '\0';
-        do { /* "t<n>" */
-            *--p = (char)('0' + v % 10);
-            v /= 10;
-        } while (v);
+        p = pl_fmt_int(e, n); /* "t<n>" */
         *--p = 't';
         slot = crc16(p, (size_t)(e - p)) % PL_SLOTS;
         if (!tags[slot][0]) {

@@ -724,11 +724,6 @@ out:
     return r;
 }
 
-/* What the store keeps for an applied event_id: the message it came from
- * ("topic/partition/offset\n"), then its derived events, packed.  The
- * source tells a redelivery (same message: publish the stored events again,
- * the first delivery may not have happened) from a producer's duplicate
- * (another message with an event_id already applied: publish nothing). */
 /* The origin of a message: "<topic>/<partition>/<offset>" (written by
  * hand: an snprintf of it was 1% of a worker's instructions).  Its
  * length, or -1 when it does not fit in size ("" then). */
@@ -754,6 +749,11 @@ static int msg_origin(const rd_kafka_message_t *m, char *buf, size_t size)
     return (int)(tl + nl);
 }
 
+/* What the store keeps for an applied event_id: the message it came from
+ * ("topic/partition/offset\n"), then its derived events, packed.  The
+ * source tells a redelivery (same message: publish the stored events again,
+ * the first delivery may not have happened) from a producer's duplicate
+ * (another message with an event_id already applied: publish nothing). */
 static int pack_outcome(const rd_kafka_message_t *m, const pl_outbox_t *ob,
                         void **out, size_t *out_len)
 {
@@ -793,7 +793,9 @@ static int publish_outcome(worker_t *w, const rd_kafka_message_t *m,
     hl = (size_t)(nl - (const char *)stored);
     if (dup) {
         int n = msg_origin(m, src, sizeof(src));
-        if (n < 0 || hl != (size_t)n || memcmp(stored, src, hl))
+        if (n < 0)
+            return -1;
+        if (hl != (size_t)n || memcmp(stored, src, hl))
             return 0; /* a producer's duplicate: it changes nothing */
         w->stats.republished++;
         pl_metrics_inc(w->metrics, PL_M_REPUBLISHED, 1);
@@ -901,7 +903,6 @@ static void decision_clear(pl_decision_t *d)
     free(d->derived.msgs);
     memset(d, 0, sizeof(*d));
 }
-
 
 /* true when m comes before the message that created the entity, in the
  * same partition: the entity did not exist when m was first decided. */
