@@ -38,7 +38,9 @@
  * redelivery).
  * ARGV: per op, the count c of its arguments, then these c:
  * event_id, expected revision, outcome, dedupe ttl (ms), ttl mode
- * ("set": the ttl, "max": never shorten the current one), history entry
+ * ("set": the ttl, "max": never shorten the current one, "keep": leave
+ * :applied's expiry as it is, the caller knowing it is long enough,
+ * unless the key is new; :out's is set either way), history entry
  * ("" for none), history_max, applied_max (< 1: no bound), then n and n
  * field/value pairs to write to the state, its new revision "rev" among
  * them (n = 0: rejected, the state stays as it is), then n and n
@@ -65,19 +67,24 @@
  * outcome there), {2, {field, value...}} conflict, {3, error text} a
  * key of the wrong type or a bad argument.
  *
- * Nothing of an op is written before every check of it has passed (a Lua
- * error half way would leave the writes before it: Redis does not roll a
- * script back), so {3} means nothing of that op was written.  The two
- * hashes are checked by reading them (pcall: a wrong type is an error
- * reply, not a Lua error), the lists, the shard and the counter by TYPE
- * when they are to be written, :out by being the first write (pcall).  A
- * Lua error (a write refused: OOM) fails the whole call, with the ops
- * before it written: the caller applies the batch again (those come back
- * as duplicates) or, for an error that is not retriable, each op alone.
+ * {3} means nothing of that op was written (a Lua error half way would
+ * leave the writes before it: Redis does not roll a script back).  The
+ * two hashes are checked by reading them (pcall: a wrong type is an error
+ * reply, not a Lua error), the delta list and its counter by TYPE once a
+ * call.  :out, :history and the timer shard are checked by writing them
+ * first, in that order, each by pcall: a write refused undoes the ones
+ * before it (HDEL of the new :out field, RPOP of the entry just pushed:
+ * both exact, the LTRIM coming after), then answers {3} for a wrong type
+ * or raises any other error.  (Before, a TYPE call checked :history and
+ * the shard: 1.3 calls an event.)  A Lua error (a write refused: OOM)
+ * fails the whole call, with the ops before it written: the caller
+ * applies the batch again (those come back as duplicates) or, for an
+ * error that is not retriable, each op alone.
  *
  * :applied records: event_id -> n (an integer), n counting the entity's
  * records (kept in the field "", which no event_id can be: they are 1-128
- * bytes).
+ * bytes), read with the dedupe check (one HMGET) and written with the
+ * record (one HSET).
  * The outcome goes to :out (event_id -> outcome), apart, so that :applied
  * stays a small listpack hash (a value over hash-max-listpack-value, 64
  * bytes, would turn it into a hashtable for good); :out empties as
@@ -85,8 +92,8 @@
  * keeps its newest history_max entries (LTRIM after the RPUSH); once
  * :applied holds more than applied_max ids, the oldest (smallest n) are
  * forgotten down to applied_max - applied_max/8, so that the HGETALL this
- * takes comes once in applied_max/8 applies.  One HINCRBY per apply, and
- * an HLEN once the entity has had more than applied_max records. */
+ * takes comes once in applied_max/8 applies: an HLEN once the entity has
+ * had more than applied_max records. */
 static const char apply_lua[] =
     "local function wrong(k, want)\n"
     "  return {3, 'WRONGTYPE ' .. k .. ' is a ' ..\n"
@@ -95,6 +102,12 @@ static const char apply_lua[] =
     "local function is(k, want)\n"
     "  local t = redis.call('TYPE', k)['ok']\n"
     "  return t == 'none' or t == want\n"
+    "end\n"
+    "local function refused(e, k, want)\n"
+    "  if string.sub(e['err'], 1, 10) == 'WRONGTYPE ' then\n"
+    "    return wrong(k, want)\n"
+    "  end\n"
+    "  error(e)\n"
     "end\n"
     "local function forget(K, keep, id)\n"
     "  local all, recs = redis.call('HGETALL', K), {}\n"
@@ -166,14 +179,21 @@ static const char apply_lua[] =
     "  if iunset + nunset ~= a + c then\n"
     "    return {3, 'ERR apply script: bad arguments'}\n"
     "  end\n"
-    "  local prev = redis.pcall('HGET', K2, id)\n"
-    "  if type(prev) == 'table' and prev['err'] then\n"
-    "    return wrong(K2, 'hash')\n"
-    "  end\n"
+    "  local got = redis.pcall('HMGET', K2, id, '')\n"
+    "  if got['err'] then return wrong(K2, 'hash') end\n"
+    "  local prev, cnt, num = got[1], got[2], 0\n"
     "  if prev then\n"
     "    local po = redis.pcall('HGET', KO, id)\n"
     "    if type(po) == 'table' then return wrong(KO, 'hash') end\n"
     "    return {1, po or prev}\n"
+    "  end\n"
+    "  if amax > 0 then\n"
+    "    num = cnt and tonumber(string.match(cnt, '^%d+$'))\n"
+    "    if cnt and not num then\n"
+    "      return {3, 'ERR ' .. K2 .. ': its record counter is not an '\n"
+    "                 .. 'integer'}\n"
+    "    end\n"
+    "    num = (num or 0) + 1\n"
     "  end\n"
     "  local rev = redis.pcall('HGET', K1, 'rev')\n"
     "  if type(rev) == 'table' and rev['err'] then\n"
@@ -182,12 +202,6 @@ static const char apply_lua[] =
     "  if (rev or '') ~= ARGV[a + 2] then\n"
     "    return {2, redis.call('HGETALL', K1)}\n"
     "  end\n"
-    "  if hist ~= '' and not is(K3, 'list') then\n"
-    "    return wrong(K3, 'list')\n"
-    "  end\n"
-    "  if nadd + nrem > 0 and not is(K4, 'zset') then\n"
-    "    return wrong(K4, 'zset')\n"
-    "  end\n"
     "  local l\n"
     "  if stats ~= '' then\n"
     "    l = list_of(K6, K7)\n"
@@ -195,32 +209,40 @@ static const char apply_lua[] =
     "  end\n"
     "  if o ~= '' then\n"
     "    local e = redis.pcall('HSET', KO, id, o)\n"
-    "    if type(e) == 'table' then return wrong(KO, 'hash') end\n"
+    "    if type(e) == 'table' then return refused(e, KO, 'hash') end\n"
     "  end\n"
-    "  local n, num = '', 0\n"
-    "  if amax > 0 then\n"
-    "    num = redis.pcall('HINCRBY', K2, '', 1)\n"
-    "    if type(num) == 'table' then return {3, 'ERR ' .. K2 .. ': ' ..\n"
-    "                                          num['err']} end\n"
-    "    n = num\n"
+    "  local len\n"
+    "  if hist ~= '' then\n"
+    "    len = redis.pcall('RPUSH', K3, hist)\n"
+    "    if type(len) == 'table' then\n"
+    "      if o ~= '' then redis.call('HDEL', KO, id) end\n"
+    "      return refused(len, K3, 'list')\n"
+    "    end\n"
+    "  end\n"
+    "  if nadd + nrem > 0 then\n"
+    "    local e\n"
+    "    if nadd > 0 then\n"
+    "      e = redis.pcall('ZADD', K4, unpack(ARGV, iadd + 1, iadd + 2*nadd))\n"
+    "    else\n"
+    "      e = redis.pcall('ZREM', K4, unpack(ARGV, irem + 1, irem + nrem))\n"
+    "    end\n"
+    "    if type(e) == 'table' then\n"
+    "      if hist ~= '' then redis.call('RPOP', K3) end\n"
+    "      if o ~= '' then redis.call('HDEL', KO, id) end\n"
+    "      return refused(e, K4, 'zset')\n"
+    "    end\n"
+    "    if nadd > 0 and nrem > 0 then\n"
+    "      redis.call('ZREM', K4, unpack(ARGV, irem + 1, irem + nrem))\n"
+    "    end\n"
+    "  end\n"
+    "  if hmax > 0 and len and len > hmax then\n"
+    "    redis.call('LTRIM', K3, string.format('%d', -hmax), -1)\n"
     "  end\n"
     "  if nset > 0 then\n"
     "    redis.call('HSET', K1, unpack(ARGV, a + 10, a + 9 + 2*nset))\n"
     "  end\n"
     "  if nunset > 0 then\n"
     "    redis.call('HDEL', K1, unpack(ARGV, iunset + 1, iunset + nunset))\n"
-    "  end\n"
-    "  if nadd > 0 then\n"
-    "    redis.call('ZADD', K4, unpack(ARGV, iadd + 1, iadd + 2*nadd))\n"
-    "  end\n"
-    "  if nrem > 0 then\n"
-    "    redis.call('ZREM', K4, unpack(ARGV, irem + 1, irem + nrem))\n"
-    "  end\n"
-    "  if hist ~= '' then\n"
-    "    local len = redis.call('RPUSH', K3, hist)\n"
-    "    if hmax > 0 and len > hmax then\n"
-    "      redis.call('LTRIM', K3, string.format('%d', -hmax), -1)\n"
-    "    end\n"
     "  end\n"
     "  local res = {0, 0}\n"
     "  if l then\n"
@@ -229,16 +251,22 @@ static const char apply_lua[] =
     "    l.parts[#l.parts + 1] = stats\n"
     "    l.replies[#l.replies + 1] = res\n"
     "  end\n"
-    "  redis.call('HSET', K2, id, n)\n"
-    "  if num > amax and redis.call('HLEN', K2) - 1 > amax then\n"
-    "    forget(K2, amax - math.floor(amax / 8), id)\n"
+    "  local mode, new = ARGV[a + 5]\n"
+    "  if amax > 0 then\n"
+    "    new = redis.call('HSET', K2, id, num, '', num) == 2\n"
+    "    if num > amax and redis.call('HLEN', K2) - 1 > amax then\n"
+    "      forget(K2, amax - math.floor(amax / 8), id)\n"
+    "    end\n"
+    "  else\n"
+    "    redis.call('HSET', K2, id, '')\n"
+    "    mode = mode == 'keep' and 'set' or mode\n"
     "  end\n"
-    "  if ARGV[a + 5] == 'max' then\n"
+    "  if mode == 'max' then\n"
     "    local cur = redis.call('PTTL', K2)\n"
     "    if cur > ttl then ttl = cur end\n"
     "  end\n"
     "  ttl = string.format('%d', ttl)\n"
-    "  redis.call('PEXPIRE', K2, ttl)\n"
+    "  if mode ~= 'keep' or new then redis.call('PEXPIRE', K2, ttl) end\n"
     "  if o ~= '' then redis.call('PEXPIRE', KO, ttl) end\n"
     "  return res\n"
     "end\n"
@@ -526,6 +554,16 @@ static const char trim_lua[] =
     "  n = n + 1\n"
     "end\n"
     "return n\n";
+
+/* An :applied key's expiry is set to the dedupe ttl + 1/16 of it, and an
+ * op whose caller knows the key lives at least the ttl + this margin
+ * longer (pl_store_apply_t.applied_until) leaves it as it is: most of an
+ * entity's events then need no PEXPIRE.  The margin covers the time from
+ * writing a call to Redis running it. */
+#define APPLIED_TTL_SLACK(ttl) ((ttl) / 16)
+#define APPLIED_KEEP_MARGIN_MS 60000
+
+static int64_t mono_ms(void);
 
 /* The most ops in one apply call by default: a bound on how long one
  * call holds Redis (about 30 us of Redis time an op). */
@@ -1299,11 +1337,12 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
     }
 #undef SUFFIX
     for (size_t j = 0; j < k; j++) {
-        const pl_store_apply_t *op = &ops[idx[j]];
+        pl_store_apply_t *op = &ops[idx[j]];
         size_t nset = op->set ? op->set->count : 0;
         size_t nadd = op->timers_add ? op->timers_add->count : 0;
         size_t nrem = op->timers_remove ? op->timers_remove->count : 0;
         int64_t ttl = op->ttl_ms > 0 ? op->ttl_ms : dedupe_ttl_ms;
+        const char *mode = "max"; /* its own ttl: never shortens the key's */
         resp_int(&r, (int64_t)apply_argc(op) - 1);
         if (!op->event_id) {
             resp_bulk(&r, "", 0);
@@ -1315,9 +1354,20 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         resp_str(&r, op->expected_rev ? op->expected_rev : "");
         resp_bulk(&r, op->outcome ? op->outcome : "",
                   op->outcome ? op->outcome_len : 0);
-        resp_int(&r, ttl > 0 ? ttl : 1);
-        /* its own ttl: never shortens the key's */
-        resp_str(&r, op->ttl_ms > 0 ? "max" : "set");
+        if (ttl < 1)
+            ttl = 1;
+        op->new_applied_until = 0;
+        if (op->ttl_ms <= 0) {
+            int64_t now = mono_ms();
+            mode = op->applied_until - now >= ttl + APPLIED_KEEP_MARGIN_MS
+                       ? "keep"
+                       : "set";
+            ttl += APPLIED_TTL_SLACK(ttl);
+            op->new_applied_until = *mode == 'k' ? op->applied_until
+                                                 : now + ttl;
+        }
+        resp_int(&r, ttl);
+        resp_str(&r, mode);
         resp_str(&r, op->history ? op->history : "");
         resp_int(&r, s->history_max);
         resp_int(&r, s->applied_max);

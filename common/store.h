@@ -214,7 +214,15 @@ typedef struct pl_store_apply_s {
                        instead of the call's dedupe_ttl_ms (e.g. short for
                        the rejection of an unknown id); never shortens the
                        expiry the entity's :applied key already has */
+    int64_t applied_until; /* 0, or when the entity's :applied key expires
+                              at the earliest (the store's monotonic ms:
+                              a new_applied_until of an earlier op): while
+                              it is more than the ttl away, the op leaves
+                              the key's expiry as it is (no PEXPIRE) */
     /* out */
+    int64_t new_applied_until; /* OK: the same after this op (its records
+                                  expire dedupe_ttl_ms + 1/16 after the
+                                  write that sets the expiry; 0: unknown) */
     pl_apply_result_t result;
     void *stored; /* DUPLICATE: malloc'ed outcome stored the first time */
     size_t stored_len;

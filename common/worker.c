@@ -74,6 +74,8 @@ typedef struct centry_s {
     char rev[PL_REV_LEN + 1];
     char *origin; /* "<topic>/<partition>/<offset>" of the message that
                      created the entity, or NULL */
+    int64_t applied_until; /* its :applied key expires no earlier
+                              (pl_store_apply_t's; 0: not known) */
     uint64_t round;   /* the decide round that last decided an event of it */
     size_t last_item; /* ...and that event's index in the batch */
 } centry_t;
@@ -995,6 +997,7 @@ static int decide(worker_t *w, size_t idx, op_t *op)
     op->apply.event_id = it->ev.event_id;
     memcpy(op->apply.expected_rev_buf, e->rev, sizeof(e->rev));
     op->apply.expected_rev = op->apply.expected_rev_buf;
+    op->apply.applied_until = e->applied_until;
     if (op->applied) {
         if (is_new) {
             /* remember where the entity was born (before_origin) */
@@ -1467,7 +1470,11 @@ static int apply_batch(worker_t *w)
             op_t *op = &ops[k];
             item_t *it = &w->items[op->item];
             switch (op->apply.result) {
-            case PL_APPLY_OK:
+            case PL_APPLY_OK: {
+                centry_t *e = cache_get(&w->cache,
+                                        w->kind->entity_id(&it->ev));
+                if (e && op->apply.new_applied_until > e->applied_until)
+                    e->applied_until = op->apply.new_applied_until;
                 it->done = true;
                 if (op->outcome_len)
                     unblank_push(w, it);
@@ -1481,6 +1488,7 @@ static int apply_batch(worker_t *w)
                                     false))
                     goto out_ops;
                 break;
+            }
             case PL_APPLY_DUPLICATE:
                 it->done = true;
                 w->stats.duplicates++;

@@ -57,7 +57,8 @@ int main(int argc, char **argv)
     pl_store_apply_t *ops;
     pl_fields_t *sets, *tadd;
     pl_strlist_t *trem;
-    int64_t *stale_due, *close_due;
+    int64_t *stale_due, *close_due, *until;
+    uint32_t *dof;
     char **hist, **ids, **eids;
     void **outs;
     size_t *out_lens;
@@ -108,6 +109,10 @@ int main(int argc, char **argv)
     for (size_t i = 0; i < sizeof(derived_value); i++)
         derived_value[i] = (unsigned char)bench_rng_next(&rng);
     revs = calloc((size_t)deals_n, sizeof(*revs));
+    /* when each deal's :applied key expires at the earliest, as the worker
+     * keeps it (new_applied_until), and the deal of each op */
+    until = calloc((size_t)deals_n, sizeof(*until));
+    dof = calloc((size_t)batch, sizeof(*dof));
     ops = calloc((size_t)batch, sizeof(*ops));
     sets = calloc((size_t)batch, sizeof(*sets));
     tadd = calloc((size_t)batch, sizeof(*tadd));
@@ -119,8 +124,8 @@ int main(int argc, char **argv)
     eids = calloc((size_t)batch, sizeof(*eids));
     outs = calloc((size_t)batch, sizeof(*outs));
     out_lens = calloc((size_t)batch, sizeof(*out_lens));
-    if (!revs || !ops || !sets || !tadd || !trem || !stale_due ||
-        !close_due || !hist || !ids || !eids || !outs ||
+    if (!revs || !until || !dof || !ops || !sets || !tadd || !trem ||
+        !stale_due || !close_due || !hist || !ids || !eids || !outs ||
         !out_lens)
         bench_die(prog, "out of memory");
 
@@ -152,6 +157,8 @@ int main(int argc, char **argv)
             ops[j].event_id = eids[j];
             memcpy(ops[j].expected_rev_buf, revs[d], sizeof(revs[d]));
             ops[j].expected_rev = ops[j].expected_rev_buf;
+            ops[j].applied_until = until[d];
+            dof[j] = d;
 
             /* the outcome: source message, then the derived event */
             if (derived &&
@@ -277,6 +284,7 @@ int main(int argc, char **argv)
             switch (ops[j].result) {
             case PL_APPLY_OK:
                 ok++;
+                until[dof[j]] = ops[j].new_applied_until;
                 break;
             case PL_APPLY_DUPLICATE:
                 dup++;
@@ -315,6 +323,8 @@ int main(int argc, char **argv)
            call_ops ? call_ops : 128);
     pl_store_destroy(store);
     free(revs);
+    free(until);
+    free(dof);
     free(ops);
     free(sets);
     free(tadd);

@@ -1327,6 +1327,9 @@ static void test_apply_per_key_errors(void **state)
         {":applied", "SET %s x", "is a string, not a hash"},
         {":out", "SET %s x", "is a string, not a hash"},
         {":history", "SET %s x", "is a string, not a list"},
+        /* the timer shard of the entity's slot: written after :out and
+         * :history, which are undone */
+        {"#shard", "SET %s x", "is a string, not a zset"},
         {NULL, NULL, "timer score is not a number"},
     };
     pl_store_t *s = store_open();
@@ -1345,7 +1348,13 @@ static void test_apply_per_key_errors(void **state)
         apply_case(&c[1], bad, "e-bad", "",
                    cases[i].suffix ? "1700000000000" : "soon");
         apply_case(&c[2], good2, "e-g2", "", "1700000000000");
-        if (cases[i].suffix) {
+        if (cases[i].suffix && cases[i].suffix[0] == '#') {
+            char tagged[80];
+            int n = snprintf(tagged, sizeof(tagged), "{deal:%s}", bad);
+            snprintf(k, sizeof(k), "%stimers:{%s}", key_prefix,
+                     pl_slot_tag(pl_slot_of(tagged, (size_t)n)));
+            freeReplyObject(rcmd(cases[i].plant, k));
+        } else if (cases[i].suffix) {
             entity_key(k, sizeof(k), bad, cases[i].suffix);
             freeReplyObject(rcmd(cases[i].plant, k));
         }
@@ -1374,6 +1383,8 @@ static void test_apply_per_key_errors(void **state)
             fail_msg("case %zu: the failed op wrote something", i);
         assert_true(written(s, good1, c[0].member));
         assert_true(written(s, good2, c[2].member));
+        if (cases[i].suffix && cases[i].suffix[0] == '#')
+            freeReplyObject(rcmd("DEL %s", k));
         for (size_t j = 0; j < 3; j++) {
             c[j].op = ops[j];
             apply_case_clear(&c[j]);
@@ -1471,7 +1482,7 @@ static void test_history_and_applied_bounds(void **state)
         entity_key(k, sizeof(k), "LIM", ":applied");
     }
     assert_int_equal(rint_cmd("HEXISTS %s e5", k), 0);
-    assert_in_range(rint_cmd("PTTL %s", k), 3500000, 3600000);
+    assert_in_range(rint_cmd("PTTL %s", k), 3725000, 3825000);
     /* a remembered id is a duplicate; a forgotten one is new again */
     {
         char old_rev[PL_REV_LEN + 1] = "";
@@ -1945,7 +1956,7 @@ static void test_ttl_override(void **state)
     apply_chain(s, "REAL", 0, 1, rev, PL_APPLY_OK); /* ttl 1 h */
     reject(s, "REAL", "e-refused", rev, 2000);
     entity_key(k, sizeof(k), "REAL", ":applied");
-    assert_in_range(rint_cmd("PTTL %s", k), 3500000, 3600000);
+    assert_in_range(rint_cmd("PTTL %s", k), 3725000, 3825000);
     assert_int_equal(rint_cmd("HEXISTS %s e-refused", k), 1);
 
     /* and a short one grows when the entity is then written */
@@ -1953,7 +1964,60 @@ static void test_ttl_override(void **state)
     rev[0] = '\0';
     apply_chain(s, "LATE", 0, 1, rev, PL_APPLY_OK);
     entity_key(k, sizeof(k), "LATE", ":applied");
-    assert_in_range(rint_cmd("PTTL %s", k), 3500000, 3600000);
+    assert_in_range(rint_cmd("PTTL %s", k), 3725000, 3825000);
+    pl_store_destroy(s);
+}
+
+/* One op of a new or existing deal, given when its :applied key is known
+ * to expire; returns what the op says it is now. */
+static int64_t apply_known(pl_store_t *s, const char *id, const char *eid,
+                           char rev[PL_REV_LEN + 1], int64_t until)
+{
+    apply_case_t c;
+    char err[512] = "";
+    int64_t now;
+
+    apply_case(&c, id, eid, rev, "1700000000000");
+    c.op.applied_until = until;
+    if (pl_store_apply(s, &c.op, 1, 3600000, err, sizeof(err)))
+        fail_msg("apply: %s", err);
+    assert_int_equal(c.op.result, PL_APPLY_OK);
+    now = c.op.new_applied_until;
+    snprintf(rev, PL_REV_LEN + 1, "%s", c.rev);
+    apply_case_clear(&c);
+    return now;
+}
+
+/* The :applied key's expiry is the ttl + 1/16; an op whose caller knows
+ * it is still that far off sends no PEXPIRE (the expiry stays as it is),
+ * unless the key is gone; one that does not know sets it again. */
+static void test_applied_expiry_kept(void **state)
+{
+    pl_store_t *s = store_open();
+    char rev[PL_REV_LEN + 1] = "", k[256];
+    int64_t u1, u2, u3, u4;
+
+    (void)state;
+    entity_key(k, sizeof(k), "KEEP", ":applied");
+    u1 = apply_known(s, "KEEP", "e1", rev, 0);
+    assert_true(u1 > 0);
+    assert_in_range(rint_cmd("PTTL %s", k), 3725000, 3825000);
+    /* known to live long enough: left as it is (shortened here so that a
+     * PEXPIRE would show) */
+    freeReplyObject(rcmd("PEXPIRE %s 5000000", k));
+    u2 = apply_known(s, "KEEP", "e2", rev, u1);
+    assert_int_equal(u2, u1);
+    assert_in_range(rint_cmd("PTTL %s", k), 4900000, 5000000);
+    /* not known (or too close): set again */
+    u3 = apply_known(s, "KEEP", "e3", rev, u1 - 300000);
+    assert_true(u3 >= u1);
+    assert_in_range(rint_cmd("PTTL %s", k), 3725000, 3825000);
+    /* the key gone meanwhile: made again with its expiry, never without */
+    freeReplyObject(rcmd("DEL %s", k));
+    u4 = apply_known(s, "KEEP", "e4", rev, u3);
+    assert_int_equal(u4, u3);
+    assert_in_range(rint_cmd("PTTL %s", k), 3725000, 3825000);
+    assert_int_equal(rint_cmd("HEXISTS %s e4", k), 1);
     pl_store_destroy(s);
 }
 
@@ -2080,6 +2144,7 @@ int main(void)
         cmocka_unit_test(test_history_and_applied_bounds),
         cmocka_unit_test(test_applied_records_of_older_versions),
         cmocka_unit_test(test_ttl_override),
+        cmocka_unit_test(test_applied_expiry_kept),
         cmocka_unit_test(test_fold_out_of_order),
         cmocka_unit_test(test_fold_sum),
         cmocka_unit_test(test_fold_call_entry),
