@@ -100,7 +100,7 @@ static const setting_t settings[] = {
      "dead-letter copies are cut down"},
     {"dedupe.ttl", "PL_DEDUPE_TTL", T_DURATION, "30d", 1 * HOUR, 365 * DAY,
      "How long applied event ids are remembered after an entity's last "
-     "event"},
+     "event, at least (up to 1/16 longer)"},
     {"dedupe.max", "PL_DEDUPE_MAX", T_INT, "1000", 100, 1000000,
      "Most applied event ids remembered per entity (oldest dropped first)"},
     {"dedupe.unknown.ttl", "PL_DEDUPE_UNKNOWN_TTL", T_DURATION, "1h",
