@@ -230,6 +230,9 @@ typedef struct after_s {
         int64_t tscore;
     } *items;
     size_t n, cap;
+    size_t kept; /* items[0..kept): of batches already produced, whose
+                    offsets wait for this work (the rest: the batch being
+                    applied, dropped if it is given up on) */
 } after_t;
 
 typedef struct inflight_s {
@@ -237,7 +240,15 @@ typedef struct inflight_s {
     rd_kafka_topic_partition_list_t *offsets; /* stored once delivered */
     int64_t applied_at; /* monotonic ms: when Redis acknowledged it */
     double produced_at; /* pl_metrics_clock(): when it was produced */
+    bool after_pending; /* its after-work (fold, timer index) not done yet:
+                           its offsets must not be stored */
 } inflight_t;
+
+/* The after-work of several batches is done at once (the fold adds each
+ * field once for all of them): after this many batches, or this long
+ * after the first, or when the worker is idle, stopping or revoked. */
+#define AFTER_BATCHES 4
+#define AFTER_MS 200
 
 /* Batches in flight at most: Redis applies the next batch while Kafka
  * acknowledges the last ones. */
@@ -250,7 +261,11 @@ struct pl_worker_s {
     pl_registry_t *registry; /* schema.registry.url set; else NULL */
     pl_rules_t *rules;
     int64_t next_gauges; /* export_analytics(): the next refresh */
-    after_t after;       /* the batch's Redis work left for after_run() */
+    after_t after;       /* the batches' Redis work left for after_run() */
+    unsigned after_batches; /* batches produced whose after-work waits */
+    int64_t after_since;    /* mono ms: the first of them */
+    bool in_after;          /* inside after_run() (the rebalance callback
+                               may come from its waits) */
     int64_t *committed;  /* per input partition: the last offset committed
                             (from commit_cb; 0: none known) */
     int ncommitted;
@@ -284,6 +299,7 @@ struct pl_worker_s {
     struct durable_s {
         rd_kafka_topic_partition_list_t *offsets;
         int64_t applied_at;
+        bool after_pending;
     } *durable;
     size_t ndurable, durable_cap;
     rd_kafka_message_t *carry; /* polled after a revocation: it starts the
@@ -325,6 +341,7 @@ static const char *role_topic(void *opaque, pl_topic_role_t role)
 }
 
 static int reap(worker_t *w, size_t keep);
+static int after_flush(worker_t *w, int64_t *backoff, bool once);
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
@@ -357,6 +374,8 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         /* Finish the batches in flight first, so their offsets are stored
          * and committed with the revocation: the next owner starts after
          * them instead of publishing their derived events again. */
+        if (w->after_batches)
+            after_flush(w, &(int64_t){100}, true);
         if (w->producer)
             reap(w, 0);
         /* Eager protocol: every partition goes and the next assignment
@@ -575,7 +594,10 @@ static void batch_reset(worker_t *w)
     }
     w->nitems = 0;
     pl_outbox_reset(&w->out);
-    after_clear(w); /* a batch given up on: its redelivery redoes it */
+    /* a batch given up on: its redelivery redoes its after-work (that of
+     * the batches before it stays) */
+    while (w->after.n > w->after.kept)
+        free(w->after.items[--w->after.n].delta);
 }
 
 static void set_paused(worker_t *w, bool pause)
@@ -1081,7 +1103,7 @@ static void after_clear(worker_t *w)
 {
     for (size_t i = 0; i < w->after.n; i++)
         free(w->after.items[i].delta);
-    w->after.n = 0;
+    w->after.n = w->after.kept = 0;
 }
 
 /* Take the after-work of n applied ops (the deltas are moved out of ops).
@@ -1125,9 +1147,10 @@ static int after_collect(worker_t *w, op_t *ops, const pl_store_apply_t *ap,
 /* Run the after-work (retrying while Redis is away).  0; -1 given up
  * (stopping, or the partitions were revoked: the batch's offsets must not
  * be stored); -3 fatal. */
-static int after_run(worker_t *w, int64_t *backoff)
+static int after_run(worker_t *w, int64_t *backoff, bool once)
 {
     after_t *a = &w->after;
+    bool keep = false;
     size_t n = a->n, nf = 0, nd = 0, nt = 0;
     int *slots = malloc((n ? n : 1) * sizeof(*slots));
     int *dslots = malloc((2 * n + 1) * sizeof(*dslots));
@@ -1176,6 +1199,13 @@ static int after_run(worker_t *w, int64_t *backoff)
                                                             nd, err,
                                                             sizeof(err))
                                       : 0))) {
+            if (once) {
+                /* (inside the rebalance callback: no waiting, no exit;
+                 * the work stays for the main loop) */
+                keep = true;
+                r = -1;
+                goto out;
+            }
             if (r == -2) {
                 pl_error("redis: %s; exiting", err);
                 r = -3;
@@ -1187,15 +1217,58 @@ static int after_run(worker_t *w, int64_t *backoff)
             }
         }
     }
-    set_paused(w, false);
+    if (!once)
+        set_paused(w, false);
 out:
-    after_clear(w);
+    if (!keep)
+        after_clear(w);
     free(slots);
     free(dslots);
     free(tslots);
     free(seqs);
     free(tscores);
     free(deltas);
+    return r;
+}
+
+/* The batches waiting for the after-work are released: their offsets
+ * may be stored, or (forfeit: the work was given up on) never will be:
+ * they are redelivered, and their duplicates redo it. */
+static void after_release(worker_t *w, bool forfeit)
+{
+    for (size_t i = 0; i < w->ninflight + w->ndurable; i++) {
+        bool *p = i < w->ninflight ? &w->inflight[i].after_pending
+                                   : &w->durable[i - w->ninflight]
+                                          .after_pending;
+        rd_kafka_topic_partition_list_t **o =
+            i < w->ninflight ? &w->inflight[i].offsets
+                             : &w->durable[i - w->ninflight].offsets;
+        if (!*p)
+            continue;
+        *p = false;
+        if (forfeit) {
+            rd_kafka_topic_partition_list_destroy(*o);
+            *o = rd_kafka_topic_partition_list_new(0);
+        }
+    }
+    w->after_batches = 0;
+}
+
+/* Do the after-work of the batches waiting for it (once: one try, from
+ * the rebalance callback: on failure it stays).  0; -1 given up on
+ * (their offsets are forfeited; once: still waiting); -3 fatal. */
+static int after_flush(worker_t *w, int64_t *backoff, bool once)
+{
+    int r;
+    if (w->in_after)
+        return -1; /* (the callback, from inside after_run's waits) */
+    w->in_after = true;
+    r = after_run(w, backoff, once);
+    w->in_after = false;
+    if (r == 0)
+        after_release(w, false);
+    else if (!once)
+        after_release(w, true);
     return r;
 }
 
@@ -1581,6 +1654,8 @@ static void store_durable(worker_t *w, bool all)
         struct durable_s *d = &w->durable[k];
         int64_t wait = d->applied_at + w->store_delay_ms - pl_now_mono_ms();
         rd_kafka_resp_err_t err;
+        if (d->after_pending)
+            break; /* its fold is not done: not before it */
         if (wait > 0) {
             if (!all)
                 break;
@@ -1617,6 +1692,7 @@ static int inflight_pop(worker_t *w, bool ok)
     }
     if (ok && w->ndurable < w->durable_cap) {
         w->durable[w->ndurable].offsets = h->offsets; /* moved */
+        w->durable[w->ndurable].after_pending = h->after_pending;
         w->durable[w->ndurable++].applied_at = h->applied_at;
     } else {
         r = ok ? -1 : 0;
@@ -1892,7 +1968,11 @@ static int main_loop(worker_t *w)
             if (!m) {
                 if (w->nitems)
                     break;
-                /* idle: store the offsets of batches delivered since */
+                /* idle: the after-work waiting, then store the offsets
+                 * of batches delivered since */
+                if (w->after_batches &&
+                    after_flush(w, &after_backoff, false) == -3)
+                    return -1;
                 if ((w->ninflight || w->ndurable) &&
                     (r = reap(w, INFLIGHT_MAX)))
                     return -1; /* not delivered: exit non-zero */
@@ -1974,8 +2054,21 @@ static int main_loop(worker_t *w)
         w->stats.t_produce += t1 - t;
         t = t1;
         /* the batch's analytics fold and timer index: off the derived
-         * events' path, but before its offsets can be stored */
-        after_r = after_run(w, &after_backoff);
+         * events' path, but before its offsets can be stored; that of a
+         * few batches at once (AFTER_BATCHES) */
+        after_r = 0;
+        w->after.kept = w->after.n;
+        w->inflight[w->ninflight].after_pending = false;
+        if (w->after.n) {
+            int64_t now = pl_now_mono_ms();
+            if (!w->after_batches++)
+                w->after_since = now;
+            if (RUNNING && w->after_batches < AFTER_BATCHES &&
+                now - w->after_since < AFTER_MS)
+                w->inflight[w->ninflight].after_pending = true;
+            else
+                after_r = after_flush(w, &after_backoff, false);
+        }
         t1 = pl_metrics_clock();
         w->stats.t_after += t1 - t;
         t = t1;
@@ -2237,6 +2330,8 @@ out:
         free(w->out.msgs);
         /* deliver what is in flight (within shutdown.grace), store its
          * offsets once durable: exit 0 only when all of it was */
+        if (w->after_batches && w->store)
+            after_flush(w, &(int64_t){100}, false);
         if (w->producer && w->consumer && reap(w, 0) && rc == 0) {
             pl_error("exiting with undelivered derived events (they will "
                      "be published again by the next owner)");

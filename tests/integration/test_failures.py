@@ -1,6 +1,7 @@
 """Failure behaviour of the deal worker: a Redis outage is waited out with
 nothing skipped, and SIGTERM finishes the batch in hand, commits and leaves
 the group, so a successor starts exactly where it stopped."""
+import json
 import signal
 import time
 import uuid
@@ -118,6 +119,53 @@ class CommitsWhileIdle(IntegrationCase):
         time.sleep(1)
         self.assertEqual(len(env.tail("sales.pipeline")), len(events) + 1,
                          "derived events were published twice")
+
+
+class FoldBeforeCommit(IntegrationCase):
+    workers = 0
+
+    def test_offsets_wait_for_the_fold(self):
+        """A batch's offsets are never committed before its analytics fold,
+        however long the fold waits (here: {stats} of the wrong type, so
+        every fold is refused and retried) and even with no store delay.
+        Folds are done every few batches, so batches are delivered while
+        the fold of the first ones still waits: none of them may be
+        committed.  The next worker gets them again and counts them."""
+        env = self.env
+        stats = env.key_prefix + "{stats}"
+        env.redis_cli("SET", stats, "not a hash")
+        tag = uuid.uuid4().hex[:6]
+        events = [ev("deal.created", deal_id="F-%s-%d" % (tag, i),
+                     owner="fold-%s" % tag)
+                  for i in range(50)]
+        w = env.start_worker("deal_worker",
+                             ["--set", "offsets.store.delay=0",
+                              "--set", "batch.size=10",
+                              "--set", "retry.backoff.max=1s"])
+        # at once: batches of 10 follow each other, delivered while the
+        # fold of the first ones waits (then the worker waits for Redis)
+        env.produce("sales.deals", events)
+        env.wait_for("sales.pipeline", lambda m: len(m) >= 20)
+        time.sleep(3)  # auto commit runs every second
+        rows = [json.loads(l) for l in
+                env.ctl("lag", "--json").stdout.decode().splitlines()]
+        deal = [r for r in rows
+                if r["group"].endswith("pipeline-deal-worker")]
+        self.assertTrue(deal, rows)
+        self.assertEqual([r["committed"] for r in deal if r["committed"]],
+                         [], "offsets committed before their fold")
+        w.send_signal(signal.SIGKILL)
+        w.wait()
+        env.redis_cli("DEL", stats)
+        env.start_worker()
+        deadline = time.time() + 60
+        while True:
+            open_ = env.redis_cli("HGET", stats, "s|fold-%s|qualification|"
+                                  "open" % tag).strip()
+            if open_ == str(len(events)) or time.time() > deadline:
+                break
+            time.sleep(0.5)
+        self.assertEqual(open_, str(len(events)))
 
 
 class OutcomesDroppedOnceCommitted(IntegrationCase):
