@@ -23,8 +23,8 @@
  *
  *  2. Folding, deduplicated by sequence number.  The figures live in one
  *     hash, <p>{stats}, and <p>{stats}:folded remembers per slot the highest
- *     sequence number folded in.  Every few applied batches (worker.c's
- *     AFTER_BATCHES, AFTER_MS) the worker folds
+ *     sequence number folded in.  Every few applied batches (the settings
+ *     fold.batches and fold.delay) the worker folds
  *     the slots it wrote to: it reads their pending deltas, and one script
  *     on the {stats} slot adds every delta whose sequence number is above
  *     the slot's folded mark and raises the mark; then, per slot, a script

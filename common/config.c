@@ -94,6 +94,11 @@ static const setting_t settings[] = {
      "used are evicted past it: CLOCK)"},
     {"batch.wait.ms", "PL_BATCH_WAIT_MS", T_INT, "2", 0, 10000,
      "Milliseconds a batch waits to fill once it has a message"},
+    {"fold.batches", "PL_FOLD_BATCHES", T_INT, "4", 1, 1000,
+     "Applied batches whose analytics fold and timer index are done in "
+     "one round trip (their offsets wait for it)"},
+    {"fold.delay", "PL_FOLD_DELAY", T_DURATION, "200ms", 0, 60 * SEC,
+     "Longest a batch's analytics fold waits for the next batches"},
     {"message.max.bytes", "PL_MESSAGE_MAX_BYTES", T_INT, "1000000", 10000,
      100000000,
      "Largest Kafka message, for consumer and producer alike; larger "

@@ -245,10 +245,8 @@ typedef struct inflight_s {
 } inflight_t;
 
 /* The after-work of several batches is done at once (the fold adds each
- * field once for all of them): after this many batches, or this long
- * after the first, or when the worker is idle, stopping or revoked. */
-#define AFTER_BATCHES 4
-#define AFTER_MS 200
+ * field once for all of them): after fold.batches batches, or fold.delay
+ * after the first, or at once when the worker stops or is revoked. */
 
 /* Batches in flight at most: Redis applies the next batch while Kafka
  * acknowledges the last ones. */
@@ -266,6 +264,8 @@ struct pl_worker_s {
     int64_t after_since;    /* mono ms: the first of them */
     bool in_after;          /* inside after_run() (the rebalance callback
                                may come from its waits) */
+    unsigned fold_batches;  /* fold.batches */
+    int64_t fold_delay_ms;  /* fold.delay */
     int64_t *committed;  /* per input partition: the last offset committed
                             (from commit_cb; 0: none known) */
     int ncommitted;
@@ -1971,6 +1971,7 @@ static int main_loop(worker_t *w)
                 /* idle: the after-work waiting, then store the offsets
                  * of batches delivered since */
                 if (w->after_batches &&
+                    pl_now_mono_ms() - w->after_since >= w->fold_delay_ms &&
                     after_flush(w, &after_backoff, false) == -3)
                     return -1;
                 if ((w->ninflight || w->ndurable) &&
@@ -2055,7 +2056,7 @@ static int main_loop(worker_t *w)
         t = t1;
         /* the batch's analytics fold and timer index: off the derived
          * events' path, but before its offsets can be stored; that of a
-         * few batches at once (AFTER_BATCHES) */
+         * few batches at once (fold.batches, fold.delay) */
         after_r = 0;
         w->after.kept = w->after.n;
         w->inflight[w->ninflight].after_pending = false;
@@ -2063,8 +2064,8 @@ static int main_loop(worker_t *w)
             int64_t now = pl_now_mono_ms();
             if (!w->after_batches++)
                 w->after_since = now;
-            if (RUNNING && w->after_batches < AFTER_BATCHES &&
-                now - w->after_since < AFTER_MS)
+            if (RUNNING && w->after_batches < w->fold_batches &&
+                now - w->after_since < w->fold_delay_ms)
                 w->inflight[w->ninflight].after_pending = true;
             else
                 after_r = after_flush(w, &after_backoff, false);
@@ -2184,6 +2185,8 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
     w->unknown_ttl_ms = pl_config_get_ms(w->cfg, "dedupe.unknown.ttl");
     w->backoff_max_ms = pl_config_get_ms(w->cfg, "retry.backoff.max");
     w->store_delay_ms = pl_config_get_ms(w->cfg, "offsets.store.delay");
+    w->fold_batches = (unsigned)pl_config_get_int(w->cfg, "fold.batches");
+    w->fold_delay_ms = pl_config_get_ms(w->cfg, "fold.delay");
     w->max_message_bytes =
         (size_t)pl_config_get_int(w->cfg, "message.max.bytes");
     w->cache_max = (size_t)pl_config_get_int(w->cfg, "cache.size");

@@ -125,15 +125,14 @@ class FoldBeforeCommit(IntegrationCase):
     workers = 0
 
     def test_offsets_wait_for_the_fold(self):
-        """A batch's offsets are never committed before its analytics fold,
-        however long the fold waits (here: {stats} of the wrong type, so
-        every fold is refused and retried) and even with no store delay.
-        Folds are done every few batches, so batches are delivered while
-        the fold of the first ones still waits: none of them may be
-        committed.  The next worker gets them again and counts them."""
+        """A batch's offsets are never stored before its analytics fold,
+        even once it is delivered and past offsets.store.delay: the fold
+        of several batches is done at once (fold.batches, fold.delay),
+        so batches are delivered while it waits.  Stretched here (a fold
+        every 30 s, no store delay): nothing may be committed meanwhile;
+        a successor gets the events again and counts every one."""
         env = self.env
         stats = env.key_prefix + "{stats}"
-        env.redis_cli("SET", stats, "not a hash")
         tag = uuid.uuid4().hex[:6]
         events = [ev("deal.created", deal_id="F-%s-%d" % (tag, i),
                      owner="fold-%s" % tag)
@@ -141,11 +140,10 @@ class FoldBeforeCommit(IntegrationCase):
         w = env.start_worker("deal_worker",
                              ["--set", "offsets.store.delay=0",
                               "--set", "batch.size=10",
-                              "--set", "retry.backoff.max=1s"])
-        # at once: batches of 10 follow each other, delivered while the
-        # fold of the first ones waits (then the worker waits for Redis)
+                              "--set", "fold.batches=1000",
+                              "--set", "fold.delay=30s"])
         env.produce("sales.deals", events)
-        env.wait_for("sales.pipeline", lambda m: len(m) >= 20)
+        env.wait_for("sales.pipeline", lambda m: len(m) >= len(events))
         time.sleep(3)  # auto commit runs every second
         rows = [json.loads(l) for l in
                 env.ctl("lag", "--json").stdout.decode().splitlines()]
@@ -154,9 +152,11 @@ class FoldBeforeCommit(IntegrationCase):
         self.assertTrue(deal, rows)
         self.assertEqual([r["committed"] for r in deal if r["committed"]],
                          [], "offsets committed before their fold")
+        self.assertIsNone(env.redis_cli("HGET", stats, "s|fold-%s|"
+                                        "qualification|open" % tag).strip()
+                          or None, "folded before fold.delay")
         w.send_signal(signal.SIGKILL)
         w.wait()
-        env.redis_cli("DEL", stats)
         env.start_worker()
         deadline = time.time() + 60
         while True:
