@@ -1336,6 +1336,8 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         resp_parts(&r, ent, lens, 7);
     }
 #undef SUFFIX
+    int64_t now = mono_ms(); /* before the call is written: for the ops'
+                                :applied expiry (applied_until) */
     for (size_t j = 0; j < k; j++) {
         pl_store_apply_t *op = &ops[idx[j]];
         size_t nset = op->set ? op->set->count : 0;
@@ -1358,7 +1360,6 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
             ttl = 1;
         op->new_applied_until = 0;
         if (op->ttl_ms <= 0) {
-            int64_t now = mono_ms();
             mode = op->applied_until - now >= ttl + APPLIED_KEEP_MARGIN_MS
                        ? "keep"
                        : "set";

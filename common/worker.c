@@ -1150,7 +1150,6 @@ static int after_collect(worker_t *w, op_t *ops, const pl_store_apply_t *ap,
 static int after_run(worker_t *w, int64_t *backoff, bool once)
 {
     after_t *a = &w->after;
-    bool keep = false;
     size_t n = a->n, nf = 0, nd = 0, nt = 0;
     int *slots = malloc((n ? n : 1) * sizeof(*slots));
     int *dslots = malloc((2 * n + 1) * sizeof(*dslots));
@@ -1202,7 +1201,6 @@ static int after_run(worker_t *w, int64_t *backoff, bool once)
             if (once) {
                 /* (inside the rebalance callback: no waiting, no exit;
                  * the work stays for the main loop) */
-                keep = true;
                 r = -1;
                 goto out;
             }
@@ -1220,7 +1218,7 @@ static int after_run(worker_t *w, int64_t *backoff, bool once)
     if (!once)
         set_paused(w, false);
 out:
-    if (!keep)
+    if (!(once && r == -1))
         after_clear(w);
     free(slots);
     free(dslots);
@@ -1231,26 +1229,29 @@ out:
     return r;
 }
 
+static void release_one(bool *pending, bool forfeit,
+                        rd_kafka_topic_partition_list_t **offsets)
+{
+    if (!*pending)
+        return;
+    *pending = false;
+    if (forfeit) {
+        rd_kafka_topic_partition_list_destroy(*offsets);
+        *offsets = rd_kafka_topic_partition_list_new(0);
+    }
+}
+
 /* The batches waiting for the after-work are released: their offsets
  * may be stored, or (forfeit: the work was given up on) never will be:
  * they are redelivered, and their duplicates redo it. */
 static void after_release(worker_t *w, bool forfeit)
 {
-    for (size_t i = 0; i < w->ninflight + w->ndurable; i++) {
-        bool *p = i < w->ninflight ? &w->inflight[i].after_pending
-                                   : &w->durable[i - w->ninflight]
-                                          .after_pending;
-        rd_kafka_topic_partition_list_t **o =
-            i < w->ninflight ? &w->inflight[i].offsets
-                             : &w->durable[i - w->ninflight].offsets;
-        if (!*p)
-            continue;
-        *p = false;
-        if (forfeit) {
-            rd_kafka_topic_partition_list_destroy(*o);
-            *o = rd_kafka_topic_partition_list_new(0);
-        }
-    }
+    for (size_t i = 0; i < w->ninflight; i++)
+        release_one(&w->inflight[i].after_pending, forfeit,
+                    &w->inflight[i].offsets);
+    for (size_t i = 0; i < w->ndurable; i++)
+        release_one(&w->durable[i].after_pending, forfeit,
+                    &w->durable[i].offsets);
     w->after_batches = 0;
 }
 
