@@ -230,18 +230,23 @@ rd_kafka_t *pl_kafka_consumer_new(pl_config_t *cfg, const char *group_id,
                            * better (cache.size 40,000 instead of 20,000:
                            * loads 1 s instead of 5.5).  Large events fill
                            * 2 MB sooner: see the README's Performance.
-                           * A partition whose queue is over either
-                           * threshold is looked at again only about a
-                           * second later (librdkafka 2.0.2; 2.1 made it
-                           * fetch.queue.backoff.ms), so the message
-                           * threshold must hold most of a second of
-                           * work: with 2,000 the worker sat idle for
-                           * 0.75 s of every 2.4 at 13,000 events/s (the
-                           * benchmark's 1M-event run: 12 s of 92);
-                           * with 10,000, about 1 s in all; 20,000 was
-                           * no faster and took peak RSS past 64 MB. */
+                           * The message threshold counts the whole
+                           * consumer queue (each partition's queue is
+                           * forwarded to it, and librdkafka 2.0.2's
+                           * rd_kafka_q_len() follows the forward), and
+                           * a partition found over either threshold is
+                           * looked at again only about a second later
+                           * (2.1 made it fetch.queue.backoff.ms): so
+                           * it must hold more than a second of work.
+                           * With 2,000 the worker sat idle for 0.75 s
+                           * of every 2.4 at 13,000 events/s; with
+                           * 10,000 6-7 s of a 55 s run at 18,000; with
+                           * 20,000 3 s, 20,000 events/s instead of
+                           * 18,200 (benchmark, 1M-event load); 30,000
+                           * idled as long and took peak RSS to 73 MB
+                           * (a queued message costs about 370 bytes). */
                           "queued.max.messages.kbytes", "2048",
-                          "queued.min.messages", "10000",
+                          "queued.min.messages", "20000",
                           /* a dead worker's partitions move within about
                            * 10 s (librdkafka's default is 45 s).  The
                            * assignor stays librdkafka's default (eager

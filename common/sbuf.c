@@ -115,13 +115,28 @@ void pl_sbuf_json_string(pl_sbuf_t *sb, const char *s)
     pl_sbuf_put(sb, "\"", 1);
 }
 
+/* "00" to "99": two digits a division (a 13-digit time in ms is 7 steps,
+ * not 13; called several times an event) */
+static const char digits2[201] =
+    "00010203040506070809101112131415161718192021222324252627282930313233"
+    "34353637383940414243444546474849505152535455565758596061626364656667"
+    "6869707172737475767778798081828384858687888990919293949596979899";
+
 char *pl_fmt_int(char *end, int64_t v)
 {
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    do {
-        *--end = (char)('0' + u % 10);
-        u /= 10;
-    } while (u);
+    while (u >= 100) {
+        const char *d = digits2 + 2 * (u % 100);
+        u /= 100;
+        *--end = d[1];
+        *--end = d[0];
+    }
+    if (u >= 10) {
+        *--end = digits2[2 * u + 1];
+        *--end = digits2[2 * u];
+    } else {
+        *--end = (char)('0' + u);
+    }
     if (v < 0)
         *--end = '-';
     return end;

@@ -39,6 +39,13 @@
 #include <string.h>
 #include <unistd.h>
 
+/* jemalloc's settings, when the workers are linked with it (CMakeLists.txt,
+ * PL_ALLOCATOR; glibc's malloc never reads this).  Its default keeps freed
+ * pages for 10 s: 4 MB more peak RSS on the benchmark's 1M-event load;
+ * returned after 1 s, peak RSS stays under 64 MB with a consumer queue of
+ * 20,000 messages.  MALLOC_CONF in the environment overrides it. */
+const char *malloc_conf = "dirty_decay_ms:1000,muzzy_decay_ms:0";
+
 /* Set by SIGTERM/SIGINT: stop polling, finish or give up what is in hand
  * within shutdown.grace, commit, exit. */
 static volatile sig_atomic_t stop_requested = 0;

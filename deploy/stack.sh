@@ -79,6 +79,7 @@ MAIN_LIBS_DIR=$REPO_DIR/.stack/kafka/libs
 
 HOST=127.0.0.1
 TOPICS=(sales.leads sales.deals sales.pipeline sales.alerts sales.dlq)
+# libjemalloc-dev: the workers' malloc (CMakeLists.txt, PL_ALLOCATOR);
 # clang: the fuzz harnesses and the clang build (libclang-rt-dev: its
 # sanitizer and libFuzzer runtimes, only recommended by clang, so not
 # installed with it here); prometheus: promtool, which
@@ -86,7 +87,8 @@ TOPICS=(sales.leads sales.deals sales.pipeline sales.alerts sales.dlq)
 # unit files are verified with.
 APT_PACKAGES=(cmake gcc make pkg-config librdkafka-dev libavro-dev
 	libhiredis-dev libyaml-dev libjansson-dev libcmocka-dev libssl-dev
-	libmicrohttpd-dev libcurl4-openssl-dev python3 redis-server redis-tools
+	libmicrohttpd-dev libcurl4-openssl-dev libjemalloc-dev python3
+	redis-server redis-tools
 	maven clang libclang-rt-dev
 	prometheus systemd)
 JDK_PACKAGE=default-jdk-headless

@@ -17,6 +17,7 @@
 
 #include "codec.h"
 #include "deal.h"
+#include "sbuf.h"
 #include "store.h"
 #include "testutil.h"
 
@@ -1036,6 +1037,37 @@ static void test_next_rev_chain(void **state)
     assert_string_not_equal(x, r3);
 }
 
+/* pl_fmt_int (the numbers of the apply calls, timer members and history
+ * entries) writes what printf's %lld writes, at every digit count and both
+ * ends of the range. */
+static void test_fmt_int(void **state)
+{
+    static const int64_t cases[] = {
+        0, 1, 9, 10, 11, 99, 100, 101, 999, 1000, 12345, 1764547200000,
+        INT64_MAX, INT64_MIN, INT64_MIN + 1, -1, -9, -10, -99, -100, -101};
+    char buf[32], want[32];
+    (void)state;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *end = buf + sizeof(buf), *p = pl_fmt_int(end, cases[i]);
+        snprintf(want, sizeof(want), "%lld", (long long)cases[i]);
+        assert_int_equal(end - p, strlen(want));
+        assert_memory_equal(p, want, strlen(want));
+    }
+    /* every power of ten and its neighbours, both signs */
+    for (int64_t t = 1; t <= INT64_MAX / 10; t *= 10) {
+        for (int64_t d = -1; d <= 1; d++) {
+            for (int sign = -1; sign <= 1; sign += 2) {
+                int64_t v = sign * (t + d);
+                char *end = buf + sizeof(buf), *p = pl_fmt_int(end, v);
+                snprintf(want, sizeof(want), "%lld", (long long)v);
+                assert_int_equal(end - p, strlen(want));
+                assert_memory_equal(p, want, strlen(want));
+            }
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1053,6 +1085,7 @@ int main(void)
         cmocka_unit_test(test_derived_applied_update),
         cmocka_unit_test(test_hash_and_ids),
         cmocka_unit_test(test_next_rev_chain),
+        cmocka_unit_test(test_fmt_int),
         cmocka_unit_test(test_contract_derived_ids),
         cmocka_unit_test(test_new_deal_seconds_zero_json_and_avro),
     };
