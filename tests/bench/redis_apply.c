@@ -10,7 +10,12 @@
  * move's analytics delta, a history entry and a packed derived event
  * (pl_outbox_pack) in the shares the generator reported (--applied-share,
  * --history-share), rejected events with their derived event and no
- * state.  Revisions chain as the worker
+ * state.  As the worker: only an event that derives something stores its
+ * outcome in :out, and each stored outcome is dropped again (a drop op,
+ * one per outcome, in the apply calls of a later batch: the worker drops
+ * an outcome once its input offset is committed; here two batches
+ * later).  Before 2026-12-01 every op stored an outcome, none was
+ * dropped: --no-drops keeps that shape, for comparison.  Revisions chain as the worker
  * predicts them, so every op applies (a conflict or duplicate is counted
  * and reported: it would mean the op was not what the worker sends).
  * Timers as the deal worker schedules them: every applied event moves the
@@ -33,7 +38,7 @@
  *   bench_redis_apply --key-prefix P [--events N] [--deals D] [--batch 500]
  *       [--redis host:port[,host:port...]] [--wait-replicas W]
  *       [--applied-share A] [--history-share H] [--reminder-share R]
- *       [--call-ops K] [--seed S]
+ *       [--call-ops K] [--seed S] [--no-drops]
  */
 #include "bench.h"
 #include "codec.h"
@@ -62,7 +67,13 @@ int main(int argc, char **argv)
     char **hist, **ids, **eids;
     void **outs;
     size_t *out_lens;
-    long long ok = 0, dup = 0, conflict = 0, rounds = 0;
+    long long ok = 0, dup = 0, conflict = 0, rounds = 0, drops = 0;
+    /* the outcomes stored by the last two batches ("deal id\0event id",
+     * [0] the older): dropped in the next batch's calls */
+    char **stored[2];
+    size_t nstored[2] = {0, 0};
+    const char **drop_eids;
+    bool no_drops = false;
     double t_apply = 0, t0, t1;
     int64_t ttl_ms = 30LL * 86400 * 1000;
     unsigned char derived_value[150];
@@ -91,6 +102,8 @@ int main(int argc, char **argv)
             reminder_share = bench_parse_double(prog, a, argv[++i]);
         else if (!strcmp(a, "--history-share"))
             history_share = bench_parse_double(prog, a, argv[++i]);
+        else if (!strcmp(a, "--no-drops"))
+            no_drops = true;
         else
             bench_die(prog, "unknown option %s (see the comment at the top "
                             "of tests/bench/redis_apply.c)", a);
@@ -113,7 +126,10 @@ int main(int argc, char **argv)
      * keeps it (new_applied_until), and the deal of each op */
     until = calloc((size_t)deals_n, sizeof(*until));
     dof = calloc((size_t)batch, sizeof(*dof));
-    ops = calloc((size_t)batch, sizeof(*ops));
+    ops = calloc(2 * (size_t)batch, sizeof(*ops)); /* + drops */
+    stored[0] = calloc((size_t)batch, sizeof(*stored[0]));
+    stored[1] = calloc((size_t)batch, sizeof(*stored[1]));
+    drop_eids = calloc((size_t)batch, sizeof(*drop_eids));
     sets = calloc((size_t)batch, sizeof(*sets));
     tadd = calloc((size_t)batch, sizeof(*tadd));
     trem = calloc((size_t)batch, sizeof(*trem));
@@ -126,7 +142,7 @@ int main(int argc, char **argv)
     out_lens = calloc((size_t)batch, sizeof(*out_lens));
     if (!revs || !until || !dof || !ops || !sets || !tadd || !trem ||
         !stale_due || !close_due || !hist || !ids || !eids || !outs ||
-        !out_lens)
+        !out_lens || !stored[0] || !stored[1] || !drop_eids)
         bench_die(prog, "out of memory");
 
     t0 = bench_now_s();
@@ -160,11 +176,17 @@ int main(int argc, char **argv)
             ops[j].applied_until = until[d];
             dof[j] = d;
 
-            /* the outcome: source message, then the derived event */
+            /* the outcome: source message, then the derived event (none
+             * when nothing is derived: only the --no-drops shape) */
             if (derived &&
                 pl_outbox_add(&ob, PL_TOPIC_PIPELINE, ids[j], strlen(ids[j]),
                               derived_value, sizeof(derived_value), NULL))
                 bench_die(prog, "out of memory");
+            if (!derived && !no_drops) {
+                pl_outbox_reset(&ob);
+                free(ob.msgs);
+                goto outcome_done;
+            }
             if (pl_outbox_pack(&ob, 0, &packed, &plen))
                 bench_die(prog, "out of memory");
             pl_outbox_reset(&ob);
@@ -179,6 +201,7 @@ int main(int argc, char **argv)
             free(packed);
             ops[j].outcome = outs[j];
             ops[j].outcome_len = out_lens[j];
+        outcome_done:
 
             if (applied) {
                 pl_deal_state_t st;
@@ -275,16 +298,53 @@ int main(int argc, char **argv)
             }
         }
 
+        /* the drops of the outcomes stored two batches ago */
+        size_t nd = nstored[0];
+        for (size_t x = 0; x < nd; x++) {
+            const char *id = stored[0][x];
+            drop_eids[x] = id + strlen(id) + 1;
+            memset(&ops[k + x], 0, sizeof(ops[k + x]));
+            ops[k + x].kind = "deal";
+            ops[k + x].id = id;
+            ops[k + x].blank = &drop_eids[x];
+            ops[k + x].nblank = 1;
+        }
+
         ta = bench_now_s();
-        if (pl_store_apply(store, ops, k, ttl_ms, err, sizeof(err)))
+        if (pl_store_apply(store, ops, k + nd, ttl_ms, err, sizeof(err)))
             bench_die(prog, "apply: %s", err);
         t_apply += bench_now_s() - ta;
+
+        for (size_t x = 0; x < nd; x++) {
+            if (ops[k + x].result == PL_APPLY_FAILED)
+                bench_die(prog, "drop of %s: %s", stored[0][x],
+                          ops[k + x].error ? ops[k + x].error : "failed");
+            pl_store_apply_clear(&ops[k + x]);
+            free(stored[0][x]);
+        }
+        drops += (long long)nd;
+        {
+            char **t = stored[0];
+            stored[0] = stored[1];
+            nstored[0] = nstored[1];
+            stored[1] = t;
+            nstored[1] = 0;
+        }
 
         for (size_t j = 0; j < k; j++) {
             switch (ops[j].result) {
             case PL_APPLY_OK:
                 ok++;
                 until[dof[j]] = ops[j].new_applied_until;
+                if (ops[j].outcome_len && !no_drops) {
+                    size_t il = strlen(ids[j]), el = strlen(eids[j]);
+                    char *v = malloc(il + el + 2);
+                    if (!v)
+                        bench_die(prog, "out of memory");
+                    memcpy(v, ids[j], il + 1);
+                    memcpy(v + il + 1, eids[j], el + 1);
+                    stored[1][nstored[1]++] = v;
+                }
                 break;
             case PL_APPLY_DUPLICATE:
                 dup++;
@@ -316,15 +376,22 @@ int main(int argc, char **argv)
            "\"applied_ok\": %lld, \"duplicates\": %lld, \"conflicts\": %lld, "
            "\"seconds_in_apply\": %.3f, \"seconds\": %.3f, "
            "\"events_per_s\": %.0f, \"events_per_s_wall\": %.0f, "
-           "\"cluster\": %s, \"wait_replicas\": %lld, \"call_ops\": %lld}\n",
+           "\"cluster\": %s, \"wait_replicas\": %lld, \"call_ops\": %lld, "
+           "\"drops\": %lld}\n",
            n, batch, rounds, ok, dup, conflict, t_apply, t1 - t0,
            (double)n / t_apply, (double)n / (t1 - t0),
            pl_store_is_cluster(store) ? "true" : "false", wait_replicas,
-           call_ops ? call_ops : 128);
+           call_ops ? call_ops : 128, drops);
     pl_store_destroy(store);
     free(revs);
     free(until);
     free(dof);
+    for (int b = 0; b < 2; b++) {
+        for (size_t x = 0; x < nstored[b]; x++)
+            free(stored[b][x]);
+        free(stored[b]);
+    }
+    free(drop_eids);
     free(ops);
     free(sets);
     free(tadd);

@@ -44,7 +44,10 @@
 #      (6 partitions) and says how many derived events they must yield;
 #   2. ceilings: bench_consume (librdkafka alone, no processing) and
 #      bench_redis_apply (the worker's apply script, pipelined by 500, 128
-#      events a call; and once a call per event, the shape before batching);
+#      events a call, the stored outcomes dropped again as the worker
+#      does; and, for comparison, once a call per event, the shape before
+#      batching, and with an outcome stored by every op and none dropped,
+#      the shape this ceiling had before 2026-12-01 c);
 #   3. bench_throughput runs 1, 2 and 4 deal workers on that topic (a fresh
 #      group and key prefix each) until all is applied and delivered; Redis
 #      used_memory (summed over the masters of a cluster) is read before and
@@ -372,6 +375,10 @@ if has_part ceilings; then
 	# the shape before batching (one script call per event), for comparison
 	log "ceiling: Redis ($MODE) running the apply script one call per event, WAIT $WAIT"
 	apply_ceiling redis-percall.json redis1 "$WAIT" --call-ops 1
+	# the ops as this ceiling measured them before 2026-12-01 (an outcome
+	# stored by every op, none dropped), for comparison with older runs
+	log "ceiling: Redis ($MODE) running the apply script, no outcome drops (the shape before 2026-12-01 c), WAIT $WAIT"
+	apply_ceiling redis-nodrops.json redisnd "$WAIT" --no-drops
 fi
 
 # ------------------------------------------------------------ 3. workers
