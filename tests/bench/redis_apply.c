@@ -15,9 +15,10 @@
  * one per outcome, in the apply calls of a later batch: the worker drops
  * an outcome once its input offset is committed; here two batches
  * later).  Before 2026-12-01 every op stored an outcome, none was
- * dropped: --no-drops keeps that shape, for comparison.  Revisions chain as the worker
- * predicts them, so every op applies (a conflict or duplicate is counted
- * and reported: it would mean the op was not what the worker sends).
+ * dropped: --no-drops keeps that shape, for comparison.  Revisions chain
+ * as the worker predicts them, so every op applies (a conflict or
+ * duplicate is counted and reported: it would mean the op was not what
+ * the worker sends).
  * Timers as the deal worker schedules them: every applied event moves the
  * deal's stale timer (one member removed, one added in its timer shard),
  * and --reminder-share of the events (a close date set or changed)
