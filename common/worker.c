@@ -251,10 +251,6 @@ typedef struct inflight_s {
                            its offsets must not be stored */
 } inflight_t;
 
-/* The after-work of several batches is done at once (the fold adds each
- * field once for all of them): after fold.batches batches, or fold.delay
- * after the first, or at once when the worker stops or is revoked. */
-
 /* Batches in flight at most: Redis applies the next batch while Kafka
  * acknowledges the last ones. */
 #define INFLIGHT_MAX 4
@@ -267,6 +263,10 @@ struct pl_worker_s {
     pl_rules_t *rules;
     int64_t next_gauges; /* export_analytics(): the next refresh */
     after_t after;       /* the batches' Redis work left for after_run() */
+    /* The after-work of several batches is done at once (the fold adds
+     * each field once for all of them): after fold.batches batches, or
+     * fold.delay after the first, or at once when the worker stops or is
+     * revoked. */
     unsigned after_batches; /* batches produced whose after-work waits */
     int64_t after_since;    /* mono ms: the first of them */
     bool in_after;          /* inside after_run() (the rebalance callback
@@ -1208,6 +1208,11 @@ static int after_run(worker_t *w, int64_t *backoff, bool once)
             if (once) {
                 /* (inside the rebalance callback: no waiting, no exit;
                  * the work stays for the main loop) */
+                if (log_due(&w->last_redis_log))
+                    pl_warn("redis: %s; the analytics fold of the batches "
+                            "before the rebalance is tried again after it "
+                            "(their offsets wait for it)",
+                            err);
                 r = -1;
                 goto out;
             }
@@ -2341,8 +2346,14 @@ out:
         free(w->out.msgs);
         /* deliver what is in flight (within shutdown.grace), store its
          * offsets once durable: exit 0 only when all of it was */
-        if (w->after_batches && w->store)
-            after_flush(w, &(int64_t){100}, false);
+        if (w->after_batches && w->store &&
+            after_flush(w, &(int64_t){100}, false) && rc == 0) {
+            /* (Redis's error is logged by after_run) */
+            pl_error("exiting with the analytics fold of the last batches "
+                     "undone: their offsets are not committed, their "
+                     "events are redelivered to the next owner");
+            rc = 1;
+        }
         if (w->producer && w->consumer && reap(w, 0) && rc == 0) {
             pl_error("exiting with undelivered derived events (they will "
                      "be published again by the next owner)");

@@ -168,6 +168,45 @@ class FoldBeforeCommit(IntegrationCase):
         self.assertEqual(open_, str(len(events)))
 
 
+class FoldUndoneAtShutdown(IntegrationCase):
+    workers = 0
+
+    def test_fold_undone_at_shutdown_is_not_a_clean_exit(self):
+        """A worker stopped while Redis is down cannot do the fold its last
+        batches wait for: it exits 1 and says so (exit 0 is for a stop
+        that committed its work), and commits none of those offsets."""
+        env = self.env
+        redis = PrivateRedis("fold-at-stop")
+        self.addCleanup(redis.close)
+        env.redis = redis.address
+        tag = uuid.uuid4().hex[:6]
+        events = [ev("deal.created", deal_id="G-%s-%d" % (tag, i))
+                  for i in range(20)]
+        w = env.start_worker("deal_worker",
+                             ["--set", "offsets.store.delay=0",
+                              "--set", "batch.size=10",
+                              "--set", "fold.batches=1000",
+                              "--set", "fold.delay=30s",
+                              "--set", "shutdown.grace=2s",
+                              "--set", "timers.interval=0"])
+        env.produce("sales.deals", events)
+        env.wait_for("sales.pipeline", lambda m: len(m) >= len(events))
+        redis.kill()
+        w.send_signal(signal.SIGTERM)
+        w.wait(30)
+        env.workers.remove(w)  # its exit 1 is the expected one
+        log = open(w.log_path).read()
+        self.assertEqual(w.returncode, 1, log[-2000:])
+        self.assertIn("analytics fold of the last batches undone", log)
+        rows = [json.loads(l) for l in
+                env.ctl("lag", "--json").stdout.decode().splitlines()]
+        deal = [r for r in rows
+                if r["group"].endswith("pipeline-deal-worker")]
+        self.assertTrue(deal, rows)
+        self.assertEqual([r["committed"] for r in deal if r["committed"]],
+                         [], "offsets committed without their fold")
+
+
 class OutcomesDroppedOnceCommitted(IntegrationCase):
     workers = 0
 
