@@ -2305,14 +2305,18 @@ static void sb_field(pl_sbuf_t *sb, const pl_event_t *ev, const type_field_t *tf
         pl_sbuf_json_string(sb, buf);
         break;
     case K_DECIMAL: {
-        /* A JSON number is read as a double, exact for the 4 decimals only
-         * up to 2^53 / 10^4: beyond that a fractional amount goes out as a
-         * string, which the decoder reads exactly (found by fuzzing:
-         * 21673793541904.7936 did not come back). */
+        /* A JSON number is read as a double, which carries 4 decimals
+         * exactly only below 2^39 (there half its spacing, 2^-15, is under
+         * half of 0.0001; at 2^39 it is 2^-14): from there a fractional
+         * amount goes out as a string, which the decoder reads exactly
+         * (found by fuzzing: 21673793541904.7936, then 686975491469.81,
+         * did not come back; the bound was 2^53 / 10^4 before).  The
+         * reports' convention (report.h). */
         int64_t v = ci64_at(ev, f);
         uint64_t mag = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
         pl_amount_format(v, buf, sizeof(buf));
-        if (mag % PL_AMOUNT_SCALE && mag > (UINT64_C(1) << 53))
+        if (mag % PL_AMOUNT_SCALE &&
+            mag / PL_AMOUNT_SCALE >= (UINT64_C(1) << 39))
             pl_sbuf_json_string(sb, buf);
         else
             pl_sbuf_puts(sb, buf);

@@ -762,14 +762,18 @@ static void test_fuzz_json_amount_precision(void **state)
     pl_event_clear(&back);
     pl_event_clear(&ev);
 
-    /* at the edge: 2^53 scaled stays a number; one more unit is a string;
-     * whole amounts are always numbers */
+    /* at the edge (2^39 since fuzz_decode's 686975491469.81, below; it
+     * was 2^53 scaled, whose neighbourhood does not round-trip): below
+     * 2^39 a number; from it, with a fraction, a string; whole amounts
+     * are always numbers */
     static const struct {
         int64_t v;
         const char *want;
     } edges[] = {
-        {INT64_C(9007199254740992), "\"amount\":900719925474.0992,"},
-        {INT64_C(9007199254740993), "\"amount\":\"900719925474.0993\","},
+        {INT64_C(5497558138879999), "\"amount\":549755813887.9999,"},
+        {INT64_C(5497558138880001), "\"amount\":\"549755813888.0001\","},
+        {INT64_C(9007199254740992), "\"amount\":\"900719925474.0992\","},
+        {INT64_C(5497558138880000), "\"amount\":549755813888,"},
         {INT64_C(999999999999990000), "\"amount\":99999999999999,"},
         {INT64_C(999999999999999999), "\"amount\":\"99999999999999.9999\","},
     };
@@ -793,6 +797,40 @@ static void test_fuzz_json_amount_precision(void **state)
     }
 }
 
+/* fuzz_decode, build-fuzz/crashes/fuzz_decode-crash-6c1d806b (CI,
+ * 2026-12-01): an Avro lead.created whose monthly_ad_spend,
+ * 686975491469.81, came back from its JSON form as 686975491469.8101:
+ * below 2^53 scaled, so written as a JSON number, but past 2^39, where a
+ * double no longer carries 4 decimals.  Such an amount is now a string. */
+static void test_fuzz_json_amount_precision_2(void **state)
+{
+    pl_codec_t *c = *state;
+    static const unsigned char crash[] = {
+        0x00, 0x00, 0x00, 0x00, 0x01, 0x18, 0x73, 0x61, 0x6d, 0x70, 0x6c,
+        0x65, 0x2d, 0x30, 0x30, 0x31, 0x35, 0x32, 0xc0, 0x68, 0x0a, 0x4c,
+        0x2d, 0x30, 0x35, 0x34, 0x00, 0x02, 0x14, 0x43, 0x6f, 0x6d, 0x70,
+        0x61, 0x6e, 0x79, 0x20, 0x35, 0x34, 0x02, 0x0e, 0x62, 0x61, 0x6e,
+        0x6f, 0x62, 0x6e, 0x67, 0x02, 0xf0, 0x02, 0x02, 0x0e, 0x18, 0x68,
+        0x01, 0x75, 0x62, 0x73, 0x74, 0x00, 0x02, 0x00, 0x00, 0x00, 0x02,
+        0x0a, 0x65, 0x76, 0x65, 0x6e, 0x74, 0x00};
+    pl_event_t ev, back;
+    char err[512] = "";
+
+    pl_event_init(&ev);
+    if (pl_codec_decode(c, crash, sizeof(crash), &ev, err, sizeof(err)))
+        fail_msg("decode: %s", err);
+    assert_int_equal(ev.monthly_ad_spend, INT64_C(6869754914698100));
+    char *json = pl_codec_to_json(c, &ev);
+    assert_non_null(json);
+    if (!strstr(json, "\"monthly_ad_spend\":\"686975491469.81\""))
+        fail_msg("%s", json);
+    decode_encode_ok(c, json, strlen(json), &back);
+    assert_int_equal(back.monthly_ad_spend, ev.monthly_ad_spend);
+    free(json);
+    pl_event_clear(&back);
+    pl_event_clear(&ev);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -810,6 +848,7 @@ int main(void)
         cmocka_unit_test(test_encode_line),
         cmocka_unit_test(test_avro_memory_bounded),
         cmocka_unit_test(test_fuzz_json_amount_precision),
+        cmocka_unit_test(test_fuzz_json_amount_precision_2),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
