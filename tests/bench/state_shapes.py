@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """What bounds the Redis ceiling, and what another state layout would
-reach: Redis's time per event for the commands one event costs, in three
-shapes, run inside one Lua script each (so that the network, the request
-parsing and the client are out of it, and every shape pays the same Lua
-loop):
+reach: Redis's time per event for the commands one event costs, in the
+shapes below; the first four run inside one Lua script each (so that the
+network, the request parsing and the client are out of it, and every one
+pays the same Lua loop), the last two as plain pipelined commands:
 
   today      the commands the apply script issues for an event of the
              benchmark load, in its shares (INFO commandstats of a
