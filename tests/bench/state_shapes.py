@@ -31,7 +31,13 @@ pays the same Lua loop), the last two as plain pipelined commands:
              on the other core): what the Lua calls cost on top of the
              commands themselves;
   blob-lazy-plain  the commands of `blob-lazy` the same way: a changelog
-             written in MULTI/EXEC with the fence checked once a call.
+             written in MULTI/EXEC with the fence checked once a call;
+  today-split  today's layout and commands, the checks and the writes
+             apart: by 128 events, WATCH of their state and :applied keys,
+             one script call that only reads (the HMGET and HGET of each
+             event), then the writes as plain commands in MULTI/EXEC (an
+             EXEC that finds a watched key changed writes nothing: the
+             worker would decide those events again).
 
 Prints one JSON object: for each shape the median over --rounds of
 microseconds of Redis time per event and the events/s that makes, and the
@@ -164,6 +170,47 @@ def blob_lazy_plain(p, n, d):
     return bytes(b)
 
 
+def today_split(p, n, d):
+    """today_plain's commands, the reads in one script call and the writes
+    in one MULTI/EXEC per 128 events, under WATCH of the keys read."""
+    check = ("for i = 1, #KEYS, 2 do redis.call('HMGET', KEYS[i], ARGV[i],"
+             " '') redis.call('HGET', KEYS[i + 1], 'rev') end return 1")
+    b = bytearray()
+    for c in range(1, n + 1, 128):
+        ev = range(c, min(c + 128, n + 1))
+        keys, args = [], []
+        for i in ev:
+            k = "%s{deal:%d}" % (p, i % d)
+            keys += [k + ":applied", k]
+            args += ["ev-%d" % i, ""]
+        b += enc("WATCH", *keys)
+        b += enc("EVAL", check, len(keys), *(keys + args))
+        b += enc("MULTI")
+        for i in ev:
+            k = "%s{deal:%d}" % (p, i % d)
+            sh = "%stimers:{%d}" % (p, i % 997)
+            out, hist, moves = i % 100 < 47, i % 100 >= 65, i % 100 < 87
+            due, eid = 1700000000000 + i, "ev-%d" % i
+            if out:
+                b += enc("HSET", k + ":out", eid, "o" * 150)
+                b += enc("PEXPIRE", k + ":out", 2592000000)
+            if hist:
+                b += enc("RPUSH", k + ":history",
+                         "proposal|1700000000000|" + eid)
+            if moves:
+                b += enc("ZADD", sh, due, "stale|%d|%s" % (due, k))
+                b += enc("ZREM", sh, "stale|%d|%s" % (due - d, k))
+            b += enc("HSET", k, "s", "proposal", "a", "12345.50", "le", due,
+                     "se", "1700000000000", "rev", "abcdefabcdefabcd%d" % i)
+            b += enc("HSET", k + ":applied", eid, i, "", i)
+            if i % 10 < 3:
+                b += enc("PEXPIRE", k + ":applied", 2592000000)
+            if out:
+                b += enc("HDEL", k + ":out", eid)
+        b += enc("EXEC")
+    return bytes(b)
+
+
 def pipe(addr, payload):
     """Seconds redis-cli --pipe takes to send payload and read all of its
     replies."""
@@ -217,12 +264,15 @@ def main():
     r = Redis(a.redis)
     prefix = "shape%s:" % uuid.uuid4().hex[:8]
     us = {name: [] for name in SHAPES}
-    us["today-plain"], us["blob-lazy-plain"] = [], []
+    us["today-plain"], us["blob-lazy-plain"], us["today-split"] = [], [], []
     try:
         for rnd in range(a.rounds):
             payload = today_plain("%splain%d:" % (prefix, rnd), a.events,
                                   a.deals)
             us["today-plain"].append(pipe(a.redis, payload) / a.events * 1e6)
+            payload = today_split("%ssplit%d:" % (prefix, rnd), a.events,
+                                  a.deals)
+            us["today-split"].append(pipe(a.redis, payload) / a.events * 1e6)
             payload = blob_lazy_plain("%sbplain%d:" % (prefix, rnd),
                                       a.events, a.deals)
             us["blob-lazy-plain"].append(pipe(a.redis, payload) / a.events *
@@ -246,6 +296,7 @@ def main():
     calls_of = {name: calls for name, (_, calls) in SHAPES.items()}
     calls_of["today-plain"] = calls_of["today"]
     calls_of["blob-lazy-plain"] = calls_of["blob-lazy"]
+    calls_of["today-split"] = calls_of["today"]
     for name, calls in calls_of.items():
         m = statistics.median(us[name])
         res[name] = {"us_per_event": round(m, 2),
