@@ -41,8 +41,9 @@ pays the same Lua loop), the last two as plain pipelined commands:
 
 Prints one JSON object: for each shape the median over --rounds of
 microseconds of Redis time per event and the events/s that makes, and the
-commands per event.  Uses its own keys (deleted after); run it on an idle
-Redis.
+commands per event.  Uses its own keys (deleted after); run it on an idle,
+standalone Redis (the scripts build key names they are not given, which a
+Redis Cluster refuses).
 
   state_shapes.py [--redis HOST:PORT] [--events 30000] [--deals 10000]
       [--rounds 3]
@@ -60,7 +61,7 @@ import uuid
 # shares come from i's residues, so every shape sees the same mix.
 PRELUDE = r"""
 local p, n, d = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3])
-local out100 = string.rep('o', 150)
+local outcome = string.rep('o', 150)
 local blob = string.rep('b', 300)
 for i = 1, n do
   local k = p .. '{deal:' .. (i % d) .. '}'
@@ -76,7 +77,7 @@ SHAPES = {
   redis.call('HMGET', k .. ':applied', id, '')
   redis.call('HGET', k, 'rev')
   if out then
-    redis.call('HSET', k .. ':out', id, out100)
+    redis.call('HSET', k .. ':out', id, outcome)
     redis.call('PEXPIRE', k .. ':out', 2592000000)
   end
   if hist then
