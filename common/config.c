@@ -132,6 +132,10 @@ static const setting_t settings[] = {
      "Due timers are found through an index; a full scan of every timer "
      "shard, a slice each look, completes once per this (and once at "
      "start, quickly) to index timers the index lacks"},
+    {"timers.stale.lazy", "PL_TIMERS_STALE_LAZY", T_INT, "1", 0, 1,
+     "1: an event that only postpones a deal's stale timer leaves the "
+     "member scheduled before, which the timer pass moves when it comes "
+     "due (two Redis writes an event fewer); 0: every event moves it"},
     {"timers.per.shard", "PL_TIMERS_PER_SHARD", T_INT, "200", 1, 100000,
      "Most due timers claimed from one hash slot per look"},
     {"timers.shards.per.call", "PL_TIMERS_SHARDS_PER_CALL", T_INT, "512", 1,

@@ -51,9 +51,10 @@
  * The deltas of the call's applied ops go to the list at the end of the
  * call, as one entry "<seq>\n<delta><delta>..." numbered by the list's
  * counter: one push a call, not one an event (a Lua error half way pushes
- * the deltas of the ops written before it, then fails the call).  Then n
- * and n fields to remove from the state (the
- * names of an older layout, which the write replaces).  An op whose
+ * the deltas of the ops written before it, then fails the call).  Then
+ * the lazy stale due ("" for none, below), then n and n fields to remove
+ * from the state (the names of an older layout, which the write
+ * replaces).  An op whose
  * event_id is "" only drops stored outcomes: its one key is :out, its
  * arguments "" and the event_ids whose derived events need no keeping
  * any more (their input offsets are committed): their :applied records
@@ -81,6 +82,15 @@
  * applies the batch again (those come back as duplicates) or, for an
  * error that is not retriable, each op alone.
  *
+ * The lazy stale due: the op's first timer added and its first removed
+ * are the entity's stale timer moving later, from this due (ms); while it
+ * is still ahead of Redis's clock (TIME, once a call) the script leaves
+ * both out, so the member already scheduled stays (an event that only
+ * postpones the stale timer then writes no timer; the timer pass moves
+ * the member when it comes due and finds the deal had events since:
+ * see the deal worker's fire_timers).  Once that due has come the member
+ * may have fired, so the move is written as given.
+ *
  * :applied records: event_id -> n (an integer), n counting the entity's
  * records (kept in the field "", which no event_id can be: they are 1-128
  * bytes), read with the dedupe check (one HMGET) and written with the
@@ -95,6 +105,15 @@
  * takes comes once in applied_max/8 applies: an HLEN once the entity has
  * had more than applied_max records. */
 static const char apply_lua[] =
+    "if redis.replicate_commands then redis.replicate_commands() end\n"
+    "local clock_ms\n"
+    "local function clock()\n"
+    "  if not clock_ms then\n"
+    "    local t = redis.call('TIME')\n"
+    "    clock_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+    "  end\n"
+    "  return clock_ms\n"
+    "end\n"
     "local function wrong(k, want)\n"
     "  return {3, 'WRONGTYPE ' .. k .. ' is a ' ..\n"
     "             redis.call('TYPE', k)['ok'] .. ', not a ' .. want}\n"
@@ -174,7 +193,8 @@ static const char apply_lua[] =
     "  local nrem = tonumber(ARGV[irem])\n"
     "  local stats = ARGV[irem + nrem + 1] or ''\n"
     "  local trim = tonumber(ARGV[irem + nrem + 2] or '0') or 0\n"
-    "  local iunset = irem + nrem + 3\n"
+    "  local lazy = tonumber(ARGV[irem + nrem + 3] or '')\n"
+    "  local iunset = irem + nrem + 4\n"
     "  local nunset = tonumber(ARGV[iunset] or '0') or 0\n"
     "  if iunset + nunset ~= a + c then\n"
     "    return {3, 'ERR apply script: bad arguments'}\n"
@@ -219,20 +239,24 @@ static const char apply_lua[] =
     "      return refused(len, K3, 'list')\n"
     "    end\n"
     "  end\n"
-    "  if nadd + nrem > 0 then\n"
+    "  local ia, na, ir, nr = iadd, nadd, irem, nrem\n"
+    "  if lazy and na > 0 and nr > 0 and lazy > clock() then\n"
+    "    ia, na, ir, nr = ia + 2, na - 1, ir + 1, nr - 1\n"
+    "  end\n"
+    "  if na + nr > 0 then\n"
     "    local e\n"
-    "    if nadd > 0 then\n"
-    "      e = redis.pcall('ZADD', K4, unpack(ARGV, iadd + 1, iadd + 2*nadd))\n"
+    "    if na > 0 then\n"
+    "      e = redis.pcall('ZADD', K4, unpack(ARGV, ia + 1, ia + 2*na))\n"
     "    else\n"
-    "      e = redis.pcall('ZREM', K4, unpack(ARGV, irem + 1, irem + nrem))\n"
+    "      e = redis.pcall('ZREM', K4, unpack(ARGV, ir + 1, ir + nr))\n"
     "    end\n"
     "    if type(e) == 'table' then\n"
     "      if hist ~= '' then redis.call('RPOP', K3) end\n"
     "      if o ~= '' then redis.call('HDEL', KO, id) end\n"
     "      return refused(e, K4, 'zset')\n"
     "    end\n"
-    "    if nadd > 0 and nrem > 0 then\n"
-    "      redis.call('ZREM', K4, unpack(ARGV, irem + 1, irem + nrem))\n"
+    "    if na > 0 and nr > 0 then\n"
+    "      redis.call('ZREM', K4, unpack(ARGV, ir + 1, ir + nr))\n"
     "    end\n"
     "  end\n"
     "  if hmax > 0 and len and len > hmax then\n"
@@ -285,7 +309,7 @@ static const char apply_lua[] =
     "  if ARGV[a + 1] == '' then\n"
     "    out[#out + 1] = drop(KEYS[k + 1], a, c)\n"
     "    k = k + 1\n"
-    "  elseif c < 14 then\n"
+    "  elseif c < 15 then\n"
     "    flush()\n"
     "    return redis.error_reply('ERR apply script: bad argument count')\n"
     "  else\n"
@@ -1265,7 +1289,7 @@ static size_t apply_argc(const pl_store_apply_t *op)
 {
     if (!op->event_id) /* drop only: "", the event ids */
         return 1 + 1 + op->nblank;
-    return 1 + 14 + 2 * (op->set ? op->set->count : 0) +
+    return 1 + 15 + 2 * (op->set ? op->set->count : 0) +
            2 * (op->timers_add ? op->timers_add->count : 0) +
            (op->timers_remove ? op->timers_remove->count : 0) +
            (op->unset ? op->unset->count : 0);
@@ -1400,6 +1424,10 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         } else {
             resp_int(&r, 0);
         }
+        if (op->lazy_stale_due > 0 && nadd && nrem)
+            resp_int(&r, op->lazy_stale_due);
+        else
+            resp_bulk(&r, "", 0);
         resp_int(&r, (int64_t)(op->unset ? op->unset->count : 0));
         for (size_t i = 0; op->unset && i < op->unset->count; i++)
             resp_str(&r, op->unset->items[i]);
@@ -2209,12 +2237,12 @@ int pl_store_schedule_timers(pl_store_t *s, const pl_claim_t *timers,
     for (size_t i = 0; i < n; i++) {
         char *shard = pl_store_timer_shard(s, timers[i].slot), due[24];
         char *kidx = due_key(s), sl[16];
-        const char *argv[] = {"ZADD", shard, due, timers[i].member};
+        const char *argv[] = {"ZADD", shard, "NX", due, timers[i].member};
         /* and the due index, lowered (never raised) to it */
         const char *iargv[] = {"ZADD", kidx, "LT", due, sl};
         snprintf(due, sizeof(due), "%lld", (long long)dues[i]);
         snprintf(sl, sizeof(sl), "%d", timers[i].slot);
-        r = shard && kidx ? add(s, timers[i].slot, 4, argv, NULL) ||
+        r = shard && kidx ? add(s, timers[i].slot, 5, argv, NULL) ||
                                 add_keyed(s, 1, 5, iargv, NULL)
                           : -1;
         free(shard);

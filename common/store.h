@@ -195,6 +195,13 @@ typedef struct pl_store_apply_s {
     const pl_fields_t *timers_add; /* member -> due (ms, text) to schedule
                                       in the entity's timer shard, or NULL */
     const pl_strlist_t *timers_remove; /* members to unschedule, or NULL */
+    int64_t lazy_stale_due; /* > 0: timers_add's first member and
+                               timers_remove's first are the stale timer
+                               moving later, from this due (ms); the
+                               script writes neither while this due is
+                               still ahead of Redis's clock (the member
+                               scheduled before stays, and the timer pass
+                               moves it when it comes due) */
     const char *history;      /* entry to append, or NULL */
     const void *outcome;      /* derived events, packed (pl_outbox_pack) */
     size_t outcome_len;
@@ -340,7 +347,10 @@ int pl_store_complete_timers(pl_store_t *s, const pl_claim_t *claims,
                              size_t errstr_size);
 
 /* Schedule n timers (claims[i].member due at dues[i] in claims[i].slot's
- * shard), one round trip: for a timer that repeats.  0 or -1. */
+ * shard), one round trip: for a timer that repeats, or a stale timer moved
+ * when it came due.  A member already in its shard is left as it is
+ * (ZADD NX: scheduled already, or claimed by a timer pass that is firing
+ * it, whose lease must not be undone).  0 or -1. */
 int pl_store_schedule_timers(pl_store_t *s, const pl_claim_t *timers,
                              const int64_t *dues, size_t n, char *errstr,
                              size_t errstr_size);

@@ -29,6 +29,10 @@ typedef struct pl_decision_s {
                             true when a refusal touches the state */
     pl_fields_t timers_add;     /* timer member -> due (ms): to schedule */
     pl_strlist_t timers_remove; /* timer members to unschedule */
+    int64_t lazy_stale_due; /* > 0: the first of timers_add and of
+                               timers_remove are the stale timer moving
+                               later from this due, which the store may
+                               leave as it is (pl_store_apply_t's) */
     pl_strlist_t unset;  /* applied: state fields to remove with the write
                             (the names of an older layout it replaces) */
     pl_outbox_t derived; /* what to publish, in order */

@@ -87,45 +87,76 @@ static bool has_timer(const pl_timer_t *ts, int n, const pl_timer_t *t)
     return false;
 }
 
+/* Add t (of deal_id) to d's timers to schedule (add) or to unschedule.
+ * 0 or -1 (OOM). */
+static int diff_timer(pl_decision_t *d, const pl_timer_t *t,
+                      const char *deal_id, bool add)
+{
+    char buf[512], *member = NULL;
+    const char *m;
+    int rc;
+
+    if (!(m = timer_member_in(t, deal_id, buf, sizeof(buf))) &&
+        !(m = member = timer_member(t, deal_id)))
+        return -1;
+    rc = add ? pl_fields_set_int(&d->timers_add, m, t->due)
+             : pl_strlist_add(&d->timers_remove, m);
+    free(member);
+    return rc ? -1 : 0;
+}
+
 /* The timers to schedule and unschedule when a deal goes from cur to next:
  * the difference of the two sets (a timer that already fired and was
- * completed is not in the shard, and is not added back unless it changes). */
+ * completed is not in the shard, and is not added back unless it changes).
+ * lazy (timers.stale.lazy): a stale timer that only moves later goes
+ * first in both lists, its old due in d->lazy_stale_due, for the store to
+ * leave as it is while that due is ahead (pl_store_apply_t). */
 static int timers_diff(const pl_rules_t *r, const pl_deal_state_t *cur,
                        const pl_deal_state_t *next, const char *deal_id,
-                       pl_decision_t *d)
+                       bool lazy, pl_decision_t *d)
 {
     pl_timer_t before[PL_TIMERS_MAX], after[PL_TIMERS_MAX];
     int nb = cur->exists ? pl_rules_deal_timers(r, cur, before) : 0;
     int na = pl_rules_deal_timers(r, next, after);
-    char buf[512], *member;
-    const char *m;
-    int rc;
+    int sb = -1, sa = -1; /* the stale timer moving later, in each */
 
-    for (int i = 0; i < na; i++) {
-        if (has_timer(before, nb, &after[i]))
-            continue;
-        member = NULL;
-        if (!(m = timer_member_in(&after[i], deal_id, buf, sizeof(buf))) &&
-            !(m = member = timer_member(&after[i], deal_id)))
+    for (int i = 0; lazy && i < nb; i++)
+        if (!strcmp(before[i].name, "stale"))
+            sb = i;
+    for (int i = 0; sb >= 0 && i < na; i++)
+        if (!strcmp(after[i].name, "stale") && after[i].due > before[sb].due)
+            sa = i;
+    if (sa >= 0) {
+        if (diff_timer(d, &after[sa], deal_id, true) ||
+            diff_timer(d, &before[sb], deal_id, false))
             return -1;
-        rc = pl_fields_set_int(&d->timers_add, m, after[i].due);
-        free(member);
-        if (rc)
-            return -1;
+        d->lazy_stale_due = before[sb].due;
+    } else {
+        sb = -1;
     }
-    for (int i = 0; i < nb; i++) {
-        if (has_timer(after, na, &before[i]))
-            continue;
-        member = NULL;
-        if (!(m = timer_member_in(&before[i], deal_id, buf, sizeof(buf))) &&
-            !(m = member = timer_member(&before[i], deal_id)))
+    for (int i = 0; i < na; i++)
+        if (i != sa && !has_timer(before, nb, &after[i]) &&
+            diff_timer(d, &after[i], deal_id, true))
             return -1;
-        rc = pl_strlist_add(&d->timers_remove, m);
-        free(member);
-        if (rc)
+    for (int i = 0; i < nb; i++)
+        if (i != sb && !has_timer(after, na, &before[i]) &&
+            diff_timer(d, &before[i], deal_id, false))
             return -1;
-    }
     return 0;
+}
+
+/* timers.stale.lazy, read once per configuration (not once an event). */
+static bool stale_lazy(pl_worker_t *w)
+{
+    static const pl_config_t *of;
+    static bool on;
+    pl_config_t *cfg = pl_worker_config(w);
+
+    if (cfg != of) {
+        on = pl_config_get_int(cfg, "timers.stale.lazy") != 0;
+        of = cfg;
+    }
+    return on;
 }
 
 /* The rules engine decides; the deal's new state, its history entry, its
@@ -165,7 +196,7 @@ static int decide(pl_worker_t *w, void *st, const pl_event_t *ev,
         if (pl_deal_to_fields_diff(cur, &next, "", &d->set, &d->unset) ||
             (oc.stage_changed &&
              !(d->history = pl_deal_history_entry(&oc, ev, &next))) ||
-            timers_diff(rules, cur, &next, ev->deal_id, d) ||
+            timers_diff(rules, cur, &next, ev->deal_id, stale_lazy(w), d) ||
             pl_analytics_deal_delta(rules, cur, &next, &oc, ev, &d->stats))
             goto out;
         pl_deal_state_clear(cur);
@@ -339,6 +370,44 @@ static int deliver_holding_leases(pl_worker_t *w, pl_outbox_t *ob,
     }
 }
 
+/* A stale timer that came due at `due` while the deal's stale timer is now
+ * later (events since moved it, and the worker that applied them left the
+ * member as it was: timers.stale.lazy): true, with the due it has now in
+ * *next, where the timer pass moves it. */
+static bool stale_moved(const pl_rules_t *r, const pl_deal_state_t *st,
+                        const char *name, int64_t due, int64_t *next)
+{
+    pl_timer_t t[PL_TIMERS_MAX];
+    int n;
+
+    if (strcmp(name, "stale"))
+        return false;
+    n = pl_rules_deal_timers(r, st, t);
+    for (int i = 0; i < n; i++)
+        if (!strcmp(t[i].name, "stale")) {
+            *next = t[i].due;
+            return t[i].due > due;
+        }
+    return false;
+}
+
+/* Add timer `name` of deal_id, due at `due`, in the slot of claim c, to
+ * list (dues alongside, *n of them).  0 or -1 (OOM). */
+static int reschedule(pl_claim_t *list, int64_t *dues, size_t *n,
+                      const pl_claim_t *c, const char *name, int64_t due,
+                      const char *deal_id)
+{
+    pl_timer_t t;
+
+    snprintf(t.name, sizeof(t.name), "%s", name);
+    t.due = due;
+    if (!(list[*n].member = timer_member(&t, deal_id)))
+        return -1;
+    list[*n].slot = c->slot;
+    dues[(*n)++] = due;
+    return 0;
+}
+
 /* Claim the due timers, check each against its deal as stored now, publish
  * the alerts that still hold, and only after delivery complete the timers.
  * Time is Redis's (the claim's TIME), not this machine's.  While the alerts
@@ -364,6 +433,10 @@ static int fire_timers(pl_worker_t *w)
     pl_claim_t *again = NULL; /* stale timers that repeat (stale_repeat) */
     int64_t *again_due = NULL;
     size_t nagain = 0;
+    pl_claim_t *moved = NULL; /* stale timers moved to a later due */
+    int64_t *moved_due = NULL;
+    bool *moving = NULL; /* claims[i] is one of them */
+    size_t nmoved = 0;
     bool *lost = NULL, *held = NULL, *removed = NULL;
     pl_claim_t *done = NULL; /* claims still ours, to complete (shallow) */
     pl_metrics_t *metrics = pl_worker_metrics(w);
@@ -393,13 +466,17 @@ static int fire_timers(pl_worker_t *w)
     states = calloc(n, sizeof(*states));
     again = calloc(n, sizeof(*again));
     again_due = calloc(n, sizeof(*again_due));
+    moved = calloc(n, sizeof(*moved));
+    moved_due = calloc(n, sizeof(*moved_due));
+    moving = calloc(n, sizeof(*moving));
     lost = calloc(n, sizeof(*lost));
     held = calloc(n, sizeof(*held));
     removed = calloc(n, sizeof(*removed));
     done = calloc(n, sizeof(*done));
     alert_due = calloc(n, sizeof(*alert_due));
     if (!names || !ids || !dues || !states || !again || !again_due ||
-        !lost || !held || !removed || !done || !alert_due)
+        !moved || !moved_due || !moving || !lost || !held || !removed ||
+        !done || !alert_due)
         goto oom;
     for (size_t i = 0; i < n; i++) {
         char *copy = strdup(claims[i].member);
@@ -430,12 +507,14 @@ static int fire_timers(pl_worker_t *w)
         pl_event_t alert;
         char rev[PL_REV_LEN + 1];
         int a = 1, q;
+        bool loaded;
+        int64_t next;
 
         if (!names[i])
             continue;
         pl_deal_state_init(&st);
         pl_event_init(&alert);
-        if (pl_deal_from_fields(&states[i], ids[i], &st, rev) == 0)
+        if ((loaded = pl_deal_from_fields(&states[i], ids[i], &st, rev) == 0))
             a = pl_rules_deal_alert(rules, &st, names[i], dues[i], now,
                                     &alert);
         if (a == 0 &&
@@ -454,28 +533,26 @@ static int fire_timers(pl_worker_t *w)
             dropped++;
             continue;
         }
+        q = 0;
         if (a == 0) {
-            int64_t next;
             fired++;
             alert_due[nalert++] = dues[i];
             if (pl_rules_timer_next(rules, &st, names[i], dues[i], now,
-                                    &next)) {
-                pl_timer_t t;
-                snprintf(t.name, sizeof(t.name), "%s", names[i]);
-                t.due = next;
-                if (!(again[nagain].member = timer_member(&t, ids[i]))) {
-                    pl_event_clear(&alert);
-                    pl_deal_state_clear(&st);
-                    goto oom;
-                }
-                again[nagain].slot = claims[i].slot;
-                again_due[nagain++] = next;
-            }
+                                    &next))
+                q = reschedule(again, again_due, &nagain, &claims[i],
+                               names[i], next, ids[i]);
+        } else if (loaded && stale_moved(rules, &st, names[i], dues[i],
+                                         &next)) {
+            q = reschedule(moved, moved_due, &nmoved, &claims[i], names[i],
+                           next, ids[i]);
+            moving[i] = true;
         } else {
             skipped++;
         }
         pl_event_clear(&alert);
         pl_deal_state_clear(&st);
+        if (q)
+            goto oom;
     }
     switch (deliver_holding_leases(w, &ob, claims, lost, held, n, lease,
                                    started)) {
@@ -494,10 +571,23 @@ static int fire_timers(pl_worker_t *w)
                            (double)(now + pl_now_mono_ms() - claimed_at -
                                     alert_due[i]) /
                                1000.0);
+    /* the moved stale timers are scheduled at their new due before the
+     * claims of the old one are completed: a worker that dies in between
+     * leaves the claims to fire again, and to move again (ZADD NX: once);
+     * if they cannot be scheduled, the claims are left the same way */
+    if (nmoved &&
+        (cr = pl_store_schedule_timers(store, moved, moved_due, nmoved, err,
+                                       sizeof(err)))) {
+        pl_warn("moving %zu stale timers to their deals' later due times: "
+                "%s (their claims are left to run out and they are looked "
+                "at again)",
+                nmoved, err);
+        nmoved = 0; /* (their members are freed below all the same) */
+    }
     for (size_t i = 0; i < n; i++)
-        if (!lost[i])
+        if (!lost[i] && (!moving[i] || nmoved))
             done[ndone++] = claims[i];
-        else
+        else if (lost[i])
             lostn++;
     cr = pl_store_complete_timers(store, done, ndone, removed, err,
                                   sizeof(err));
@@ -526,6 +616,8 @@ static int fire_timers(pl_worker_t *w)
     }
     pl_worker_count(w, "alerts", fired);
     pl_worker_count(w, "timers_skipped", skipped);
+    if (nmoved)
+        pl_worker_count(w, "timers_moved", nmoved);
     if (dropped)
         pl_worker_count(w, "timers_dropped", dropped);
     if (lostn)
@@ -556,6 +648,12 @@ out:
     pl_store_claims_free(claims, n);
     pl_store_claims_free(again, nagain);
     free(again_due);
+    if (moved)
+        for (size_t i = 0; i < n && moved[i].member; i++)
+            free(moved[i].member);
+    free(moved);
+    free(moved_due);
+    free(moving);
     return r;
 }
 

@@ -22,7 +22,11 @@
  * Timers as the deal worker schedules them: every applied event moves the
  * deal's stale timer (one member removed, one added in its timer shard),
  * and --reminder-share of the events (a close date set or changed)
- * replace the three close reminders too.
+ * replace the three close reminders too.  The events' times start an hour
+ * before the run, as the benchmark's load does, so the stale timers are
+ * ahead of Redis's clock and move lazily (timers.stale.lazy, the workers'
+ * default: the script writes no stale move); --eager-stale writes every
+ * move (timers.stale.lazy=0, the shape before 2026-12-01 e).
  *
  * Prints one JSON object: events/s over the time spent in pl_store_apply
  * (the ceiling) and over the whole loop (op building included).
@@ -39,13 +43,15 @@
  *   bench_redis_apply --key-prefix P [--events N] [--deals D] [--batch 500]
  *       [--redis host:port[,host:port...]] [--wait-replicas W]
  *       [--applied-share A] [--history-share H] [--reminder-share R]
- *       [--call-ops K] [--seed S] [--no-drops]
+ *       [--call-ops K] [--seed S] [--no-drops] [--eager-stale]
  */
 #include "bench.h"
 #include "codec.h"
 #include "deal.h"
 #include "kafka.h"
 #include "store.h"
+
+#include <time.h>
 
 static const char *prog = "bench_redis_apply";
 
@@ -74,7 +80,9 @@ int main(int argc, char **argv)
     char **stored[2];
     size_t nstored[2] = {0, 0};
     const char **drop_eids;
-    bool no_drops = false;
+    bool no_drops = false, eager_stale = false;
+    /* the first event's time: the hour before this one, as run.sh's T0 */
+    int64_t first_at = ((int64_t)time(NULL) / 3600 - 1) * 3600000;
     double t_apply = 0, t0, t1;
     int64_t ttl_ms = 30LL * 86400 * 1000;
     unsigned char derived_value[150];
@@ -105,6 +113,8 @@ int main(int argc, char **argv)
             history_share = bench_parse_double(prog, a, argv[++i]);
         else if (!strcmp(a, "--no-drops"))
             no_drops = true;
+        else if (!strcmp(a, "--eager-stale"))
+            eager_stale = true;
         else
             bench_die(prog, "unknown option %s (see the comment at the top "
                             "of tests/bench/redis_apply.c)", a);
@@ -207,7 +217,7 @@ int main(int argc, char **argv)
             if (applied) {
                 pl_deal_state_t st;
                 char rev[PL_REV_LEN + 1];
-                int64_t at = 1767225600000LL + i * 1000;
+                int64_t at = first_at + i * 1000;
                 pl_deal_state_init(&st);
                 st.exists = true;
                 pl_str_set(&st.deal_id, ids[j]);
@@ -222,7 +232,7 @@ int main(int argc, char **argv)
                 st.has_amount = true;
                 st.expected_close_date = 20600;
                 st.has_close_date = true;
-                st.created_at = 1767225600000LL;
+                st.created_at = first_at;
                 st.stage_entered_at = at;
                 st.last_event_at = at;
                 st.activities = 0x13;
@@ -255,6 +265,9 @@ int main(int argc, char **argv)
                         snprintf(m, sizeof(m), "stale|%lld|%s",
                                  (long long)stale_due[d], ids[j]);
                         pl_strlist_add(&trem[j], m);
+                        /* first in both lists, as the worker's */
+                        if (!eager_stale && sd > stale_due[d])
+                            ops[j].lazy_stale_due = stale_due[d];
                     }
                     snprintf(m, sizeof(m), "stale|%lld|%s", (long long)sd,
                              ids[j]);

@@ -62,6 +62,31 @@ def timer_shard_of(env, deal_id):
     raise AssertionError("no timer shard holds a timer of %s" % deal_id)
 
 
+def timer_members(env, deal_id, timer):
+    """The members of deal_id's `timer` in its shard."""
+    return sorted(m for m in redis_cli(env, "ZRANGE",
+                                       timer_shard_of(env, deal_id), 0,
+                                       -1).split("\n")
+                  if m.startswith(timer + "|") and m.endswith("|" + deal_id))
+
+
+def wait_applied(env, deal_id, event, timeout=15):
+    """Wait until deal_id's state has event's occurred_at."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        e = env.entity("deal", deal_id)
+        if e and e.get("last_event_at") == event["occurred_at"]:
+            return
+        time.sleep(0.05)
+    raise AssertionError("%s: event not applied in %ds" % (deal_id, timeout))
+
+
+def ms(iso_time):
+    return round(datetime.datetime.strptime(
+        iso_time, "%Y-%m-%dT%H:%M:%S.%fZ").replace(
+            tzinfo=datetime.timezone.utc).timestamp() * 1000)
+
+
 def rules_file(stale_repeat="0s"):
     text = open(os.path.join(SOURCE, "deploy", "rules", "default.yaml")).read()
     deal = text[:text.index("\nalerts:")]
@@ -147,13 +172,44 @@ class Alerts(TimerCase):
 
     def test_activity_postpones_stale(self):
         d = did()
-        self.env.produce("sales.deals", [self.now_event("deal.created",
-                                                        deal_id=d)])
+        created = self.now_event("deal.created", deal_id=d)
+        self.env.produce("sales.deals", [created])
         time.sleep(2.5)
         act = self.now_event("deal.activity", deal_id=d, activity="call")
         self.env.produce("sales.deals", [act])
-        time.sleep(2.5)  # past the first due time, before the new one
+        wait_applied(self.env, d, act)
+        # timers.stale.lazy (the default): the activity only postponed the
+        # stale timer, so the member scheduled at creation stays (the timer
+        # pass moves it when it comes due: the alert below, at the new due
+        # time, is the proof; the first member alone would not fire it)
+        first = ms(created["occurred_at"]) + 4000
+        members = timer_members(self.env, d, "stale")
+        if time.time() * 1000 < first - 300:  # not due yet
+            self.assertEqual(members, ["stale|%d|%s" % (first, d)])
+        time.sleep(max(0, first / 1000 + 1 - time.time()))
+        # past the first due time, before the new one
         self.assertEqual(alerts_for(self.env.tail("sales.alerts"), d), [])
+        msgs = self.env.wait_for("sales.alerts",
+                                 lambda m: alerts_for(m, d), timeout=30)
+        [a] = alerts_for(msgs, d)
+        self.assertEqual(a["idle_since"], act["occurred_at"])
+        time.sleep(1)
+        self.assertEqual(len(alerts_for(self.env.tail("sales.alerts"), d)), 1)
+
+
+class StaleNotLazy(TimerCase):
+    timer_args = TimerCase.timer_args + ("--set", "timers.stale.lazy=0")
+
+    def test_activity_moves_the_member_at_once(self):
+        d = did()
+        self.env.produce("sales.deals", [self.now_event("deal.created",
+                                                        deal_id=d)])
+        time.sleep(1)
+        act = self.now_event("deal.activity", deal_id=d, activity="call")
+        self.env.produce("sales.deals", [act])
+        wait_applied(self.env, d, act)
+        self.assertEqual(timer_members(self.env, d, "stale"),
+                         ["stale|%d|%s" % (ms(act["occurred_at"]) + 4000, d)])
         msgs = self.env.wait_for("sales.alerts",
                                  lambda m: alerts_for(m, d), timeout=30)
         [a] = alerts_for(msgs, d)

@@ -2021,6 +2021,81 @@ static void test_applied_expiry_kept(void **state)
     pl_store_destroy(s);
 }
 
+/* One event of deal LZ on rev: its stale timer moves from `from` to `to`
+ * (members "stale|<due>|LZ"), lazily from lazy_due (0: not), with an
+ * "overdue" timer due at `other` too when other > 0.  Returns the op's
+ * slot. */
+static int apply_move(pl_store_t *s, const char *eid, char rev[PL_REV_LEN + 1],
+                      int64_t from, int64_t to, int64_t lazy_due,
+                      int64_t other)
+{
+    apply_case_t c;
+    pl_strlist_t rem = {0};
+    char m[96], score[24], err[512] = "";
+    int slot;
+
+    snprintf(score, sizeof(score), "%lld", (long long)to);
+    apply_case(&c, "LZ", eid, rev, score);
+    c.op.history = NULL;
+    snprintf(m, sizeof(m), "stale|%lld|LZ", (long long)from);
+    assert_int_equal(pl_strlist_add(&rem, m), 0);
+    if (other > 0) {
+        snprintf(m, sizeof(m), "overdue|%lld|LZ", (long long)other);
+        snprintf(score, sizeof(score), "%lld", (long long)other);
+        assert_int_equal(pl_fields_set(&c.timers, m, score), 0);
+    }
+    c.op.timers_remove = &rem;
+    c.op.lazy_stale_due = lazy_due;
+    if (pl_store_apply(s, &c.op, 1, 3600000, err, sizeof(err)))
+        fail_msg("apply: %s", err);
+    assert_int_equal(c.op.result, PL_APPLY_OK);
+    snprintf(rev, PL_REV_LEN + 1, "%s", c.rev);
+    slot = c.op.slot;
+    pl_strlist_clear(&rem);
+    apply_case_clear(&c);
+    return slot;
+}
+
+/* timers.stale.lazy: a stale timer moving later from a due still ahead of
+ * Redis's clock is left as it is (the member scheduled before stays, the
+ * new one is not added); the op's other timers are written; from a due
+ * that has come, the move is written as given. */
+static void test_apply_lazy_stale(void **state)
+{
+    pl_store_t *s = store_open();
+    char rev[PL_REV_LEN + 1] = "", m[96], *shard;
+    int64_t t = redis_now(), s1 = t + 60000, s2 = t + 65000, s3 = t + 70000;
+    int slot;
+
+    (void)state;
+    /* created: stale due at s1 (no move: written) */
+    slot = apply_move(s, "e1", rev, 0, s1, 0, 0);
+    shard = pl_store_timer_shard(s, slot);
+    snprintf(m, sizeof(m), "stale|%lld|LZ", (long long)s1);
+    assert_int_equal(zscore(shard, m), s1);
+    /* postponed to s2 while s1 is ahead: nothing moves, the other timer
+     * is added */
+    apply_move(s, "e2", rev, s1, s2, s1, t + 90000);
+    assert_int_equal(zscore(shard, m), s1);
+    snprintf(m, sizeof(m), "stale|%lld|LZ", (long long)s2);
+    assert_int_equal(zscore(shard, m), -1);
+    snprintf(m, sizeof(m), "overdue|%lld|LZ", (long long)(t + 90000));
+    assert_int_equal(zscore(shard, m), t + 90000);
+    /* postponed again from s2 (still ahead), not lazily: written */
+    apply_move(s, "e3", rev, s1, s3, 0, 0);
+    snprintf(m, sizeof(m), "stale|%lld|LZ", (long long)s1);
+    assert_int_equal(zscore(shard, m), -1);
+    snprintf(m, sizeof(m), "stale|%lld|LZ", (long long)s3);
+    assert_int_equal(zscore(shard, m), s3);
+    /* lazily from a due that has come (it may have fired): written */
+    apply_move(s, "e4", rev, s3, s3 + 1000, t - 1000, 0);
+    assert_int_equal(zscore(shard, m), -1);
+    snprintf(m, sizeof(m), "stale|%lld|LZ", (long long)(s3 + 1000));
+    assert_int_equal(zscore(shard, m), s3 + 1000);
+    free(shard);
+    pl_store_destroy(s);
+}
+
 /* Refused credentials are fatal (-2), with Redis's text and never the
  * password; Redis unreachable is retriable (-1). */
 static void test_connect_errors(void **state)
@@ -2145,6 +2220,7 @@ int main(void)
         cmocka_unit_test(test_applied_records_of_older_versions),
         cmocka_unit_test(test_ttl_override),
         cmocka_unit_test(test_applied_expiry_kept),
+        cmocka_unit_test(test_apply_lazy_stale),
         cmocka_unit_test(test_fold_out_of_order),
         cmocka_unit_test(test_fold_sum),
         cmocka_unit_test(test_fold_call_entry),
