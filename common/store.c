@@ -52,10 +52,10 @@
  * call, as one entry "<seq>\n<delta><delta>..." numbered by the list's
  * counter: one push a call, not one an event (a Lua error half way pushes
  * the deltas of the ops written before it, then fails the call).  Then
- * the lazy stale due ("" for none, below), then n and n fields to remove
- * from the state (the names of an older layout, which the write
- * replaces).  An op whose
- * event_id is "" only drops stored outcomes: its one key is :out, its
+ * the lazy stale due ("" for none, "*": sweep; below), then n and n
+ * fields to remove from the state (the names of an older layout, which
+ * the write replaces).  An op whose event_id is "" only drops stored
+ * outcomes: its one key is :out, its
  * arguments "" and the event_ids whose derived events need no keeping
  * any more (their input offsets are committed): their :applied records
  * keep the id (dedupe), :out drops the derived events.
@@ -82,7 +82,11 @@
  * applies the batch again (those come back as duplicates) or, for an
  * error that is not retriable, each op alone.
  *
- * The lazy stale due: the op's first timer added and its first removed
+ * The lazy stale due: "*" sweeps: the op's first timer removed is the
+ * entity's stale timer going away or moving earlier, and every other stale
+ * member of the entity in the shard goes too (but one the op adds): those
+ * a lazy move left (below), which the state does not name.  Else the lazy
+ * stale due: the op's first timer added and its first removed
  * are the entity's stale timer moving later, from this due (ms); while it
  * is still ahead of Redis's clock (TIME, once a call) the script leaves
  * both out, so the member already scheduled stays (an event that only
@@ -194,6 +198,8 @@ static const char apply_lua[] =
     "  local stats = ARGV[irem + nrem + 1] or ''\n"
     "  local trim = tonumber(ARGV[irem + nrem + 2] or '0') or 0\n"
     "  local lazy = tonumber(ARGV[irem + nrem + 3] or '')\n"
+    "  local sweep = nrem > 0 and ARGV[irem + nrem + 3] == '*' and\n"
+    "                string.match(ARGV[irem + 1], '^stale|%-?%d+(|.+)$')\n"
     "  local iunset = irem + nrem + 4\n"
     "  local nunset = tonumber(ARGV[iunset] or '0') or 0\n"
     "  if iunset + nunset ~= a + c then\n"
@@ -258,6 +264,15 @@ static const char apply_lua[] =
     "    if na > 0 and nr > 0 then\n"
     "      redis.call('ZREM', K4, unpack(ARGV, ir + 1, ir + nr))\n"
     "    end\n"
+    "  end\n"
+    "  if sweep then\n"
+    "    local keep, drop = {}, {}\n"
+    "    for j = iadd + 2, iadd + 2*nadd, 2 do keep[ARGV[j]] = true end\n"
+    "    for _, m in ipairs(redis.call('ZRANGE', K4, 0, -1)) do\n"
+    "      if string.sub(m, 1, 6) == 'stale|' and not keep[m] and\n"
+    "         string.sub(m, -#sweep) == sweep then drop[#drop + 1] = m end\n"
+    "    end\n"
+    "    if #drop > 0 then redis.call('ZREM', K4, unpack(drop)) end\n"
     "  end\n"
     "  if hmax > 0 and len and len > hmax then\n"
     "    redis.call('LTRIM', K3, string.format('%d', -hmax), -1)\n"
@@ -1426,6 +1441,8 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         }
         if (op->lazy_stale_due > 0 && nadd && nrem)
             resp_int(&r, op->lazy_stale_due);
+        else if (op->stale_sweep && nrem)
+            resp_bulk(&r, "*", 1);
         else
             resp_bulk(&r, "", 0);
         resp_int(&r, (int64_t)(op->unset ? op->unset->count : 0));

@@ -202,6 +202,10 @@ typedef struct pl_store_apply_s {
                                still ahead of Redis's clock (the member
                                scheduled before stays, and the timer pass
                                moves it when it comes due) */
+    bool stale_sweep; /* timers_remove's first member is the stale timer
+                         going away or moving earlier: every other stale
+                         member of the entity in the shard (but those of
+                         timers_add) goes too, the ones lazy moves left */
     const char *history;      /* entry to append, or NULL */
     const void *outcome;      /* derived events, packed (pl_outbox_pack) */
     size_t outcome_len;

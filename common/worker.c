@@ -1055,6 +1055,7 @@ static int decide(worker_t *w, size_t idx, op_t *op)
         op->apply.timers_add = &op->timers_add;
         op->apply.timers_remove = &op->timers_remove;
         op->apply.lazy_stale_due = d.lazy_stale_due;
+        op->apply.stale_sweep = d.stale_sweep;
         op->unset = d.unset; /* moved */
         memset(&d.unset, 0, sizeof(d.unset));
         op->apply.unset = &op->unset;

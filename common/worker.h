@@ -33,6 +33,9 @@ typedef struct pl_decision_s {
                                timers_remove are the stale timer moving
                                later from this due, which the store may
                                leave as it is (pl_store_apply_t's) */
+    bool stale_sweep; /* the first of timers_remove is the stale timer
+                         going away or moving earlier, with the members
+                         lazy moves left (pl_store_apply_t's) */
     pl_strlist_t unset;  /* applied: state fields to remove with the write
                             (the names of an older layout it replaces) */
     pl_outbox_t derived; /* what to publish, in order */

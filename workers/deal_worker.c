@@ -110,7 +110,9 @@ static int diff_timer(pl_decision_t *d, const pl_timer_t *t,
  * completed is not in the shard, and is not added back unless it changes).
  * lazy (timers.stale.lazy): a stale timer that only moves later goes
  * first in both lists, its old due in d->lazy_stale_due, for the store to
- * leave as it is while that due is ahead (pl_store_apply_t). */
+ * leave as it is while that due is ahead; one that goes away or moves
+ * earlier goes first in the removals, with d->stale_sweep, for the store
+ * to remove the members lazy moves left with it (pl_store_apply_t). */
 static int timers_diff(const pl_rules_t *r, const pl_deal_state_t *cur,
                        const pl_deal_state_t *next, const char *deal_id,
                        bool lazy, pl_decision_t *d)
@@ -131,6 +133,10 @@ static int timers_diff(const pl_rules_t *r, const pl_deal_state_t *cur,
             diff_timer(d, &before[sb], deal_id, false))
             return -1;
         d->lazy_stale_due = before[sb].due;
+    } else if (sb >= 0 && !has_timer(after, na, &before[sb])) {
+        if (diff_timer(d, &before[sb], deal_id, false))
+            return -1;
+        d->stale_sweep = true;
     } else {
         sb = -1;
     }

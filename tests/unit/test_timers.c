@@ -2022,9 +2022,9 @@ static void test_applied_expiry_kept(void **state)
 }
 
 /* One event of deal LZ on rev: its stale timer moves from `from` to `to`
- * (members "stale|<due>|LZ"), lazily from lazy_due (0: not), with an
- * "overdue" timer due at `other` too when other > 0.  Returns the op's
- * slot. */
+ * (members "stale|<due>|LZ"; to 0: goes away), lazily from lazy_due (0:
+ * not), or sweeping (lazy_due -1), with an "overdue" timer due at `other`
+ * too when other > 0.  Returns the op's slot. */
 static int apply_move(pl_store_t *s, const char *eid, char rev[PL_REV_LEN + 1],
                       int64_t from, int64_t to, int64_t lazy_due,
                       int64_t other)
@@ -2037,6 +2037,8 @@ static int apply_move(pl_store_t *s, const char *eid, char rev[PL_REV_LEN + 1],
     snprintf(score, sizeof(score), "%lld", (long long)to);
     apply_case(&c, "LZ", eid, rev, score);
     c.op.history = NULL;
+    if (!to) /* the stale timer goes away: none added */
+        pl_fields_clear(&c.timers);
     snprintf(m, sizeof(m), "stale|%lld|LZ", (long long)from);
     assert_int_equal(pl_strlist_add(&rem, m), 0);
     if (other > 0) {
@@ -2045,7 +2047,8 @@ static int apply_move(pl_store_t *s, const char *eid, char rev[PL_REV_LEN + 1],
         assert_int_equal(pl_fields_set(&c.timers, m, score), 0);
     }
     c.op.timers_remove = &rem;
-    c.op.lazy_stale_due = lazy_due;
+    c.op.lazy_stale_due = lazy_due > 0 ? lazy_due : 0;
+    c.op.stale_sweep = lazy_due < 0;
     if (pl_store_apply(s, &c.op, 1, 3600000, err, sizeof(err)))
         fail_msg("apply: %s", err);
     assert_int_equal(c.op.result, PL_APPLY_OK);
@@ -2092,6 +2095,25 @@ static void test_apply_lazy_stale(void **state)
     assert_int_equal(zscore(shard, m), -1);
     snprintf(m, sizeof(m), "stale|%lld|LZ", (long long)(s3 + 1000));
     assert_int_equal(zscore(shard, m), s3 + 1000);
+    /* postponed lazily again: s3 + 1000 stays, the state names s3 + 2000 */
+    apply_move(s, "e5", rev, s3 + 1000, s3 + 2000, s3 + 1000, 0);
+    assert_int_equal(zscore(shard, m), s3 + 1000);
+    /* moved earlier, to s1, sweeping: the member left goes (the one named,
+     * s3 + 2000, is not there), the new one stays, the other timer too */
+    apply_move(s, "e6", rev, s3 + 2000, s1, -1, 0);
+    assert_int_equal(zscore(shard, m), -1);
+    snprintf(m, sizeof(m), "stale|%lld|LZ", (long long)s1);
+    assert_int_equal(zscore(shard, m), s1);
+    snprintf(m, sizeof(m), "overdue|%lld|LZ", (long long)(t + 90000));
+    assert_int_equal(zscore(shard, m), t + 90000);
+    /* postponed lazily, then closed, sweeping: no stale member is left */
+    apply_move(s, "e7", rev, s1, s2, s1, 0);
+    apply_move(s, "e8", rev, s2, 0, -1, 0);
+    assert_int_equal(zscore(shard, m), t + 90000);
+    snprintf(m, sizeof(m), "stale|%lld|LZ", (long long)s1);
+    assert_int_equal(zscore(shard, m), -1);
+    snprintf(m, sizeof(m), "stale|%lld|LZ", (long long)s2);
+    assert_int_equal(zscore(shard, m), -1);
     free(shard);
     pl_store_destroy(s);
 }
