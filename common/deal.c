@@ -15,9 +15,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* (the same pointer: a string the next state borrows from the one before,
+ * unchanged) */
 static bool str_changed(const char *was, const char *now)
 {
-    return now && (!was || strcmp(was, now));
+    return now && (!was || (was != now && strcmp(was, now)));
 }
 
 /* The state hash's fields: the short name this version writes, and the

@@ -80,6 +80,8 @@ void pl_event_init(pl_event_t *ev)
 
 void pl_strlist_clear(pl_strlist_t *l)
 {
+    if (!l->items) /* (unused, as most are: no call) */
+        return;
     for (size_t i = 0; i < l->count; i++)
         free(l->items[i]);
     free(l->items);

@@ -28,6 +28,7 @@
 
 #include <errno.h>
 #include <math.h>
+#include <stddef.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdint.h>
@@ -1592,15 +1593,90 @@ void pl_deal_state_init(pl_deal_state_t *st)
     memset(st, 0, sizeof(*st));
 }
 
+/* The state's strings, in the order of pl_deal_state_t.borrowed's bits. */
+enum {
+    S_DEAL_ID, S_LEAD_ID, S_NAME, S_OWNER, S_CURRENCY, S_STAGE, S__COUNT
+};
+static const size_t STR_AT[S__COUNT] = {
+    [S_DEAL_ID] = offsetof(pl_deal_state_t, deal_id),
+    [S_LEAD_ID] = offsetof(pl_deal_state_t, lead_id),
+    [S_NAME] = offsetof(pl_deal_state_t, name),
+    [S_OWNER] = offsetof(pl_deal_state_t, owner),
+    [S_CURRENCY] = offsetof(pl_deal_state_t, currency),
+    [S_STAGE] = offsetof(pl_deal_state_t, stage),
+};
+
+static char **str_at(pl_deal_state_t *st, int i)
+{
+    return (char **)(void *)((char *)st + STR_AT[i]);
+}
+
 void pl_deal_state_clear(pl_deal_state_t *st)
 {
-    free(st->deal_id);
-    free(st->lead_id);
-    free(st->name);
-    free(st->owner);
-    free(st->currency);
-    free(st->stage);
+    for (int i = 0; i < S__COUNT; i++) {
+        char *v = *str_at(st, i);
+        if (v && !(st->borrowed & 1u << i))
+            free(v);
+    }
     pl_deal_state_init(st);
+}
+
+/* Set string i of st to a copy of v (NULL: unset), freeing the old one
+ * unless borrowed. */
+static int state_set(pl_deal_state_t *st, int i, const char *v)
+{
+    char *copy = NULL, **f = str_at(st, i);
+    if (v && !(copy = strdup(v)))
+        return -1;
+    if (!(st->borrowed & 1u << i))
+        free(*f);
+    *f = copy;
+    st->borrowed &= (uint8_t)~(1u << i);
+    return 0;
+}
+
+/* next becomes src's state, borrowing its strings. */
+static void state_share(pl_deal_state_t *next, const pl_deal_state_t *src)
+{
+    pl_deal_state_clear(next);
+    *next = *src;
+    next->borrowed = 0;
+    for (int i = 0; i < S__COUNT; i++)
+        if (*str_at(next, i))
+            next->borrowed |= (uint8_t)(1u << i);
+}
+
+int pl_deal_state_take(pl_deal_state_t *dst, pl_deal_state_t *src)
+{
+    char *own[S__COUNT];
+    unsigned dup = 0, steal = 0;
+
+    for (int i = 0; i < S__COUNT; i++) {
+        unsigned b = 1u << i;
+        own[i] = *str_at(src, i);
+        if (!(src->borrowed & b) || !own[i])
+            continue;
+        if (own[i] == *str_at(dst, i) && !(dst->borrowed & b)) {
+            steal |= b;
+        } else if ((own[i] = strdup(own[i]))) {
+            dup |= b;
+        } else {
+            for (int j = 0; j < i; j++)
+                if (dup & 1u << j)
+                    free(own[j]);
+            return -1;
+        }
+    }
+    for (int i = 0; i < S__COUNT; i++)
+        if (steal & 1u << i)
+            *str_at(dst, i) = NULL; /* now src's own */
+    pl_deal_state_clear(dst);
+    *dst = *src;
+    for (int i = 0; i < S__COUNT; i++)
+        *str_at(dst, i) = own[i];
+    dst->borrowed = 0;
+    pl_deal_state_init(src);
+    return 0;
 }
 
 int pl_deal_state_copy(pl_deal_state_t *dst, const pl_deal_state_t *src)
@@ -1608,6 +1684,7 @@ int pl_deal_state_copy(pl_deal_state_t *dst, const pl_deal_state_t *src)
     pl_deal_state_t t = *src;
 
     t.deal_id = t.lead_id = t.name = t.owner = t.currency = t.stage = NULL;
+    t.borrowed = 0;
     if (pl_str_set(&t.deal_id, src->deal_id) < 0 ||
         pl_str_set(&t.lead_id, src->lead_id) < 0 ||
         pl_str_set(&t.name, src->name) < 0 ||
@@ -1717,12 +1794,12 @@ static int apply_created(const pl_rules_t *r, const pl_deal_state_t *cur,
     pl_deal_state_clear(next);
     next->exists = true;
     next->version = version;
-    if (pl_str_set(&next->deal_id, ev->deal_id) < 0 ||
-        pl_str_set(&next->lead_id, ev->lead_id) < 0 ||
-        pl_str_set(&next->name, ev->name) < 0 ||
-        pl_str_set(&next->owner, ev->owner) < 0 ||
-        pl_str_set(&next->currency, ev->currency) < 0 ||
-        pl_str_set(&next->stage, r->stages[si].name) < 0)
+    if (state_set(next, S_DEAL_ID, ev->deal_id) < 0 ||
+        state_set(next, S_LEAD_ID, ev->lead_id) < 0 ||
+        state_set(next, S_NAME, ev->name) < 0 ||
+        state_set(next, S_OWNER, ev->owner) < 0 ||
+        state_set(next, S_CURRENCY, ev->currency) < 0 ||
+        state_set(next, S_STAGE, r->stages[si].name) < 0)
         return -1;
     if (ev->present & PL_F_AMOUNT) {
         next->amount = ev->amount;
@@ -1745,9 +1822,9 @@ static int apply_created(const pl_rules_t *r, const pl_deal_state_t *cur,
 static int apply_updated(const pl_event_t *ev, pl_deal_state_t *next,
                          pl_deal_outcome_t *out)
 {
-    if ((ev->name && pl_str_set(&next->name, ev->name) < 0) ||
-        (ev->owner && pl_str_set(&next->owner, ev->owner) < 0) ||
-        (ev->currency && pl_str_set(&next->currency, ev->currency) < 0))
+    if ((ev->name && state_set(next, S_NAME, ev->name) < 0) ||
+        (ev->owner && state_set(next, S_OWNER, ev->owner) < 0) ||
+        (ev->currency && state_set(next, S_CURRENCY, ev->currency) < 0))
         return -1;
     if (ev->present & PL_F_AMOUNT) {
         next->amount = ev->amount;
@@ -1799,7 +1876,7 @@ static int apply_stage_requested(const pl_rules_t *r, const pl_event_t *ev,
     }
     if (!requirements_met(r, to, next, ev, out))
         return 0;
-    if (pl_str_set(&next->stage, r->stages[to].name) < 0)
+    if (state_set(next, S_STAGE, r->stages[to].name) < 0)
         return -1;
     secs = (at - next->stage_entered_at) / 1000;
     out->seconds_in_previous_stage = secs > 0 ? secs : 0;
@@ -1859,8 +1936,7 @@ int pl_rules_apply_deal(const pl_rules_t *r, const pl_deal_state_t *cur,
                  pl_event_type_name(ev->type));
         return -1;
     }
-    if (pl_deal_state_copy(next, cur) < 0)
-        goto out_oom;
+    state_share(next, cur);
 
     if (ev->type != PL_EV_DEAL_CREATED && !cur->exists) {
         set_stages(out, "",
@@ -1891,8 +1967,7 @@ int pl_rules_apply_deal(const pl_rules_t *r, const pl_deal_state_t *cur,
     if (out->verdict == PL_DEAL_REJECTED) {
         /* handlers may have started on next; a rejection changes nothing */
         out->stage_changed = false;
-        if (pl_deal_state_copy(next, cur) < 0)
-            goto out_oom;
+        state_share(next, cur);
         return 0;
     }
     if (ev->occurred_at > next->last_event_at)

@@ -87,7 +87,7 @@ const char *pl_rules_first_stage(const pl_rules_t *r);
 typedef struct pl_deal_state_s {
     bool exists;
     char *deal_id, *lead_id, *name, *owner, *currency,
-        *stage;                   /* owned; NULL = unset */
+        *stage;                   /* owned unless borrowed; NULL = unset */
     int64_t amount;               /* scaled by PL_AMOUNT_SCALE */
     bool has_amount;
     int32_t expected_close_date;  /* days since epoch */
@@ -99,6 +99,10 @@ typedef struct pl_deal_state_s {
                                      event; the engine copies it unchanged */
     bool old_layout;              /* read from a hash with the long field
                                      names of an older version (deal.c) */
+    uint8_t borrowed;             /* strings another state owns
+                                     (pl_rules_apply_deal's next shares
+                                     cur's): bit i, the i-th of deal_id ...
+                                     stage above; not freed by clear */
 } pl_deal_state_t;
 
 /* Zero st: a deal that does not exist (no allocation). */
@@ -110,6 +114,14 @@ void pl_deal_state_clear(pl_deal_state_t *st);
  * OOM, leaving dst unchanged.
  */
 int pl_deal_state_copy(pl_deal_state_t *dst, const pl_deal_state_t *src);
+/*
+ * Move src into dst (initialised), which it replaces, and initialise src.
+ * The strings src borrows from dst pass to dst's ownership, others it
+ * borrows are copied: so the next state of pl_rules_apply_deal, which
+ * borrows from cur, becomes cur with no copy.  Returns 0, or -1 on OOM,
+ * leaving both unchanged.
+ */
+int pl_deal_state_take(pl_deal_state_t *dst, pl_deal_state_t *src);
 
 typedef enum pl_deal_verdict_e {
     PL_DEAL_APPLIED,
@@ -142,8 +154,10 @@ typedef struct pl_deal_outcome_s {
  * Apply one deal input event (deal.created, deal.updated,
  * deal.stage_requested, deal.activity) to the stored state cur (NULL = the
  * deal does not exist).  next must be initialised; its old content is freed
- * and it receives the new state (a copy of cur when rejected).  cur and next
- * must not be the same object.
+ * and it receives the new state (cur's when rejected).  cur and next must
+ * not be the same object.  next borrows the strings it shares with cur, not
+ * copies them (most events change none): cur must stay as it is while next
+ * is used, and pl_deal_state_take(cur, next) makes next the new cur.
  *
  * A stage request is checked in this order, and the first check that fails
  * is the reason (CONTRACT): unknown_deal, unknown_stage, already_in_stage,

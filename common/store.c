@@ -664,7 +664,9 @@ void pl_fields_clear(pl_fields_t *f)
         next = b->next;
         free(b);
     }
-    free(f->keys); /* (values share its allocation) */
+    if (f->keys) /* (values share its allocation; no call for an unused one,
+                    several a decided event) */
+        free(f->keys);
     memset(f, 0, sizeof(*f));
 }
 

@@ -76,8 +76,9 @@ typedef struct centry_s {
     struct centry_s *next;
     struct centry_s *cprev, *cnext; /* the CLOCK ring */
     bool ref;                       /* used since the hand last passed */
-    char *id;
-    void *st; /* kind->state_size bytes */
+    uint32_t hash;                  /* hash_str(id) */
+    char *id;  /* in the same block, after the state */
+    void *st;  /* kind->state_size bytes, in the same block, after this */
     char rev[PL_REV_LEN + 1];
     char *origin; /* "<topic>/<partition>/<offset>" of the message that
                      created the entity, or NULL */
@@ -114,11 +115,7 @@ static void centry_free(cache_t *c, centry_t *e)
         if (c->hand == e)
             c->hand = e->cnext;
     }
-    if (e->st) {
-        c->kind->state_clear(e->st);
-        free(e->st);
-    }
-    free(e->id);
+    c->kind->state_clear(e->st);
     free(e->origin);
     free(e);
     c->count--;
@@ -126,9 +123,9 @@ static void centry_free(cache_t *c, centry_t *e)
 
 static centry_t *cache_get(cache_t *c, const char *id)
 {
-    for (centry_t *e = c->buckets[hash_str(id) % CACHE_BUCKETS]; e;
-         e = e->next)
-        if (!strcmp(e->id, id)) {
+    uint32_t h = hash_str(id);
+    for (centry_t *e = c->buckets[h % CACHE_BUCKETS]; e; e = e->next)
+        if (e->hash == h && !strcmp(e->id, id)) {
             e->ref = true;
             return e;
         }
@@ -148,9 +145,10 @@ static void cache_clear(cache_t *c)
 
 static void cache_drop(cache_t *c, const char *id)
 {
-    centry_t **pp = &c->buckets[hash_str(id) % CACHE_BUCKETS];
+    uint32_t h = hash_str(id);
+    centry_t **pp = &c->buckets[h % CACHE_BUCKETS];
     for (; *pp; pp = &(*pp)->next) {
-        if (!strcmp((*pp)->id, id)) {
+        if ((*pp)->hash == h && !strcmp((*pp)->id, id)) {
             centry_t *e = *pp;
             *pp = e->next;
             centry_free(c, e);
@@ -161,17 +159,21 @@ static void cache_drop(cache_t *c, const char *id)
 
 static centry_t *cache_put(cache_t *c, const char *id)
 {
+    /* one block: the entry, the state, the id (one allocation, and the
+     * lookup's compare reads memory next to the entry's) */
+    size_t head = (sizeof(centry_t) + 15) & ~(size_t)15,
+           size = (c->kind->state_size + 15) & ~(size_t)15,
+           len = strlen(id);
     centry_t *e;
     uint32_t b;
-    if (!(e = calloc(1, sizeof(*e))))
+    if (!(e = calloc(1, head + size + len + 1)))
         return NULL;
-    if (!(e->id = strdup(id)) || !(e->st = malloc(c->kind->state_size))) {
-        free(e->id);
-        free(e);
-        return NULL;
-    }
+    e->st = (char *)e + head;
+    e->id = (char *)e->st + size;
+    memcpy(e->id, id, len + 1);
     c->kind->state_init(e->st);
-    b = hash_str(id) % CACHE_BUCKETS;
+    e->hash = hash_str(id);
+    b = e->hash % CACHE_BUCKETS;
     e->next = c->buckets[b];
     c->buckets[b] = e;
     c->count++;

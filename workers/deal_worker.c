@@ -205,10 +205,9 @@ static int decide(pl_worker_t *w, void *st, const pl_event_t *ev,
             timers_diff(rules, cur, &next, ev->deal_id, stale_lazy(w), d) ||
             pl_analytics_deal_delta(rules, cur, &next, &oc, ev, &d->stats))
             goto out;
-        pl_deal_state_clear(cur);
         next.old_layout = false;
-        *cur = next; /* moved */
-        pl_deal_state_init(&next);
+        if (pl_deal_state_take(cur, &next)) /* next borrows from cur */
+            goto out;
     }
     r = 0;
 out:

@@ -405,9 +405,8 @@ int main(int argc, char **argv)
             if (d == UINT32_MAX)
                 bench_die(prog, "event %llu applied to an unknown deal",
                           (unsigned long long)i);
-            pl_deal_state_clear(&g.deals[d]);
-            g.deals[d] = next; /* moved */
-            pl_deal_state_init(&next);
+            if (pl_deal_state_take(&g.deals[d], &next))
+                bench_die(prog, "out of memory");
         } else {
             c.rejected++;
             c.derived++;

@@ -850,6 +850,73 @@ static void test_state_copy(void **state)
     pl_deal_state_clear(&b); /* twice is fine */
 }
 
+/* The engine's next state borrows the strings it shares with cur (no copy
+ * per event), and pl_deal_state_take makes it cur without copying them. */
+static void test_state_borrow_and_take(void **state)
+{
+    const pl_rules_t *r = *state;
+    pl_deal_state_t cur, next, other;
+    pl_deal_outcome_t out;
+    pl_event_t ev;
+    char *deal_id, *stage, *currency;
+
+    qualified_deal(&cur, "proposal", T0);
+    deal_id = cur.deal_id;
+    stage = cur.stage;
+    currency = cur.currency;
+    pl_deal_state_init(&next);
+    assert_int_equal(pl_str_set(&next.name, "freed"), 0);
+    ev_base(&ev, PL_EV_DEAL_UPDATED, "D-1", T0 + SEC);
+    assert_int_equal(pl_str_set(&ev.owner, "carol"), 0);
+    apply(r, &cur, &ev, &next, &out);
+    pl_event_clear(&ev);
+    assert_int_equal(out.verdict, PL_DEAL_APPLIED);
+    /* shared, not copied: every string but the owner the event set */
+    assert_ptr_equal(next.deal_id, deal_id);
+    assert_ptr_equal(next.stage, stage);
+    assert_ptr_not_equal(next.owner, cur.owner);
+    assert_string_equal(next.owner, "carol");
+    assert_true(next.borrowed & 1u << 0);    /* deal_id */
+    assert_false(next.borrowed & 1u << 3);   /* owner: its own */
+    assert_false(next.borrowed & 1u << 2);   /* name: NULL, nothing */
+
+    /* take: the shared strings pass to cur as they are */
+    assert_int_equal(pl_deal_state_take(&cur, &next), 0);
+    assert_int_equal(cur.borrowed, 0);
+    assert_ptr_equal(cur.deal_id, deal_id);
+    assert_ptr_equal(cur.stage, stage);
+    assert_string_equal(cur.owner, "carol");
+    assert_false(next.exists);
+    assert_null(next.deal_id);
+
+    /* a rejection gives cur's state back, borrowed; clearing it leaves
+     * cur whole */
+    ev_base(&ev, PL_EV_DEAL_STAGE_REQUESTED, "D-1", T0 + 2 * SEC);
+    assert_int_equal(pl_str_set(&ev.to_stage, "proposal"), 0);
+    apply(r, &cur, &ev, &next, &out);
+    pl_event_clear(&ev);
+    assert_int_equal(out.verdict, PL_DEAL_REJECTED);
+    assert_deal_state_equal(&next, &cur);
+    assert_ptr_equal(next.currency, currency);
+    pl_deal_state_clear(&next);
+    assert_string_equal(cur.currency, "EUR");
+
+    /* a state borrowing from another than dst: its strings are copied */
+    ev_base(&ev, PL_EV_DEAL_ACTIVITY, "D-1", T0 + 3 * SEC);
+    assert_int_equal(pl_str_set(&ev.activity, "email"), 0);
+    apply(r, &cur, &ev, &next, &out);
+    pl_event_clear(&ev);
+    qualified_deal(&other, "scoping", T0);
+    assert_int_equal(pl_deal_state_take(&other, &next), 0);
+    assert_ptr_not_equal(other.stage, cur.stage);
+    assert_string_equal(other.stage, "proposal");
+    assert_int_equal(other.borrowed, 0);
+    pl_deal_state_clear(&cur); /* other owns its own */
+    assert_string_equal(other.deal_id, "D-1");
+    assert_true(other.activities & 1u << PL_ACT_EMAIL);
+    pl_deal_state_clear(&other);
+}
+
 /* ------------------------------------------------------------------------ */
 /* Durations and the file format                                            */
 
@@ -1021,6 +1088,7 @@ int main(void)
         cmocka_unit_test(test_every_reason_code),
         cmocka_unit_test(test_internal_errors),
         cmocka_unit_test(test_state_copy),
+        cmocka_unit_test(test_state_borrow_and_take),
         cmocka_unit_test(test_durations),
         cmocka_unit_test(test_bad_files),
         cmocka_unit_test(test_parse_text),

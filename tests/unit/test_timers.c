@@ -92,8 +92,7 @@ static void apply(const pl_rules_t *r, pl_deal_state_t *st, pl_event_t *ev)
     if (out.verdict != PL_DEAL_APPLIED)
         fail_msg("%s rejected: %s %s", pl_event_type_name(ev->type),
                  out.reason_code, out.message);
-    pl_deal_state_clear(st);
-    *st = next;
+    assert_int_equal(pl_deal_state_take(st, &next), 0);
     pl_event_clear(ev);
 }
 
