@@ -31,16 +31,17 @@
 
 /* The apply script takes a batch: one call applies any number of events
  * (ops), in order, each as if alone.
- * KEYS: 7 per op (1 for an op that only drops outcomes, below): state,
+ * KEYS: 7 per op (n for an op that only drops outcomes, below): state,
  * applied, history, the timer shard of the entity's slot, the analytics
  * delta list and its sequence counter of the call (the same for every op
- * of a call: pl_store_delta_slot()'s), out (the derived events kept for a
- * redelivery).
+ * of a call: pl_store_delta_slot()'s), out:<event_id> (the derived events
+ * kept for a redelivery).
  * ARGV: per op, the count c of its arguments, then these c:
  * event_id, expected revision, outcome, dedupe ttl (ms), ttl mode
  * ("set": the ttl, "max": never shorten the current one, "keep": leave
  * :applied's expiry as it is, the caller knowing it is long enough,
- * unless the key is new; :out's is set either way), history entry
+ * unless the key is new; :out:<event_id> gets it either way, in its SET),
+ * history entry
  * ("" for none), history_max, applied_max (< 1: no bound), then n and n
  * field/value pairs to write to the state, its new revision "rev" among
  * them (n = 0: rejected, the state stays as it is), then n and n
@@ -55,15 +56,17 @@
  * the lazy stale due ("" for none, "*": sweep; below), then n and n
  * fields to remove from the state (the names of an older layout, which
  * the write replaces).  An op whose event_id is "" only drops stored
- * outcomes: its one key is :out, its
- * arguments "" and the event_ids whose derived events need no keeping
- * any more (their input offsets are committed): their :applied records
- * keep the id (dedupe), :out drops the derived events.
+ * outcomes: its arguments "" and n, its n keys the :out:<event_id> of
+ * events whose derived events need no keeping any more (their input
+ * offsets are committed): their :applied records keep the id (dedupe);
+ * the call deletes every drop op's keys at its end, in one DEL (one
+ * command a call, not one an event).
  * Returns one reply per op: the sequence number of the entry that holds
  * its delta (0: none), an integer, applied (an integer, not {0, seq}: the
  * reply of 128 applied ops is then 129 objects for Redis to write and
- * hiredis to allocate, not 385); {1, outcome} duplicate (from :out,
- * else the record's value, "<n>", or "<n>|..." from an older version
+ * hiredis to allocate, not 385); {1, outcome} duplicate (from
+ * :out:<event_id>, else from the :out hash of an earlier version, else
+ * the record's value, "<n>", or "<n>|..." from an older version
  * whose prefix the caller strips: a record written before :out held its
  * outcome there), {2, {field, value...}} conflict, {3, error text} a
  * key of the wrong type or a bad argument.
@@ -72,11 +75,14 @@
  * leave the writes before it: Redis does not roll a script back).  The
  * two hashes are checked by reading them (pcall: a wrong type is an error
  * reply, not a Lua error), the delta list and its counter by TYPE once a
- * call.  :out, :history and the timer shard are checked by writing them
- * first, in that order, each by pcall: a write refused undoes the ones
- * before it (HDEL of the new :out field, RPOP of the entry just pushed:
- * both exact, the LTRIM coming after), then answers {3} for a wrong type
- * or raises any other error.  (Before, a TYPE call checked :history and
+ * call.  :out:<event_id> is written first, with its expiry (one SET ..
+ * PX: a key of another type under that name is replaced), so that a
+ * failure after it leaves the outcome and no record (the retry applies
+ * the event again); :history and the timer shard are checked by writing
+ * them next, in that order, each by pcall: a write refused undoes the
+ * ones before it (DEL of the new :out:<event_id>, RPOP of the entry just
+ * pushed: both exact, the LTRIM coming after), then answers {3} for a
+ * wrong type or raises any other error.  (Before, a TYPE call checked :history and
  * the shard: 1.3 calls an event.)  A Lua error (a write refused: OOM)
  * fails the whole call, with the ops before it written: the caller
  * applies the batch again (those come back as duplicates) or, for an
@@ -99,10 +105,12 @@
  * records (kept in the field "", which no event_id can be: they are 1-128
  * bytes), read with the dedupe check (one HMGET) and written with the
  * record (one HSET).
- * The outcome goes to :out (event_id -> outcome), apart, so that :applied
- * stays a small listpack hash (a value over hash-max-listpack-value, 64
- * bytes, would turn it into a hashtable for good); :out empties as
- * outcomes are dropped, and Redis deletes an empty hash.  Bounds: :history
+ * The outcome goes to :out:<event_id>, apart, so that :applied stays a
+ * small listpack hash (a value over hash-max-listpack-value, 64 bytes,
+ * would turn it into a hashtable for good); a string of its own, written
+ * with its expiry in one SET and deleted in one DEL with the call's other
+ * drops, not a field of a per-entity :out hash (an HSET, a PEXPIRE, an
+ * HDEL: two Redis calls an event more, before 2026-12-01 f).  Bounds: :history
  * keeps its newest history_max entries (LTRIM after the RPUSH); once
  * :applied holds more than applied_max ids, the oldest (smallest n) are
  * forgotten down to applied_max - applied_max/8, so that the HGETALL this
@@ -209,8 +217,12 @@ static const char apply_lua[] =
     "  if got['err'] then return wrong(K2, 'hash') end\n"
     "  local prev, cnt, num = got[1], got[2], 0\n"
     "  if prev then\n"
-    "    local po = redis.pcall('HGET', KO, id)\n"
-    "    if type(po) == 'table' then return wrong(KO, 'hash') end\n"
+    "    local po = redis.pcall('GET', KO)\n"
+    "    if type(po) == 'table' then return wrong(KO, 'string') end\n"
+    "    if not po then\n"
+    "      po = redis.pcall('HGET', string.sub(KO, 1, #KO - #id - 1), id)\n"
+    "      if type(po) == 'table' then po = nil end\n"
+    "    end\n"
     "    return {1, po or prev}\n"
     "  end\n"
     "  if amax > 0 then\n"
@@ -233,15 +245,19 @@ static const char apply_lua[] =
     "    l = list_of(K6, K7)\n"
     "    if l.bad then return l.bad end\n"
     "  end\n"
-    "  if o ~= '' then\n"
-    "    local e = redis.pcall('HSET', KO, id, o)\n"
-    "    if type(e) == 'table' then return refused(e, KO, 'hash') end\n"
+    "  local mode = ARGV[a + 5]\n"
+    "  if amax <= 0 and mode == 'keep' then mode = 'set' end\n"
+    "  if mode == 'max' then\n"
+    "    local cur = redis.call('PTTL', K2)\n"
+    "    if cur > ttl then ttl = cur end\n"
     "  end\n"
+    "  ttl = string.format('%d', ttl)\n"
+    "  if o ~= '' then redis.call('SET', KO, o, 'PX', ttl) end\n"
     "  local len\n"
     "  if hist ~= '' then\n"
     "    len = redis.pcall('RPUSH', K3, hist)\n"
     "    if type(len) == 'table' then\n"
-    "      if o ~= '' then redis.call('HDEL', KO, id) end\n"
+    "      if o ~= '' then redis.call('DEL', KO) end\n"
     "      return refused(len, K3, 'list')\n"
     "    end\n"
     "  end\n"
@@ -258,7 +274,7 @@ static const char apply_lua[] =
     "    end\n"
     "    if type(e) == 'table' then\n"
     "      if hist ~= '' then redis.call('RPOP', K3) end\n"
-    "      if o ~= '' then redis.call('HDEL', KO, id) end\n"
+    "      if o ~= '' then redis.call('DEL', KO) end\n"
     "      return refused(e, K4, 'zset')\n"
     "    end\n"
     "    if na > 0 and nr > 0 then\n"
@@ -290,7 +306,7 @@ static const char apply_lua[] =
     "    l.parts[#l.parts + 1] = stats\n"
     "    l.replies[#l.replies + 1] = res\n"
     "  end\n"
-    "  local mode, new = ARGV[a + 5]\n"
+    "  local new\n"
     "  if amax > 0 then\n"
     "    new = redis.call('HSET', K2, id, num, '', num) == 2\n"
     "    if num > amax and redis.call('HLEN', K2) - 1 > amax then\n"
@@ -298,21 +314,15 @@ static const char apply_lua[] =
     "    end\n"
     "  else\n"
     "    redis.call('HSET', K2, id, '')\n"
-    "    mode = mode == 'keep' and 'set' or mode\n"
     "  end\n"
-    "  if mode == 'max' then\n"
-    "    local cur = redis.call('PTTL', K2)\n"
-    "    if cur > ttl then ttl = cur end\n"
-    "  end\n"
-    "  ttl = string.format('%d', ttl)\n"
     "  if mode ~= 'keep' or new then redis.call('PEXPIRE', K2, ttl) end\n"
-    "  if o ~= '' then redis.call('PEXPIRE', KO, ttl) end\n"
     "  return res\n"
     "end\n"
-    "local function drop(K, a, c)\n"
-    "  local e = redis.pcall('HDEL', K, unpack(ARGV, a + 2, a + c))\n"
-    "  if type(e) == 'table' then return wrong(K, 'hash') end\n"
-    "  return {0, 0}\n"
+    "local drops = {}\n"
+    "local function unkeep()\n"
+    "  for i = 1, #drops, 1000 do\n"
+    "    redis.call('DEL', unpack(drops, i, math.min(i + 999, #drops)))\n"
+    "  end\n"
     "end\n"
     "local out, k, a = {}, 0, 1\n"
     "while a <= #ARGV do\n"
@@ -322,8 +332,14 @@ static const char apply_lua[] =
     "    return redis.error_reply('ERR apply script: bad argument count')\n"
     "  end\n"
     "  if ARGV[a + 1] == '' then\n"
-    "    out[#out + 1] = drop(KEYS[k + 1], a, c)\n"
-    "    k = k + 1\n"
+    "    local n = c == 2 and tonumber(ARGV[a + 2])\n"
+    "    if not n or n < 0 or k + n > #KEYS then\n"
+    "      flush()\n"
+    "      return redis.error_reply('ERR apply script: bad drop op')\n"
+    "    end\n"
+    "    for i = k + 1, k + n do drops[#drops + 1] = KEYS[i] end\n"
+    "    out[#out + 1] = {0, 0}\n"
+    "    k = k + n\n"
     "  elseif c < 15 then\n"
     "    flush()\n"
     "    return redis.error_reply('ERR apply script: bad argument count')\n"
@@ -340,6 +356,7 @@ static const char apply_lua[] =
     "  a = a + 1 + c\n"
     "end\n"
     "flush()\n"
+    "unkeep()\n"
     "for i, r in ipairs(out) do\n"
     "  if r[1] == 0 then out[i] = r[2] end\n"
     "end\n"
@@ -1304,8 +1321,8 @@ static void resp_parts(resp_t *r, const char *const *parts,
 /* The number of arguments of op in the apply script (its count first). */
 static size_t apply_argc(const pl_store_apply_t *op)
 {
-    if (!op->event_id) /* drop only: "", the event ids */
-        return 1 + 1 + op->nblank;
+    if (!op->event_id) /* drop only: "", the number of keys */
+        return 1 + 2;
     return 1 + 15 + 2 * (op->set ? op->set->count : 0) +
            2 * (op->timers_add ? op->timers_add->count : 0) +
            (op->timers_remove ? op->timers_remove->count : 0) +
@@ -1323,7 +1340,7 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
     size_t argc = 3, nkeys = 0;
 
     for (size_t j = 0; j < k; j++) {
-        nkeys += ops[idx[j]].event_id ? 7 : 1;
+        nkeys += ops[idx[j]].event_id ? 7 : ops[idx[j]].nblank;
         argc += apply_argc(&ops[idx[j]]);
     }
     argc += nkeys;
@@ -1348,15 +1365,22 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         const pl_store_apply_t *op = &ops[idx[j]];
         const char *tag = pl_slot_tag(op->slot);
         size_t tl = strlen(tag);
-        const char *ent[] = {s->prefix, "{", op->kind, ":", op->id, "}", ""};
-        size_t lens[] = {plen, 1, strlen(op->kind), 1, strlen(op->id), 1, 0};
+        /* the entity's keys; with the 8th part, :out:<event_id> */
+        const char *ent[] = {s->prefix, "{", op->kind, ":", op->id, "}", "",
+                             ""};
+        size_t lens[] = {plen, 1, strlen(op->kind), 1, strlen(op->id), 1, 0,
+                         0};
         const char *slotk[] = {s->prefix, "", tag, "}"};
         size_t slens[] = {plen, 0, tl, 1};
         const char *dk[] = {s->prefix, "", dtag, "}"};
         size_t dlens[] = {plen, 0, dtl, 1};
-        if (!op->event_id) { /* drop only: :out */
-            SUFFIX(":out");
-            resp_parts(&r, ent, lens, 7);
+        if (!op->event_id) { /* drop only: the :out:<event_id> keys */
+            SUFFIX(":out:");
+            for (size_t i = 0; i < op->nblank; i++) {
+                ent[7] = op->blank[i];
+                lens[7] = strlen(op->blank[i]);
+                resp_parts(&r, ent, lens, 8);
+            }
             continue;
         }
         resp_parts(&r, ent, lens, 7);
@@ -1373,8 +1397,10 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         dk[1] = "statseq:{";
         dlens[1] = 9;
         resp_parts(&r, dk, dlens, 4);
-        SUFFIX(":out");
-        resp_parts(&r, ent, lens, 7);
+        SUFFIX(":out:");
+        ent[7] = op->event_id;
+        lens[7] = strlen(op->event_id);
+        resp_parts(&r, ent, lens, 8);
     }
 #undef SUFFIX
     int64_t now = mono_ms(); /* before the call is written: for the ops'
@@ -1389,8 +1415,7 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         resp_int(&r, (int64_t)apply_argc(op) - 1);
         if (!op->event_id) {
             resp_bulk(&r, "", 0);
-            for (size_t i = 0; i < op->nblank; i++)
-                resp_str(&r, op->blank[i]);
+            resp_int(&r, (int64_t)op->nblank);
             continue;
         }
         resp_str(&r, op->event_id);

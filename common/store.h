@@ -9,9 +9,12 @@
  *   <prefix>{deal:<id>}:applied   hash: event_id -> "<n>|", n numbering the
  *                                 records; field "" holds the last n;
  *                                 expires after dedupe.ttl of quiet
- *   <prefix>{deal:<id>}:out       hash: event_id -> the derived events that
- *                                 event produced (packed), until its input
- *                                 offset is committed; same expiry
+ *   <prefix>{deal:<id>}:out:<event_id>
+ *                                 string: the derived events that event
+ *                                 produced (packed), until its input offset
+ *                                 is committed; expires as :applied would
+ *                                 (an earlier version kept them in a hash
+ *                                 <prefix>{deal:<id>}:out, still read)
  *   <prefix>{deal:<id>}:history   list: one JSON entry per stage change,
  *                                 the newest history_max kept
  * (the same with "lead" for leads), and for timers
@@ -212,7 +215,9 @@ typedef struct pl_store_apply_s {
     const char *const *blank; /* drop ops (event_id NULL): event_ids of
                                  earlier events of the entity whose input
                                  offsets are committed: their stored
-                                 outcome is dropped (kept: the id) */
+                                 outcome is dropped (kept: the id); the
+                                 call deletes all its ops' at its end,
+                                 in one DEL */
     size_t nblank;
     const pl_strlist_t *unset; /* fields to remove from the state with
                                   the write (the names of an older layout

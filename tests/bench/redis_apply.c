@@ -11,7 +11,7 @@
  * (pl_outbox_pack) in the shares the generator reported (--applied-share,
  * --history-share), rejected events with their derived event and no
  * state.  As the worker: only an event that derives something stores its
- * outcome in :out, and each stored outcome is dropped again (a drop op,
+ * outcome (:out:<event_id>), and each is dropped again (a drop op,
  * one per outcome, in the apply calls of a later batch: the worker drops
  * an outcome once its input offset is committed; here two batches
  * later).  Before 2026-12-01 every op stored an outcome, none was

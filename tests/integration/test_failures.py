@@ -213,15 +213,15 @@ class OutcomesDroppedOnceCommitted(IntegrationCase):
     def out_keys(self, tag):
         env = self.env
         return env.redis_cli("--scan", "--pattern",
-                             env.key_prefix + "{deal:O-%s-*}:out" % tag
+                             env.key_prefix + "{deal:O-%s-*}:out:*" % tag
                              ).split()
 
     def test_outcomes_are_dropped_in_small_steps_then_at_shutdown(self):
-        """The derived events kept for a redelivery (:out) are dropped once
-        their input offsets are committed: while the worker runs, a little
-        with each later batch (a second's worth of drops never rides with
-        one small batch whole), and the rest by a clean shutdown.  The
-        :applied records (dedupe) stay."""
+        """The derived events kept for a redelivery (:out:<event_id>) are
+        dropped once their input offsets are committed: while the worker
+        runs, a little with each later batch (a second's worth of drops
+        never rides with one small batch whole), and the rest by a clean
+        shutdown.  The :applied records (dedupe) stay."""
         env = self.env
         tag, _, w = created_and_published(env, "O")
         self.assertGreater(len(self.out_keys(tag)), 0)
@@ -246,7 +246,7 @@ class OutcomesDroppedOnceCommitted(IntegrationCase):
         # the markers' own outcomes: dropped by the shutdown's flush
         env.stop_worker(w)
         left = env.redis_cli("--scan", "--pattern",
-                             env.key_prefix + "{deal:M-%s-*}:out" % tag)
+                             env.key_prefix + "{deal:M-%s-*}:out:*" % tag)
         self.assertEqual(left.split(), [])
 
 

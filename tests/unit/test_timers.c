@@ -1285,25 +1285,30 @@ static void apply_case_clear(apply_case_t *c)
     pl_fields_clear(&c->timers);
 }
 
-/* Does the entity have any key, or a member in its timer shard? */
+/* Does the entity have any key (an :out:<event_id> one too), or a member
+ * in its timer shard? */
 static bool written(pl_store_t *s, const char *id, const char *member)
 {
-    static const char *const suffixes[] = {"", ":applied", ":out",
-                                           ":history"};
+    static const char *const suffixes[] = {"", ":applied", ":history"};
     pl_fields_t timers = {0};
     char k[256], err[512];
     bool any = false;
+    redisReply *r;
 
-    for (size_t i = 0; i < 4; i++) {
-        redisReply *r;
+    for (size_t i = 0; i < 3; i++) {
         entity_key(k, sizeof(k), id, suffixes[i]);
         r = rcmd("TYPE %s", k);
         /* a key we planted with another type is not a write of ours */
-        if (strcmp(r->str, "none") && !strcmp(r->str, i <= 2 ? "hash"
+        if (strcmp(r->str, "none") && !strcmp(r->str, i <= 1 ? "hash"
                                                             : "list"))
             any = true;
         freeReplyObject(r);
     }
+    entity_key(k, sizeof(k), id, ":out:*");
+    r = rcmd("KEYS %s", k);
+    if (r->elements)
+        any = true;
+    freeReplyObject(r);
     if (pl_store_entity_timers(s, "deal", id, &timers, err, sizeof(err)) ==
             0 &&
         pl_fields_get(&timers, member))
@@ -1324,10 +1329,11 @@ static void test_apply_per_key_errors(void **state)
     } cases[] = {
         {"", "RPUSH %s x", "is a list, not a hash"},
         {":applied", "SET %s x", "is a string, not a hash"},
-        {":out", "SET %s x", "is a string, not a hash"},
+        /* (:out:<event_id> is written with SET, which replaces a key of
+         * any type: test_out_keys) */
         {":history", "SET %s x", "is a string, not a list"},
-        /* the timer shard of the entity's slot: written after :out and
-         * :history, which are undone */
+        /* the timer shard of the entity's slot: written after
+         * :out:<event_id> and :history, which are undone */
         {"#shard", "SET %s x", "is a string, not a zset"},
         {NULL, NULL, "timer score is not a number"},
     };
@@ -1474,8 +1480,9 @@ static void test_history_and_applied_bounds(void **state)
         redisReply *r = rcmd("HGET %s e9", k);
         assert_string_equal(r->str, "10");
         freeReplyObject(r);
-        entity_key(k, sizeof(k), "LIM", ":out");
-        r = rcmd("HGET %s e9", k);
+        entity_key(k, sizeof(k), "LIM", ":out:e9");
+        r = rcmd("GET %s", k);
+        assert_non_null(r->str);
         assert_string_equal(r->str, "o");
         freeReplyObject(r);
         entity_key(k, sizeof(k), "LIM", ":applied");
@@ -1539,8 +1546,12 @@ static void test_applied_records_of_older_versions(void **state)
     (void)state;
     pl_store_set_limits(s, 10, 2);
     apply_chain(s, "OLDREC", 0, 3, rev, PL_APPLY_OK);
-    entity_key(k, sizeof(k), "OLDREC", ":out");
-    freeReplyObject(rcmd("DEL %s", k));
+    for (int i = 0; i < 3; i++) {
+        char suffix[16];
+        snprintf(suffix, sizeof(suffix), ":out:e%d", i);
+        entity_key(k, sizeof(k), "OLDREC", suffix);
+        assert_int_equal(rint_cmd("DEL %s", k), 1);
+    }
     entity_key(k, sizeof(k), "OLDREC", ":applied");
     freeReplyObject(rcmd("HSET %s e0 1|", k));
     freeReplyObject(rcmd("HSET %s e1 %s", k, "t/0/5\nX"));
@@ -1558,12 +1569,98 @@ static void test_applied_records_of_older_versions(void **state)
     o = duplicate_of(s, "OLDREC", "e2");
     assert_string_equal(o, "");
     free(o);
+    /* an outcome an earlier version kept in the entity's :out hash */
+    entity_key(k, sizeof(k), "OLDREC", ":out");
+    freeReplyObject(rcmd("HSET %s e2 %s", k, "t/0/7\nY"));
+    o = duplicate_of(s, "OLDREC", "e2");
+    assert_string_equal(o, "t/0/7\nY");
+    free(o);
+    entity_key(k, sizeof(k), "OLDREC", ":applied");
     /* past the bound (2) the oldest go: e1 (no number), then e0 (1) */
     apply_chain(s, "OLDREC", 3, 1, rev, PL_APPLY_OK);
     assert_int_equal(rint_cmd("HEXISTS %s e1", k), 0);
     assert_int_equal(rint_cmd("HEXISTS %s e0", k), 0);
     assert_int_equal(rint_cmd("HEXISTS %s e2", k), 1);
     assert_int_equal(rint_cmd("HEXISTS %s e3", k), 1);
+    pl_store_destroy(s);
+}
+
+/* An applied event's derived events go to :out:<event_id>, a string set
+ * with its expiry (one SET .. PX; a key of another type under that name
+ * is replaced); an event without any keeps none; drop ops delete them
+ * (one DEL a call, whatever the number of entities), keeping the
+ * :applied records, so that a redelivery is still a duplicate. */
+static void test_out_keys(void **state)
+{
+    pl_store_t *s = store_open();
+    apply_case_t c[3];
+    pl_store_apply_t ops[4];
+    const char *blank_a[] = {"oa"}, *blank_b[] = {"ob"};
+    char err[512] = "", k[256], *o;
+    redisReply *r;
+
+    (void)state;
+    apply_case(&c[0], "OUT-a", "oa", "", "1700000000000");
+    apply_case(&c[1], "OUT-b", "ob", "", "1700000000000");
+    apply_case(&c[2], "OUT-c", "oc", "", "1700000000000");
+    c[2].op.outcome = NULL; /* derives nothing */
+    c[2].op.outcome_len = 0;
+    entity_key(k, sizeof(k), "OUT-b", ":out:ob");
+    freeReplyObject(rcmd("RPUSH %s planted", k));
+    for (size_t j = 0; j < 3; j++)
+        ops[j] = c[j].op;
+    if (pl_store_apply(s, ops, 3, 3600000, err, sizeof(err)))
+        fail_msg("apply: %s", err);
+    for (size_t j = 0; j < 3; j++)
+        assert_int_equal(ops[j].result, PL_APPLY_OK);
+    entity_key(k, sizeof(k), "OUT-a", ":out:oa");
+    r = rcmd("GET %s", k);
+    assert_non_null(r->str);
+    assert_string_equal(r->str, "out");
+    freeReplyObject(r);
+    /* dedupe.ttl and its sixteenth, as :applied */
+    assert_in_range(rint_cmd("PTTL %s", k), 3725000, 3825000);
+    entity_key(k, sizeof(k), "OUT-b", ":out:ob");
+    r = rcmd("GET %s", k); /* the planted list is replaced */
+    assert_non_null(r->str);
+    assert_string_equal(r->str, "out");
+    freeReplyObject(r);
+    entity_key(k, sizeof(k), "OUT-c", ":out:oc");
+    assert_int_equal(rint_cmd("EXISTS %s", k), 0);
+    o = duplicate_of(s, "OUT-a", "oa");
+    assert_string_equal(o, "out");
+    free(o);
+    for (size_t j = 0; j < 3; j++) {
+        c[j].op = ops[j];
+        apply_case_clear(&c[j]);
+    }
+
+    /* two drop ops (two entities) and an apply in one call */
+    memset(ops, 0, sizeof(ops));
+    ops[0] = (pl_store_apply_t){.kind = "deal", .id = "OUT-a",
+                                .blank = blank_a, .nblank = 1};
+    ops[1] = (pl_store_apply_t){.kind = "deal", .id = "OUT-b",
+                                .blank = blank_b, .nblank = 1};
+    apply_case(&c[0], "OUT-d", "od", "", "1700000000000");
+    ops[2] = c[0].op;
+    if (pl_store_apply(s, ops, 3, 3600000, err, sizeof(err)))
+        fail_msg("apply with drops: %s", err);
+    assert_int_equal(ops[0].result, PL_APPLY_OK);
+    assert_int_equal(ops[1].result, PL_APPLY_OK);
+    assert_int_equal(ops[2].result, PL_APPLY_OK);
+    entity_key(k, sizeof(k), "OUT-a", ":out:oa");
+    assert_int_equal(rint_cmd("EXISTS %s", k), 0);
+    entity_key(k, sizeof(k), "OUT-b", ":out:ob");
+    assert_int_equal(rint_cmd("EXISTS %s", k), 0);
+    entity_key(k, sizeof(k), "OUT-d", ":out:od");
+    assert_int_equal(rint_cmd("EXISTS %s", k), 1);
+    o = duplicate_of(s, "OUT-a", "oa"); /* the record stays */
+    assert_string_equal(o, "");
+    free(o);
+    c[0].op = ops[2];
+    apply_case_clear(&c[0]);
+    for (size_t j = 0; j < 2; j++)
+        pl_store_apply_clear(&ops[j]);
     pl_store_destroy(s);
 }
 
@@ -2239,6 +2336,7 @@ int main(void)
         cmocka_unit_test(test_apply_per_key_errors),
         cmocka_unit_test(test_history_and_applied_bounds),
         cmocka_unit_test(test_applied_records_of_older_versions),
+        cmocka_unit_test(test_out_keys),
         cmocka_unit_test(test_ttl_override),
         cmocka_unit_test(test_applied_expiry_kept),
         cmocka_unit_test(test_apply_lazy_stale),
