@@ -82,11 +82,11 @@
  * them next, in that order, each by pcall: a write refused undoes the
  * ones before it (DEL of the new :out:<event_id>, RPOP of the entry just
  * pushed: both exact, the LTRIM coming after), then answers {3} for a
- * wrong type or raises any other error.  (Before, a TYPE call checked :history and
- * the shard: 1.3 calls an event.)  A Lua error (a write refused: OOM)
- * fails the whole call, with the ops before it written: the caller
- * applies the batch again (those come back as duplicates) or, for an
- * error that is not retriable, each op alone.
+ * wrong type or raises any other error.  (Before, a TYPE call checked
+ * :history and the shard: 1.3 calls an event.)  A Lua error (a write
+ * refused: OOM) fails the whole call, with the ops before it written:
+ * the caller applies the batch again (those come back as duplicates) or,
+ * for an error that is not retriable, each op alone.
  *
  * The lazy stale due: "*" sweeps: the op's first timer removed is the
  * entity's stale timer going away or moving earlier, and every other stale
@@ -110,9 +110,12 @@
  * would turn it into a hashtable for good); a string of its own, written
  * with its expiry in one SET and deleted in one DEL with the call's other
  * drops, not a field of a per-entity :out hash (an HSET, a PEXPIRE, an
- * HDEL: two Redis calls an event more, before 2026-12-01 f).  Bounds: :history
- * keeps its newest history_max entries (LTRIM after the RPUSH); once
- * :applied holds more than applied_max ids, the oldest (smallest n) are
+ * HDEL: two Redis calls an event more, before 2026-12-01 f).  A duplicate
+ * without one also looks in that earlier hash (the same hash tag, so the
+ * same slot on a cluster), for outcomes an earlier version stored.
+ * Bounds: :history keeps its newest history_max entries (LTRIM after
+ * the RPUSH); once :applied holds more than applied_max ids, the oldest
+ * (smallest n) are
  * forgotten down to applied_max - applied_max/8, so that the HGETALL this
  * takes comes once in applied_max/8 applies: an HLEN once the entity has
  * had more than applied_max records. */
@@ -319,7 +322,7 @@ static const char apply_lua[] =
     "  return res\n"
     "end\n"
     "local drops = {}\n"
-    "local function unkeep()\n"
+    "local function drop_outcomes()\n"
     "  for i = 1, #drops, 1000 do\n"
     "    redis.call('DEL', unpack(drops, i, math.min(i + 999, #drops)))\n"
     "  end\n"
@@ -356,7 +359,7 @@ static const char apply_lua[] =
     "  a = a + 1 + c\n"
     "end\n"
     "flush()\n"
-    "unkeep()\n"
+    "drop_outcomes()\n"
     "for i, r in ipairs(out) do\n"
     "  if r[1] == 0 then out[i] = r[2] end\n"
     "end\n"
