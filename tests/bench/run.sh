@@ -329,6 +329,22 @@ EOF
 
 # ------------------------------------------------------------ 1. preload
 
+# The host's CPU time over each part (/proc/stat, in USER_HZ ticks, both
+# cores): busy, idle and steal (the time the hypervisor gave this VM's
+# cores to other machines).  A part that ran with much steal measured the
+# host's contention as much as the code; report.py prints it per part.
+cpu_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8, $5+$6, $9; exit}' /proc/stat; }
+CPU_AT=
+cpu_begin() { CPU_AT=$(cpu_ticks); }
+cpu_end() { # part name
+	local b0 i0 s0 b1 i1 s1
+	read -r b0 i0 s0 <<<"$CPU_AT"
+	read -r b1 i1 s1 < <(cpu_ticks)
+	printf '{"part": "%s", "busy": %d, "idle": %d, "steal": %d, "hz": %d}\n' \
+		"$1" $((b1 - b0)) $((i1 - i0)) $((s1 - s0)) "$(getconf CLK_TCK)" \
+		>>"$PARTS_DIR/cpu.jsonl"
+}
+
 jget() { "$PY" -c 'import json,sys; d=json.load(open(sys.argv[1])); print(eval(sys.argv[2], {}, {"d": d}))' "$@"; }
 
 if has_part ceilings || has_part workers; then
@@ -349,6 +365,7 @@ fi
 apply_ceiling() {
 	local name=$1 tag=$2 wr=$3
 	shift 3
+	cpu_begin
 	"$BUILD/bench_redis_apply" --redis "$PL_REDIS" --key-prefix "${KP}$tag:" \
 		--events "$EVENTS" --deals "$DEALS" --batch 500 --seed "$SEED" \
 		--wait-replicas "$wr" "$@" \
@@ -356,13 +373,16 @@ apply_ceiling() {
 		--history-share "$(jget "$PARTS_DIR/gen.json" 'd["history_writes"] / d["events"]')" \
 		--reminder-share "$(jget "$PARTS_DIR/gen.json" 'd["close_date_writes"] / d["events"]')" \
 		>"$PARTS_DIR/$name"
+	cpu_end "ceiling: Redis apply (${name%.json})"
 	((KEEP)) || del_keys "${KP}$tag:*"
 }
 
 if has_part ceilings; then
 	log "ceiling: librdkafka consuming ${TP}sales.deals, no processing"
+	cpu_begin
 	"$BUILD/bench_consume" --brokers "$PL_BROKERS" --topic "${TP}sales.deals" --events "$EVENTS" \
 		--group "${TP}bench-consume" >"$PARTS_DIR/consume.json"
+	cpu_end "ceiling: librdkafka consume"
 	# redis.json: with the workers' WAIT; redis-wait0.json: without
 	waits=("$WAIT")
 	((WAIT == 0 || !WAIT_BASELINE)) || waits+=(0)
@@ -404,6 +424,7 @@ if has_part workers; then
 			perf_args=(--perf-out "$OUT/perf.data")
 		fi
 		rc=0
+		cpu_begin
 		PL_TOPIC_PREFIX=$TP PL_KEY_PREFIX="${KP}w$run:" \
 			PL_GROUP_ID="${TP}deal-worker-w$run" PL_LOG_LEVEL=info \
 			"$BUILD/bench_throughput" --brokers "$PL_BROKERS" \
@@ -417,6 +438,7 @@ if has_part workers; then
 			--set kafka.auto.commit.interval.ms=100 \
 			--set redis.wait.replicas="$wr" ${PL_BENCH_WORKER_ARGS:-} \
 			>"$PARTS_DIR/workers-$run.json" || rc=$?
+		cpu_end "workers: $run"
 		((rc == 0)) || log "the $run-worker run did not finish cleanly (exit $rc); see $OUT/logs/w$run"
 		# The workers have stopped: what this run left in Redis.
 		if [[ -n $mem0 ]] && read -r mem1 keys < <(redis_memory "${KP}w$run:*"); then
@@ -458,10 +480,12 @@ if has_part latency; then
 		sleep 0.1
 	done
 	grep -q 'assigned [0-9]* partition' "$wlog" || die "the latency worker got no partitions in 30 s"
+	cpu_begin
 	"$BUILD/bench_latency" --brokers "$PL_BROKERS" --deals-topic "${LTP}sales.deals" \
 		--pipeline-topic "${LTP}sales.pipeline" --rate "$LAT_RATE" \
 		--duration "$LAT_SECONDS" --warmup 3 --seed "$SEED" \
 		>"$PARTS_DIR/latency.json"
+	cpu_end "latency"
 	stop_worker "$WPID" "$wlog"
 	BG_PIDS=()
 fi
@@ -472,6 +496,7 @@ fi
 # due over 10 s, with the default timers.interval (1s).
 if has_part latency; then
 	log "timer latency: 2000 stale timers due over 10 s, timers.interval 1s"
+	cpu_begin
 	# its topics exist already (created above with the replication factor
 	# of the mode); the worker takes PL_BROKERS, PL_REDIS and the WAIT from
 	# the environment
@@ -481,6 +506,7 @@ if has_part latency; then
 		>"$PARTS_DIR/timers.json" ||
 		printf '{"timer_latency": null, "note": "the timer run failed: see %s"}\n' \
 			"$OUT/logs/timers-worker.log" >"$PARTS_DIR/timers.json"
+	cpu_end "timer latency"
 else
 	printf '{"timer_latency": null, "note": "not run (--parts)"}\n' \
 		>"$PARTS_DIR/timers.json"
@@ -493,11 +519,13 @@ fi
 # index), and how long the analytics reports read at 1,000,000 deals.
 if has_part state; then
 	log "timers when nothing is due: Redis time per second of one idle worker"
+	cpu_begin
 	"$PY" "$SCRIPT_DIR/timers_idle.py" --build "$BUILD" --redis "$PL_REDIS" \
 		--brokers "$PL_BROKERS" --seconds 10 --pending 100000 \
 		>"$PARTS_DIR/timers-idle.json" 2>"$OUT/logs/timers-idle.log" ||
 		printf '{"note": "failed: see %s"}\n' "$OUT/logs/timers-idle.log" \
 			>"$PARTS_DIR/timers-idle.json"
+	cpu_end "timers idle"
 	log "analytics: reading the figures of 1,000,000 deals"
 	"$BUILD/bench_report_read" --redis "$PL_REDIS" --key-prefix "${KP}report:" \
 		--deals 1000000 >"$PARTS_DIR/report-read.json" 2>"$OUT/logs/report-read.log" ||
