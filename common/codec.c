@@ -1020,6 +1020,7 @@ struct pl_codec_s {
     void *lookup_opaque;
     bad_id_t bad[BAD_IDS_MAX]; /* ring of refused ids */
     size_t nbad, bad_next;
+    bool generic; /* Avro through avro-c's generic values */
 };
 
 static int add_id(pl_codec_t *c, int32_t id, pl_event_type_t type)
@@ -1413,6 +1414,11 @@ void pl_codec_use_lookup(pl_codec_t *c, pl_codec_lookup_fn fn, void *opaque)
     c->lookup_opaque = opaque;
 }
 
+void pl_codec_use_generic(pl_codec_t *c, bool on)
+{
+    c->generic = on;
+}
+
 int pl_codec_set_schema_id(pl_codec_t *c, pl_event_type_t type, int32_t id)
 {
     if (!c || !type_known(type) || id < 0)
@@ -1612,6 +1618,24 @@ static int avro_dup_string(avro_value_t *v, const char *fname, char **out,
     return 0;
 }
 
+/* An Avro decimal's bytes (big-endian two's complement) as the scaled
+ * integer of decimal(18,4); NULL, or why not. */
+static const char *decimal_from_bytes(const unsigned char *b, size_t size,
+                                      int64_t *out)
+{
+    if (size == 0)
+        return "empty decimal";
+    uint64_t u = (b[0] & 0x80) ? UINT64_MAX : 0;
+    for (size_t i = 0; i < size; i++) {
+        /* bytes beyond 8 may only repeat the sign */
+        if (i + 8 < size && b[i] != ((b[size - 8] & 0x80) ? 0xff : 0))
+            return "decimal out of range for decimal(18,4)";
+        u = (u << 8) | b[i];
+    }
+    *out = (int64_t)u;
+    return NULL;
+}
+
 static int avro_to_field(avro_value_t *v, pl_event_t *ev, const field_t *f,
                          char *errstr, size_t n)
 {
@@ -1638,22 +1662,11 @@ static int avro_to_field(avro_value_t *v, pl_event_t *ev, const field_t *f,
     case K_DECIMAL: {
         const void *buf;
         size_t size;
+        const char *e;
         if (avro_value_get_bytes(v, &buf, &size))
             return avro_fail(errstr, n, f->name, "cannot read bytes");
-        const unsigned char *b = buf;
-        if (size == 0)
-            return fail(errstr, n, "field '%s': empty decimal", f->name);
-        uint64_t u = (b[0] & 0x80) ? UINT64_MAX : 0;
-        for (size_t i = 0; i < size; i++) {
-            /* bytes beyond 8 may only repeat the sign */
-            if (i + 8 < size && b[i] != ((b[size - 8] & 0x80) ? 0xff : 0))
-                return fail(errstr, n,
-                            "field '%s': decimal out of range for "
-                            "decimal(18,4)",
-                            f->name);
-            u = (u << 8) | b[i];
-        }
-        *i64_at(ev, f) = (int64_t)u;
+        if ((e = decimal_from_bytes(buf, size, i64_at(ev, f))))
+            return fail(errstr, n, "field '%s': %s", f->name, e);
         break;
     }
     case K_STRLIST: {
@@ -1706,9 +1719,11 @@ static int scan_long(const unsigned char **p, const unsigned char *end,
 }
 
 /* A length-prefixed string or bytes; max (0: none) is the intake limit,
- * checked here so that libavro-c never allocates more than it. */
+ * checked here so that libavro-c never allocates more than it.  *at and
+ * *size: where its bytes are. */
 static const char *scan_bytes(const unsigned char **p,
                               const unsigned char *end, size_t max,
+                              const unsigned char **at, size_t *size,
                               char *eb, size_t ebn)
 {
     int64_t len;
@@ -1723,38 +1738,87 @@ static const char *scan_bytes(const unsigned char **p,
                  max);
         return eb;
     }
+    *at = *p;
+    *size = (size_t)len;
     *p += len;
     return NULL;
 }
 
+/* A string's bytes as a new C string (NULL: why not in *why). */
+static char *dup_avro_string(const unsigned char *at, size_t size,
+                             const char **why)
+{
+    char *s;
+    if (memchr(at, '\0', size)) {
+        *why = "string contains a NUL byte";
+        return NULL;
+    }
+    if (!(s = malloc(size + 1))) {
+        *why = "out of memory";
+        return NULL;
+    }
+    memcpy(s, at, size);
+    s[size] = '\0';
+    return s;
+}
+
+/* Walk one field's value; with ev, also store it there (the direct
+ * reader: the writer's schema is this build's, so the body is laid out
+ * as the type's fields say).  NULL, or why not. */
 static const char *scan_field(const unsigned char **p,
                               const unsigned char *end, const field_t *f,
-                              char *eb, size_t ebn)
+                              pl_event_t *ev, char *eb, size_t ebn)
 {
     const limit_t *lim = limit_of(f);
+    const unsigned char *at;
+    const char *e;
+    size_t size;
     int64_t v;
     switch (f->kind) {
     case K_STRING:
-        return scan_bytes(p, end, lim->max, eb, ebn);
+        if ((e = scan_bytes(p, end, lim->max, &at, &size, eb, ebn)) || !ev)
+            return e;
+        free(*str_at(ev, f));
+        *str_at(ev, f) = dup_avro_string(at, size, &e);
+        return e;
     case K_DECIMAL:
-        return scan_bytes(p, end, 0, eb, ebn);
+        if ((e = scan_bytes(p, end, 0, &at, &size, eb, ebn)) || !ev)
+            return e;
+        return decimal_from_bytes(at, size, i64_at(ev, f));
     case K_TIMESTAMP:
     case K_LONG:
-        return scan_long(p, end, &v) < 0 ? "truncated long" : NULL;
+        if (scan_long(p, end, &v) < 0)
+            return "truncated long";
+        if (ev)
+            *i64_at(ev, f) = v;
+        return NULL;
     case K_DATE:
         if (scan_long(p, end, &v) < 0)
             return "truncated int";
-        return v < INT32_MIN || v > INT32_MAX ? "int out of range" : NULL;
+        if (v < INT32_MIN || v > INT32_MAX)
+            return "int out of range";
+        if (ev)
+            *i32_at(ev, f) = (int32_t)v;
+        return NULL;
     case K_DOUBLE:
         if (end - *p < 8)
             return "truncated double";
+        if (ev) { /* little-endian IEEE 754 */
+            uint64_t u = 0;
+            double d;
+            for (int i = 7; i >= 0; i--)
+                u = (u << 8) | (*p)[i];
+            memcpy(&d, &u, sizeof(d));
+            *dbl_at(ev, f) = d;
+        }
         *p += 8;
         return NULL;
     case K_STRLIST: {
         int64_t total = 0;
+        if (ev)
+            pl_strlist_clear(list_at(ev, f));
         for (;;) {
             int64_t count, size;
-            const char *e;
             if (scan_long(p, end, &count) < 0)
                 return "truncated array";
             if (count == 0)
@@ -1772,9 +1836,22 @@ static const char *scan_field(const unsigned char **p,
                          (long long)total, lim->max);
                 return eb;
             }
-            for (int64_t i = 0; i < count; i++)
-                if ((e = scan_bytes(p, end, lim->item_max, eb, ebn)))
+            for (int64_t i = 0; i < count; i++) {
+                size_t len;
+                char *item;
+                int r;
+                if ((e = scan_bytes(p, end, lim->item_max, &at, &len, eb,
+                                    ebn)))
                     return e;
+                if (!ev)
+                    continue;
+                if (!(item = dup_avro_string(at, len, &e)))
+                    return e;
+                r = pl_strlist_add(list_at(ev, f), item);
+                free(item);
+                if (r < 0)
+                    return "out of memory";
+            }
         }
     }
     }
@@ -1788,9 +1865,11 @@ static const char *scan_field(const unsigned char **p,
     snprintf(prefix, sizeof(prefix), "invalid Avro body for %s (schema id %ld)", \
              pl_event_type_name(type), (long)(id))
 
+/* Walk an Avro body of type ts (see scan_long); with ev, read it into ev
+ * as well. */
 static int scan_avro(const type_spec_t *ts, const unsigned char *p,
                      const unsigned char *end, pl_event_type_t type,
-                     int32_t id, char *errstr, size_t n)
+                     int32_t id, pl_event_t *ev, char *errstr, size_t n)
 {
     for (size_t i = 0; i < ts->nfields; i++) {
         const field_t *f = &fields[ts->f[i].fld];
@@ -1805,8 +1884,8 @@ static int scan_avro(const type_spec_t *ts, const unsigned char *p,
             else if (branch == 0)
                 continue;
         }
-        if (!e)
-            e = scan_field(&p, end, f, eb, sizeof(eb));
+        if (!e && !(e = scan_field(&p, end, f, ev, eb, sizeof(eb))) && ev)
+            ev->present |= f->bit;
         if (e) {
             AVRO_PREFIX(type, id);
             return fail(errstr, n, "%s: field '%s': %s", prefix, f->name, e);
@@ -1843,8 +1922,13 @@ static int decode_avro(pl_codec_t *c, const unsigned char *buf, size_t len,
     const char *body = (const char *)buf + PL_WIRE_HEADER_LEN;
     int64_t blen = (int64_t)(len - PL_WIRE_HEADER_LEN);
 
-    if (scan_avro(ts, buf + PL_WIRE_HEADER_LEN, buf + len, type, id, errstr,
-                  n) < 0)
+    if (!c->generic) { /* the direct reader */
+        ev->type = type;
+        return scan_avro(ts, buf + PL_WIRE_HEADER_LEN, buf + len, type, id,
+                         ev, errstr, n);
+    }
+    if (scan_avro(ts, buf + PL_WIRE_HEADER_LEN, buf + len, type, id, NULL,
+                  errstr, n) < 0)
         return -1;
 
     if (!s->reader) {
@@ -1881,6 +1965,20 @@ static int decode_avro(pl_codec_t *c, const unsigned char *buf, size_t len,
     return 0;
 }
 
+/* The shortest big-endian two's complement of a decimal's unscaled
+ * value: b[start..8). */
+static size_t decimal_to_bytes(int64_t v, unsigned char b[8])
+{
+    uint64_t u = (uint64_t)v;
+    size_t start = 0;
+    for (int i = 7; i >= 0; i--, u >>= 8)
+        b[i] = (unsigned char)(u & 0xff);
+    while (start < 7 && ((b[start] == 0x00 && !(b[start + 1] & 0x80)) ||
+                         (b[start] == 0xff && (b[start + 1] & 0x80))))
+        start++;
+    return start;
+}
+
 static int field_to_avro(avro_value_t *v, const pl_event_t *ev,
                          const type_field_t *tf, char *errstr, size_t n)
 {
@@ -1906,16 +2004,8 @@ static int field_to_avro(avro_value_t *v, const pl_event_t *ev,
             return avro_fail(errstr, n, f->name, "cannot set double");
         return 0;
     case K_DECIMAL: {
-        /* shortest big-endian two's complement of the unscaled value */
-        uint64_t u = (uint64_t)ci64_at(ev, f);
         unsigned char b[8];
-        size_t start = 0;
-        for (int i = 7; i >= 0; i--, u >>= 8)
-            b[i] = (unsigned char)(u & 0xff);
-        while (start < 7 &&
-               ((b[start] == 0x00 && !(b[start + 1] & 0x80)) ||
-                (b[start] == 0xff && (b[start + 1] & 0x80))))
-            start++;
+        size_t start = decimal_to_bytes(ci64_at(ev, f), b);
         if (avro_value_set_bytes(v, b + start, 8 - start))
             return avro_fail(errstr, n, f->name, "cannot set bytes");
         return 0;
@@ -1935,6 +2025,101 @@ static int field_to_avro(avro_value_t *v, const pl_event_t *ev,
     return 0;
 }
 
+/* The direct writer: an Avro body written as this build's schema lays it
+ * out, byte for byte what avro-c writes from its generic values (the
+ * shortest zigzag varints, a non-empty array in one block).  Each put_
+ * writes at p (NULL: only counts) and returns the bytes it takes. */
+/* The Confluent wire header: magic byte, schema id (big-endian). */
+static void put_header(unsigned char *buf, int32_t id)
+{
+    buf[0] = PL_WIRE_MAGIC;
+    buf[1] = (unsigned char)((uint32_t)id >> 24);
+    buf[2] = (unsigned char)((uint32_t)id >> 16);
+    buf[3] = (unsigned char)((uint32_t)id >> 8);
+    buf[4] = (unsigned char)((uint32_t)id);
+}
+
+static size_t put_long(unsigned char *p, int64_t v)
+{
+    uint64_t u = ((uint64_t)v << 1) ^ (v < 0 ? UINT64_MAX : 0);
+    size_t n = 0;
+    for (; u >= 0x80; u >>= 7, n++)
+        if (p)
+            p[n] = (unsigned char)(u | 0x80);
+    if (p)
+        p[n] = (unsigned char)u;
+    return n + 1;
+}
+
+static size_t put_bytes(unsigned char *p, const void *b, size_t len)
+{
+    size_t n = put_long(p, (int64_t)len);
+    if (p)
+        memcpy(p + n, b, len);
+    return n + len;
+}
+
+static size_t put_field(unsigned char *p, const pl_event_t *ev,
+                        const type_field_t *tf)
+{
+    const field_t *f = &fields[tf->fld];
+    switch (f->kind) {
+    case K_STRING: {
+        const char *s = string_out(ev, tf);
+        return put_bytes(p, s, strlen(s));
+    }
+    case K_TIMESTAMP:
+    case K_LONG:
+        return put_long(p, ci64_at(ev, f));
+    case K_DATE:
+        return put_long(p, ci32_at(ev, f));
+    case K_DOUBLE: {
+        double d = cdbl_at(ev, f);
+        uint64_t u;
+        memcpy(&u, &d, sizeof(u));
+        for (int i = 0; p && i < 8; i++, u >>= 8)
+            p[i] = (unsigned char)(u & 0xff); /* little-endian */
+        return 8;
+    }
+    case K_DECIMAL: {
+        unsigned char b[8];
+        size_t start = decimal_to_bytes(ci64_at(ev, f), b);
+        return put_bytes(p, b + start, 8 - start);
+    }
+    case K_STRLIST: {
+        const pl_strlist_t *l = clist_at(ev, f);
+        size_t n = 0, count = (ev->present & f->bit) ? l->count : 0;
+        if (count) {
+            n += put_long(p, (int64_t)count);
+            for (size_t i = 0; i < count; i++)
+                n += put_bytes(p ? p + n : NULL, l->items[i],
+                               strlen(l->items[i]));
+        }
+        return n + put_long(p ? p + n : NULL, 0);
+    }
+    }
+    return 0;
+}
+
+static size_t put_avro(unsigned char *p, const pl_event_t *ev,
+                       const type_spec_t *ts)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ts->nfields; i++) {
+        const type_field_t *tf = &ts->f[i];
+        const field_t *f = &fields[tf->fld];
+        if (tf->use == OPT) {
+            bool has = f->kind == K_STRING ? string_out(ev, tf) != NULL
+                                           : present(ev, f);
+            n += put_long(p ? p + n : NULL, has ? 1 : 0);
+            if (!has)
+                continue;
+        }
+        n += put_field(p ? p + n : NULL, ev, tf);
+    }
+    return n;
+}
+
 int pl_codec_encode(pl_codec_t *c, const pl_event_t *ev, void **out,
                     size_t *out_len, char *errstr, size_t errstr_size)
 {
@@ -1951,6 +2136,16 @@ int pl_codec_encode(pl_codec_t *c, const pl_event_t *ev, void **out,
                     "%s: no schema id (its schema was not registered)",
                     pl_event_type_name(ev->type));
 
+    if (!c->generic) { /* the direct writer */
+        size = put_avro(NULL, ev, ts);
+        if (!(buf = malloc(PL_WIRE_HEADER_LEN + size)))
+            return fail(errstr, errstr_size, "out of memory");
+        put_header(buf, s->id);
+        put_avro(buf + PL_WIRE_HEADER_LEN, ev, ts);
+        *out = buf;
+        *out_len = PL_WIRE_HEADER_LEN + size;
+        return 0;
+    }
     avro_value_reset(&s->value);
     for (size_t i = 0; i < ts->nfields; i++) {
         const type_field_t *tf = &ts->f[i];
@@ -1982,11 +2177,7 @@ int pl_codec_encode(pl_codec_t *c, const pl_event_t *ev, void **out,
                     pl_event_type_name(ev->type), avro_strerror());
     if (!(buf = malloc(PL_WIRE_HEADER_LEN + size)))
         return fail(errstr, errstr_size, "out of memory");
-    buf[0] = PL_WIRE_MAGIC;
-    buf[1] = (unsigned char)((uint32_t)s->id >> 24);
-    buf[2] = (unsigned char)((uint32_t)s->id >> 16);
-    buf[3] = (unsigned char)((uint32_t)s->id >> 8);
-    buf[4] = (unsigned char)((uint32_t)s->id);
+    put_header(buf, s->id);
     char *body = (char *)buf + PL_WIRE_HEADER_LEN;
     if (!s->writer) {
         if (!(s->writer = avro_writer_memory(body, (int64_t)size))) {

@@ -163,6 +163,14 @@ typedef pl_codec_lookup_t (*pl_codec_lookup_fn)(void *opaque, int32_t id,
  */
 void pl_codec_use_lookup(pl_codec_t *c, pl_codec_lookup_fn fn, void *opaque);
 
+/* on: decode and encode Avro bodies through avro-c's generic values, the
+ * way before the direct reader and writer (2026-12-02), which read and
+ * write a body as this build's schema lays it out (a writer's schema is
+ * accepted only when it equals ours) without a generic value between.
+ * Off by default; the reference the direct ones are tested and fuzzed
+ * against. */
+void pl_codec_use_generic(pl_codec_t *c, bool on);
+
 /* The .avsc text of type's schema (NUL-terminated, owned by the codec), for
  * registering it with a schema registry; NULL for an unknown type. */
 const char *pl_codec_schema_text(const pl_codec_t *c, pl_event_type_t type);

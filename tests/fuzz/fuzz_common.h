@@ -8,6 +8,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "codec.h"
 
@@ -52,7 +53,8 @@ static inline pl_codec_t *pl_fuzz_codec(void)
 /*
  * The codec's promise for an event that decoded: it encodes, the encoding
  * decodes, its JSON form decodes, and both agree with the first on the JSON
- * form.  Aborts otherwise.
+ * form; the direct Avro writer's bytes are those of avro-c's generic
+ * values.  Aborts otherwise.
  */
 static inline void pl_fuzz_roundtrip(pl_codec_t *c, const pl_event_t *ev)
 {
@@ -65,6 +67,18 @@ static inline void pl_fuzz_roundtrip(pl_codec_t *c, const pl_event_t *ev)
     pl_event_init(&back);
     if (pl_codec_encode(c, ev, &avro, &avro_len, err, sizeof(err)) != 0)
         pl_fuzz_die("decoded but does not encode", err);
+    { /* the direct writer's bytes are avro-c's */
+        void *gen = NULL;
+        size_t gen_len = 0;
+        pl_codec_use_generic(c, true);
+        if (pl_codec_encode(c, ev, &gen, &gen_len, err, sizeof(err)) != 0)
+            pl_fuzz_die("the generic writer refuses it", err);
+        pl_codec_use_generic(c, false);
+        if (gen_len != avro_len || memcmp(gen, avro, avro_len))
+            pl_fuzz_die("the direct writer's bytes differ from avro-c's",
+                        NULL);
+        free(gen);
+    }
     if (!(j1 = pl_codec_to_json(c, ev)))
         pl_fuzz_die("decoded but has no JSON form", NULL);
     if (pl_codec_decode(c, avro, avro_len, &back, err, sizeof(err)) != 0)
