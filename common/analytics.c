@@ -67,19 +67,29 @@ double pl_hist_percentile(const int64_t counts[PL_HIST_BUCKETS], double p)
 
 /* ---- fields ---- */
 
+/* The bytes a field part escapes: '%', '|', controls and space (the NUL
+ * ends the part). */
+#define ESC_CTL                                                              \
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1
+static const unsigned char field_esc[256] = {
+    ESC_CTL, ESC_CTL, [' '] = 1, ['%'] = 1, ['|'] = 1};
+#undef ESC_CTL
+
 size_t pl_field_escape(const char *in, char *out, size_t out_size)
 {
     static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *p = (const unsigned char *)(in ? in : "");
     size_t o = 0;
-    for (const unsigned char *p = (const unsigned char *)(in ? in : "");
-         *p && o + 4 <= out_size; p++) {
-        if (*p == '%' || *p == '|' || *p < 0x21) {
+    /* a byte is written while o + 4 <= out_size */
+    while (*p && o + 4 <= out_size) {
+        if (field_esc[*p]) {
             out[o++] = '%';
             out[o++] = hex[*p >> 4];
             out[o++] = hex[*p & 15];
         } else {
             out[o++] = (char)*p;
         }
+        p++;
     }
     if (!out_size)
         return 0;

@@ -1273,27 +1273,61 @@ void pl_store_apply_clear(pl_store_apply_t *op)
 
 typedef pl_sbuf_t resp_t;
 
-static void resp_raw(resp_t *r, const void *p, size_t n)
+/* The RESP writer: an apply call is about 35 bulk strings an event, most
+ * of a few bytes, so each is written in place after one room check (not
+ * a copy for its header, its bytes and its CRLF). */
+
+/* Room for n more bytes (and the NUL); the write position, or NULL. */
+static char *resp_room(resp_t *r, size_t n)
 {
-    pl_sbuf_put(r, p, n);
+    if (r->oom || (r->len + n + 1 > r->cap && !pl_sbuf_grow(r, n)))
+        return NULL;
+    return r->buf + r->len;
 }
 
-/* "*<n>\r\n" or "$<n>\r\n" */
+static void resp_end(resp_t *r, char *o)
+{
+    r->len = (size_t)(o - r->buf);
+    r->buf[r->len] = '\0';
+}
+
+/* "*<n>\r\n" or "$<n>\r\n" at o (room for 24 bytes); past it */
+static char *put_head(char *o, char type, size_t n)
+{
+    *o++ = type;
+    if (n < 10) {
+        *o++ = (char)('0' + n);
+    } else if (n < 100) {
+        *o++ = (char)('0' + n / 10);
+        *o++ = (char)('0' + n % 10);
+    } else {
+        char tmp[24], *e = tmp + sizeof(tmp), *p = pl_fmt_int(e, (int64_t)n);
+        memcpy(o, p, (size_t)(e - p));
+        o += e - p;
+    }
+    *o++ = '\r';
+    *o++ = '\n';
+    return o;
+}
+
 static void resp_head(resp_t *r, char type, size_t n)
 {
-    char tmp[24], *e = tmp + sizeof(tmp), *p;
-    *--e = '\n';
-    *--e = '\r';
-    p = pl_fmt_int(e, (int64_t)n);
-    *--p = type;
-    resp_raw(r, p, (size_t)(tmp + sizeof(tmp) - p));
+    char *o = resp_room(r, 24);
+    if (o)
+        resp_end(r, put_head(o, type, n));
 }
 
 static void resp_bulk(resp_t *r, const void *p, size_t n)
 {
-    resp_head(r, '$', n);
-    resp_raw(r, p, n);
-    resp_raw(r, "\r\n", 2);
+    char *o = resp_room(r, n + 26);
+    if (!o)
+        return;
+    o = put_head(o, '$', n);
+    memcpy(o, p, n);
+    o += n;
+    *o++ = '\r';
+    *o++ = '\n';
+    resp_end(r, o);
 }
 
 static void resp_str(resp_t *r, const char *s)
@@ -1313,12 +1347,19 @@ static void resp_parts(resp_t *r, const char *const *parts,
                        const size_t *lens, size_t n)
 {
     size_t len = 0;
+    char *o;
     for (size_t i = 0; i < n; i++)
         len += lens[i];
-    resp_head(r, '$', len);
-    for (size_t i = 0; i < n; i++)
-        resp_raw(r, parts[i], lens[i]);
-    resp_raw(r, "\r\n", 2);
+    if (!(o = resp_room(r, len + 26)))
+        return;
+    o = put_head(o, '$', len);
+    for (size_t i = 0; i < n; i++) {
+        memcpy(o, parts[i], lens[i]);
+        o += lens[i];
+    }
+    *o++ = '\r';
+    *o++ = '\n';
+    resp_end(r, o);
 }
 
 /* The number of arguments of op in the apply script (its count first). */

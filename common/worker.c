@@ -32,6 +32,7 @@
 #include "store.h"
 #include "worker.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <signal.h>
 #include <stdio.h>
@@ -104,6 +105,7 @@ typedef struct cache_s {
     centry_t *buckets[CACHE_BUCKETS];
     centry_t *hand; /* CLOCK: the next entry to consider for eviction */
     size_t count;
+    uint64_t gen; /* entries freed so far (item_entry) */
     const pl_worker_kind_t *kind;
 } cache_t;
 
@@ -129,6 +131,7 @@ static void centry_free(cache_t *c, centry_t *e)
     free(e->origin);
     free(e);
     c->count--;
+    c->gen++;
 }
 
 static centry_t *cache_get(cache_t *c, const char *id)
@@ -220,6 +223,10 @@ typedef struct item_s {
     rd_kafka_message_t *msg;
     pl_event_t ev;
     bool done;
+    /* its entity's cache entry as last looked up, valid while the cache's
+     * gen is entry_gen (item_entry) */
+    centry_t *entry;
+    uint64_t entry_gen;
 } item_t;
 
 typedef struct stats_s {
@@ -678,6 +685,21 @@ static int wait_out_redis(worker_t *w, const char *err, int64_t *backoff)
 /* Make sure the entity of every pending item is in the cache.  0, -1 when
  * the batch is abandoned (shutdown or revoked while Redis was down), -2 on
  * out of memory. */
+/* The cache entry of it's entity (NULL: none): the one looked up last
+ * for it when no entry was freed since (a batch looks its entities up in
+ * load_states(), decide() and after the apply: a 40,000-entry table whose
+ * buckets and ids miss the CPU's caches), else looked up again. */
+static centry_t *item_entry(worker_t *w, item_t *it)
+{
+    if (it->entry && it->entry_gen == w->cache.gen) {
+        it->entry->ref = true;
+        return it->entry;
+    }
+    it->entry = cache_get(&w->cache, w->kind->entity_id(&it->ev));
+    it->entry_gen = w->cache.gen;
+    return it->entry;
+}
+
 static int load_states(worker_t *w)
 {
     const char **ids = NULL;
@@ -699,7 +721,7 @@ static int load_states(worker_t *w)
     for (size_t i = 0; i < w->nitems; i++) {
         const char *id = w->kind->entity_id(&w->items[i].ev);
         bool seen = false;
-        if (w->items[i].done || cache_get(&w->cache, id))
+        if (w->items[i].done || item_entry(w, &w->items[i]))
             continue;
         for (size_t j = 0; j < n && !seen; j++)
             seen = !strcmp(ids[j], id);
@@ -972,7 +994,7 @@ static int decide(worker_t *w, size_t idx, op_t *op)
 {
     item_t *it = &w->items[idx];
     const char *id = w->kind->entity_id(&it->ev);
-    centry_t *e = cache_get(&w->cache, id);
+    centry_t *e = item_entry(w, it);
     pl_decision_t d;
     void *st, *tmp = NULL;
     bool is_new, repeat;
@@ -1569,8 +1591,7 @@ static int apply_batch(worker_t *w)
             item_t *it = &w->items[op->item];
             switch (op->apply.result) {
             case PL_APPLY_OK: {
-                centry_t *e = cache_get(&w->cache,
-                                        w->kind->entity_id(&it->ev));
+                centry_t *e = item_entry(w, it);
                 if (e && op->apply.new_applied_until > e->applied_until)
                     e->applied_until = op->apply.new_applied_until;
                 it->done = true;
@@ -1840,8 +1861,57 @@ int pl_worker_deliver_for(pl_worker_t *w, pl_outbox_t *ob, int64_t timeout_ms,
                                  w->backoff_max_ms, timeout_ms, first);
 }
 
+/* The process's CPU time so far (user + system, s) by thread: the main
+ * loop, librdkafka's threads (named "rdk:..."), the rest (the metrics
+ * server's).  From /proc/self/task; false where there is none. */
+static bool thread_cpu(double *main_s, double *kafka_s, double *other_s)
+{
+    DIR *d = opendir("/proc/self/task");
+    struct dirent *de;
+    long hz = sysconf(_SC_CLK_TCK);
+    pid_t self = getpid();
+
+    *main_s = *kafka_s = *other_s = 0;
+    if (!d || hz <= 0) {
+        if (d)
+            closedir(d);
+        return false;
+    }
+    while ((de = readdir(d))) {
+        char path[300], buf[512], *name, *end;
+        unsigned long long ut, st;
+        FILE *f;
+        size_t len;
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        snprintf(path, sizeof(path), "/proc/self/task/%s/stat", de->d_name);
+        if (!(f = fopen(path, "r")))
+            continue; /* (the thread ended meanwhile) */
+        len = fread(buf, 1, sizeof(buf) - 1, f);
+        fclose(f);
+        buf[len] = '\0';
+        /* "tid (name) state ppid ...": utime and stime are the 14th and
+         * 15th fields, the 12th and 13th after the name's ')' */
+        if (!(name = strchr(buf, '(')) || !(end = strrchr(buf, ')')) ||
+            sscanf(end + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u "
+                            "%llu %llu",
+                   &ut, &st) != 2)
+            continue;
+        double sec = (double)(ut + st) / (double)hz;
+        if (atol(de->d_name) == (long)self)
+            *main_s += sec;
+        else if (!strncmp(name + 1, "rdk:", 4))
+            *kafka_s += sec;
+        else
+            *other_s += sec;
+    }
+    closedir(d);
+    return true;
+}
+
 static void log_stats(worker_t *w)
 {
+    double cpu_main, cpu_kafka, cpu_other;
     char extra[256];
     size_t n = 0;
 
@@ -1869,6 +1939,9 @@ static void log_stats(worker_t *w)
             w->stats.t_decide,
             w->stats.t_apply, w->stats.t_produce, w->stats.t_after,
             w->stats.t_reap, w->stats.t_tick);
+    if (thread_cpu(&cpu_main, &cpu_kafka, &cpu_other))
+        pl_info("cpu (s): main=%.2f kafka=%.2f other=%.2f", cpu_main,
+                cpu_kafka, cpu_other);
 }
 
 /* Metrics, each time the loop goes round: alive, and the gauges the loop

@@ -780,9 +780,58 @@ static void test_hist_percentiles(void **state)
     assert_true(fabs(pl_hist_percentile(c, 1.0) - 86400) <= 8640);
 }
 
+/* pl_field_escape copies runs of plain bytes at once: the same output and
+ * length as escaping byte by byte, for every buffer size (truncation
+ * included) and bytes of every kind. */
+static size_t escape_bytewise(const char *in, char *out, size_t out_size)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    size_t o = 0;
+    for (const unsigned char *p = (const unsigned char *)in;
+         *p && o + 4 <= out_size; p++) {
+        if (*p == '%' || *p == '|' || *p < 0x21) {
+            out[o++] = '%';
+            out[o++] = hex[*p >> 4];
+            out[o++] = hex[*p & 15];
+        } else {
+            out[o++] = (char)*p;
+        }
+    }
+    if (!out_size)
+        return 0;
+    o = o < out_size ? o : out_size - 1;
+    out[o] = '\0';
+    return o;
+}
+
+static void test_field_escape(void **state)
+{
+    static const char pool[] = "ab|%% \t\x01\x7f\xc3\xa9Zz09-_.";
+    unsigned seed = 12345;
+    (void)state;
+    for (int round = 0; round < 2000; round++) {
+        char in[40], a[64], b[64];
+        size_t len = (size_t)(round % 37);
+        for (size_t i = 0; i < len; i++) {
+            seed = seed * 1103515245u + 12345u;
+            in[i] = pool[(seed >> 16) % (sizeof(pool) - 1)];
+        }
+        in[len] = '\0';
+        for (size_t size = 0; size <= sizeof(a); size++) {
+            memset(a, 'x', sizeof(a));
+            memset(b, 'x', sizeof(b));
+            size_t na = pl_field_escape(in, a, size);
+            size_t nb = escape_bytewise(in, b, size);
+            assert_int_equal(na, nb);
+            assert_memory_equal(a, b, sizeof(a));
+        }
+    }
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_field_escape),
         cmocka_unit_test(test_forecast_rows),
         cmocka_unit_test(test_forecast_owner),
         cmocka_unit_test(test_forecast_exact_amounts),
