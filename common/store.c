@@ -31,36 +31,39 @@
 
 /* The apply script takes a batch: one call applies any number of events
  * (ops), in order, each as if alone.
- * KEYS: 7 per op (n for an op that only drops outcomes, below): state,
- * applied, history, the timer shard of the entity's slot, the analytics
- * delta list and its sequence counter of the call (the same for every op
- * of a call: pl_store_delta_slot()'s), out:<event_id> (the derived events
- * kept for a redelivery).
- * ARGV: per op, the count c of its arguments, then these c:
+ * KEYS: the call's analytics delta list and its sequence counter
+ * (pl_store_delta_slot()'s: the same for every op of a call), then 5 per
+ * op (n for an op that only drops outcomes, below): state, applied,
+ * history, the timer shard of the entity's slot, out:<event_id> (the
+ * derived events kept for a redelivery).
+ * ARGV: the call's history_max and applied_max (< 1: no bound), then per
+ * op the count c of its arguments, then these c:
  * event_id, expected revision, outcome, dedupe ttl (ms), ttl mode
  * ("set": the ttl, "max": never shorten the current one, "keep": leave
  * :applied's expiry as it is, the caller knowing it is long enough,
  * unless the key is new; :out:<event_id> gets it either way, in its SET),
- * history entry
- * ("" for none), history_max, applied_max (< 1: no bound), then n and n
- * field/value pairs to write to the state, its new revision "rev" among
- * them (n = 0: rejected, the state stays as it is), then n and n
- * score/member pairs to add to the timer shard, then n and n members to
- * remove from it, then the analytics delta ("" for none), then the delta
- * list's fold mark as the caller knows it (the deltas numbered up to it
- * are folded: they are popped from the list's head first; "0": none).
+ * history entry ("" for none), the analytics delta ("" for none), then n
+ * and n field/value pairs to write to the state, its new revision "rev"
+ * among them (n = 0: rejected, the state stays as it is); then, only for
+ * an op that needs any of it (the tail; most ops do not, and each
+ * argument costs Redis about 0.17 us to take in): n and n score/member
+ * pairs to add to the timer shard, then n and n members to remove from
+ * it, then the delta list's fold mark as the caller knows it (the deltas
+ * numbered up to it are folded: they are popped from the list's head
+ * first; "0": none), then the lazy stale due ("" for none, "*": sweep;
+ * below), then n and n fields to remove from the state (the names of an
+ * older layout, which the write replaces).  (Before 2026-12-02 every op
+ * carried the delta list's two keys, the two limits and the whole tail:
+ * 34 arguments for a typical op, 24 now.)
  * The deltas of the call's applied ops go to the list at the end of the
  * call, as one entry "<seq>\n<delta><delta>..." numbered by the list's
  * counter: one push a call, not one an event (a Lua error half way pushes
- * the deltas of the ops written before it, then fails the call).  Then
- * the lazy stale due ("" for none, "*": sweep; below), then n and n
- * fields to remove from the state (the names of an older layout, which
- * the write replaces).  An op whose event_id is "" only drops stored
- * outcomes: its arguments "" and n, its n keys the :out:<event_id> of
- * events whose derived events need no keeping any more (their input
- * offsets are committed): their :applied records keep the id (dedupe);
- * the call deletes every drop op's keys at its end, in one DEL (one
- * command a call, not one an event).
+ * the deltas of the ops written before it, then fails the call).  An op
+ * whose event_id is "" only drops stored outcomes: its arguments "" and
+ * n, its n keys the :out:<event_id> of events whose derived events need
+ * no keeping any more (their input offsets are committed): their :applied
+ * records keep the id (dedupe); the call deletes every drop op's keys at
+ * its end, in one DEL (one command a call, not one an event).
  * Returns one reply per op: the sequence number of the entry that holds
  * its delta (0: none), an integer, applied (an integer, not {0, seq}: the
  * reply of 128 applied ops is then 129 objects for Redis to write and
@@ -185,35 +188,40 @@ static const char apply_lua[] =
     "    end\n"
     "  end\n"
     "end\n"
+    "local K6, K7 = KEYS[1], KEYS[2]\n"
+    "local hmax, amax = tonumber(ARGV[1]), tonumber(ARGV[2])\n"
     "local function apply(k, a, c)\n"
     "  local K1, K2, K3 = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]\n"
-    "  local K4, K6, K7 = KEYS[k + 4], KEYS[k + 5], KEYS[k + 6]\n"
-    "  local KO, id, hist = KEYS[k + 7], ARGV[a + 1], ARGV[a + 6]\n"
-    "  local o = ARGV[a + 3]\n"
+    "  local K4, KO = KEYS[k + 4], KEYS[k + 5]\n"
+    "  local id, o, hist = ARGV[a + 1], ARGV[a + 3], ARGV[a + 6]\n"
+    "  local stats = ARGV[a + 7]\n"
     "  local ttl = tonumber(ARGV[a + 4])\n"
-    "  local hmax = tonumber(ARGV[a + 7])\n"
-    "  local amax = tonumber(ARGV[a + 8])\n"
-    "  if not KO or not ttl or ttl < 1 or not hmax or not amax then\n"
-    "    return {3, 'ERR bad ttl, limits or keys'}\n"
+    "  if not KO or not ttl or ttl < 1 then\n"
+    "    return {3, 'ERR bad ttl or keys'}\n"
     "  end\n"
-    "  local nset = tonumber(ARGV[a + 9])\n"
-    "  local iadd = a + 10 + 2*nset\n"
-    "  local nadd = tonumber(ARGV[iadd])\n"
-    "  for j = iadd + 1, iadd + 2*nadd, 2 do\n"
-    "    if not tonumber(ARGV[j]) then\n"
-    "      return {3, 'ERR timer score is not a number: ' .. ARGV[j]}\n"
+    "  local nset = tonumber(ARGV[a + 8])\n"
+    "  local iadd = a + 9 + 2*nset\n"
+    "  local nadd, irem, nrem, trim, lazy, sweep = 0, iadd + 1, 0, 0\n"
+    "  local iunset, nunset = irem + 1, 0\n"
+    "  if iadd <= a + c then\n"
+    "    nadd = tonumber(ARGV[iadd])\n"
+    "    for j = iadd + 1, iadd + 2*nadd, 2 do\n"
+    "      if not tonumber(ARGV[j]) then\n"
+    "        return {3, 'ERR timer score is not a number: ' .. ARGV[j]}\n"
+    "      end\n"
     "    end\n"
-    "  end\n"
-    "  local irem = iadd + 1 + 2*nadd\n"
-    "  local nrem = tonumber(ARGV[irem])\n"
-    "  local stats = ARGV[irem + nrem + 1] or ''\n"
-    "  local trim = tonumber(ARGV[irem + nrem + 2] or '0') or 0\n"
-    "  local lazy = tonumber(ARGV[irem + nrem + 3] or '')\n"
-    "  local sweep = nrem > 0 and ARGV[irem + nrem + 3] == '*' and\n"
-    "                string.match(ARGV[irem + 1], '^stale|%-?%d+(|.+)$')\n"
-    "  local iunset = irem + nrem + 4\n"
-    "  local nunset = tonumber(ARGV[iunset] or '0') or 0\n"
-    "  if iunset + nunset ~= a + c then\n"
+    "    irem = iadd + 1 + 2*nadd\n"
+    "    nrem = tonumber(ARGV[irem])\n"
+    "    trim = tonumber(ARGV[irem + nrem + 1] or '0') or 0\n"
+    "    lazy = tonumber(ARGV[irem + nrem + 2] or '')\n"
+    "    sweep = nrem > 0 and ARGV[irem + nrem + 2] == '*' and\n"
+    "            string.match(ARGV[irem + 1], '^stale|%-?%d+(|.+)$')\n"
+    "    iunset = irem + nrem + 3\n"
+    "    nunset = tonumber(ARGV[iunset] or '0') or 0\n"
+    "    if iunset + nunset ~= a + c then\n"
+    "      return {3, 'ERR apply script: bad arguments'}\n"
+    "    end\n"
+    "  elseif iadd ~= a + c + 1 then\n"
     "    return {3, 'ERR apply script: bad arguments'}\n"
     "  end\n"
     "  local got = redis.pcall('HMGET', K2, id, '')\n"
@@ -297,7 +305,7 @@ static const char apply_lua[] =
     "    redis.call('LTRIM', K3, string.format('%d', -hmax), -1)\n"
     "  end\n"
     "  if nset > 0 then\n"
-    "    redis.call('HSET', K1, unpack(ARGV, a + 10, a + 9 + 2*nset))\n"
+    "    redis.call('HSET', K1, unpack(ARGV, a + 9, a + 8 + 2*nset))\n"
     "  end\n"
     "  if nunset > 0 then\n"
     "    redis.call('HDEL', K1, unpack(ARGV, iunset + 1, iunset + nunset))\n"
@@ -327,7 +335,10 @@ static const char apply_lua[] =
     "    redis.call('DEL', unpack(drops, i, math.min(i + 999, #drops)))\n"
     "  end\n"
     "end\n"
-    "local out, k, a = {}, 0, 1\n"
+    "if not K7 or not hmax or not amax then\n"
+    "  return redis.error_reply('ERR apply script: bad limits or keys')\n"
+    "end\n"
+    "local out, k, a = {}, 2, 3\n"
     "while a <= #ARGV do\n"
     "  local c = tonumber(ARGV[a])\n"
     "  if not c or c < 1 or a + c > #ARGV then\n"
@@ -343,7 +354,7 @@ static const char apply_lua[] =
     "    for i = k + 1, k + n do drops[#drops + 1] = KEYS[i] end\n"
     "    out[#out + 1] = {0, 0}\n"
     "    k = k + n\n"
-    "  elseif c < 15 then\n"
+    "  elseif c < 8 then\n"
     "    flush()\n"
     "    return redis.error_reply('ERR apply script: bad argument count')\n"
     "  else\n"
@@ -354,7 +365,7 @@ static const char apply_lua[] =
     "      return redis.error_reply('ERR ' .. tostring(res))\n"
     "    end\n"
     "    out[#out + 1] = res\n"
-    "    k = k + 7\n"
+    "    k = k + 5\n"
     "  end\n"
     "  a = a + 1 + c\n"
     "end\n"
@@ -1362,15 +1373,27 @@ static void resp_parts(resp_t *r, const char *const *parts,
     resp_end(r, o);
 }
 
+/* Does op need the apply script's tail of arguments (timers, the fold
+ * mark, the lazy stale due, fields to remove)?  trim: it carries the
+ * call's fold mark. */
+static bool apply_tail(const pl_store_apply_t *op, bool trim)
+{
+    return trim || (op->timers_add && op->timers_add->count) ||
+           (op->timers_remove && op->timers_remove->count) ||
+           (op->unset && op->unset->count);
+}
+
 /* The number of arguments of op in the apply script (its count first). */
-static size_t apply_argc(const pl_store_apply_t *op)
+static size_t apply_argc(const pl_store_apply_t *op, bool trim)
 {
     if (!op->event_id) /* drop only: "", the number of keys */
         return 1 + 2;
-    return 1 + 15 + 2 * (op->set ? op->set->count : 0) +
-           2 * (op->timers_add ? op->timers_add->count : 0) +
-           (op->timers_remove ? op->timers_remove->count : 0) +
-           (op->unset ? op->unset->count : 0);
+    return 1 + 8 + 2 * (op->set ? op->set->count : 0) +
+           (apply_tail(op, trim)
+                ? 5 + 2 * (op->timers_add ? op->timers_add->count : 0) +
+                      (op->timers_remove ? op->timers_remove->count : 0) +
+                      (op->unset ? op->unset->count : 0)
+                : 0);
 }
 
 /* One apply script call for ops[idx[0..k)], all in `slot` (any on a
@@ -1381,11 +1404,19 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
                           int64_t dedupe_ttl_ms, bool by_sha)
 {
     resp_t r = {0};
-    size_t argc = 3, nkeys = 0;
+    size_t argc = 3 + 2, nkeys = 2, trim_at = k;
 
+    /* the fold mark, for popping the folded deltas (the script does it
+     * once a call, when it pushes the call's deltas): only when it moved
+     * since this store last passed it for the slot (else the script looks
+     * at the list's head for nothing), with the call's first delta */
+    if (s->marks && s->trimmed && s->marks[dslot] > s->trimmed[dslot])
+        for (size_t j = 0; j < k && trim_at == k; j++)
+            if (ops[idx[j]].event_id && ops[idx[j]].stats_len)
+                trim_at = j;
     for (size_t j = 0; j < k; j++) {
-        nkeys += ops[idx[j]].event_id ? 7 : ops[idx[j]].nblank;
-        argc += apply_argc(&ops[idx[j]]);
+        nkeys += ops[idx[j]].event_id ? 5 : ops[idx[j]].nblank;
+        argc += apply_argc(&ops[idx[j]], j == trim_at);
     }
     argc += nkeys;
     /* room for a typical call at once (an op of the benchmark's load is
@@ -1403,7 +1434,15 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
     size_t plen = strlen(s->prefix);
     const char *dtag = pl_slot_tag(dslot);
     size_t dtl = strlen(dtag);
-    bool trim_sent = false;
+    {
+        /* the call's delta list and its counter, first */
+        const char *dk[] = {s->prefix, "stats:{", dtag, "}"};
+        size_t dlens[] = {plen, 7, dtl, 1};
+        resp_parts(&r, dk, dlens, 4);
+        dk[1] = "statseq:{";
+        dlens[1] = 9;
+        resp_parts(&r, dk, dlens, 4);
+    }
 #define SUFFIX(str) (ent[6] = (str), lens[6] = sizeof(str) - 1)
     for (size_t j = 0; j < k; j++) {
         const pl_store_apply_t *op = &ops[idx[j]];
@@ -1414,10 +1453,8 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
                              ""};
         size_t lens[] = {plen, 1, strlen(op->kind), 1, strlen(op->id), 1, 0,
                          0};
-        const char *slotk[] = {s->prefix, "", tag, "}"};
-        size_t slens[] = {plen, 0, tl, 1};
-        const char *dk[] = {s->prefix, "", dtag, "}"};
-        size_t dlens[] = {plen, 0, dtl, 1};
+        const char *slotk[] = {s->prefix, "timers:{", tag, "}"};
+        size_t slens[] = {plen, 8, tl, 1};
         if (!op->event_id) { /* drop only: the :out:<event_id> keys */
             SUFFIX(":out:");
             for (size_t i = 0; i < op->nblank; i++) {
@@ -1432,15 +1469,7 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         resp_parts(&r, ent, lens, 7);
         SUFFIX(":history");
         resp_parts(&r, ent, lens, 7);
-        slotk[1] = "timers:{";
-        slens[1] = 8;
         resp_parts(&r, slotk, slens, 4);
-        dk[1] = "stats:{";
-        dlens[1] = 7;
-        resp_parts(&r, dk, dlens, 4);
-        dk[1] = "statseq:{";
-        dlens[1] = 9;
-        resp_parts(&r, dk, dlens, 4);
         SUFFIX(":out:");
         ent[7] = op->event_id;
         lens[7] = strlen(op->event_id);
@@ -1449,6 +1478,8 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
 #undef SUFFIX
     int64_t now = mono_ms(); /* before the call is written: for the ops'
                                 :applied expiry (applied_until) */
+    resp_int(&r, s->history_max); /* the call's limits */
+    resp_int(&r, s->applied_max);
     for (size_t j = 0; j < k; j++) {
         pl_store_apply_t *op = &ops[idx[j]];
         size_t nset = op->set ? op->set->count : 0;
@@ -1456,7 +1487,7 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         size_t nrem = op->timers_remove ? op->timers_remove->count : 0;
         int64_t ttl = op->ttl_ms > 0 ? op->ttl_ms : dedupe_ttl_ms;
         const char *mode = "max"; /* its own ttl: never shortens the key's */
-        resp_int(&r, (int64_t)apply_argc(op) - 1);
+        resp_int(&r, (int64_t)apply_argc(op, j == trim_at) - 1);
         if (!op->event_id) {
             resp_bulk(&r, "", 0);
             resp_int(&r, (int64_t)op->nblank);
@@ -1480,13 +1511,15 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         resp_int(&r, ttl);
         resp_str(&r, mode);
         resp_str(&r, op->history ? op->history : "");
-        resp_int(&r, s->history_max);
-        resp_int(&r, s->applied_max);
+        resp_bulk(&r, op->stats ? op->stats : "",
+                  op->stats ? op->stats_len : 0);
         resp_int(&r, (int64_t)nset);
         for (size_t i = 0; i < nset; i++) {
             resp_str(&r, op->set->keys[i]);
             resp_str(&r, op->set->values[i]);
         }
+        if (!apply_tail(op, j == trim_at))
+            continue;
         resp_int(&r, (int64_t)nadd);
         for (size_t i = 0; i < nadd; i++) {
             resp_str(&r, op->timers_add->values[i]); /* score */
@@ -1495,18 +1528,9 @@ static int add_apply_call(pl_store_t *s, pl_store_apply_t *ops,
         resp_int(&r, (int64_t)nrem);
         for (size_t i = 0; i < nrem; i++)
             resp_str(&r, op->timers_remove->items[i]);
-        resp_bulk(&r, op->stats ? op->stats : "",
-                  op->stats ? op->stats_len : 0);
-        /* the fold mark, for popping the folded deltas (the script does
-         * it once a call, when it pushes the call's deltas): only when it
-         * moved since this store last passed it for the slot (else the
-         * script looks at the list's head for nothing), with the call's
-         * first delta */
-        if (op->stats_len && !trim_sent && s->marks && s->trimmed &&
-            s->marks[dslot] > s->trimmed[dslot]) {
+        if (j == trim_at) {
             resp_int(&r, s->marks[dslot]);
             s->trimmed[dslot] = s->marks[dslot];
-            trim_sent = true;
         } else {
             resp_int(&r, 0);
         }
