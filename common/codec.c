@@ -355,6 +355,16 @@ static int fail(char *errstr, size_t n, const char *fmt, ...)
 }
 
 /* A printable, bounded copy of an untrusted value for error messages. */
+/* Out of memory while decoding: not the message's fault, so not a poison
+ * message (PL_CODEC_NOMEM). */
+static const char codec_oom[] = "out of memory";
+
+static int oom(char *errstr, size_t n)
+{
+    fail(errstr, n, "%s", codec_oom);
+    return PL_CODEC_NOMEM;
+}
+
 static const char *shown(const char *s, char *buf, size_t n)
 {
     size_t i = 0;
@@ -975,7 +985,7 @@ static int finish_decoded(pl_event_t *ev, char *errstr, size_t n)
         if (tf->fld == FLD_CURRENCY && !ev->currency &&
             (ev->present & PL_F_AMOUNT) &&
             pl_str_set(&ev->currency, DEFAULT_CURRENCY) < 0)
-            return fail(errstr, n, "out of memory");
+            return oom(errstr, n);
         if (f->kind == K_STRLIST && tf->use == REQ)
             ev->present |= f->bit; /* a required array is always there */
     }
@@ -1614,7 +1624,7 @@ static int avro_dup_string(avro_value_t *v, const char *fname, char **out,
         return fail(errstr, n, "field '%s': string contains a NUL byte",
                     fname);
     if (!(*out = strndup(s, size - 1)))
-        return fail(errstr, n, "out of memory");
+        return oom(errstr, n);
     return 0;
 }
 
@@ -1680,12 +1690,13 @@ static int avro_to_field(avro_value_t *v, pl_event_t *ev, const field_t *f,
             char *s = NULL;
             if (avro_value_get_by_index(v, i, &item, NULL))
                 return avro_fail(errstr, n, f->name, "cannot read item");
-            if (avro_dup_string(&item, f->name, &s, errstr, n) < 0)
-                return -1;
-            int r = pl_strlist_add(l, s);
+            int r = avro_dup_string(&item, f->name, &s, errstr, n);
+            if (r < 0)
+                return r;
+            r = pl_strlist_add(l, s);
             free(s);
             if (r < 0)
-                return fail(errstr, n, "out of memory");
+                return oom(errstr, n);
         }
         break;
     }
@@ -1754,7 +1765,7 @@ static char *dup_avro_string(const unsigned char *at, size_t size,
         return NULL;
     }
     if (!(s = malloc(size + 1))) {
-        *why = "out of memory";
+        *why = codec_oom;
         return NULL;
     }
     memcpy(s, at, size);
@@ -1850,7 +1861,7 @@ static const char *scan_field(const unsigned char **p,
                 r = pl_strlist_add(list_at(ev, f), item);
                 free(item);
                 if (r < 0)
-                    return "out of memory";
+                    return codec_oom;
             }
         }
     }
@@ -1886,6 +1897,8 @@ static int scan_avro(const type_spec_t *ts, const unsigned char *p,
         }
         if (!e && !(e = scan_field(&p, end, f, ev, eb, sizeof(eb))) && ev)
             ev->present |= f->bit;
+        if (e == codec_oom)
+            return oom(errstr, n);
         if (e) {
             AVRO_PREFIX(type, id);
             return fail(errstr, n, "%s: field '%s': %s", prefix, f->name, e);
@@ -1959,8 +1972,9 @@ static int decode_avro(pl_codec_t *c, const unsigned char *buf, size_t len,
                 return avro_fail(errstr, n, f->name, "cannot read union");
             v = &bv;
         }
-        if (avro_to_field(v, ev, f, errstr, n) < 0)
-            return -1;
+        int r = avro_to_field(v, ev, f, errstr, n);
+        if (r < 0)
+            return r;
     }
     return 0;
 }
@@ -2025,10 +2039,6 @@ static int field_to_avro(avro_value_t *v, const pl_event_t *ev,
     return 0;
 }
 
-/* The direct writer: an Avro body written as this build's schema lays it
- * out, byte for byte what avro-c writes from its generic values (the
- * shortest zigzag varints, a non-empty array in one block).  Each put_
- * writes at p (NULL: only counts) and returns the bytes it takes. */
 /* The Confluent wire header: magic byte, schema id (big-endian). */
 static void put_header(unsigned char *buf, int32_t id)
 {
@@ -2039,6 +2049,10 @@ static void put_header(unsigned char *buf, int32_t id)
     buf[4] = (unsigned char)((uint32_t)id);
 }
 
+/* The direct writer: an Avro body written as this build's schema lays it
+ * out, byte for byte what avro-c writes from its generic values (the
+ * shortest zigzag varints, a non-empty array in one block).  Each put_
+ * writes at p (NULL: only counts) and returns the bytes it takes. */
 static size_t put_long(unsigned char *p, int64_t v)
 {
     uint64_t u = ((uint64_t)v << 1) ^ (v < 0 ? UINT64_MAX : 0);
@@ -2260,7 +2274,7 @@ static int json_to_field(const json_t *v, pl_event_t *ev, const field_t *f,
             return fail(errstr, n, "field '%s': expected a string", f->name);
         if (!(*str_at(ev, f) =
                   strndup(json_string_value(v), json_string_length(v))))
-            return fail(errstr, n, "out of memory");
+            return oom(errstr, n);
         break;
     case K_TIMESTAMP:
         if (!json_is_string(v) ||
@@ -2316,7 +2330,7 @@ static int json_to_field(const json_t *v, pl_event_t *ev, const field_t *f,
                 return fail(errstr, n, "field '%s[%zu]': expected a string",
                             f->name, i);
             if (pl_strlist_add(l, json_string_value(item)) < 0)
-                return fail(errstr, n, "out of memory");
+                return oom(errstr, n);
         }
         break;
     }
@@ -2372,8 +2386,11 @@ static int decode_json(const char *buf, size_t len, pl_event_t *ev,
         }
         if (json_is_null(val))
             continue; /* null is absent */
-        if (json_to_field(val, ev, f, errstr, n) < 0)
+        int fr = json_to_field(val, ev, f, errstr, n);
+        if (fr < 0) {
+            rc = fr == PL_CODEC_NOMEM ? fr : -1;
             goto out_decref;
+        }
     }
     rc = 0;
 

@@ -65,6 +65,10 @@ void pl_codec_destroy(pl_codec_t *c);
  * message is not at fault, so it must not be dead-lettered; retry later.
  */
 #define PL_CODEC_RETRY (-2)
+/* ...and PL_CODEC_NOMEM that memory ran out while decoding: not the
+ * message's fault either; a worker exits (non-zero) rather than
+ * dead-letter it, and the message is redelivered. */
+#define PL_CODEC_NOMEM (-3)
 int pl_codec_decode(pl_codec_t *c, const void *buf, size_t len,
                     pl_event_t *ev, char *errstr, size_t errstr_size);
 

@@ -594,6 +594,12 @@ static int take_message(worker_t *w, rd_kafka_message_t *m)
         backoff = backoff * 2 > w->backoff_max_ms ? w->backoff_max_ms
                                                   : backoff * 2;
     }
+    if (rc == PL_CODEC_NOMEM) {
+        /* not the message's fault: no dead letter; the caller exits and
+         * the message is redelivered (its offset is not stored) */
+        w->nitems--;
+        return -1;
+    }
     w->stats.consumed++;
     pl_metrics_inc(w->metrics, PL_M_CONSUMED, 1);
     if (rc == 0) {
