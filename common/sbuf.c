@@ -125,17 +125,30 @@ static const char digits2[201] =
 char *pl_fmt_int(char *end, int64_t v)
 {
     uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-    while (u >= 100) {
-        const char *d = digits2 + 2 * (u % 100);
-        u /= 100;
+    uint32_t s;
+    /* eight digits a 64-bit division, then 32-bit ones (cheaper) */
+    while (u >= 100000000) {
+        uint32_t lo = (uint32_t)(u % 100000000);
+        u /= 100000000;
+        for (int i = 0; i < 4; i++) {
+            const char *d = digits2 + 2 * (lo % 100);
+            lo /= 100;
+            *--end = d[1];
+            *--end = d[0];
+        }
+    }
+    s = (uint32_t)u;
+    while (s >= 100) {
+        const char *d = digits2 + 2 * (s % 100);
+        s /= 100;
         *--end = d[1];
         *--end = d[0];
     }
-    if (u >= 10) {
-        *--end = digits2[2 * u + 1];
-        *--end = digits2[2 * u];
+    if (s >= 10) {
+        *--end = digits2[2 * s + 1];
+        *--end = digits2[2 * s];
     } else {
-        *--end = (char)('0' + u);
+        *--end = (char)('0' + s);
     }
     if (v < 0)
         *--end = '-';

@@ -338,6 +338,10 @@ struct pl_worker_s {
     size_t max_message_bytes;
     int64_t last_kafka_log, last_redis_log, last_registry_log;
     size_t cache_max; /* cache.size */
+    /* the output topics' names (role_topic, for every message produced:
+     * pl_config_topic looks its key up among all the keys) */
+    const char *topic_pipeline, *topic_alerts, *topic_deals, *topic_leads,
+        *topic_dlq;
     stats_t stats;
     pl_metrics_t *metrics; /* metrics.port set: /metrics, probes; else NULL */
 };
@@ -351,17 +355,17 @@ static const char *role_topic(void *opaque, pl_topic_role_t role)
     worker_t *w = opaque;
     switch (role) {
     case PL_TOPIC_PIPELINE:
-        return pl_config_topic(w->cfg, "topic.pipeline");
+        return w->topic_pipeline;
     case PL_TOPIC_ALERTS:
-        return pl_config_topic(w->cfg, "topic.alerts");
+        return w->topic_alerts;
     case PL_TOPIC_DEALS:
-        return pl_config_topic(w->cfg, "topic.deals");
+        return w->topic_deals;
     case PL_TOPIC_LEADS:
-        return pl_config_topic(w->cfg, "topic.leads");
+        return w->topic_leads;
     case PL_TOPIC_DLQ:
         break;
     }
-    return pl_config_topic(w->cfg, "topic.dlq");
+    return w->topic_dlq;
 }
 
 static int reap(worker_t *w, size_t keep);
@@ -2029,7 +2033,13 @@ static int main_loop(worker_t *w)
         int r;
         double t = pl_metrics_clock(), t1;
 
-        /* 1. Poll a batch. */
+        /* 1. Poll a batch.  Nothing is being waited out here: partitions
+         * paused for a wait (Redis, Kafka) are resumed, whichever way the
+         * wait ended (a batch whose load waited on Redis and then had
+         * nothing to apply used to leave them paused, and the worker
+         * idle with its partitions held). */
+        if (w->paused)
+            set_paused(w, false);
         w->revoked = 0;
         while (RUNNING && w->nitems < batch_size) {
             char fatal[512];
@@ -2286,6 +2296,14 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
     pl_log_set_level(level);
     pl_log_set_format(pl_config_get(w->cfg, "log.format"));
     w->dedupe_ttl_ms = pl_config_get_ms(w->cfg, "dedupe.ttl");
+    if (!(w->topic_pipeline = pl_config_topic(w->cfg, "topic.pipeline")) ||
+        !(w->topic_alerts = pl_config_topic(w->cfg, "topic.alerts")) ||
+        !(w->topic_deals = pl_config_topic(w->cfg, "topic.deals")) ||
+        !(w->topic_leads = pl_config_topic(w->cfg, "topic.leads")) ||
+        !(w->topic_dlq = pl_config_topic(w->cfg, "topic.dlq"))) {
+        pl_error("out of memory");
+        goto out;
+    }
     w->unknown_ttl_ms = pl_config_get_ms(w->cfg, "dedupe.unknown.ttl");
     w->backoff_max_ms = pl_config_get_ms(w->cfg, "retry.backoff.max");
     w->store_delay_ms = pl_config_get_ms(w->cfg, "offsets.store.delay");

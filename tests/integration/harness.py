@@ -122,7 +122,31 @@ class Env:
             self.check_workers()
             time.sleep(0.3)
         raise AssertionError("timed out waiting on %s; have %d messages: %s"
-                             % (topic, len(msgs), msgs[-5:]))
+                             "\n%s" % (topic, len(msgs), msgs[-5:],
+                                        self.diagnosis()))
+
+    def diagnosis(self):
+        """What a failed wait shows: each worker group's lag by partition
+        and the end of every worker's log (a CI run keeps nothing else)."""
+        out = []
+        try:
+            out.append(self.ctl("lag", check=False, timeout=60).stdout
+                       .decode(errors="replace"))
+        except Exception as e:  # noqa: BLE001 (it must not fail)
+            out.append("lag: %s" % e)
+        for p in self.workers:
+            try:
+                with open(p.log_path, errors="replace") as f:
+                    lines = [l for l in f.read().splitlines()
+                             if " time (s): " not in l and
+                             " cpu (s): " not in l]
+            except OSError as e:
+                lines = [str(e)]
+            out.append("-- %s (pid %d, %s), last lines:\n%s" % (
+                os.path.basename(p.log_path), p.pid,
+                "running" if p.poll() is None else "exit %s" % p.returncode,
+                "\n".join(l[:300] for l in lines[-25:])))
+        return "\n".join(out)
 
     def deal(self, deal_id):
         return self.entity("deal", deal_id)

@@ -128,9 +128,10 @@ def wait_derived(env, causes, what):
         env.check_workers()
         time.sleep(0.5)
     raise AssertionError("%s: %d of %d derived events still missing after "
-                         "%d s, e.g. caused by %s" % (
+                         "%d s, e.g. caused by %s\n%s" % (
                              what, len(missing), len(causes), DRAIN_S,
-                             sorted(missing)[:5]))
+                             sorted(missing)[:5], env.diagnosis()))
+
 
 
 def start_workers(env):

@@ -1066,6 +1066,29 @@ static void test_fmt_int(void **state)
             }
         }
     }
+    /* zeros inside the eight-digit blocks, and values of every length
+     * (a fixed pseudo-random walk) */
+    {
+        static const int64_t inner[] = {100000000, 100000001, 199999999,
+                                        1000000000000000001,
+                                        1234500000006789, 900000000000000009};
+        uint64_t x = 88172645463325252u;
+        for (size_t i = 0; i < 20000; i++) {
+            int64_t v;
+            if (i < sizeof(inner) / sizeof(inner[0])) {
+                v = inner[i];
+            } else {
+                x ^= x << 13, x ^= x >> 7, x ^= x << 17;
+                v = (int64_t)(x >> (x % 63));
+                if (x & 1)
+                    v = -v;
+            }
+            char *end = buf + sizeof(buf), *p = pl_fmt_int(end, v);
+            snprintf(want, sizeof(want), "%lld", (long long)v);
+            assert_int_equal(end - p, strlen(want));
+            assert_memory_equal(p, want, strlen(want));
+        }
+    }
 }
 
 int main(void)
