@@ -1789,9 +1789,18 @@ static const char *scan_field(const unsigned char **p,
     case K_STRING:
         if ((e = scan_bytes(p, end, lim->max, &at, &size, eb, ebn)) || !ev)
             return e;
-        free(*str_at(ev, f));
-        *str_at(ev, f) = dup_avro_string(at, size, &e);
-        return e;
+        if (memchr(at, '\0', size))
+            return "string contains a NUL byte";
+        /* each field comes once, into a cleared event: the string goes to
+         * the event's block (decode_avro made it room for every string of
+         * the body, each with its NUL) */
+        if (*str_at(ev, f) || size + 1 > ev->block_len - ev->block_used)
+            return "string field twice, or beyond the event's block";
+        *str_at(ev, f) = ev->block + ev->block_used;
+        memcpy(ev->block + ev->block_used, at, size);
+        ev->block[ev->block_used + size] = '\0';
+        ev->block_used += size + 1;
+        return NULL;
     case K_DECIMAL:
         if ((e = scan_bytes(p, end, 0, &at, &size, eb, ebn)) || !ev)
             return e;
@@ -1936,6 +1945,13 @@ static int decode_avro(pl_codec_t *c, const unsigned char *buf, size_t len,
     int64_t blen = (int64_t)(len - PL_WIRE_HEADER_LEN);
 
     if (!c->generic) { /* the direct reader */
+        /* room for every string of the body: their bytes are in it, and
+         * each has a NUL (one a field at most) */
+        size_t room = (size_t)blen + ts->nfields;
+        if (!(ev->block = malloc(room)))
+            return oom(errstr, n);
+        ev->block_len = room;
+        ev->block_used = 0;
         ev->type = type;
         return scan_avro(ts, buf + PL_WIRE_HEADER_LEN, buf + len, type, id,
                          ev, errstr, n);

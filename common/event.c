@@ -6,6 +6,7 @@
 #include <openssl/evp.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -122,9 +123,15 @@ void pl_event_clear(pl_event_t *ev)
         &ev->to_status,   &ev->status,       &ev->requested, &ev->reason_code,
         &ev->message,     &ev->kind,
     };
-    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++)
-        if (*strs[i]) /* most are unset: free(NULL) is still a call */
+    uintptr_t b = (uintptr_t)ev->block, e = b + ev->block_len;
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        uintptr_t s = (uintptr_t)*strs[i];
+        /* most are unset (free(NULL) is still a call), most of the others
+         * in the block */
+        if (s && (s < b || s >= e))
             free(*strs[i]);
+    }
+    free(ev->block);
     pl_strlist_clear(&ev->technologies);
     pl_strlist_clear(&ev->hiring_for);
     pl_strlist_clear(&ev->reasons);

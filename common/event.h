@@ -182,6 +182,13 @@ typedef struct pl_event_s {
     int64_t threshold_seconds;
     char *kind;
     int64_t due_at; /* ms */
+
+    /* The decoder's strings, in one allocation (the Avro reader's: one
+     * malloc an event instead of one a string): a string pointing inside
+     * it is not freed alone.  pl_event_clear frees it; whatever else sets
+     * a string here sets one of its own (as pl_str_set does on a NULL). */
+    char *block;
+    size_t block_len, block_used;
 } pl_event_t;
 
 /* Contract name of a type ("deal.created"), or NULL for PL_EV_UNKNOWN. */

@@ -100,6 +100,11 @@ static void set_fatal(const char *text)
     }
 }
 
+void pl_kafka_set_fatal(const char *text)
+{
+    set_fatal(text);
+}
+
 bool pl_kafka_fatal(char *buf, size_t size)
 {
     if (atomic_load(&fatal_seen) != 2)

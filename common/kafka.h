@@ -32,6 +32,9 @@ bool pl_stop_expired(pl_stop_t *stop);
  * error no retry can mend: a librdkafka fatal error or failed
  * authentication (bad credentials).  The worker exits non-zero. */
 bool pl_kafka_fatal(char *buf, size_t size);
+/* Record such an error found outside librdkafka's error callback (the
+ * first one recorded is the one pl_kafka_fatal gives). */
+void pl_kafka_set_fatal(const char *text);
 
 /* A consumer in group_id: enable.auto.offset.store=false (offsets are stored
  * by the worker after a message's effects are done), auto commit of stored

@@ -371,6 +371,30 @@ static const char *role_topic(void *opaque, pl_topic_role_t role)
 static int reap(worker_t *w, size_t keep);
 static int after_flush(worker_t *w, int64_t *backoff, bool once);
 
+/* An assignment librdkafka refused: the group counts these partitions as
+ * ours while nothing fetches them (or another owner's while we still do),
+ * so they would sit still.  Fatal: the worker exits non-zero, its
+ * partitions go to the others, and its supervisor starts it again.  true
+ * when it failed (error, from incremental_*assign, is destroyed here). */
+static bool assign_failed(rd_kafka_error_t *error, rd_kafka_resp_err_t err,
+                          const char *what)
+{
+    char text[600];
+    if (!error && !err)
+        return false;
+    snprintf(text, sizeof(text), "%s: %s", what,
+             error ? rd_kafka_error_string(error) : rd_kafka_err2str(err));
+    if (error)
+        rd_kafka_error_destroy(error);
+    if (!RUNNING) { /* closing: the group is being left anyway */
+        pl_info("kafka: %s (shutting down)", text);
+        return true;
+    }
+    pl_error("kafka: %s; exiting", text);
+    pl_kafka_set_fatal(text);
+    return true;
+}
+
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque)
 {
@@ -386,10 +410,14 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         pl_info("assigned %d partition(s)", parts->cnt);
         /* Offsets come from the group's commits (set in the assignment,
          * not by seeking). */
-        if (coop)
-            rd_kafka_incremental_assign(rk, parts);
-        else
-            rd_kafka_assign(rk, parts);
+        if (assign_failed(coop ? rd_kafka_incremental_assign(rk, parts)
+                               : NULL,
+                          coop ? RD_KAFKA_RESP_ERR_NO_ERROR
+                               : rd_kafka_assign(rk, parts),
+                          "taking the assigned partitions")) {
+            w->in_rebalance = false;
+            return;
+        }
         /* A partition we paused (waiting out Redis or Kafka) before it was
          * revoked may come back still paused: librdkafka keeps the pause
          * on its partition object.  Resume what we are given, so that
@@ -414,10 +442,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
          * the offsets of partitions we lost are simply not stored. */
         if (!coop)
             w->revoked = 1;
-        if (coop)
-            rd_kafka_incremental_unassign(rk, parts);
-        else
-            rd_kafka_assign(rk, NULL);
+        assign_failed(coop ? rd_kafka_incremental_unassign(rk, parts) : NULL,
+                      coop ? RD_KAFKA_RESP_ERR_NO_ERROR
+                           : rd_kafka_assign(rk, NULL),
+                      "giving up the revoked partitions");
     }
     if (w->metrics) {
         rd_kafka_topic_partition_list_t *now = NULL;
