@@ -13,8 +13,10 @@
 #include "log.h"
 #include "sbuf.h"
 
+#include <jansson.h>
 #include <openssl/sha.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -735,4 +737,134 @@ int pl_outbox_wait(pl_outbox_t *ob, rd_kafka_t *producer,
 {
     return pl_outbox_deliver_for(ob, producer, role_topic, opaque, stop,
                                  backoff_max_ms, -1, false);
+}
+
+/* ---- the stuck-partition watch ---- */
+
+typedef struct stuck_part_s {
+    int32_t partition;
+    int64_t position; /* app_offset when last seen to move */
+    int64_t since;    /* when it was last seen fine or moving (ms) */
+    int64_t reported; /* when last reported (0: not since it was fine) */
+    bool seen;        /* in the latest statistics */
+} stuck_part_t;
+
+struct pl_stuck_s {
+    stuck_part_t *v;
+    size_t n, cap;
+};
+
+pl_stuck_t *pl_stuck_new(void)
+{
+    return calloc(1, sizeof(pl_stuck_t));
+}
+
+void pl_stuck_free(pl_stuck_t *s)
+{
+    if (s)
+        free(s->v);
+    free(s);
+}
+
+static stuck_part_t *stuck_part(pl_stuck_t *s, int32_t p, int64_t now_ms,
+                                int64_t position)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->v[i].partition == p)
+            return &s->v[i];
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 16;
+        stuck_part_t *v = realloc(s->v, cap * sizeof(*v));
+        if (!v)
+            return NULL;
+        s->v = v;
+        s->cap = cap;
+    }
+    s->v[s->n] = (stuck_part_t){p, position, now_ms, 0, false};
+    return &s->v[s->n++];
+}
+
+static int64_t json_int_or(json_t *o, const char *key, int64_t dflt)
+{
+    json_t *v = json_object_get(o, key);
+    return json_is_integer(v) ? (int64_t)json_integer_value(v) : dflt;
+}
+
+/* An offset as the line prints it ("none": librdkafka's -1001, or -1). */
+static const char *offset_text(int64_t off, char buf[24])
+{
+    if (off < 0)
+        return "none";
+    snprintf(buf, 24, "%lld", (long long)off);
+    return buf;
+}
+
+int pl_stuck_check(pl_stuck_t *s, const char *json, size_t len,
+                   const char *topic, int64_t now_ms, int64_t stuck_ms,
+                   bool paused, void (*report)(void *, const char *),
+                   void *opaque)
+{
+    json_t *root = json_loadb(json, len, 0, NULL), *parts, *pobj;
+    const char *pkey;
+    int reported = 0;
+
+    if (!root)
+        return -1;
+    for (size_t i = 0; i < s->n; i++)
+        s->v[i].seen = false;
+    parts = json_object_get(
+        json_object_get(json_object_get(root, "topics"), topic),
+        "partitions");
+    json_object_foreach(parts, pkey, pobj)
+    {
+        char *end, line[400], b1[24], b2[24], b3[24];
+        long p = strtol(pkey, &end, 10);
+        json_t *st = json_object_get(pobj, "fetch_state");
+        const char *state = json_is_string(st) ? json_string_value(st) : "?";
+        int64_t app = json_int_or(pobj, "app_offset", -1);
+        int64_t committed = json_int_or(pobj, "committed_offset", -1);
+        int64_t hi = json_int_or(pobj, "hi_offset", -1);
+        int64_t pos = app >= 0 ? app : committed;
+        stuck_part_t *sp;
+        bool waiting, fine;
+
+        if (*end || p < 0 || p > INT32_MAX ||
+            !json_is_true(json_object_get(pobj, "desired")))
+            continue; /* the internal -1 partition, or not ours */
+        if (!(sp = stuck_part(s, (int32_t)p, now_ms, pos))) {
+            json_decref(root);
+            return -1;
+        }
+        sp->seen = true;
+        waiting = pos >= 0 && hi > pos;
+        fine = paused || (!strcmp(state, "active") && !waiting);
+        if (fine || pos != sp->position) {
+            sp->position = pos;
+            sp->since = now_ms;
+            sp->reported = 0;
+            continue;
+        }
+        if (now_ms - sp->since < stuck_ms ||
+            (sp->reported && now_ms - sp->reported < stuck_ms))
+            continue;
+        snprintf(line, sizeof(line),
+                 "partition %s [%ld] has not moved for %lld s: fetch state "
+                 "%s, position %s, end %s, committed %s, %lld message(s) "
+                 "fetched and not yet taken",
+                 topic, p, (long long)((now_ms - sp->since) / 1000), state,
+                 offset_text(pos, b1), offset_text(hi, b2),
+                 offset_text(committed, b3),
+                 (long long)json_int_or(pobj, "fetchq_cnt", 0));
+        report(opaque, line);
+        sp->reported = now_ms;
+        reported++;
+    }
+    /* partitions no longer ours start afresh if they come back */
+    for (size_t i = 0; i < s->n;)
+        if (!s->v[i].seen)
+            s->v[i] = s->v[--s->n];
+        else
+            i++;
+    json_decref(root);
+    return reported;
 }

@@ -150,6 +150,23 @@ int pl_outmsg_cut(pl_outmsg_t *m, size_t max_bytes);
 /* true when m has a header of that name. */
 bool pl_outmsg_has_header(const pl_outmsg_t *m, const char *name);
 
+/* The stuck-partition watch (the worker's consumer statistics): a
+ * partition we are assigned whose fetcher is not active, or whose
+ * messages wait (the end is past the position) while the position has not
+ * moved, for stuck_ms on end, while the worker is not pausing on purpose.
+ * Each such partition is reported once per stuck_ms, as one line, to
+ * report().  A diagnosis, not a cure: what holds it is in the line. */
+typedef struct pl_stuck_s pl_stuck_t;
+pl_stuck_t *pl_stuck_new(void);
+void pl_stuck_free(pl_stuck_t *s);
+/* One librdkafka statistics JSON (stats_cb) of a consumer of topic, at
+ * now_ms (monotonic).  Returns how many partitions were reported, -1 when
+ * the JSON does not parse or memory runs out. */
+int pl_stuck_check(pl_stuck_t *s, const char *json, size_t len,
+                   const char *topic, int64_t now_ms, int64_t stuck_ms,
+                   bool paused, void (*report)(void *, const char *),
+                   void *opaque);
+
 /* Milliseconds on the monotonic clock. */
 int64_t pl_now_mono_ms(void);
 /* Milliseconds since the epoch. */

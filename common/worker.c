@@ -338,6 +338,7 @@ struct pl_worker_s {
     size_t max_message_bytes;
     int64_t last_kafka_log, last_redis_log, last_registry_log;
     size_t cache_max; /* cache.size */
+    pl_stuck_t *stuck; /* the stuck-partition watch (stats_cb) */
     /* the output topics' names (role_topic, for every message produced:
      * pl_config_topic looks its key up among all the keys) */
     const char *topic_pipeline, *topic_alerts, *topic_deals, *topic_leads,
@@ -1996,12 +1997,34 @@ static void metrics_round(worker_t *w)
 /* librdkafka's statistics (statistics.interval.ms, set when metrics are
  * on), served from the consumer poll on the loop's thread: the consumer
  * lag per partition. */
+/* A partition that has not moved this long, with messages waiting, is
+ * logged (a worker waiting out Redis or Kafka pauses its partitions, and
+ * paused ones are not counted). */
+#define STUCK_MS 60000
+
+static void stuck_report(void *opaque, const char *line)
+{
+    (void)opaque;
+    pl_warn("%s", line);
+}
+
+/* librdkafka's statistics (every kafka.consumer.statistics.interval.ms:
+ * 5 s with metrics on, else 10 s): the consumer lag for /metrics, and the
+ * stuck-partition watch (STUCK_MS). */
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
     worker_t *w = opaque;
     (void)rk;
     if (pl_metrics_consumer_stats(w->metrics, json, len))
         pl_warn("librdkafka statistics: not JSON; consumer lag not updated");
+    if (w->stuck &&
+        pl_stuck_check(w->stuck, json, len,
+                       pl_config_topic(w->cfg, w->kind->input_topic),
+                       pl_now_mono_ms(), STUCK_MS, w->paused, stuck_report,
+                       w) < 0 &&
+        log_due(&w->last_kafka_log))
+        pl_warn("librdkafka statistics: not JSON, or out of memory; the "
+                "stuck-partition watch skipped them");
     return 0; /* librdkafka frees json */
 }
 
@@ -2411,10 +2434,24 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
                 *c = '-';
         group = group_buf;
     }
+    /* the statistics feed the stuck-partition watch too: every 10 s
+     * unless metrics (5 s) or the user (0: none) say otherwise */
+    {
+        bool set = false;
+        if (pl_config_kafka_each_for(w->cfg, "consumer", find_stats_interval,
+                                     &set, err, sizeof(err)) ||
+            (!set && pl_config_set(w->cfg,
+                                   "kafka.consumer.statistics.interval.ms",
+                                   "10000", err, sizeof(err))) ||
+            !(w->stuck = pl_stuck_new())) {
+            pl_error("%s", w->stuck ? err : "out of memory");
+            goto out;
+        }
+    }
     if (!(w->producer = pl_kafka_producer_new(w->cfg, err, sizeof(err))) ||
-        !(w->consumer = pl_kafka_consumer_new(
-              w->cfg, group, rebalance_cb, commit_cb,
-              w->metrics ? stats_cb : NULL, w, err, sizeof(err)))) {
+        !(w->consumer = pl_kafka_consumer_new(w->cfg, group, rebalance_cb,
+                                              commit_cb, stats_cb, w, err,
+                                              sizeof(err)))) {
         pl_error("%s", err);
         goto out;
     }
@@ -2544,6 +2581,7 @@ out:
         pl_rules_destroy(w->rules);
         pl_config_destroy(w->cfg);
         free(w->committed); /* commit_cb is done: the consumer is gone */
+        pl_stuck_free(w->stuck); /* and so is stats_cb */
         after_clear(w);
         free(w->after.items);
         free(w);

@@ -826,6 +826,98 @@ static void test_deliver_too_large_is_cut(void **state)
     rig_stop(&g);
 }
 
+/* ---- the stuck-partition watch ---- */
+
+static int nlines;
+static char last_line[400];
+
+static void count_line(void *opaque, const char *line)
+{
+    (void)opaque;
+    nlines++;
+    snprintf(last_line, sizeof(last_line), "%s", line);
+}
+
+/* librdkafka's statistics for topic t: partition 0 fine, 1 with a fetcher
+ * that never started, 2 with messages waiting at position pos2, 3 not
+ * ours, and the internal -1 partition. */
+static char *stats_json(long pos2)
+{
+    static char buf[2048];
+    snprintf(buf, sizeof(buf),
+             "{\"name\": \"c\", \"topics\": {\"t\": {\"partitions\": {"
+             "\"0\": {\"desired\": true, \"fetch_state\": \"active\", "
+             "\"app_offset\": 10, \"committed_offset\": 10, "
+             "\"hi_offset\": 10},"
+             "\"1\": {\"desired\": true, \"fetch_state\": \"offset-query\","
+             " \"app_offset\": -1001, \"committed_offset\": -1001, "
+             "\"hi_offset\": -1},"
+             "\"2\": {\"desired\": true, \"fetch_state\": \"active\", "
+             "\"app_offset\": %ld, \"committed_offset\": 3, "
+             "\"hi_offset\": 20, \"fetchq_cnt\": 7},"
+             "\"3\": {\"desired\": false, \"fetch_state\": \"none\", "
+             "\"app_offset\": -1001, \"hi_offset\": 50},"
+             "\"-1\": {\"desired\": false}}}}}",
+             pos2);
+    return buf;
+}
+
+static int check(pl_stuck_t *s, int64_t t_s, long pos2, bool paused)
+{
+    const char *j = stats_json(pos2);
+    nlines = 0;
+    return pl_stuck_check(s, j, strlen(j), "t", t_s * 1000, 60000, paused,
+                          count_line, NULL);
+}
+
+static void test_stuck_watch(void **state)
+{
+    pl_stuck_t *s = pl_stuck_new();
+    (void)state;
+    assert_non_null(s);
+
+    /* nothing before a minute */
+    assert_int_equal(check(s, 0, 5, false), 0);
+    assert_int_equal(check(s, 30, 5, false), 0);
+    /* a minute on: the fetcher that never started and the partition whose
+     * messages wait, not the fine one, not the ones that are not ours */
+    assert_int_equal(check(s, 61, 5, false), 2);
+    assert_non_null(strstr(last_line, "partition t [2] has not moved for "
+                                      "61 s: fetch state active, position "
+                                      "5, end 20, committed 3, 7 message"));
+    /* once a minute, not at every statistics */
+    assert_int_equal(check(s, 70, 5, false), 0);
+    /* partition 2 moves: only 1 is reported, a minute after its last */
+    assert_int_equal(check(s, 80, 6, false), 0);
+    assert_int_equal(check(s, 121, 6, false), 1);
+    assert_non_null(strstr(last_line, "partition t [1] has not moved for "
+                                      "121 s: fetch state offset-query, "
+                                      "position none, end none, committed "
+                                      "none, 0 message(s)"));
+    assert_int_equal(nlines, 1);
+    /* 2 stuck again since 80 s: reported at 140 */
+    assert_int_equal(check(s, 140, 6, false), 1);
+    assert_non_null(strstr(last_line, "partition t [2]"));
+    /* paused on purpose (Redis down): nothing, and the clocks restart */
+    assert_int_equal(check(s, 200, 6, true), 0);
+    assert_int_equal(check(s, 250, 6, false), 0);
+    assert_int_equal(check(s, 261, 6, false), 2);
+    /* not JSON */
+    assert_int_equal(pl_stuck_check(s, "{", 1, "t", 0, 60000, false,
+                                    count_line, NULL),
+                     -1);
+    /* another topic's statistics: nothing of ours, and what was is
+     * forgotten (partitions revoked start afresh) */
+    {
+        const char *j = stats_json(6);
+        assert_int_equal(pl_stuck_check(s, j, strlen(j), "other", 300000,
+                                        60000, false, count_line, NULL),
+                         0);
+    }
+    assert_int_equal(check(s, 330, 6, false), 0);
+    pl_stuck_free(s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -839,6 +931,7 @@ int main(void)
         cmocka_unit_test(test_deliver_survives_broker_down),
         cmocka_unit_test(test_deliver_in_order_over_broker_down),
         cmocka_unit_test(test_deliver_stop_on_permanent_failure),
+        cmocka_unit_test(test_stuck_watch),
         cmocka_unit_test(test_deliver_stop_while_retrying),
         cmocka_unit_test(test_deliver_grace_while_broker_down),
         cmocka_unit_test(test_deliver_waits_without_stop),
