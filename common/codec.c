@@ -354,7 +354,6 @@ static int fail(char *errstr, size_t n, const char *fmt, ...)
     return -1;
 }
 
-/* A printable, bounded copy of an untrusted value for error messages. */
 /* Out of memory while decoding: not the message's fault, so not a poison
  * message (PL_CODEC_NOMEM). */
 static const char codec_oom[] = "out of memory";
@@ -365,6 +364,7 @@ static int oom(char *errstr, size_t n)
     return PL_CODEC_NOMEM;
 }
 
+/* A printable, bounded copy of an untrusted value for error messages. */
 static const char *shown(const char *s, char *buf, size_t n)
 {
     size_t i = 0;

@@ -372,28 +372,41 @@ static const char *role_topic(void *opaque, pl_topic_role_t role)
 static int reap(worker_t *w, size_t keep);
 static int after_flush(worker_t *w, int64_t *backoff, bool once);
 
-/* An assignment librdkafka refused: the group counts these partitions as
- * ours while nothing fetches them (or another owner's while we still do),
- * so they would sit still.  Fatal: the worker exits non-zero, its
- * partitions go to the others, and its supervisor starts it again.  true
- * when it failed (error, from incremental_*assign, is destroyed here). */
-static bool assign_failed(rd_kafka_error_t *error, rd_kafka_resp_err_t err,
-                          const char *what)
+/* Take (add) or give up (!add) parts: rd_kafka_assign for the eager
+ * protocol, incremental for the cooperative one.  A change librdkafka
+ * refuses leaves the group counting these partitions as ours while
+ * nothing fetches them (or another owner's while we still do), so they
+ * would sit still: fatal, with the library's text (the worker exits
+ * non-zero, its partitions go to the others, its supervisor starts it
+ * again); during a shutdown only logged.  0, or -1 when refused. */
+static int change_assignment(rd_kafka_t *rk,
+                             rd_kafka_topic_partition_list_t *parts,
+                             bool coop, bool add)
 {
+    rd_kafka_error_t *error = NULL;
+    rd_kafka_resp_err_t err = RD_KAFKA_RESP_ERR_NO_ERROR;
     char text[600];
+
+    if (coop)
+        error = add ? rd_kafka_incremental_assign(rk, parts)
+                    : rd_kafka_incremental_unassign(rk, parts);
+    else
+        err = rd_kafka_assign(rk, add ? parts : NULL);
     if (!error && !err)
-        return false;
-    snprintf(text, sizeof(text), "%s: %s", what,
+        return 0;
+    snprintf(text, sizeof(text), "%s: %s",
+             add ? "taking the assigned partitions"
+                 : "giving up the revoked partitions",
              error ? rd_kafka_error_string(error) : rd_kafka_err2str(err));
     if (error)
         rd_kafka_error_destroy(error);
     if (!RUNNING) { /* closing: the group is being left anyway */
         pl_info("kafka: %s (shutting down)", text);
-        return true;
+        return -1;
     }
     pl_error("kafka: %s; exiting", text);
     pl_kafka_set_fatal(text);
-    return true;
+    return -1;
 }
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
@@ -411,11 +424,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
         pl_info("assigned %d partition(s)", parts->cnt);
         /* Offsets come from the group's commits (set in the assignment,
          * not by seeking). */
-        if (assign_failed(coop ? rd_kafka_incremental_assign(rk, parts)
-                               : NULL,
-                          coop ? RD_KAFKA_RESP_ERR_NO_ERROR
-                               : rd_kafka_assign(rk, parts),
-                          "taking the assigned partitions")) {
+        if (change_assignment(rk, parts, coop, true)) {
             w->in_rebalance = false;
             return;
         }
@@ -443,10 +452,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
          * the offsets of partitions we lost are simply not stored. */
         if (!coop)
             w->revoked = 1;
-        assign_failed(coop ? rd_kafka_incremental_unassign(rk, parts) : NULL,
-                      coop ? RD_KAFKA_RESP_ERR_NO_ERROR
-                           : rd_kafka_assign(rk, NULL),
-                      "giving up the revoked partitions");
+        change_assignment(rk, parts, coop, false);
     }
     if (w->metrics) {
         rd_kafka_topic_partition_list_t *now = NULL;
@@ -1994,9 +2000,6 @@ static void metrics_round(worker_t *w)
     pl_metrics_set(w->metrics, PL_G_CACHE_ENTRIES, (int64_t)w->cache.count);
 }
 
-/* librdkafka's statistics (statistics.interval.ms, set when metrics are
- * on), served from the consumer poll on the loop's thread: the consumer
- * lag per partition. */
 /* A partition that has not moved this long, with messages waiting, is
  * logged (a worker waiting out Redis or Kafka pauses its partitions, and
  * paused ones are not counted). */
@@ -2009,7 +2012,8 @@ static void stuck_report(void *opaque, const char *line)
 }
 
 /* librdkafka's statistics (every kafka.consumer.statistics.interval.ms:
- * 5 s with metrics on, else 10 s): the consumer lag for /metrics, and the
+ * 5 s with metrics on, else 10 s), served from the consumer poll on the
+ * loop's thread: the consumer lag per partition for /metrics, and the
  * stuck-partition watch (STUCK_MS). */
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque)
 {
@@ -2285,23 +2289,15 @@ static int find_stats_interval(void *opaque, const char *key,
     return 0;
 }
 
-/* metrics.port is set: the registry, librdkafka's statistics for the
- * consumer lag (every 5 s unless kafka.consumer.statistics.interval.ms
- * says otherwise), and the HTTP endpoint.  0, or -1 with errstr naming the
- * key. */
+/* metrics.port is set: the registry and the HTTP endpoint (the consumer
+ * lag comes from librdkafka's statistics, every 5 s then: see the
+ * consumer's creation).  0, or -1 with errstr naming the key. */
 static int metrics_start(worker_t *w, char *errstr, size_t errstr_size)
 {
-    bool set = false;
     if (!(w->metrics = pl_metrics_new(w->kind->entity, w->kind->tick))) {
         snprintf(errstr, errstr_size, "out of memory");
         return -1;
     }
-    if (pl_config_kafka_each_for(w->cfg, "consumer", find_stats_interval,
-                                 &set, errstr, errstr_size) ||
-        (!set && pl_config_set(w->cfg,
-                               "kafka.consumer.statistics.interval.ms",
-                               "5000", errstr, errstr_size)))
-        return -1;
     if (pl_metrics_serve(w->metrics, pl_config_get(w->cfg, "metrics.bind"),
                          (int)pl_config_get_int(w->cfg, "metrics.port"),
                          errstr, errstr_size))
@@ -2434,17 +2430,22 @@ int pl_worker_main(const pl_worker_kind_t *kind, int argc, char **argv)
                 *c = '-';
         group = group_buf;
     }
-    /* the statistics feed the stuck-partition watch too: every 10 s
-     * unless metrics (5 s) or the user (0: none) say otherwise */
+    /* librdkafka's statistics (stats_cb): every 5 s with metrics on (the
+     * lag), else 10 s (the stuck-partition watch), unless the user says
+     * otherwise (0: none) */
     {
         bool set = false;
         if (pl_config_kafka_each_for(w->cfg, "consumer", find_stats_interval,
                                      &set, err, sizeof(err)) ||
             (!set && pl_config_set(w->cfg,
                                    "kafka.consumer.statistics.interval.ms",
-                                   "10000", err, sizeof(err))) ||
-            !(w->stuck = pl_stuck_new())) {
-            pl_error("%s", w->stuck ? err : "out of memory");
+                                   w->metrics ? "5000" : "10000", err,
+                                   sizeof(err)))) {
+            pl_error("%s", err);
+            goto out;
+        }
+        if (!(w->stuck = pl_stuck_new())) {
+            pl_error("out of memory");
             goto out;
         }
     }
