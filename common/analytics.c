@@ -218,6 +218,42 @@ static bool deal_open(const pl_rules_t *r, const pl_deal_state_t *st,
     return *stage >= 0 && !pl_rules_stage_is_closed(r, *stage);
 }
 
+/* The month of a deal's expected close date, the forecast's column. */
+static void close_month(const pl_deal_state_t *st, char month[8])
+{
+    if (st->has_close_date)
+        pl_month_of_day(st->expected_close_date, month);
+    else
+        memcpy(month, "none", 5);
+}
+
+static int64_t amount_of(const pl_deal_state_t *st)
+{
+    return st->has_amount ? st->amount : 0;
+}
+
+/* The forecast lines of an open deal: its count (with_count) and its
+ * amount times sign, in its owner/month/currency/stage cell. */
+static int forecast_lines(const pl_deal_state_t *st, const char *month,
+                          int sign, bool with_count, int64_t amount,
+                          pl_delta_t *d)
+{
+    const char *fn[] = {"f", nz(st->owner), month, nz(st->currency),
+                        st->stage, "n", NULL};
+    const char *fa[] = {"f", nz(st->owner), month, nz(st->currency),
+                        st->stage, "a", NULL};
+    return (with_count && pl_delta_add(d, sign, fn)) ||
+                   pl_delta_add(d, sign * amount, fa)
+               ? -1
+               : 0;
+}
+
+static int open_line(const pl_deal_state_t *st, int sign, pl_delta_t *d)
+{
+    const char *so[] = {"s", nz(st->owner), st->stage, "open", NULL};
+    return pl_delta_add(d, sign, so);
+}
+
 int pl_analytics_deal_contrib(const pl_rules_t *r, const pl_deal_state_t *st,
                               int sign, pl_delta_t *d)
 {
@@ -226,19 +262,9 @@ int pl_analytics_deal_contrib(const pl_rules_t *r, const pl_deal_state_t *st,
 
     if (!deal_open(r, st, &stage))
         return 0;
-    if (st->has_close_date)
-        pl_month_of_day(st->expected_close_date, month);
-    else
-        snprintf(month, sizeof(month), "none");
-    const char *fn[] = {"f", nz(st->owner), month, nz(st->currency),
-                        st->stage, "n", NULL};
-    const char *fa[] = {"f", nz(st->owner), month, nz(st->currency),
-                        st->stage, "a", NULL};
-    const char *so[] = {"s", nz(st->owner), st->stage, "open", NULL};
-    return pl_delta_add(d, sign, fn) ||
-                   pl_delta_add(d, sign * (st->has_amount ? st->amount : 0),
-                                fa) ||
-                   pl_delta_add(d, sign, so)
+    close_month(st, month);
+    return forecast_lines(st, month, sign, true, amount_of(st), d) ||
+                   open_line(st, sign, d)
                ? -1
                : 0;
 }
@@ -265,11 +291,12 @@ int pl_analytics_stage_move(const pl_rules_t *r, const char *owner,
                           : ti == fi + 1 ? "advanced"
                           : ti == fi - 1 ? "moved_back"
                                          : NULL;
-        char bucket[8];
+        char num[24], *e = num + sizeof(num) - 1;
+        *e = '\0';
+        const char *bucket = pl_fmt_int(e, pl_hist_bucket(seconds > 0 ? seconds
+                                                                     : 0));
         const char *out[] = {"s", owner, from, how, NULL};
         const char *h[] = {"h", owner, from, bucket, NULL};
-        snprintf(bucket, sizeof(bucket), "%d",
-                 pl_hist_bucket(seconds > 0 ? seconds : 0));
         if ((how && pl_delta_add(d, 1, out)) || pl_delta_add(d, 1, h))
             return -1;
     }
@@ -309,6 +336,39 @@ static bool same_contrib(const pl_rules_t *r, const pl_deal_state_t *cur,
            (!cur->has_amount || cur->amount == next->amount);
 }
 
+/* next's contribution minus cur's, without the lines that would cancel
+ * out: a deal open before and after in the same forecast cell (an update
+ * of its amount) writes one line, its amount's change, not six; in the
+ * same owner and stage, its open count does not move.  The figures are
+ * those of pl_analytics_deal_contrib(cur, -1) and (next, +1), summed. */
+static int contrib_change(const pl_rules_t *r, const pl_deal_state_t *cur,
+                          const pl_deal_state_t *next, pl_delta_t *d)
+{
+    char mc[8], mn[8];
+    int sc, sn;
+
+    if (!deal_open(r, cur, &sc) || !deal_open(r, next, &sn))
+        return pl_analytics_deal_contrib(r, cur, -1, d) ||
+                       pl_analytics_deal_contrib(r, next, +1, d)
+                   ? -1
+                   : 0;
+    close_month(cur, mc);
+    close_month(next, mn);
+    bool same_owner = !strcmp(nz(cur->owner), nz(next->owner));
+    if (sc == sn && same_owner && !strcmp(mc, mn) &&
+        !strcmp(nz(cur->currency), nz(next->currency))) {
+        if (forecast_lines(next, mn, 1, false,
+                           amount_of(next) - amount_of(cur), d))
+            return -1;
+    } else if (forecast_lines(cur, mc, -1, true, amount_of(cur), d) ||
+               forecast_lines(next, mn, 1, true, amount_of(next), d)) {
+        return -1;
+    }
+    if (sc == sn && same_owner)
+        return 0;
+    return open_line(cur, -1, d) || open_line(next, 1, d) ? -1 : 0;
+}
+
 int pl_analytics_deal_delta(const pl_rules_t *r, const pl_deal_state_t *cur,
                             const pl_deal_state_t *next,
                             const pl_deal_outcome_t *oc, const pl_event_t *ev,
@@ -316,9 +376,7 @@ int pl_analytics_deal_delta(const pl_rules_t *r, const pl_deal_state_t *cur,
 {
     if (oc->verdict != PL_DEAL_APPLIED)
         return 0;
-    if (!same_contrib(r, cur, next) &&
-        (pl_analytics_deal_contrib(r, cur, -1, d) ||
-         pl_analytics_deal_contrib(r, next, +1, d)))
+    if (!same_contrib(r, cur, next) && contrib_change(r, cur, next, d))
         return -1;
     if (!oc->stage_changed)
         return 0;

@@ -253,9 +253,10 @@ char *pl_deal_history_entry(const pl_deal_outcome_t *out,
     if (next) {
         if (next->owner)
             json_kv(&w, "owner", next->owner);
-        snprintf(num, sizeof(num), ",\"seconds\":%lld",
-                 (long long)out->seconds_in_previous_stage);
-        pl_sbuf_put(&w, num, strlen(num));
+        char *e = num + sizeof(num),
+             *p = pl_fmt_int(e, out->seconds_in_previous_stage);
+        pl_sbuf_put(&w, ",\"seconds\":", 11);
+        pl_sbuf_put(&w, p, (size_t)(e - p));
         if (next->has_amount) {
             pl_amount_format(next->amount, num, sizeof(num));
             json_kv(&w, "amount", num);

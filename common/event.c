@@ -189,6 +189,20 @@ void pl_event_derive_id(pl_event_type_t type, const char *cause,
 {
     char h[PL_HASH_HEX_LEN + 1];
     const char *name = pl_event_type_name(type);
-    pl_hash_hex(name ? name : "?", cause, h);
-    snprintf(out, PL_EVENT_ID_MAX + 1, "%s:%s", name ? name : "?", h);
+    if (!name)
+        name = "?";
+    pl_hash_hex(name, cause, h);
+    /* "<name>:<hash>" (an snprintf was 900 instructions, once or twice an
+     * event); the type names are short, cut like snprintf would */
+    size_t n = strlen(name), o = 0;
+    if (n > PL_EVENT_ID_MAX)
+        n = PL_EVENT_ID_MAX;
+    memcpy(out, name, n);
+    o = n;
+    if (o < PL_EVENT_ID_MAX)
+        out[o++] = ':';
+    n = PL_HASH_HEX_LEN < PL_EVENT_ID_MAX - o ? PL_HASH_HEX_LEN
+                                              : PL_EVENT_ID_MAX - o;
+    memcpy(out + o, h, n);
+    out[o + n] = '\0';
 }

@@ -206,8 +206,11 @@ int pl_rules_stage_index(const pl_rules_t *r, const char *name)
 {
     if (!r || !name)
         return -1;
+    /* several times an event: the first byte tells most stages apart
+     * without a call to strcmp */
     for (int i = 0; i < r->nstages; i++)
-        if (!strcmp(r->stages[i].name, name))
+        if (r->stages[i].name[0] == name[0] &&
+            !strcmp(r->stages[i].name, name))
             return i;
     return -1;
 }

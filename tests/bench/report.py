@@ -314,7 +314,7 @@ def main():
             "latency: arrival at a consumer of the pipeline topic minus the "
             "input's rd_kafka_producev call, same process clock; the bench "
             "producer uses linger.ms=%d, the worker its defaults "
-            "(batch.wait.ms=2, producer linger.ms=5)"
+            "(batch.wait.ms=2, producer linger.ms=1)"
             % lat.get("producer_linger_ms", 0))
 
     t = res["targets"]

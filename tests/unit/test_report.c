@@ -712,6 +712,123 @@ static void test_sum_many(void **state)
     pl_report_sum_destroy(s);
 }
 
+/* ---- a deal's delta (analytics.c) ---- */
+
+/* The figures of a delta's text, summed (fields whose sum is 0 left out). */
+static void delta_sums(const pl_delta_t *d, pl_fields_t *out)
+{
+    pl_report_sum_t *s = pl_report_sum_new();
+    pl_fields_t all = {0};
+
+    assert_non_null(s);
+    if (d->len)
+        assert_int_equal(pl_report_sum_add_delta(s, d->buf, d->len), 0);
+    assert_int_equal(pl_report_sum_fields(s, &all), 0);
+    for (size_t i = 0; i < all.count; i++)
+        if (strcmp(all.values[i], "0"))
+            assert_int_equal(
+                pl_fields_set(out, all.keys[i], all.values[i]), 0);
+    pl_fields_clear(&all);
+    pl_report_sum_destroy(s);
+}
+
+static size_t delta_lines(const pl_delta_t *d)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < d->len; i++)
+        n += d->buf[i] == '\n';
+    return n;
+}
+
+/* pl_analytics_deal_delta leaves out the lines of an update that cancel
+ * out; over every pair of states from a grid of owners, stages (open and
+ * closed), currencies, close dates (none, the same month, the next) and
+ * amounts, its figures are those of the whole contributions: next's
+ * minus cur's. */
+static void test_deal_delta_nets_out(void **state)
+{
+    pl_rules_t *r = *state;
+    static char *const owners[] = {NULL, "ann", "bob"};
+    static char *const stages[] = {"proposal", "negotiation", "won"};
+    static char *const currencies[] = {"USD", "EUR"};
+    static const int32_t dates[] = {-1, 20500, 20501, 20540};
+    static const int64_t amounts[] = {-1, AMT(100), AMT(250) + 5};
+    enum { NO = 3, NS = 3, NC = 2, ND = 4, NA = 3, N = NO * NS * NC * ND * NA };
+    pl_deal_state_t *st = calloc(N + 1, sizeof(*st));
+    pl_deal_outcome_t oc = {.verdict = PL_DEAL_APPLIED};
+    pl_event_t ev = {0};
+    size_t pairs = 0, fewer = 0;
+
+    assert_non_null(st);
+    for (int i = 0; i < N; i++) {
+        int k = i;
+        st[i].exists = true;
+        st[i].deal_id = "D-1";
+        st[i].owner = owners[k % NO], k /= NO;
+        st[i].stage = stages[k % NS], k /= NS;
+        st[i].currency = currencies[k % NC], k /= NC;
+        if (dates[k % ND] >= 0) {
+            st[i].has_close_date = true;
+            st[i].expected_close_date = dates[k % ND];
+        }
+        k /= ND;
+        if (amounts[k % NA] >= 0) {
+            st[i].has_amount = true;
+            st[i].amount = amounts[k % NA];
+        }
+    }
+    /* st[N]: a deal that does not exist (yet) */
+    for (int i = 0; i <= N; i++) {
+        for (int j = 0; j <= N; j++) {
+            pl_delta_t got = {0}, whole = {0};
+            pl_fields_t a = {0}, b = {0};
+            assert_int_equal(pl_analytics_deal_delta(r, &st[i], &st[j], &oc,
+                                                     &ev, &got),
+                             0);
+            assert_int_equal(pl_analytics_deal_contrib(r, &st[i], -1, &whole),
+                             0);
+            assert_int_equal(pl_analytics_deal_contrib(r, &st[j], 1, &whole),
+                             0);
+            delta_sums(&got, &a);
+            delta_sums(&whole, &b);
+            if (a.count != b.count)
+                fail_msg("pair %d -> %d: %zu figures, expected %zu", i, j,
+                         a.count, b.count);
+            for (size_t f = 0; f < b.count; f++) {
+                const char *v = pl_fields_get(&a, b.keys[f]);
+                if (!v || strcmp(v, b.values[f]))
+                    fail_msg("pair %d -> %d: %s = %s, expected %s", i, j,
+                             b.keys[f], v ? v : "(none)", b.values[f]);
+            }
+            assert_true(delta_lines(&got) <= delta_lines(&whole));
+            fewer += delta_lines(&got) < delta_lines(&whole);
+            pairs++;
+            pl_fields_clear(&a);
+            pl_fields_clear(&b);
+            pl_delta_free(&got);
+            pl_delta_free(&whole);
+        }
+    }
+    assert_int_equal(pairs, (size_t)(N + 1) * (N + 1));
+    assert_true(fewer > 0);
+    /* an update of the amount alone: one line */
+    {
+        pl_deal_state_t cur = st[3], next = st[3];
+        pl_delta_t d = {0};
+        cur.has_amount = next.has_amount = true;
+        cur.amount = AMT(100);
+        next.amount = AMT(140);
+        assert_int_equal(
+            pl_analytics_deal_delta(r, &cur, &next, &oc, &ev, &d), 0);
+        char want[64];
+        snprintf(want, sizeof(want), "|a\t%lld\n", (long long)AMT(40));
+        assert_int_equal(delta_lines(&d), 1);
+        assert_non_null(strstr(d.buf, want));
+        pl_delta_free(&d);
+    }
+    free(st);
+}
+
 /* ---- the histogram (analytics.c) ---- */
 
 static void check_bound(int64_t v)
@@ -847,6 +964,7 @@ int main(void)
         cmocka_unit_test(test_gauges),
         cmocka_unit_test(test_sum),
         cmocka_unit_test(test_sum_many),
+        cmocka_unit_test(test_deal_delta_nets_out),
         cmocka_unit_test(test_hist_error_bound),
         cmocka_unit_test(test_hist_percentiles),
     };
