@@ -1,6 +1,8 @@
 """The lead worker (with the deal worker) against a real Kafka broker and a
 real Redis: scoring from the ideal customer profile, every status move and
-rejection, conversion into exactly one deal, and a SIGKILL mid-stream."""
+rejection, conversion into exactly one deal (on the partition a Java
+producer would pick, with kafka.producer.partitioner=murmur2_random), and
+a SIGKILL mid-stream."""
 import os
 import signal
 import time
@@ -228,6 +230,61 @@ class Moves(LeadCase):
                             up["event_id"]), [])  # no status change
         self.rejected(ev("lead.rejected", lead_id=l, reason="late"),
                       "terminal", "sql", "disqualified")
+
+
+def murmur2(data):
+    """The Java client's key hash (org.apache.kafka.common.utils.Utils)."""
+    m, h = 0x5bd1e995, (0x9747b28c ^ len(data)) & 0xffffffff
+    n4 = len(data) // 4
+    for i in range(n4):
+        k = int.from_bytes(data[4 * i:4 * i + 4], "little")
+        k = (k * m) & 0xffffffff
+        k ^= k >> 24
+        k = (k * m) & 0xffffffff
+        h = ((h * m) & 0xffffffff) ^ k
+    rest = data[4 * n4:]
+    if len(rest) == 3:
+        h ^= rest[2] << 16
+    if len(rest) >= 2:
+        h ^= rest[1] << 8
+    if rest:
+        h = ((h ^ rest[0]) * m) & 0xffffffff
+    h ^= h >> 13
+    h = (h * m) & 0xffffffff
+    return h ^ (h >> 15)
+
+
+class JavaPartitioner(LeadCase):
+    """kafka.producer.partitioner reaches the workers' producer: with
+    murmur2_random (README, Scaling) the deal.created of a converted lead
+    goes to the partition a Java producer picks for its deal_id, not to
+    librdkafka's default (CRC32) one."""
+    worker_args = ("--set", "kafka.producer.partitioner=murmur2_random")
+
+    def test_deal_created_on_the_java_partition(self):
+        import zlib
+        n = self.partitions
+        # Kafka's own test vectors (UtilsTest.testMurmur2), as unsigned
+        self.assertEqual(murmur2(b"21"), -973932308 & 0xffffffff)
+        self.assertEqual(murmur2(b"foobar"), -790332482 & 0xffffffff)
+        deals = []
+        while len(deals) < 3:  # ids the two partitioners place apart
+            d = "D-j-" + uuid.uuid4().hex[:8]
+            java = (murmur2(d.encode()) & 0x7fffffff) % n
+            if java != zlib.crc32(d.encode()) % n:
+                deals.append((d, java))
+        for d, _ in deals:
+            l, _ = self.created(**ICP)
+            self.send(ev("lead.accepted", lead_id=l, owner="jo"),
+                      ev("lead.converted", lead_id=l, deal_id=d))
+        want = dict(deals)
+        msgs = self.env.wait_for(
+            "sales.deals", lambda x: len([
+                m for m in x if m["value"].get("deal_id") in want]) == 3,
+            meta=True)
+        got = {m["value"]["deal_id"]: m["partition"] for m in msgs
+               if m["value"].get("deal_id") in want}
+        self.assertEqual(got, want)
 
 
 class KillAndRestart(IntegrationCase):
