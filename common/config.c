@@ -139,7 +139,8 @@ static const setting_t settings[] = {
     {"timers.per.shard", "PL_TIMERS_PER_SHARD", T_INT, "200", 1, 100000,
      "Most due timers claimed from one hash slot per look"},
     {"timers.shards.per.call", "PL_TIMERS_SHARDS_PER_CALL", T_INT, "512", 1,
-     16384, "Timer shards one claim script scans (1 on Redis Cluster)"},
+     16384, "Timer shards one claim script scans in the first full scan "
+     "after start-up (1 on Redis Cluster)"},
     {"stats.interval", "PL_STATS_INTERVAL", T_DURATION, "30s", 1 * SEC,
      1 * DAY, "How often a worker logs its counters (0: never)"},
     {"log.level", "PL_LOG_LEVEL", T_LOGLEVEL, "info", 0, 0,

@@ -408,10 +408,10 @@ static const char apply_lua[] =
  * {-index, error text}. */
 static const char claim_lua[] = LUA_NOW
     "local lease_end = string.format('%d', now + tonumber(ARGV[1]))\n"
-    "local out = {now, tonumber(lease_end)}\n"
+    "local out, upto = {now, tonumber(lease_end)}, string.format('%d', now)\n"
     "for k = 1, #KEYS do\n"
-    "  local due = redis.pcall('ZRANGEBYSCORE', KEYS[k], '-inf',\n"
-    "                          string.format('%d', now), 'LIMIT', 0, ARGV[2])\n"
+    "  local due = redis.pcall('ZRANGEBYSCORE', KEYS[k], '-inf', upto,\n"
+    "                          'LIMIT', 0, ARGV[2])\n"
     "  if due['err'] then\n"
     "    out[#out + 1] = -k\n"
     "    out[#out + 1] = KEYS[k] .. ': ' .. due['err']\n"
@@ -2215,6 +2215,22 @@ out:
     return r;
 }
 
+int pl_store_index_timers(pl_store_t *s, int from, int to, char *errstr,
+                          size_t errstr_size)
+{
+    int r;
+
+    if (from >= to)
+        return 0;
+    if ((r = pl_store_connect(s, errstr, errstr_size)))
+        return r;
+    if (!shard_names(s)) {
+        snprintf(errstr, errstr_size, "out of memory");
+        return -1;
+    }
+    return index_scanned(s, from, to, errstr, errstr_size);
+}
+
 /* Add EVALSHA sha 1 <shard> <member> <lease end> [extra] for the claims
  * whose `only` flag is set (only NULL: all), or EVAL with the body. */
 static int add_claims(pl_store_t *s, const char *sha,
@@ -3384,7 +3400,9 @@ int pl_store_timer_index(pl_store_t *s, const int *slots,
 
 /* Lower the index of slots [from, to) to their shards' first scores: the
  * full scan's way of indexing what was scheduled before the index (or
- * missed by a worker that died between its apply and its index update). */
+ * missed by a worker that died between its apply and its index update).
+ * Plain commands (a ZRANGE a shard, one ZADD LT for all): the slow scan
+ * costs Redis no script call a shard. */
 static int index_scanned(pl_store_t *s, int from, int to, char *errstr,
                          size_t errstr_size)
 {
@@ -3411,21 +3429,20 @@ static int index_scanned(pl_store_t *s, int from, int to, char *errstr,
             rep->element[1]->str) {
             slots[m] = from + (int)i;
             next[m++] = strtoll(rep->element[1]->str, NULL, 10);
+        } else if (rep->type == REDIS_REPLY_ERROR &&
+                   error_code_is(rep->str, "WRONGTYPE")) {
+            char text[512];
+            snprintf(text, sizeof(text), "%s: %s", s->shards[from + (int)i],
+                     rep->str);
+            bad_shard(s, text);
         }
     }
     r = 0;
     if (m) {
         begin(s);
-        if (add_reindex(s, kidx, slots, NULL, next, m))
+        if (add_index(s, kidx, slots, next, m))
             goto oom;
-        if ((r = run_scripts(s, errstr, errstr_size)) > 0) {
-            begin(s);
-            if (add_reindex(s, kidx, slots, NULL, next, m))
-                goto oom;
-            r = run_scripts(s, errstr, errstr_size);
-        }
-        if (r > 0)
-            r = -1;
+        r = run(s, "ZADD", errstr, errstr_size);
     }
     goto out;
 oom:

@@ -297,6 +297,15 @@ typedef struct pl_claim_s {
                             claim is ours */
 } pl_claim_t;
 
+/* Index the shards of slots [from, to) without claiming: lower each slot's
+ * score in the due index to its shard's first (ZADD LT), so that the due
+ * path (pl_store_claim_due) finds what is due in them; a shard key of the
+ * wrong type is skipped (logged).  Plain commands in two round trips: the
+ * slow full scan's, which finds only what the index lacks.  0, -1
+ * (retriable) or -2 (fatal). */
+int pl_store_index_timers(pl_store_t *s, int from, int to, char *errstr,
+                          size_t errstr_size);
+
 /* Claim every timer due by Redis's now (TIME, read inside the script) in
  * the shards of slots [from, to), at most per_shard from each, holding each
  * until Redis's now + lease_ms (claims[i].lease_until).  shards_per_call

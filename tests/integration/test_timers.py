@@ -197,6 +197,53 @@ class Alerts(TimerCase):
         self.assertEqual(len(alerts_for(self.env.tail("sales.alerts"), d)), 1)
 
 
+def slot_of(tag):
+    """The Redis Cluster hash slot of a hash tag's content (CRC16/XMODEM)."""
+    crc = 0
+    for byte in tag.encode():
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else crc << 1
+            crc &= 0xFFFF
+    return crc % 16384
+
+
+class SlowScan(TimerCase):
+    """The slow full scan (timers.scan.interval) indexes a timer the due
+    index lacks (scheduled before the index existed, or its index update
+    lost), so that it still fires; the scan only indexes (plain commands),
+    the due path claims."""
+    timer_args = ("--set", "timers.interval=200ms",
+                  "--set", "timers.scan.interval=2s")
+
+    def test_a_timer_the_index_lacks_fires(self):
+        env = self.env
+        d = did()
+        slot = str(slot_of("deal:" + d))
+        self.assertEqual(slot_of("123456789"), 0x31C3)  # CRC16/XMODEM check
+        index = env.key_prefix + "{timers}:due"
+        created = self.now_event("deal.created", deal_id=d)
+        t = time.time()
+        env.produce("sales.deals", [created])
+        deadline = time.time() + 30
+        while time.time() < deadline and \
+                not redis_cli(env, "ZSCORE", index, slot).strip():
+            time.sleep(0.05)
+        self.assertTrue(redis_cli(env, "ZSCORE", index, slot).strip(),
+                        "the deal's slot was never indexed")
+        # the index loses the slot before the stale timer (4 s) is due;
+        # the timer itself stays in its shard
+        redis_cli(env, "ZREM", index, slot)
+        self.assertLess(time.time() - t, 3.5, "too slow to lose the index "
+                        "entry before the timer is due")
+        self.assertEqual(alerts_for(env.tail("sales.alerts"), d), [])
+        self.assertTrue(timer_members(env, d, "stale"))
+        msgs = env.wait_for("sales.alerts", lambda m: alerts_for(m, d),
+                            timeout=30)
+        [a] = alerts_for(msgs, d)
+        self.assertEqual(a["type"], "deal.stale")
+
+
 class StaleNotLazy(TimerCase):
     timer_args = TimerCase.timer_args + ("--set", "timers.stale.lazy=0")
 
