@@ -3429,8 +3429,14 @@ static int index_scanned(pl_store_t *s, int from, int to, char *errstr,
             rep->element[1]->str) {
             slots[m] = from + (int)i;
             next[m++] = strtoll(rep->element[1]->str, NULL, 10);
-        } else if (rep->type == REDIS_REPLY_ERROR &&
-                   error_code_is(rep->str, "WRONGTYPE")) {
+        } else if (rep->type == REDIS_REPLY_ERROR) {
+            /* a shard of another type is skipped (logged); an error that
+             * is not about one key fails the scan, fatal or retriable */
+            int e = error_reply(s, rep, "timer scan", errstr, errstr_size);
+            if (e < 0) {
+                r = e;
+                goto out;
+            }
             char text[512];
             snprintf(text, sizeof(text), "%s: %s", s->shards[from + (int)i],
                      rep->str);

@@ -295,19 +295,30 @@ static int claim_tick(pl_worker_t *w, int64_t lease, pl_claim_t **claims,
     scan_slice(cfg, &from, &to);
     if (from >= to)
         return 0;
-    if (!quick) {
-        /* the slow scan only indexes what it finds (plain commands, no
-         * script call a shard): the due path claims it within a tick */
-        r = pl_store_index_timers(store, from, to, err, errsz);
-        return r == -2 ? r : 0; /* looked at again on the next pass */
-    }
-    if ((r = pl_store_claim_timers(
-             store, from, to,
-             (int)pl_config_get_int(cfg, "timers.shards.per.call"), lease,
-             per, &b, &nb, &now2, err, errsz))) {
+    /* the slow scan only indexes what it finds (plain commands, no script
+     * call a shard): the due path claims it within a tick */
+    r = quick ? pl_store_claim_timers(
+                    store, from, to,
+                    (int)pl_config_get_int(cfg, "timers.shards.per.call"),
+                    lease, per, &b, &nb, &now2, err, errsz)
+              : pl_store_index_timers(store, from, to, err, errsz);
+    if (r) {
+        if (r == -2)
+            return r;
         /* what the index found stays claimed and fires; the slice is
-         * looked at again on the next pass */
-        return r == -2 ? r : 0;
+         * looked at again at the next tick */
+        static int64_t logged;
+        int64_t t = pl_now_mono_ms();
+        if (!logged || t - logged >= 5000) {
+            logged = t;
+            pl_warn("timer scan of slots %d-%d: %s (trying again)", from,
+                    to - 1, err);
+        }
+        timer_cursor = from;
+        first_scan_done = !quick;
+        if (!quick)
+            scan_credit += to - from;
+        return 0;
     }
     if (!nb)
         return 0;
