@@ -458,23 +458,17 @@ static const char claim1_lua[] = LUA_NOW
     "for _, m in ipairs(due) do out[#out + 1] = m end\n"
     "return out\n";
 
-/* KEYS: the due index.  ARGV: triples of slot, the score it was seen with
- * ("": not seen: only lower it), its new score (-1: nothing scheduled).
- * A score seen is replaced only if it is still the same: an apply that
- * lowered it since (a new timer) wins. */
+/* KEYS: the due index.  ARGV: triples of slot, the score it was seen with,
+ * its new score (-1: nothing scheduled).  A score seen is replaced only if
+ * it is still the same: an apply that lowered it since (a new timer) wins.
+ * (Only lowering is a plain ZADD LT: add_index.) */
 static const char reindex_lua[] =
     "for i = 1, #ARGV, 3 do\n"
     "  local slot, seen, new = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])\n"
-    "  if seen == '' then\n"
-    "    if new >= 0 then\n"
-    "      redis.call('ZADD', KEYS[1], 'LT', string.format('%d', new), slot)\n"
-    "    end\n"
-    "  else\n"
-    "    local cur = redis.call('ZSCORE', KEYS[1], slot)\n"
-    "    if cur and tonumber(cur) == tonumber(seen) then\n"
-    "      if new < 0 then redis.call('ZREM', KEYS[1], slot)\n"
-    "      else redis.call('ZADD', KEYS[1], string.format('%d', new), slot) end\n"
-    "    end\n"
+    "  local cur = redis.call('ZSCORE', KEYS[1], slot)\n"
+    "  if cur and tonumber(cur) == tonumber(seen) then\n"
+    "    if new < 0 then redis.call('ZREM', KEYS[1], slot)\n"
+    "    else redis.call('ZADD', KEYS[1], string.format('%d', new), slot) end\n"
     "  end\n"
     "end\n"
     "return 0\n";
@@ -3308,8 +3302,8 @@ static char *due_key(const pl_store_t *s)
     return k;
 }
 
-/* One reindex call for `n` (slot, seen, next) triples; seen NULL: lower
- * only.  Adds to the pipeline. */
+/* One reindex call for `n` (slot, seen, next) triples.  Adds to the
+ * pipeline. */
 static int add_reindex(pl_store_t *s, const char *kidx, const int *slots,
                        const int64_t *seen, const int64_t *next, size_t n)
 {
@@ -3326,13 +3320,12 @@ static int add_reindex(pl_store_t *s, const char *kidx, const int *slots,
     argv[i++] = kidx;
     for (size_t k = 0; k < n; k++) {
         snprintf(num[3 * k], sizeof(num[0]), "%d", slots[k]);
-        if (seen)
-            snprintf(num[3 * k + 1], sizeof(num[0]), "%lld",
-                     (long long)seen[k]);
+        snprintf(num[3 * k + 1], sizeof(num[0]), "%lld",
+                 (long long)seen[k]);
         snprintf(num[3 * k + 2], sizeof(num[0]), "%lld",
                  (long long)next[k]);
         argv[i++] = num[3 * k];
-        argv[i++] = num[3 * k + 1]; /* "" when not seen */
+        argv[i++] = num[3 * k + 1];
         argv[i++] = num[3 * k + 2];
     }
     r = add_keyed(s, 3, (int)i, argv, NULL);
@@ -3409,10 +3402,9 @@ static int index_scanned(pl_store_t *s, int from, int to, char *errstr,
     size_t n = (size_t)(to - from), m = 0;
     int *slots = malloc((n ? n : 1) * sizeof(*slots));
     int64_t *next = malloc((n ? n : 1) * sizeof(*next));
-    char *kidx = due_key(s);
     int r = -1;
 
-    if (!slots || !next || !kidx)
+    if (!slots || !next)
         goto oom;
     begin(s);
     for (int slot = from; slot < to; slot++) {
@@ -3443,13 +3435,7 @@ static int index_scanned(pl_store_t *s, int from, int to, char *errstr,
             bad_shard(s, text);
         }
     }
-    r = 0;
-    if (m) {
-        begin(s);
-        if (add_index(s, kidx, slots, next, m))
-            goto oom;
-        r = run(s, "ZADD", errstr, errstr_size);
-    }
+    r = pl_store_timer_index(s, slots, next, m, errstr, errstr_size);
     goto out;
 oom:
     snprintf(errstr, errstr_size, "out of memory");
@@ -3457,7 +3443,6 @@ oom:
 out:
     free(slots);
     free(next);
-    free(kidx);
     return r;
 }
 
