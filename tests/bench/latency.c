@@ -18,11 +18,17 @@
  *   bench_latency --deals-topic T --pipeline-topic P [--rate 2000]
  *       [--duration 30] [--warmup 3] [--drain 10] [--linger-ms 0]
  *       [--brokers B] [--schemas DIR] [--seed S] [-X prop=value]
+ *       [--dump FILE]
+ *
+ * --dump writes one line per counted event, "<ms since the first send>
+ * <latency ms>" (-1: never came), to see when the slow ones were sent:
+ * tests/bench/latency_tail.py reads it.
  */
 #include "bench.h"
 #include "codec.h"
 #include "event.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -149,7 +155,7 @@ static double pct_ms(const int64_t *v, long long n, double p)
 
 int main(int argc, char **argv)
 {
-    const char *deals = NULL;
+    const char *deals = NULL, *dump = NULL;
     double rate = 2000, duration = 30, warmup = 3, drain = 10;
     long long linger = 0, created = 0;
     uint64_t seed = 42;
@@ -192,6 +198,8 @@ int main(int argc, char **argv)
             linger = bench_parse_ll(prog, a, argv[++i], 0, 1000);
         else if (!strcmp(a, "--seed"))
             seed = (uint64_t)bench_parse_ll(prog, a, argv[++i], 0, INT64_MAX);
+        else if (!strcmp(a, "--dump") && val)
+            dump = argv[++i];
         else if (!strcmp(a, "-X") && val && nprops < 64)
             props[nprops++] = argv[++i];
         else
@@ -300,6 +308,17 @@ int main(int argc, char **argv)
 
     if (!(v = malloc((size_t)L.total * sizeof(*v))))
         bench_die(prog, "out of memory");
+    if (dump) {
+        FILE *f = fopen(dump, "w");
+        if (!f)
+            bench_die(prog, "%s: %s", dump, strerror(errno));
+        for (long long k = skip; k < L.total; k++)
+            fprintf(f, "%.3f %.3f\n",
+                    (double)(atomic_load(&L.sent_ns[k]) - start) / 1e6,
+                    L.lat_ns[k] < 0 ? -1.0 : (double)L.lat_ns[k] / 1e6);
+        if (fclose(f))
+            bench_die(prog, "%s: %s", dump, strerror(errno));
+    }
     for (long long k = skip; k < L.total; k++) {
         if (L.lat_ns[k] < 0) {
             missing++;

@@ -484,6 +484,7 @@ if has_part latency; then
 	"$BUILD/bench_latency" --brokers "$PL_BROKERS" --deals-topic "${LTP}sales.deals" \
 		--pipeline-topic "${LTP}sales.pipeline" --rate "$LAT_RATE" \
 		--duration "$LAT_SECONDS" --warmup 3 --seed "$SEED" \
+		--dump "$OUT/latency-events.txt" \
 		>"$PARTS_DIR/latency.json"
 	cpu_end "latency"
 	stop_worker "$WPID" "$wlog"
