@@ -8,8 +8,7 @@
  *      is not this worker's goes to the dead-letter topic unchanged, with
  *      headers saying why;
  *   3. decide each event (the kind's decide()) on its entity's cached state,
- *      read from Redis the first time the entity is seen (not for its
- *      create: taken as new, load_states());
+ *      read from Redis the first time the entity is seen;
  *   4. apply the whole batch in one Redis round trip: a Lua script per event
  *      that drops an event_id already applied (handing back its stored
  *      derived events), checks the state's revision and writes the new state;
@@ -85,8 +84,6 @@ typedef struct centry_s {
                      created the entity, or NULL */
     int64_t applied_until; /* its :applied key expires no earlier
                               (pl_store_apply_t's; 0: not known) */
-    bool guessed; /* taken as new without a read (load_states()), not
-                     applied since */
     uint64_t round;   /* the decide round that last decided an event of it */
     size_t last_item; /* ...and that event's index in the batch */
 } centry_t;
@@ -235,9 +232,6 @@ typedef struct item_s {
 typedef struct stats_s {
     uint64_t consumed, applied, rejected, duplicates, dead_letters,
         conflicts, batches, redis_errors, republished, kafka_errors;
-    /* entities read from Redis (load_states), and those taken as new
-     * without a read, of which some were there after all */
-    uint64_t loaded, guessed, guessed_wrong;
     /* the kind's own counters (pl_worker_count) */
     const char *extra_names[4];
     uint64_t extra[4];
@@ -733,6 +727,9 @@ static int wait_out_redis(worker_t *w, const char *err, int64_t *backoff)
     return RUNNING && !w->revoked ? 0 : -1;
 }
 
+/* Make sure the entity of every pending item is in the cache.  0, -1 when
+ * the batch is abandoned (shutdown or revoked while Redis was down), -2 on
+ * out of memory. */
 /* The cache entry of it's entity (NULL: none): the one looked up last
  * for it when no entry was freed since (a batch looks its entities up in
  * load_states(), decide() and after the apply: a 40,000-entry table whose
@@ -748,20 +745,7 @@ static centry_t *item_entry(worker_t *w, item_t *it)
     return it->entry;
 }
 
-/* Make sure the entity of every pending item is in the cache.  With
- * guess_new (a batch's first round), an entity whose first pending event
- * is its create (deal.created, lead.created) is not read: it is taken as
- * new, exactly as a read that found no key would have made it.  That
- * saves a round trip before nearly every batch at a steady rate (each has
- * a create or two) and a read per new entity under load.  It is as safe
- * as a stale cache entry: the create is applied on the revision "" (no
- * entity), so if the entity is there after all the apply script answers
- * with a conflict, nothing is written, and the next round (guess_new
- * false) reads it and decides again; a replayed create is a duplicate
- * before that (the script checks :applied first).  0, -1 when the batch
- * is abandoned (shutdown or revoked while Redis was down), -2 on out of
- * memory. */
-static int load_states(worker_t *w, bool guess_new)
+static int load_states(worker_t *w)
 {
     const char **ids = NULL;
     pl_fields_t *fields = NULL;
@@ -786,31 +770,13 @@ static int load_states(worker_t *w, bool guess_new)
             continue;
         for (size_t j = 0; j < n && !seen; j++)
             seen = !strcmp(ids[j], id);
-        if (seen)
-            continue;
-        if (guess_new && w->kind->create_type &&
-            w->items[i].ev.type == w->kind->create_type) {
-            /* as a read of no key: empty fields, no rev, no origin */
-            pl_fields_t none = {0};
-            centry_t *e = cache_put(&w->cache, id);
-            if (!e)
-                goto out;
-            if (w->kind->state_load(centry_st(e), id, &none)) {
-                cache_drop(&w->cache, id); /* cannot be: read it */
-                ids[n++] = id;
-                continue;
-            }
-            e->guessed = true;
-            w->stats.guessed++;
-            continue;
-        }
-        ids[n++] = id;
+        if (!seen)
+            ids[n++] = id;
     }
     if (!n) {
         free(ids);
         return 0;
     }
-    w->stats.loaded += n;
     if (!(fields = calloc(n, sizeof(*fields))))
         goto out;
     while ((sr = pl_store_read(w->store, w->kind->entity, ids, n, fields,
@@ -1587,7 +1553,7 @@ static int apply_batch(worker_t *w)
     for (;;) {
         size_t n = 0;
         double t = pl_metrics_clock(), t1;
-        if ((lr = load_states(w, w->round + 1 == first_round))) {
+        if ((lr = load_states(w))) {
             r = lr;
             goto out;
         }
@@ -1673,8 +1639,6 @@ static int apply_batch(worker_t *w)
                 centry_t *e = item_entry(w, it);
                 if (e && op->apply.new_applied_until > e->applied_until)
                     e->applied_until = op->apply.new_applied_until;
-                if (e)
-                    e->guessed = false;
                 it->done = true;
                 if (op->outcome_len)
                     unblank_push(w, it);
@@ -1706,20 +1670,15 @@ static int apply_batch(worker_t *w)
                 /* our prediction for the entity assumed it was new */
                 cache_drop(&w->cache, w->kind->entity_id(&it->ev));
                 break;
-            case PL_APPLY_CONFLICT: {
+            case PL_APPLY_CONFLICT:
                 /* decided again either way; counted only when another
-                 * writer (or a stale cache) caused it, not when the
-                 * entity taken as new (load_states()) was there */
-                centry_t *e = item_entry(w, it);
-                if (e && e->guessed)
-                    w->stats.guessed_wrong++;
-                else if (!after_mispredicted_duplicate(w, ops, k)) {
+                 * writer (or a stale cache) caused it */
+                if (!after_mispredicted_duplicate(w, ops, k)) {
                     w->stats.conflicts++;
                     pl_metrics_inc(w->metrics, PL_M_CONFLICTS, 1);
                 }
                 cache_drop(&w->cache, w->kind->entity_id(&it->ev));
                 break;
-            }
             case PL_APPLY_FAILED: {
                 /* A per-key error (a key of the wrong type...): retrying
                  * cannot mend it and it must not hold up the partition.
@@ -2019,10 +1978,6 @@ static void log_stats(worker_t *w)
             (unsigned long long)w->stats.batches,
             (unsigned long long)w->stats.redis_errors,
             (unsigned long long)w->stats.kafka_errors, extra);
-    pl_info("loads: read=%llu new=%llu (of which there: %llu)",
-            (unsigned long long)w->stats.loaded,
-            (unsigned long long)w->stats.guessed,
-            (unsigned long long)w->stats.guessed_wrong);
     pl_info("time (s): poll=%.2f (idle=%.2f) load=%.2f decide=%.2f "
             "apply=%.2f produce=%.2f after=%.2f reap=%.2f tick=%.2f",
             w->stats.t_poll, w->stats.t_idle, w->stats.t_load,

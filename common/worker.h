@@ -52,11 +52,6 @@ typedef struct pl_worker_kind_s {
     const char *entity;      /* "deal": the Redis key kind */
     const char *input_topic; /* config key of the topic consumed */
     pl_event_type_t first_type, last_type; /* input types taken */
-    /* The type that creates an entity (PL_EV_UNKNOWN: none): an entity
-     * not in the cache whose first event in a batch is this one is taken
-     * as new without reading it (the apply's revision check finds out if
-     * it was there). */
-    pl_event_type_t create_type;
     /* The entity id of an input event (deal_id, lead_id). */
     const char *(*entity_id)(const pl_event_t *ev);
     size_t state_size;

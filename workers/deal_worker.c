@@ -692,7 +692,6 @@ static const pl_worker_kind_t deal_kind = {
     .entity = "deal",
     .input_topic = "topic.deals",
     .first_type = PL_EV_DEAL_CREATED,
-    .create_type = PL_EV_DEAL_CREATED,
     .last_type = PL_EV_DEAL_ACTIVITY,
     .entity_id = deal_id,
     .state_size = sizeof(pl_deal_state_t),

@@ -112,7 +112,6 @@ static const pl_worker_kind_t lead_kind = {
     .entity = "lead",
     .input_topic = "topic.leads",
     .first_type = PL_EV_LEAD_CREATED,
-    .create_type = PL_EV_LEAD_CREATED,
     .last_type = PL_EV_LEAD_CONVERTED,
     .entity_id = lead_id,
     .state_size = sizeof(pl_lead_state_t),

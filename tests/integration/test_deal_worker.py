@@ -262,68 +262,6 @@ class Duplicates(IntegrationCase):
         self.assertEqual(len(state["history"]), 2)
 
 
-class CreateTakenAsNew(IntegrationCase):
-    """A worker does not read an entity before its create: it takes it as
-    new, and the apply's revision check catches the one that was there
-    after all.  What a user sees is the same as with a read."""
-    workers = 0  # started by the test
-
-    def last_line(self, w, prefix):
-        lines = [x for x in open(w.log_path).read().splitlines()
-                 if prefix in x]
-        self.assertTrue(lines, "no %r line in %s" % (prefix, w.log_path))
-        return lines[-1].split(prefix, 1)[1]
-
-    def test_a_create_of_a_known_deal_is_rejected_as_before(self):
-        env = self.env
-        known, replayed, new = did(), did(), did()
-        first = [ev("deal.created", deal_id=known, name="first", amount=10),
-                 ev("deal.stage_requested", deal_id=known,
-                    to_stage="scoping"),
-                 ev("deal.created", deal_id=replayed, amount=20)]
-        w1 = env.start_worker("deal_worker")
-        env.produce("sales.deals", first)
-        env.wait_for("sales.pipeline", lambda m: all(
-            derived_of(m, e["event_id"]) for e in first))
-        env.stop_worker(w1)
-
-        # a new worker: nothing in its cache
-        again = ev("deal.created", deal_id=known, name="second", amount=99)
-        create = ev("deal.created", deal_id=new, amount=30)
-        move = ev("deal.stage_requested", deal_id=new, to_stage="scoping")
-        w2 = env.start_worker("deal_worker")
-        env.produce("sales.deals", [again, first[2], create, move])
-        msgs = env.wait_for("sales.pipeline", lambda m: all(
-            derived_of(m, e["event_id"]) for e in (again, create, move)))
-        env.stop_worker(w2)
-
-        r = derived_of(msgs, again["event_id"])
-        self.assertEqual(len(r), 1, r)
-        self.assertEqual(r[0]["type"], "deal.transition_rejected")
-        self.assertEqual(r[0]["reason_code"], "duplicate_deal")
-        self.assertEqual(r[0]["from_stage"], "scoping")
-        state = env.deal(known)
-        self.assertEqual((state["name"], state["stage"], state["amount"]),
-                         ("first", "scoping", 10))
-        self.assertEqual(len(state["history"]), 2)
-        # the replayed create applied nothing again: one derived event id
-        self.assertEqual(len({m["event_id"] for m in msgs
-                              if m.get("deal_id") == replayed}), 1)
-        self.assertEqual(env.deal(replayed)["amount"], 20)
-        self.assertEqual([(m["from_stage"], m["to_stage"]) for m in msgs
-                          if m.get("deal_id") == new],
-                         [("", "qualification"), ("qualification", "scoping")])
-        # none of the three creates was read first; the known deal's was
-        # there after all, which is not another writer's conflict
-        loads = self.last_line(w2, "loads: ")
-        read, rest = loads.split("read=")[1].split(" new=")
-        guessed, there = rest.split(" (of which there: ")
-        self.assertGreaterEqual(int(guessed), 3, loads)
-        self.assertGreaterEqual(int(read), 1, loads)  # after the conflict
-        self.assertEqual(int(there.rstrip(")")), 1, loads)
-        self.assertIn(" conflicts=0 ", self.last_line(w2, "stats: "))
-
-
 class DeadLetters(IntegrationCase):
     partitions = 1  # one partition: "the events after them" is well defined
 
