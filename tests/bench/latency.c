@@ -316,7 +316,7 @@ int main(int argc, char **argv)
             fprintf(f, "%.3f %.3f\n",
                     (double)(atomic_load(&L.sent_ns[k]) - start) / 1e6,
                     L.lat_ns[k] < 0 ? -1.0 : (double)L.lat_ns[k] / 1e6);
-        if (fclose(f))
+        if (ferror(f) | fclose(f))
             bench_die(prog, "%s: %s", dump, strerror(errno));
     }
     for (long long k = skip; k < L.total; k++) {

@@ -13,13 +13,15 @@ stalls' starts fall in each --period (default 1000 ms): a stall that comes
 once a second shows as one phase bucket holding most of them.
 """
 import argparse
+import math
 import sys
 
 
 def pct(sorted_v, p):
+    """Nearest rank, as bench_latency's own figures."""
     if not sorted_v:
         return float("nan")
-    i = min(len(sorted_v) - 1, max(0, int(round(p / 100 * len(sorted_v))) - 1))
+    i = min(len(sorted_v) - 1, max(0, math.ceil(p / 100 * len(sorted_v)) - 1))
     return sorted_v[i]
 
 
