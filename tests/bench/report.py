@@ -4,9 +4,10 @@
 usage: report.py PARTS_DIR RESULTS_JSON
 
 PARTS_DIR holds what tests/bench/run.sh wrote: run.json, gen.json,
-consume.json, redis.json (redis-wait0.json: the ceiling without WAIT),
-workers-K.json (workers-1-wait0.json: one worker without WAIT),
-memory-K.json (Redis used_memory around that run), latency.json,
+consume.json, redis.json (redis-wait0.json: the ceiling without WAIT;
+redis-cpu.json: Redis's CPU seconds during it), workers-K.json
+(workers-1-wait0.json: one worker without WAIT), memory-K.json (Redis
+used_memory and CPU seconds around that run), latency.json,
 timers.json, end.json, cpu.jsonl (the host's CPU ticks over each part:
 busy, idle, steal) (any may be missing when a part was not run).
 run.json's "mode" is "single" (one broker, one Redis) or "cluster" (3
@@ -172,6 +173,19 @@ def mark(ok):
     return "PASS" if ok else "MISS"
 
 
+def with_redis_cpu(d, cpu, events):
+    """d with the Redis CPU seconds of its run (run.sh's redis_cpu_json
+    members), and the same per million events, when both are known."""
+    if not cpu or not events or "redis_cpu_main_s" not in cpu:
+        return d
+    d = dict(d)
+    d["redis_cpu"] = {k: cpu[k] for k in ("redis_cpu_main_s", "redis_cpu_s",
+                                          "redis_cpu_children_s")}
+    for k in ("redis_cpu_main_s", "redis_cpu_s", "redis_cpu_children_s"):
+        d["redis_cpu"][k + "_per_million"] = round(cpu[k] / events * 1e6, 2)
+    return d
+
+
 def main():
     if len(sys.argv) != 3:
         sys.exit(__doc__)
@@ -217,6 +231,8 @@ def main():
         res["ceilings"]["kafka_consume"] = consume
         ceilings.append(("kafka consume", consume["events_per_s"]))
     if redis:
+        redis = with_redis_cpu(redis, load(parts, "redis-cpu.json"),
+                               redis.get("events"))
         res["ceilings"]["redis_apply"] = redis
         ceilings.append(("redis apply script", redis["events_per_s"]))
     if redis0:  # not a ceiling of these workers (they WAIT): for comparison
@@ -252,6 +268,8 @@ def main():
             if mem.get("keys"):
                 mem["bytes_per_key"] = round(delta / mem["keys"])
             w["redis_memory"] = mem
+            if "redis_cpu_main_s" in mem:
+                w = with_redis_cpu(w, mem, w["events"])
         if key != (1, wait):
             w.pop("timeline", None)
         low = lower
@@ -446,6 +464,20 @@ def print_table(res, lower):
     for n in res["notes"]:
         if "overlap those waits" in n or "after SIGTERM" in n:
             p("        " + n)
+    cpus = [("ceiling: Redis apply script", c["redis_apply"]["redis_cpu"])
+            ] if "redis_cpu" in c.get("redis_apply", {}) else []
+    cpus += [(run_name(w, res), w["redis_cpu"]) for w in res["workers"]
+             if "redis_cpu" in w]
+    if cpus:
+        p()
+        p("Redis CPU per million events (its main thread, which runs the "
+          "scripts%s)" % (", summed over the masters"
+                         if res.get("mode") == "cluster" else ""))
+        for name, r in cpus:
+            p(fmt % (name, "%.2f s" % r["redis_cpu_main_s_per_million"],
+                     "whole process %.2f s, AOF rewrites %.2f s" % (
+                         r["redis_cpu_s_per_million"],
+                         r["redis_cpu_children_s_per_million"])))
     mems = [w for w in res["workers"] if "redis_memory" in w]
     if mems:
         p()

@@ -261,6 +261,30 @@ redis_memory() { # [pattern]: prints "used_memory keys"
 	done
 	echo "$mem $keys"
 }
+# Redis's CPU seconds so far, summed over the nodes (the masters of a
+# cluster): "main all children" (INFO cpu: the main thread, which runs
+# every command and script; the whole process, its I/O threads too; its
+# children, the AOF rewrites).  Read around a run, the difference is what
+# that run cost Redis, and whatever other clients of a shared Redis did
+# meanwhile.
+redis_cpu() {
+	local node nodes
+	nodes=$(redis_nodes) || return 1
+	for node in $nodes; do
+		redis-cli -h "${node%:*}" -p "${node##*:}" info cpu || return 1
+	done | tr -d '\r' | awk -F: '
+		/^used_cpu_(sys|user)_main_thread:/ { m += $2 }
+		/^used_cpu_(sys|user):/ { a += $2 }
+		/^used_cpu_(sys|user)_children:/ { c += $2 }
+		END { if (!m) exit 1; printf "%.3f %.3f %.3f\n", m, a, c }'
+}
+# redis_cpu_json BEFORE AFTER: the difference, as JSON members
+redis_cpu_json() {
+	awk -v b="$1" -v a="$2" 'BEGIN {
+		split(b, x, " "); split(a, y, " ");
+		printf "\"redis_cpu_main_s\": %.3f, \"redis_cpu_s\": %.3f, \"redis_cpu_children_s\": %.3f",
+			y[1] - x[1], y[2] - x[2], y[3] - x[3] }'
+}
 # The stage histories' share of it: MEMORY USAGE (exact: SAMPLES 0; the
 # key, its entry and the list) of every key matching a pattern, summed.
 redis_key_bytes() { # pattern: prints the bytes
@@ -365,6 +389,8 @@ fi
 apply_ceiling() {
 	local name=$1 tag=$2 wr=$3
 	shift 3
+	local rc0 rc1
+	rc0=$(redis_cpu) || rc0=
 	cpu_begin
 	"$BUILD/bench_redis_apply" --redis "$PL_REDIS" --key-prefix "${KP}$tag:" \
 		--events "$EVENTS" --deals "$DEALS" --batch 500 --seed "$SEED" \
@@ -374,6 +400,10 @@ apply_ceiling() {
 		--reminder-share "$(jget "$PARTS_DIR/gen.json" 'd["close_date_writes"] / d["events"]')" \
 		>"$PARTS_DIR/$name"
 	cpu_end "ceiling: Redis apply (${name%.json})"
+	if [[ -n $rc0 ]] && rc1=$(redis_cpu); then
+		printf '{%s}\n' "$(redis_cpu_json "$rc0" "$rc1")" \
+			>"$PARTS_DIR/${name%.json}-cpu.json"
+	fi
 	((KEEP)) || del_keys "${KP}$tag:*"
 }
 
@@ -418,6 +448,7 @@ if has_part workers; then
 		log "throughput: $k deal worker(s) on $EVENTS events, redis.wait.replicas=$wr"
 		mkdir -p -- "$OUT/logs/w$run"
 		read -r mem0 _ < <(redis_memory) || mem0=
+		rcpu0=$(redis_cpu) || rcpu0=
 		perf_args=()
 		if ((PERF)) && [[ $run == 1 ]]; then
 			command -v perf >/dev/null || die "--perf needs perf (apt-get install linux-perf)"
@@ -441,11 +472,14 @@ if has_part workers; then
 		cpu_end "workers: $run"
 		((rc == 0)) || log "the $run-worker run did not finish cleanly (exit $rc); see $OUT/logs/w$run"
 		# The workers have stopped: what this run left in Redis.
+		rcpu1=$(redis_cpu) || rcpu1=
 		if [[ -n $mem0 ]] && read -r mem1 keys < <(redis_memory "${KP}w$run:*"); then
 			hist=null
 			[[ $run != 1 ]] || hist=$(redis_key_bytes "${KP}w$run:*:history") || hist=null
-			printf '{"used_memory_before": %s, "used_memory_after": %s, "keys": %s, "history_bytes": %s, "nodes": "%s"}\n' \
-				"$mem0" "$mem1" "$keys" "${hist:-null}" "$(redis_nodes | paste -sd, -)" \
+			rcpu=
+			[[ -z $rcpu0 || -z $rcpu1 ]] || rcpu=", $(redis_cpu_json "$rcpu0" "$rcpu1")"
+			printf '{"used_memory_before": %s, "used_memory_after": %s, "keys": %s, "history_bytes": %s, "nodes": "%s"%s}\n' \
+				"$mem0" "$mem1" "$keys" "${hist:-null}" "$(redis_nodes | paste -sd, -)" "$rcpu" \
 				>"$PARTS_DIR/memory-$run.json"
 		fi
 		((KEEP)) || del_keys "${KP}w$run:*"
