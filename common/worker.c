@@ -98,7 +98,8 @@ typedef struct centry_s {
  * with its padding) puts a cached deal in jemalloc's 320-byte class: 2-6
  * MB more peak RSS on the benchmark's load (measured 2026-12-02).  New
  * flags go in the padding after ref. */
-_Static_assert(CENTRY_HEAD + ((sizeof(pl_deal_state_t) + 7) & ~7u) + 16 <=
+_Static_assert(CENTRY_HEAD + ((sizeof(pl_deal_state_t) + 7) & ~(size_t)7) +
+                       16 <=
                    256,
                "a cached deal (id up to 15 bytes) no longer fits "
                "jemalloc's 256-byte class");

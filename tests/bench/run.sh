@@ -51,7 +51,8 @@
 #   3. bench_throughput runs 1, 2 and 4 deal workers on that topic (a fresh
 #      group and key prefix each) until all is applied and delivered; Redis
 #      used_memory (summed over the masters of a cluster) is read before and
-#      after each run, for the bytes per deal;
+#      after each run, for the bytes per deal, and Redis's CPU seconds (INFO
+#      cpu), for its CPU per event (the ceiling's too);
 #   4. bench_latency produces at a steady rate to a worker and measures
 #      produce-to-derived latency; then the timer latency (timer_latency.py).
 #      Both work in cluster mode too (topics RF 3, the workers' WAIT).
