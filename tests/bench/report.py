@@ -175,7 +175,8 @@ def mark(ok):
 
 def with_redis_cpu(d, cpu, events):
     """d with the Redis CPU seconds of its run (run.sh's redis_cpu_json
-    members), and the same per million events, when both are known."""
+    members), the same per million events, and the share of the run's
+    seconds (d's "seconds") its main thread was busy, when known."""
     if not cpu or not events or "redis_cpu_main_s" not in cpu:
         return d
     d = dict(d)
@@ -183,6 +184,9 @@ def with_redis_cpu(d, cpu, events):
                                           "redis_cpu_children_s")}
     for k in ("redis_cpu_main_s", "redis_cpu_s", "redis_cpu_children_s"):
         d["redis_cpu"][k + "_per_million"] = round(cpu[k] / events * 1e6, 2)
+    if d.get("seconds"):
+        d["redis_cpu"]["main_busy_fraction"] = round(
+            cpu["redis_cpu_main_s"] / d["seconds"], 3)
     return d
 
 
@@ -474,10 +478,13 @@ def print_table(res, lower):
           "scripts%s)" % (", summed over the masters"
                          if res.get("mode") == "cluster" else ""))
         for name, r in cpus:
+            busy = r.get("main_busy_fraction")
             p(fmt % (name, "%.2f s" % r["redis_cpu_main_s_per_million"],
-                     "whole process %.2f s, AOF rewrites %.2f s" % (
+                     "whole process %.2f s, AOF rewrites %.2f s%s" % (
                          r["redis_cpu_s_per_million"],
-                         r["redis_cpu_children_s_per_million"])))
+                         r["redis_cpu_children_s_per_million"],
+                         "; main thread busy %.0f%% of the run" % (100 * busy)
+                         if busy is not None else "")))
     mems = [w for w in res["workers"] if "redis_memory" in w]
     if mems:
         p()
