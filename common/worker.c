@@ -2083,6 +2083,9 @@ static int maybe_tick(worker_t *w, int64_t *next_tick)
     return w->kind->tick(w);
 }
 
+/* The longest sleep while a batch fills (main_loop) */
+#define BATCH_NAP_MS 5
+
 static int main_loop(worker_t *w)
 {
     size_t batch_size = (size_t)pl_config_get_int(w->cfg, "batch.size");
@@ -2126,7 +2129,24 @@ static int main_loop(worker_t *w)
                     timeout = left < 0 ? 0 : left < 100 ? (int)left : 100;
                 }
                 double tq = pl_metrics_clock();
-                m = rd_kafka_consumer_poll(w->consumer, timeout);
+                if (w->nitems && timeout > 0) {
+                    /* A batch is filling: take what has come; if nothing
+                     * has, sleep out the batch's wait (in steps of at most
+                     * BATCH_NAP_MS, so that a batch that fills meanwhile
+                     * waits no longer) and look again, instead of waiting
+                     * in the poll, which librdkafka wakes at each message:
+                     * at 2,000 events/s, one wake-up a batch instead of
+                     * four. */
+                    m = rd_kafka_consumer_poll(w->consumer, 0);
+                    if (!m) {
+                        pl_sleep_ms(timeout < BATCH_NAP_MS ? timeout
+                                                           : BATCH_NAP_MS,
+                                    &w->stop);
+                        m = rd_kafka_consumer_poll(w->consumer, 0);
+                    }
+                } else {
+                    m = rd_kafka_consumer_poll(w->consumer, timeout);
+                }
                 if (!m && !w->nitems) /* nothing to do: not waiting for
                                          the end of a batch */
                     w->stats.t_idle += pl_metrics_clock() - tq;
