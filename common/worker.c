@@ -2130,19 +2130,23 @@ static int main_loop(worker_t *w)
                 }
                 double tq = pl_metrics_clock();
                 if (w->nitems && timeout > 0) {
-                    /* A batch is filling: take what has come; if nothing
-                     * has, sleep out the batch's wait (in steps of at most
-                     * BATCH_NAP_MS, so that a batch that fills meanwhile
-                     * waits no longer) and look again, instead of waiting
-                     * in the poll, which librdkafka wakes at each message:
-                     * at 2,000 events/s, one wake-up a batch instead of
-                     * four. */
+                    /* A batch is filling: take what has come; while
+                     * nothing has, sleep out the batch's wait (in steps
+                     * of at most BATCH_NAP_MS, so that a batch that fills
+                     * meanwhile waits no longer) and look again, instead
+                     * of waiting in the poll, which librdkafka wakes at
+                     * each message: at 2,000 events/s, one wake-up a
+                     * batch instead of four.  (A rebalance's callback
+                     * runs in the polls.) */
                     m = rd_kafka_consumer_poll(w->consumer, 0);
-                    if (!m) {
+                    while (!m && timeout > 0 && !w->revoked && RUNNING) {
+                        int64_t left;
                         pl_sleep_ms(timeout < BATCH_NAP_MS ? timeout
                                                            : BATCH_NAP_MS,
                                     &w->stop);
                         m = rd_kafka_consumer_poll(w->consumer, 0);
+                        left = deadline - pl_now_mono_ms();
+                        timeout = left > 0 ? (int)left : 0;
                     }
                 } else {
                     m = rd_kafka_consumer_poll(w->consumer, timeout);

@@ -72,6 +72,40 @@ class WalkToWon(IntegrationCase):
                           "negotiation", "closing", "won"])
 
 
+class BatchWaitGathers(IntegrationCase):
+    """batch.wait.ms is how long a batch that has a message waits for more:
+    the loop sleeps it out in short steps (main_loop's BATCH_NAP_MS), so
+    events that come within it go in the same batch, however many steps
+    that takes."""
+    partitions = 1
+    worker_args = ("--set", "batch.wait.ms=5000")
+
+    def test_events_within_the_wait_make_one_batch(self):
+        env, d = self.env, did()
+        env.produce("sales.deals", [ev("deal.created", deal_id=d,
+                                       name="Acme", owner="ana",
+                                       occurred_at=at(0))])
+        time.sleep(0.5)  # many naps of the loop, well within the wait
+        env.produce("sales.deals", [
+            ev("deal.stage_requested", deal_id=d, to_stage="scoping",
+               occurred_at=at(100)),
+            ev("deal.stage_requested", deal_id=d, to_stage="proposal",
+               occurred_at=at(200))])
+        msgs = env.wait_for(
+            "sales.pipeline",
+            lambda m: len([x for x in m if x.get("deal_id") == d]) >= 3)
+        self.assertEqual([m["to_stage"] for m in msgs
+                          if m.get("deal_id") == d],
+                         ["qualification", "scoping", "proposal"])
+        w = env.workers[0]
+        env.stop_worker(w)
+        stats = [line for line in open(w.log_path)
+                 if "INFO deal_worker: stats: " in line]
+        self.assertTrue(stats, "no stats line in " + w.log_path)
+        self.assertIn(" consumed=3 ", stats[-1])
+        self.assertIn(" batches=1 ", stats[-1])
+
+
 class OlderLayout(IntegrationCase):
     def test_a_hash_of_the_older_layout_is_read_and_renamed(self):
         """A state hash as a version before the short field names wrote
