@@ -2135,8 +2135,9 @@ static int main_loop(worker_t *w)
                      * of at most BATCH_NAP_MS, so that a batch that fills
                      * meanwhile waits no longer) and look again, instead
                      * of waiting in the poll, which librdkafka wakes at
-                     * each message: at 2,000 events/s, one wake-up a
-                     * batch instead of four.  (A rebalance's callback
+                     * each message: at 2,000 events/s, two wake-ups a
+                     * batch (its first message, the end of its wait)
+                     * instead of one a message.  (A rebalance's callback
                      * runs in the polls.) */
                     m = rd_kafka_consumer_poll(w->consumer, 0);
                     while (!m && timeout > 0 && !w->revoked && RUNNING) {
