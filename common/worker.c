@@ -2086,6 +2086,13 @@ static int maybe_tick(worker_t *w, int64_t *next_tick)
 /* The longest sleep while a batch fills (main_loop) */
 #define BATCH_NAP_MS 5
 
+/* Milliseconds until a batch's deadline, 0 once it has passed. */
+static int batch_left_ms(int64_t deadline)
+{
+    int64_t left = deadline - pl_now_mono_ms();
+    return left > 0 ? (int)left : 0;
+}
+
 static int main_loop(worker_t *w)
 {
     size_t batch_size = (size_t)pl_config_get_int(w->cfg, "batch.size");
@@ -2121,8 +2128,7 @@ static int main_loop(worker_t *w)
                 w->carry = NULL;
             } else {
                 if (w->nitems) {
-                    int64_t left = deadline - pl_now_mono_ms();
-                    timeout = left > 0 ? (int)left : 0;
+                    timeout = batch_left_ms(deadline);
                 } else if (w->kind->tick && next_tick) {
                     /* idle: wake up in time for the next tick */
                     int64_t left = next_tick - pl_now_mono_ms();
@@ -2141,13 +2147,11 @@ static int main_loop(worker_t *w)
                      * runs in the polls.) */
                     m = rd_kafka_consumer_poll(w->consumer, 0);
                     while (!m && timeout > 0 && !w->revoked && RUNNING) {
-                        int64_t left;
                         pl_sleep_ms(timeout < BATCH_NAP_MS ? timeout
                                                            : BATCH_NAP_MS,
                                     &w->stop);
                         m = rd_kafka_consumer_poll(w->consumer, 0);
-                        left = deadline - pl_now_mono_ms();
-                        timeout = left > 0 ? (int)left : 0;
+                        timeout = batch_left_ms(deadline);
                     }
                 } else {
                     m = rd_kafka_consumer_poll(w->consumer, timeout);

@@ -26,7 +26,10 @@ usage: python3 tests/bench/fold_shapes.py [--redis HOST:PORT] [--fields N]
 """
 import argparse
 import random
-import subprocess
+
+# the RESP encoder, the redis-cli --pipe runner and the small client of
+# the state shapes' benchmark, next to this file
+from state_shapes import Redis, enc, pipe
 
 ADD = r'''
 local function incr(f, v)
@@ -69,27 +72,11 @@ KEY = "foldbench:{stats}"
 STAGES = ["qualification", "scoping", "proposal", "negotiation", "closing"]
 
 
-def resp(*args):
-    out = [b"*%d\r\n" % len(args)]
-    for a in args:
-        a = a if isinstance(a, bytes) else str(a).encode()
-        out.append(b"$%d\r\n%s\r\n" % (len(a), a))
-    return b"".join(out)
-
-
-class Redis:
-    def __init__(self, addr):
-        self.host, self.port = addr.rsplit(":", 1)
-
-    def cli(self, *args, data=None):
-        return subprocess.run(["redis-cli", "-h", self.host, "-p", self.port]
-                              + list(args), input=data, capture_output=True,
-                              check=True).stdout
-
-    def main_cpu(self):
-        text = self.cli("info", "cpu").decode()
-        return sum(float(line.split(":")[1]) for line in text.splitlines()
-                   if "_main_thread:" in line)
+def main_cpu(r):
+    """Redis's main-thread CPU seconds so far (INFO cpu)."""
+    text = r.call("INFO", "cpu").decode()
+    return sum(float(line.split(":")[1]) for line in text.splitlines()
+               if "_main_thread:" in line)
 
 
 def main():
@@ -108,26 +95,26 @@ def main():
         return "f|%s|%s|EUR|%s|%s" % (rnd.choice(owners), rnd.choice(months),
                                       rnd.choice(STAGES), rnd.choice("na"))
 
-    r.cli("del", KEY)
+    r.call("DEL", KEY)
     try:
-        sha = r.cli("script", "load", ADD).decode().strip()
-        r.cli("--pipe", data=b"".join(resp("HSET", KEY, field(), 5)
-                                      for _ in range(a.fill)))
+        sha = r.call("SCRIPT", "LOAD", ADD).decode()
+        pipe(a.redis, b"".join(enc("HSET", KEY, field(), 5)
+                               for _ in range(a.fill)))
         per = {"script": [], "multi": []}
         for _ in range(a.rounds):
             for how in per:
                 fl = [(field(), rnd.choice([1, -1, 250000, -250000]))
                       for _ in range(a.fields)]
                 if how == "script":
-                    data = resp("EVALSHA", sha, 1, KEY, "".join(
+                    data = enc("EVALSHA", sha, 1, KEY, "".join(
                         "%s\t%d\n" % fv for fv in fl))
                 else:
-                    data = resp("MULTI") + b"".join(
-                        resp("HINCRBY", KEY, f, v) for f, v in fl) + \
-                        resp("EXEC")
-                c0 = r.main_cpu()
-                r.cli("--pipe", data=data)
-                per[how].append((r.main_cpu() - c0) / a.fields * 1e6)
+                    data = enc("MULTI") + b"".join(
+                        enc("HINCRBY", KEY, f, v) for f, v in fl) + \
+                        enc("EXEC")
+                c0 = main_cpu(r)
+                pipe(a.redis, data)
+                per[how].append((main_cpu(r) - c0) / a.fields * 1e6)
         for how, v in per.items():
             v.sort()
             print("%-6s %.2f us of Redis's main thread a field (median of "
@@ -135,7 +122,7 @@ def main():
                                                 v[len(v) // 4],
                                                 v[3 * len(v) // 4]))
     finally:
-        r.cli("del", KEY)
+        r.call("DEL", KEY)
 
 
 if __name__ == "__main__":
